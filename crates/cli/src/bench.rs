@@ -1,0 +1,137 @@
+//! `scalpel bench`: this engine against candle-transformers' own quantized
+//! llama on the same GGUF, in one run, alternating so machine noise hits both.
+
+use std::io::Cursor;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use candle_core::{Device, Tensor};
+use candle_transformers::models::quantized_llama::ModelWeights;
+use clap::Args;
+use serde_json::json;
+
+use scalpel_engine::{argmax, Hook, HookCtx, HookPoint, KvCache, Logits, Model, ModelSource, Precision};
+
+#[derive(Args, Clone)]
+pub struct BenchArgs {
+    /// A .gguf file (llama family) or `default`.
+    #[arg(long, default_value = "default")]
+    model: String,
+    /// Precision of our engine (the candle reference is always quantized).
+    #[arg(long, default_value = "quantized")]
+    precision: String,
+    #[arg(long, default_value_t = 64)]
+    prompt_tokens: usize,
+    #[arg(long, default_value_t = 64)]
+    decode_tokens: usize,
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+/// A hook that wants nothing: measures the cost of the hook checks alone.
+struct NoOpHook;
+impl Hook for NoOpHook {
+    fn wants(&self, _: HookPoint) -> bool {
+        false
+    }
+    fn call(&mut self, _: &HookCtx, _: &Tensor) -> scalpel_engine::Result<Option<Tensor>> {
+        Ok(None)
+    }
+}
+
+struct Speeds {
+    prefill: f64,
+    decode: f64,
+}
+
+fn ours(model: &Model, prompt: &[u32], decode: usize, mut hook: Option<&mut dyn Hook>) -> Result<Speeds> {
+    let t0 = Instant::now();
+    let mut cache = KvCache::new(&model.config);
+    let logits = model.forward(&model.ids_tensor(prompt)?, Some(&mut cache), hook.as_deref_mut(), Logits::Last)?;
+    let mut next = argmax(&logits.flatten_all()?.to_vec1::<f32>()?);
+    let prefill = prompt.len() as f64 / t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    for _ in 0..decode {
+        let logits = model.forward(&model.ids_tensor(&[next])?, Some(&mut cache), hook.as_deref_mut(), Logits::Last)?;
+        next = argmax(&logits.flatten_all()?.to_vec1::<f32>()?);
+    }
+    Ok(Speeds { prefill, decode: decode as f64 / t1.elapsed().as_secs_f64() })
+}
+
+fn reference(bytes: &[u8], prompt: &[u32], decode: usize) -> Result<Speeds> {
+    let mut reader = Cursor::new(bytes);
+    let content = candle_core::quantized::gguf_file::Content::read(&mut reader)?;
+    let mut m = ModelWeights::from_gguf(content, &mut reader, &Device::Cpu)?;
+    let t0 = Instant::now();
+    let x = Tensor::new(prompt, &Device::Cpu)?.unsqueeze(0)?;
+    let logits = m.forward(&x, 0)?;
+    let mut next = argmax(&logits.flatten_all()?.to_vec1::<f32>()?);
+    let prefill = prompt.len() as f64 / t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    for i in 0..decode {
+        let x = Tensor::new(&[next], &Device::Cpu)?.unsqueeze(0)?;
+        let logits = m.forward(&x, prompt.len() + i)?;
+        next = argmax(&logits.flatten_all()?.to_vec1::<f32>()?);
+    }
+    Ok(Speeds { prefill, decode: decode as f64 / t1.elapsed().as_secs_f64() })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+pub fn run(a: &BenchArgs) -> Result<()> {
+    let (name, src) = crate::source::resolve(&a.model)?;
+    let ModelSource::Gguf(bytes) = src else { bail!("bench compares against candle's GGUF llama: pass a .gguf file") };
+    let precision: Precision = a.precision.parse()?;
+    let model = Model::load(&name, ModelSource::Gguf(bytes.clone()), precision)?;
+    if a.rounds == 0 || a.prompt_tokens == 0 {
+        bail!("--rounds and --prompt-tokens must be at least 1");
+    }
+    let seed_text = "The quick brown fox jumps over the lazy dog. In 1905, Einstein published four papers that changed physics. ";
+    let base = model.tokenizer().encode(seed_text)?;
+    let prompt: Vec<u32> = base.iter().copied().cycle().take(a.prompt_tokens).collect();
+    if prompt.len() + a.decode_tokens + 1 > model.config.n_ctx {
+        bail!("prompt + decode tokens exceed the model's context length {}", model.config.n_ctx);
+    }
+    let (mut op, mut od, mut hp, mut hd, mut rp, mut rd) = (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for round in 0..a.rounds {
+        if !a.json {
+            eprintln!("round {}/{}...", round + 1, a.rounds);
+        }
+        let s = ours(&model, &prompt, a.decode_tokens, None)?;
+        op.push(s.prefill);
+        od.push(s.decode);
+        let s = reference(&bytes, &prompt, a.decode_tokens)?;
+        rp.push(s.prefill);
+        rd.push(s.decode);
+        let s = ours(&model, &prompt, a.decode_tokens, Some(&mut NoOpHook))?;
+        hp.push(s.prefill);
+        hd.push(s.decode);
+    }
+    let (op, od, rp, rd, hp, hd) = (median(op), median(od), median(rp), median(rd), median(hp), median(hd));
+    let v = json!({
+        "ours": {"prefill_tok_s": op, "decode_tok_s": od},
+        "candle_reference": {"prefill_tok_s": rp, "decode_tok_s": rd},
+        "ratio_ours_over_reference": {"prefill": op / rp, "decode": od / rd},
+        "ours_with_noop_hook": {"prefill_tok_s": hp, "decode_tok_s": hd},
+        "settings": {"model": name, "precision": a.precision, "prompt_tokens": a.prompt_tokens,
+            "decode_tokens": a.decode_tokens, "rounds": a.rounds, "threads": a.threads, "statistic": "median"},
+    });
+    if a.json {
+        println!("{v}");
+    } else {
+        println!("model {name}, ours in {} precision, {} threads, median of {} rounds", a.precision, a.threads, a.rounds);
+        println!("                      prefill tok/s   decode tok/s");
+        println!("ours                  {op:>13.1}   {od:>12.1}");
+        println!("candle reference      {rp:>13.1}   {rd:>12.1}");
+        println!("ours, no-op hook      {hp:>13.1}   {hd:>12.1}");
+        println!("ratio ours/reference  {:>13.3}   {:>12.3}", op / rp, od / rd);
+    }
+    Ok(())
+}

@@ -1,0 +1,287 @@
+//! `scalpel`: the engine from the command line. Every subcommand prints a
+//! human summary, or machine-readable JSON with `--json`.
+
+mod bench;
+mod source;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use scalpel_engine::{generate, logsumexp, top_k, GenerateOptions, Model, Precision};
+
+#[derive(Parser)]
+#[command(name = "scalpel", version, about = "Run, read and intervene inside small language models")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct ModelArgs {
+    /// `default` (SmolLM2-135M-Instruct), a .gguf file, or a Hugging Face
+    /// directory (config.json + tokenizer.json + *.safetensors).
+    #[arg(long, default_value = "default")]
+    model: String,
+    /// f32 (exact, dequantized) or quantized (fast).
+    #[arg(long, default_value = "f32")]
+    precision: String,
+    /// Print JSON instead of a human summary.
+    #[arg(long)]
+    json: bool,
+    /// Worker threads for tensor ops (this VM kind is fastest with 1).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+#[derive(Args, Clone)]
+struct InputArgs {
+    /// Text input, tokenized with the model's own tokenizer.
+    #[arg(long, conflicts_with = "ids")]
+    prompt: Option<String>,
+    /// Token ids, comma separated (e.g. 504,3458,282).
+    #[arg(long)]
+    ids: Option<String>,
+    /// Wrap the prompt in the model's chat template (as a user message).
+    #[arg(long)]
+    chat: bool,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Text to token ids and token strings.
+    Tokenize {
+        #[command(flatten)]
+        m: ModelArgs,
+        #[command(flatten)]
+        i: InputArgs,
+    },
+    /// Next-token logits (argmax per position, top-k at the last one).
+    Logits {
+        #[command(flatten)]
+        m: ModelArgs,
+        #[command(flatten)]
+        i: InputArgs,
+        #[arg(long, default_value_t = 10)]
+        top_k: usize,
+        /// Also print every logit at every position.
+        #[arg(long)]
+        full: bool,
+    },
+    /// The value at one hook point (TransformerLens name).
+    Activations {
+        #[command(flatten)]
+        m: ModelArgs,
+        #[command(flatten)]
+        i: InputArgs,
+        #[arg(long)]
+        hook: String,
+    },
+    /// Generate text (temperature 0 = greedy).
+    Generate {
+        #[command(flatten)]
+        m: ModelArgs,
+        #[command(flatten)]
+        i: InputArgs,
+        #[arg(long, default_value_t = 32)]
+        max_new_tokens: usize,
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        #[arg(long)]
+        top_k: Option<usize>,
+        #[arg(long)]
+        top_p: Option<f32>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Model facts and every hook name.
+    Info {
+        #[command(flatten)]
+        m: ModelArgs,
+    },
+    /// Prefill and decode speed: this engine vs candle-transformers' quantized llama.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn set_threads(n: usize) {
+    // candle sizes its thread pools from this variable; must precede any tensor work.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string());
+    }
+}
+
+fn load(m: &ModelArgs) -> Result<Model> {
+    set_threads(m.threads);
+    let precision: Precision = m.precision.parse()?;
+    let (name, src) = source::resolve(&m.model)?;
+    let model = Model::load(&name, src, precision)?;
+    for w in &model.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(model)
+}
+
+fn input_ids(model: &Model, i: &InputArgs) -> Result<Vec<u32>> {
+    let ids = match (&i.prompt, &i.ids) {
+        (Some(p), None) => {
+            let text = if i.chat { model.tokenizer().apply_chat_template(&[("user", p)], true)? } else { p.clone() };
+            model.tokenizer().encode(&text)?
+        }
+        (None, Some(s)) => {
+            if i.chat {
+                bail!("--chat applies to --prompt text, not to --ids");
+            }
+            s.split(',')
+                .map(|x| x.trim())
+                .filter(|x| !x.is_empty())
+                .map(|x| x.parse::<u32>().with_context(|| format!("--ids: '{x}' is not a token id")))
+                .collect::<Result<Vec<_>>>()?
+        }
+        (None, None) => bail!("give the input as --prompt TEXT or --ids 1,2,3"),
+        (Some(_), Some(_)) => bail!("give either --prompt or --ids, not both"),
+    };
+    if ids.is_empty() {
+        bail!("empty prompt: it tokenizes to no tokens");
+    }
+    if let Some(bad) = ids.iter().find(|&&id| id as usize >= model.config.d_vocab) {
+        bail!("token id {bad} is out of range: the vocabulary has {} tokens", model.config.d_vocab);
+    }
+    Ok(ids)
+}
+
+fn print_json(v: &serde_json::Value) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Tokenize { m, i } => {
+            let model = load(&m)?;
+            let ids = input_ids(&model, &i)?;
+            let tokens = model.tokenizer().token_strings(&ids);
+            if m.json {
+                print_json(&json!({"ids": ids, "tokens": tokens}))?;
+            } else {
+                for (id, t) in ids.iter().zip(&tokens) {
+                    println!("{id:>7}  {t:?}");
+                }
+            }
+        }
+        Cmd::Logits { m, i, top_k: k, full } => {
+            let model = load(&m)?;
+            let ids = input_ids(&model, &i)?;
+            let logits = model.logits(&ids)?;
+            let rows: Vec<Vec<f32>> = logits.to_vec2()?;
+            let argmax: Vec<u32> = rows.iter().map(|r| scalpel_engine::argmax(r)).collect();
+            let last = rows.last().expect("non-empty input");
+            let top: Vec<_> = top_k(last, k)
+                .into_iter()
+                .map(|(id, l)| json!({"id": id, "token": model.tokenizer().decode(&[id]), "logit": l}))
+                .collect();
+            let lse = logsumexp(last);
+            if m.json {
+                let mut v = json!({"ids": ids, "argmax": argmax, "top": top, "logsumexp": lse});
+                if full {
+                    v["logits"] = json!(rows);
+                }
+                print_json(&v)?;
+            } else {
+                println!("{} tokens; next-token top {k}:", ids.len());
+                for t in &top {
+                    let l = t["logit"].as_f64().unwrap_or(f64::NAN);
+                    println!("{:>7}  {:>9.4}  p={:.4}  {:?}", t["id"], l, (l - lse as f64).exp(), t["token"].as_str().unwrap_or(""));
+                }
+            }
+        }
+        Cmd::Activations { m, i, hook } => {
+            let model = load(&m)?;
+            let point = model.hook_point(&hook)?;
+            let ids = input_ids(&model, &i)?;
+            let (_, cache) = model.run_with_cache(&ids, &[point])?;
+            let t = cache.get(&point).context("hook was not reached")?;
+            let shape = t.dims().to_vec();
+            let values: Vec<f32> = t.flatten_all()?.to_vec1()?;
+            if m.json {
+                print_json(&json!({"hook": hook, "shape": shape, "values": values}))?;
+            } else {
+                let n = values.len() as f64;
+                let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
+                let norm = values.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
+                println!("{hook}: shape {shape:?}, mean {mean:.5}, L2 norm {norm:.4}");
+                println!("first values: {:?}", &values[..values.len().min(8)]);
+            }
+        }
+        Cmd::Generate { m, i, max_new_tokens, temperature, top_k, top_p, seed } => {
+            let model = load(&m)?;
+            let ids = input_ids(&model, &i)?;
+            let opts = GenerateOptions { max_new_tokens, temperature, top_k, top_p, seed, stop_at_eos: true };
+            let tok = model.tokenizer();
+            let mut printed = 0usize;
+            let mut so_far: Vec<u32> = Vec::new();
+            let json_out = m.json;
+            let new = generate(&model, &ids, &opts, None, &mut |id| {
+                if !json_out {
+                    // Print the text grown so far, so multi-token characters come out whole.
+                    so_far.push(id);
+                    let text = tok.decode(&so_far);
+                    if !text.ends_with('\u{FFFD}') && text.len() > printed {
+                        print!("{}", &text[printed..]);
+                        let _ = std::io::stdout().flush();
+                        printed = text.len();
+                    }
+                }
+                true
+            })?;
+            let text = tok.decode(&new);
+            if m.json {
+                print_json(&json!({"ids": new, "text": text}))?;
+            } else {
+                if text.len() > printed {
+                    print!("{}", &text[printed..]);
+                }
+                println!();
+            }
+        }
+        Cmd::Info { m } => {
+            let model = load(&m)?;
+            if m.json {
+                print_json(&json!({"name": model.name, "config": model.config, "hooks": model.hook_names(),
+                    "eos_ids": model.tokenizer().eos_ids, "chat_template": model.tokenizer().chat_template.is_some()}))?;
+            } else {
+                println!("{}: {:#?}", model.name, model.config);
+                println!("hooks:");
+                for h in model.hook_names() {
+                    println!("  {h}");
+                }
+            }
+        }
+        Cmd::Bench(args) => {
+            set_threads(args.threads);
+            bench::run(&args)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,48 @@
+//! Scalpel's engine: a small-transformer runtime whose every activation is
+//! reachable under its TransformerLens hook name.
+//!
+//! - Loads GGUF (llama family) and Hugging Face safetensors (GPT-2, llama)
+//!   from bytes the caller provides (file, memory, or HTTP in the browser).
+//! - Runs natively and in wasm32 with the same code and the same numbers.
+//! - Hooks read or rewrite activations during the forward pass and during
+//!   KV-cached generation. No weight processing is hidden from the user.
+
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod gguf;
+pub mod hooks;
+pub mod loader;
+pub mod model;
+pub mod tokenizer;
+
+pub use candle_core::{Device, Tensor};
+pub use config::{Arch, Config};
+pub use error::{Error, Result};
+pub use generate::{argmax, generate, GenerateOptions, Sampler};
+pub use hooks::{ActivationCache, FnHook, Hook, HookCtx, HookList, HookPoint, Site};
+pub use loader::shard_files;
+pub use model::{KvCache, Logits, Model, ModelSource, Precision};
+pub use tokenizer::Tokenizer;
+
+/// The `k` largest values of `xs` with their indices, largest first.
+pub fn top_k(xs: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let mut idx: Vec<(u32, f32)> = xs.iter().enumerate().map(|(i, &x)| (i as u32, x)).collect();
+    let k = k.min(idx.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    idx.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    idx.truncate(k);
+    idx.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    idx
+}
+
+/// log Σ exp(xs), computed stably.
+pub fn logsumexp(xs: &[f32]) -> f32 {
+    let m = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if !m.is_finite() {
+        return m;
+    }
+    m + xs.iter().map(|&x| ((x - m) as f64).exp()).sum::<f64>().ln() as f32
+}

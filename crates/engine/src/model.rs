@@ -1,0 +1,613 @@
+//! The transformer: one forward pass for the llama family and GPT-2, with a
+//! hook at every TransformerLens hook point.
+//!
+//! No hidden weight processing: no LayerNorm folding, no centering of the
+//! unembedding, no merged biases. The numbers are the model's own.
+//!
+//! GGUF stores llama Q/K rows permuted for llama.cpp's interleaved RoPE. The
+//! weights are used as stored (so `quantized` logits match llama.cpp-style
+//! engines bit for bit), and only the values shown to q/k hooks are put in
+//! Hugging Face head-dim order, as TransformerLens shows them.
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Activation, Config, NormKind, PosEmbedding};
+use crate::error::{Error, Result};
+use crate::gguf::Gguf;
+use crate::hooks::{ActivationCache, Hook, HookCtx, HookPoint, Site};
+use crate::tokenizer::Tokenizer;
+
+/// How weights are held and multiplied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Every weight dequantized to f32; exact arithmetic (interpretability).
+    #[default]
+    F32,
+    /// Matrices kept quantized (GGUF types as stored; safetensors → Q8_0);
+    /// activations are rounded to 8 bits inside each matmul. Fast.
+    Quantized,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "quantized" | "q" => Ok(Precision::Quantized),
+            other => Err(Error::input(format!("precision '{other}' is not one of: f32, quantized"))),
+        }
+    }
+}
+
+/// Where the model's bytes come from. The engine does no I/O of its own.
+pub enum ModelSource {
+    /// A whole GGUF file.
+    Gguf(Vec<u8>),
+    /// A Hugging Face repository layout. `weights` holds every
+    /// `.safetensors` file (one, or all shards) with its file name.
+    HuggingFace {
+        config: Vec<u8>,
+        tokenizer: Option<Vec<u8>>,
+        tokenizer_config: Option<Vec<u8>>,
+        weights: Vec<(String, Vec<u8>)>,
+    },
+}
+
+/// Which positions to compute logits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    All,
+    Last,
+}
+
+enum Linear {
+    F32 { w: candle_nn::Linear },
+    Quant { w: QMatMul, b: Option<Tensor> },
+}
+
+impl Linear {
+    fn new(w: Tensor, b: Option<Tensor>, precision: Precision) -> Result<Linear> {
+        let in_dim = w.dim(1)?;
+        if precision == Precision::Quantized && in_dim % GgmlDType::Q8_0.block_size() == 0 {
+            let q = QTensor::quantize(&w, GgmlDType::Q8_0)?;
+            return Ok(Linear::Quant { w: QMatMul::from_qtensor(q)?, b });
+        }
+        Ok(Linear::F32 { w: candle_nn::Linear::new(w, b) })
+    }
+
+    fn from_q(q: QTensor, precision: Precision) -> Result<Linear> {
+        match precision {
+            Precision::F32 => Ok(Linear::F32 { w: candle_nn::Linear::new(q.dequantize(&Device::Cpu)?, None) }),
+            Precision::Quantized => Ok(Linear::Quant { w: QMatMul::from_qtensor(q)?, b: None }),
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Linear::F32 { w } => w.forward(x)?,
+            Linear::Quant { w, b } => {
+                let y = w.forward(x)?;
+                match b {
+                    Some(b) => y.broadcast_add(b)?,
+                    None => y,
+                }
+            }
+        })
+    }
+}
+
+struct Norm {
+    kind: NormKind,
+    w: Tensor,
+    b: Option<Tensor>,
+    eps: f32,
+}
+
+impl Norm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self.kind {
+            NormKind::Rms => candle_nn::ops::rms_norm(x, &self.w, self.eps)?,
+            NormKind::Layer => {
+                let b = match &self.b {
+                    Some(b) => b.clone(),
+                    None => self.w.zeros_like()?,
+                };
+                candle_nn::ops::layer_norm(x, &self.w, &b, self.eps)?
+            }
+        })
+    }
+}
+
+struct Block {
+    ln1: Norm,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    ln2: Norm,
+    gate: Option<Linear>,
+    up: Linear,
+    down: Linear,
+}
+
+/// Keys and values of every layer for the positions seen so far (after RoPE),
+/// each `[batch, kv_head, pos, d_head]`.
+#[derive(Clone)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    len: usize,
+}
+
+impl KvCache {
+    pub fn new(cfg: &Config) -> Self {
+        KvCache { layers: vec![None; cfg.n_layers], len: 0 }
+    }
+    /// Number of cached positions.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Forget everything after the first `n` positions (backtracking).
+    pub fn truncate(&mut self, n: usize) -> Result<()> {
+        if n >= self.len {
+            return Ok(());
+        }
+        for kv in self.layers.iter_mut().flatten() {
+            kv.0 = kv.0.narrow(2, 0, n)?;
+            kv.1 = kv.1.narrow(2, 0, n)?;
+        }
+        self.len = n;
+        Ok(())
+    }
+    /// The cached keys and values of one layer (for KV-cache interventions).
+    pub fn layer(&self, l: usize) -> Option<&(Tensor, Tensor)> {
+        self.layers.get(l).and_then(|x| x.as_ref())
+    }
+    pub fn set_layer(&mut self, l: usize, k: Tensor, v: Tensor) -> Result<()> {
+        match self.layers.get_mut(l) {
+            Some(Some(kv)) if kv.0.shape() == k.shape() && kv.1.shape() == v.shape() => {
+                *kv = (k, v);
+                Ok(())
+            }
+            _ => Err(Error::input(format!("KV cache layer {l}: no entry of that shape to replace"))),
+        }
+    }
+}
+
+pub struct Model {
+    pub name: String,
+    pub config: Config,
+    pub precision: Precision,
+    /// Things the user should know about this model (unknown pre-tokenizer, ...).
+    pub warnings: Vec<String>,
+    tokenizer: Tokenizer,
+    embed: Tensor,
+    pos_embed: Option<Tensor>,
+    blocks: Vec<Block>,
+    ln_final: Norm,
+    unembed: Linear,
+    /// RoPE inverse frequencies, `[d_head / 2]`.
+    inv_freq: Vec<f32>,
+    /// For GGUF llama: head-dim gathers HF-order-from-stored and back, used
+    /// only when a q/k hook is read. `None`: weights are in HF order.
+    qk_perm: Option<(Tensor, Tensor)>,
+}
+
+/// Applies the hook at `point` (if any hook wants it) and checks what it returns.
+#[inline]
+fn hook(hooks: &mut Option<&mut (dyn Hook + '_)>, point: HookPoint, start_pos: usize, seq_len: usize, x: Tensor) -> Result<Tensor> {
+    let Some(h) = hooks.as_deref_mut() else { return Ok(x) };
+    if !h.wants(point) {
+        return Ok(x);
+    }
+    let ctx = HookCtx { point, start_pos, seq_len };
+    match h.call(&ctx, &x)? {
+        None => Ok(x),
+        Some(new) => {
+            if new.shape() != x.shape() || new.dtype() != DType::F32 {
+                return Err(Error::input(format!(
+                    "hook at '{}' returned a {:?} {:?} tensor; it must keep shape {:?} and dtype f32",
+                    point.name(),
+                    new.dtype(),
+                    new.dims(),
+                    x.dims()
+                )));
+            }
+            Ok(new)
+        }
+    }
+}
+
+fn repeat_kv(x: Tensor, n_rep: usize) -> Result<Tensor> {
+    if n_rep == 1 {
+        return Ok(x);
+    }
+    let (b, n_kv, t, d) = x.dims4()?;
+    Ok(Tensor::cat(&vec![&x; n_rep], 2)?.reshape((b, n_kv * n_rep, t, d))?)
+}
+
+impl Model {
+    pub fn load(name: &str, source: ModelSource, precision: Precision) -> Result<Model> {
+        match source {
+            ModelSource::Gguf(bytes) => Self::from_gguf(name, &bytes, precision),
+            ModelSource::HuggingFace { config, tokenizer, tokenizer_config, weights } => {
+                crate::loader::from_hf(name, &config, tokenizer.as_deref(), tokenizer_config.as_deref(), &weights, precision)
+            }
+        }
+    }
+
+    fn from_gguf(name: &str, bytes: &[u8], precision: Precision) -> Result<Model> {
+        let g = Gguf::parse(name, bytes)?;
+        let cfg = Config::from_gguf(&g)?;
+        let tokenizer = Tokenizer::from_gguf(&g)?;
+        let file = name;
+        let check = |t: &str, shape: &[usize], want: &[usize]| -> Result<()> {
+            if shape != want {
+                return Err(Error::load(file, format!("tensor '{t}' has shape {shape:?}, expected {want:?}")));
+            }
+            Ok(())
+        };
+        let qt = |t: &str, want: &[usize]| -> Result<QTensor> {
+            let q = g.qtensor(t)?;
+            check(t, q.shape().dims(), want)?;
+            Ok(q)
+        };
+        let vec_f32 = |t: &str, n: usize| -> Result<Tensor> { Ok(qt(t, &[n])?.dequantize(&Device::Cpu)?) };
+        let (d, v, m) = (cfg.d_model, cfg.d_vocab, cfg.d_mlp);
+        let dh = cfg.d_head;
+        let kv = cfg.n_kv_heads * dh;
+        let embed_q = qt("token_embd.weight", &[v, d])?;
+        let embed = embed_q.dequantize(&Device::Cpu)?;
+        let unembed = match g.info("output.weight") {
+            Some(_) => Linear::from_q(qt("output.weight", &[v, d])?, precision)?,
+            None => match precision {
+                Precision::F32 => Linear::F32 { w: candle_nn::Linear::new(embed.clone(), None) },
+                Precision::Quantized => Linear::from_q(embed_q, precision)?,
+            },
+        };
+        let eps = cfg.norm_eps as f32;
+        let mut blocks = Vec::with_capacity(cfg.n_layers);
+        for l in 0..cfg.n_layers {
+            let n = |s: &str| format!("blk.{l}.{s}.weight");
+            let lin = |s: &str, want: [usize; 2]| -> Result<Linear> { Linear::from_q(qt(&n(s), &want)?, precision) };
+            blocks.push(Block {
+                ln1: Norm { kind: NormKind::Rms, w: vec_f32(&n("attn_norm"), d)?, b: None, eps },
+                q: lin("attn_q", [d, d])?,
+                k: lin("attn_k", [kv, d])?,
+                v: lin("attn_v", [kv, d])?,
+                o: lin("attn_output", [d, d])?,
+                ln2: Norm { kind: NormKind::Rms, w: vec_f32(&n("ffn_norm"), d)?, b: None, eps },
+                gate: Some(lin("ffn_gate", [m, d])?),
+                up: lin("ffn_up", [m, d])?,
+                down: lin("ffn_down", [d, m])?,
+            });
+        }
+        let ln_final = Norm { kind: NormKind::Rms, w: vec_f32("output_norm.weight", d)?, b: None, eps };
+        let warnings = tokenizer.warnings.clone();
+        let mut model = Model::assemble(name, cfg, precision, tokenizer, embed, None, blocks, ln_final, unembed, warnings);
+        // Stored dim 2i+j of a head is HF dim j*dh/2 + i.
+        let half = dh / 2;
+        let to_hf: Vec<u32> = (0..dh).map(|r| (2 * (r % half) + r / half) as u32).collect();
+        let to_stored: Vec<u32> = (0..dh).map(|s| ((s % 2) * half + s / 2) as u32).collect();
+        model.qk_perm = Some((
+            Tensor::new(to_hf.as_slice(), &Device::Cpu)?,
+            Tensor::new(to_stored.as_slice(), &Device::Cpu)?,
+        ));
+        Ok(model)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        name: &str,
+        config: Config,
+        precision: Precision,
+        tokenizer: Tokenizer,
+        embed: Tensor,
+        pos_embed: Option<Tensor>,
+        blocks: Vec<Block>,
+        ln_final: Norm,
+        unembed: Linear,
+        warnings: Vec<String>,
+    ) -> Model {
+        let dh = config.d_head;
+        let theta = config.rope_theta;
+        let inv_freq = (0..dh).step_by(2).map(|i| 1f32 / theta.powf(i as f32 / dh as f32)).collect();
+        Model {
+            name: name.to_owned(),
+            config,
+            precision,
+            warnings,
+            tokenizer,
+            embed,
+            pos_embed,
+            blocks,
+            ln_final,
+            unembed,
+            inv_freq,
+            qk_perm: None,
+        }
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Every hook name of this model, in forward order.
+    pub fn hook_names(&self) -> Vec<String> {
+        HookPoint::all(&self.config).iter().map(HookPoint::name).collect()
+    }
+
+    pub fn hook_point(&self, name: &str) -> Result<HookPoint> {
+        HookPoint::parse(name, &self.config)
+    }
+
+    /// Checks ids and makes a `[1, t]` tensor.
+    pub fn ids_tensor(&self, ids: &[u32]) -> Result<Tensor> {
+        self.batch_tensor(&[ids])
+    }
+
+    /// Checks a batch of equal-length id sequences and makes a `[b, t]` tensor.
+    pub fn batch_tensor(&self, batch: &[&[u32]]) -> Result<Tensor> {
+        let t = batch.first().map(|s| s.len()).unwrap_or(0);
+        if t == 0 {
+            return Err(Error::input("empty prompt: there are no tokens to run"));
+        }
+        let mut flat = Vec::with_capacity(batch.len() * t);
+        for (i, s) in batch.iter().enumerate() {
+            if s.len() != t {
+                return Err(Error::input(format!(
+                    "batch item {i} has {} tokens but item 0 has {t}; sequences in a batch must have equal length",
+                    s.len()
+                )));
+            }
+            if let Some(&bad) = s.iter().find(|&&id| id as usize >= self.config.d_vocab) {
+                return Err(Error::input(format!(
+                    "token id {bad} is out of range: the vocabulary has {} tokens",
+                    self.config.d_vocab
+                )));
+            }
+            flat.extend_from_slice(s);
+        }
+        Ok(Tensor::from_vec(flat, (batch.len(), t), &Device::Cpu)?)
+    }
+
+    /// Hooks a per-head value. Hooks always see `[b, t, head, d_head]` in
+    /// Hugging Face head-dim order; `x` may be `[b, head, t, d_head]`
+    /// (`head_major`) and, for q/k of a GGUF model, in stored order (`qk`).
+    #[allow(clippy::too_many_arguments)]
+    fn hook_head_values(
+        &self,
+        h: &mut Option<&mut (dyn Hook + '_)>,
+        point: HookPoint,
+        start: usize,
+        t: usize,
+        x: Tensor,
+        head_major: bool,
+        qk: bool,
+    ) -> Result<Tensor> {
+        if !h.as_deref().is_some_and(|h| h.wants(point)) {
+            return Ok(x);
+        }
+        let perm = if qk { self.qk_perm.as_ref() } else { None };
+        let mut shown = if head_major { x.transpose(1, 2)?.contiguous()? } else { x.clone() };
+        if let Some((to_hf, _)) = perm {
+            shown = shown.index_select(to_hf, 3)?;
+        }
+        let before = shown.clone();
+        let after = hook(h, point, start, t, shown)?;
+        if after.id() == before.id() {
+            return Ok(x);
+        }
+        let mut back = after;
+        if let Some((_, to_stored)) = perm {
+            back = back.index_select(to_stored, 3)?;
+        }
+        Ok(if head_major { back.transpose(1, 2)?.contiguous()? } else { back })
+    }
+
+    fn rope_tables(&self, start: usize, t: usize) -> Result<(Tensor, Tensor)> {
+        let half = self.inv_freq.len();
+        let mut cos = Vec::with_capacity(t * half);
+        let mut sin = Vec::with_capacity(t * half);
+        for p in start..start + t {
+            for &f in &self.inv_freq {
+                let a = p as f32 * f;
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+        Ok((
+            Tensor::from_vec(cos, (t, half), &Device::Cpu)?,
+            Tensor::from_vec(sin, (t, half), &Device::Cpu)?,
+        ))
+    }
+
+    /// Runs the model on `tokens` (`[batch, t]` u32), continuing from `cache`
+    /// if given (and extending it). Returns logits `[batch, t | 1, vocab]`.
+    pub fn forward(
+        &self,
+        tokens: &Tensor,
+        cache: Option<&mut KvCache>,
+        mut hooks: Option<&mut (dyn Hook + '_)>,
+        logits: Logits,
+    ) -> Result<Tensor> {
+        let cfg = &self.config;
+        let (b, t) = tokens.dims2()?;
+        let mut cache = cache;
+        let start = cache.as_ref().map(|c| c.len).unwrap_or(0);
+        if t == 0 {
+            return Err(Error::input("empty prompt: there are no tokens to run"));
+        }
+        if start + t > cfg.n_ctx {
+            return Err(Error::input(format!(
+                "{} tokens ({t} new + {start} cached) exceed the model's context length of {}",
+                start + t,
+                cfg.n_ctx
+            )));
+        }
+        let h = &mut hooks;
+        let (nh, nkv, dh) = (cfg.n_heads, cfg.n_kv_heads, cfg.d_head);
+        let g = |site| HookPoint::global(site);
+
+        let mut x = self.embed.index_select(&tokens.flatten_all()?, 0)?.reshape((b, t, cfg.d_model))?;
+        x = hook(h, g(Site::Embed), start, t, x)?;
+        if let Some(wpe) = &self.pos_embed {
+            let pos = wpe.narrow(0, start, t)?.unsqueeze(0)?.broadcast_as((b, t, cfg.d_model))?.contiguous()?;
+            let pos = hook(h, g(Site::PosEmbed), start, t, pos)?;
+            x = (x + pos)?;
+        }
+        let rope = match cfg.pos_embedding {
+            PosEmbedding::Rope => Some(self.rope_tables(start, t)?),
+            PosEmbedding::Learned => None,
+        };
+        // Masked (future) keys: key j > query i in absolute positions.
+        let mask = if t > 1 {
+            let kv_len = start + t;
+            let m: Vec<u8> =
+                (0..t).flat_map(|i| (0..kv_len).map(move |j| u8::from(j > start + i))).collect();
+            Some(Tensor::from_vec(m, (t, kv_len), &Device::Cpu)?)
+        } else {
+            None
+        };
+        let neg_inf = Tensor::new(f32::NEG_INFINITY, &Device::Cpu)?;
+        let scale = (dh as f64).sqrt();
+
+        for (l, blk) in self.blocks.iter().enumerate() {
+            let p = |site| HookPoint::block(l, site);
+            let resid = hook(h, p(Site::ResidPre), start, t, x)?;
+            let xn = hook(h, p(Site::Ln1Normalized), start, t, blk.ln1.forward(&resid)?)?;
+            // q, k, v leave their projections as [b, t, head, d_head]; attention
+            // runs on [b, head, t, d_head], the layout candle's kernels want.
+            let q = blk.q.forward(&xn)?.reshape((b, t, nh, dh))?;
+            let q = self.hook_head_values(h, p(Site::Q), start, t, q, false, true)?;
+            let k = blk.k.forward(&xn)?.reshape((b, t, nkv, dh))?;
+            let k = self.hook_head_values(h, p(Site::K), start, t, k, false, true)?;
+            let v = blk.v.forward(&xn)?.reshape((b, t, nkv, dh))?;
+            let v = self.hook_head_values(h, p(Site::V), start, t, v, false, false)?;
+            let mut q = q.transpose(1, 2)?.contiguous()?;
+            let mut k = k.transpose(1, 2)?.contiguous()?;
+            let mut v = v.transpose(1, 2)?.contiguous()?;
+            if let Some((cos, sin)) = &rope {
+                let rot = |x: &Tensor| -> Result<Tensor> {
+                    Ok(if self.qk_perm.is_some() {
+                        candle_nn::rotary_emb::rope_i(x, cos, sin)?
+                    } else {
+                        candle_nn::rotary_emb::rope(x, cos, sin)?
+                    })
+                };
+                q = self.hook_head_values(h, p(Site::RotQ), start, t, rot(&q)?, true, true)?;
+                k = self.hook_head_values(h, p(Site::RotK), start, t, rot(&k)?, true, true)?;
+            }
+            if let Some(c) = cache.as_deref_mut() {
+                if let Some((pk, pv)) = &c.layers[l] {
+                    k = Tensor::cat(&[pk, &k], 2)?;
+                    v = Tensor::cat(&[pv, &v], 2)?;
+                }
+                c.layers[l] = Some((k.clone(), v.clone()));
+            }
+            let k = repeat_kv(k, nh / nkv)?;
+            let v = repeat_kv(v, nh / nkv)?;
+            let mut scores = (q.matmul(&k.t()?)? / scale)?;
+            if let Some(m) = &mask {
+                let m = m.broadcast_as(scores.shape())?;
+                scores = m.where_cond(&neg_inf.broadcast_as(scores.shape())?, &scores)?;
+            }
+            let scores = hook(h, p(Site::AttnScores), start, t, scores)?;
+            let pattern = hook(h, p(Site::Pattern), start, t, candle_nn::ops::softmax_last_dim(&scores)?)?;
+            let z = pattern.matmul(&v)?.transpose(1, 2)?.contiguous()?;
+            let z = hook(h, p(Site::Z), start, t, z)?;
+            let attn_out = hook(h, p(Site::AttnOut), start, t, blk.o.forward(&z.reshape((b, t, nh * dh))?)?)?;
+            let resid = hook(h, p(Site::ResidMid), start, t, (resid + attn_out)?)?;
+
+            let xn = hook(h, p(Site::Ln2Normalized), start, t, blk.ln2.forward(&resid)?)?;
+            let post = match &blk.gate {
+                Some(gate) => {
+                    let pre = hook(h, p(Site::MlpPre), start, t, gate.forward(&xn)?)?;
+                    let lin = hook(h, p(Site::MlpPreLinear), start, t, blk.up.forward(&xn)?)?;
+                    (candle_nn::ops::silu(&pre)? * lin)?
+                }
+                None => {
+                    let pre = hook(h, p(Site::MlpPre), start, t, blk.up.forward(&xn)?)?;
+                    match cfg.act {
+                        Activation::GeluTanh => pre.gelu()?,
+                        Activation::Gelu => pre.gelu_erf()?,
+                        Activation::Silu => candle_nn::ops::silu(&pre)?,
+                    }
+                }
+            };
+            let post = hook(h, p(Site::MlpPost), start, t, post)?;
+            let mlp_out = hook(h, p(Site::MlpOut), start, t, blk.down.forward(&post)?)?;
+            x = hook(h, p(Site::ResidPost), start, t, (resid + mlp_out)?)?;
+        }
+        if let Some(c) = cache {
+            c.len = start + t;
+        }
+        let x = hook(h, g(Site::LnFinalNormalized), start, t, self.ln_final.forward(&x)?)?;
+        let x = match logits {
+            Logits::All => x,
+            Logits::Last => x.narrow(1, t - 1, 1)?,
+        };
+        self.unembed.forward(&x)
+    }
+
+    /// Logits `[t, vocab]` for one sequence, no cache, no hooks.
+    pub fn logits(&self, ids: &[u32]) -> Result<Tensor> {
+        Ok(self.forward(&self.ids_tensor(ids)?, None, None, Logits::All)?.squeeze(0)?)
+    }
+
+    /// Logits `[t, vocab]` and the values at `points` (batch axis removed).
+    pub fn run_with_cache(&self, ids: &[u32], points: &[HookPoint]) -> Result<(Tensor, ActivationCache)> {
+        let mut cache = ActivationCache::new(points.iter().copied());
+        let logits = self.forward(&self.ids_tensor(ids)?, None, Some(&mut cache), Logits::All)?.squeeze(0)?;
+        for v in cache.values.values_mut() {
+            *v = v.squeeze(0)?;
+        }
+        Ok((logits, cache))
+    }
+
+    /// The `k` highest next-token logits after `ids`, highest first.
+    pub fn next_token_top_k(&self, ids: &[u32], k: usize) -> Result<Vec<(u32, f32)>> {
+        let logits = self.forward(&self.ids_tensor(ids)?, None, None, Logits::Last)?;
+        let row: Vec<f32> = logits.flatten_all()?.to_vec1()?;
+        Ok(crate::top_k(&row, k))
+    }
+
+    pub(crate) fn from_parts(
+        name: &str,
+        config: Config,
+        precision: Precision,
+        tokenizer: Tokenizer,
+        parts: crate::loader::Parts,
+    ) -> Result<Model> {
+        let eps = config.norm_eps as f32;
+        let kind = config.norm;
+        let norm = |(w, b): (Tensor, Option<Tensor>)| Norm { kind, w, b, eps };
+        let mut blocks = Vec::with_capacity(parts.blocks.len());
+        for pb in parts.blocks {
+            blocks.push(Block {
+                ln1: norm(pb.ln1),
+                q: Linear::new(pb.q.0, pb.q.1, precision)?,
+                k: Linear::new(pb.k.0, pb.k.1, precision)?,
+                v: Linear::new(pb.v.0, pb.v.1, precision)?,
+                o: Linear::new(pb.o.0, pb.o.1, precision)?,
+                ln2: norm(pb.ln2),
+                gate: match pb.gate {
+                    Some((w, b)) => Some(Linear::new(w, b, precision)?),
+                    None => None,
+                },
+                up: Linear::new(pb.up.0, pb.up.1, precision)?,
+                down: Linear::new(pb.down.0, pb.down.1, precision)?,
+            });
+        }
+        let unembed = Linear::new(parts.unembed, None, precision)?;
+        let mut warnings = tokenizer.warnings.clone();
+        warnings.extend(parts.warnings);
+        let ln_final = norm(parts.ln_final);
+        Ok(Model::assemble(name, config, precision, tokenizer, parts.embed, parts.pos_embed, blocks, ln_final, unembed, warnings))
+    }
+}

@@ -1,0 +1,218 @@
+//! The model's own tokenizer, built with the `tokenizers` crate from GGUF
+//! metadata or loaded from a Hugging Face `tokenizer.json`, plus the chat
+//! template rendered with minijinja.
+
+use serde_json::json;
+
+use crate::error::{Error, Result};
+use crate::gguf::{Gguf, Value};
+
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    /// Prepend BOS when encoding (GGUF `tokenizer.ggml.add_bos_token`).
+    add_bos: bool,
+    pub bos_id: Option<u32>,
+    pub eos_ids: Vec<u32>,
+    pub chat_template: Option<String>,
+    pub warnings: Vec<String>,
+}
+
+/// Llama 3's pre-tokenization regex (llama.cpp pre-tokenizer 'llama-bpe').
+const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+impl Tokenizer {
+    pub fn from_gguf(g: &Gguf) -> Result<Tokenizer> {
+        let file = &g.file;
+        let model = g
+            .get("tokenizer.ggml.model")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| Error::load(file, "no tokenizer in this GGUF (missing 'tokenizer.ggml.model')"))?;
+        if model != "gpt2" {
+            return Err(Error::load(
+                file,
+                format!("tokenizer model '{model}' is not supported yet (supported: 'gpt2' byte-level BPE)"),
+            ));
+        }
+        let strings = |key: &str| -> Result<Vec<&str>> {
+            let arr = g
+                .require(key)?
+                .as_array()
+                .ok_or_else(|| Error::load(file, format!("'{key}' is not an array")))?;
+            arr.iter()
+                .map(|v| v.as_str().ok_or_else(|| Error::load(file, format!("'{key}' holds a non-string"))))
+                .collect()
+        };
+        let tokens = strings("tokenizer.ggml.tokens")?;
+        let merges = match g.get("tokenizer.ggml.merges") {
+            Some(_) => strings("tokenizer.ggml.merges")?,
+            None => Vec::new(),
+        };
+        let types: Vec<u64> = match g.get("tokenizer.ggml.token_type").and_then(Value::as_array) {
+            Some(a) => a.iter().map(|v| v.as_u64().unwrap_or(1)).collect(),
+            None => vec![1; tokens.len()],
+        };
+        if types.len() != tokens.len() {
+            return Err(Error::load(
+                file,
+                format!("tokenizer.ggml.token_type has {} entries for {} tokens", types.len(), tokens.len()),
+            ));
+        }
+        let mut vocab = serde_json::Map::with_capacity(tokens.len());
+        let mut added = Vec::new();
+        for (id, (tok, ty)) in tokens.iter().zip(&types).enumerate() {
+            vocab.insert((*tok).to_owned(), json!(id));
+            // 3 = control (<|im_start|>...), 4 = user-defined: matched whole.
+            if *ty == 3 || *ty == 4 {
+                added.push(json!({"id": id, "content": tok, "single_word": false, "lstrip": false,
+                    "rstrip": false, "normalized": false, "special": *ty == 3}));
+            }
+        }
+        let mut warnings = Vec::new();
+        let pre = g.get("tokenizer.ggml.pre").and_then(|v| v.as_str()).unwrap_or("default");
+        let add_prefix_space =
+            g.get("tokenizer.ggml.add_space_prefix").and_then(|v| v.as_bool()).unwrap_or(false);
+        let byte_level = json!({"type": "ByteLevel", "add_prefix_space": add_prefix_space,
+            "trim_offsets": false, "use_regex": true});
+        let pre_tokenizer = match pre {
+            "default" | "gpt2" | "gpt-2" => byte_level,
+            // SmolLM / StarCoder: every digit its own piece, then GPT-2 byte-level.
+            "smollm" | "starcoder" | "refact" => json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Digits", "individual_digits": true}, byte_level]}),
+            "llama3" | "llama-bpe" | "llama-v3" => json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": LLAMA3_REGEX}, "behavior": "Isolated", "invert": false},
+                {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false}]}),
+            other => {
+                warnings.push(format!(
+                    "{file}: pre-tokenizer '{other}' is not known to Scalpel; using GPT-2's. Token ids may differ from the model's own tokenizer."
+                ));
+                byte_level
+            }
+        };
+        let spec = json!({
+            "version": "1.0",
+            "truncation": null,
+            "padding": null,
+            "added_tokens": added,
+            "normalizer": null,
+            "pre_tokenizer": pre_tokenizer,
+            "post_processor": null,
+            "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+            "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                "vocab": vocab, "merges": merges},
+        });
+        let inner = tokenizers::Tokenizer::from_bytes(spec.to_string().as_bytes())
+            .map_err(|e| Error::load(file, format!("cannot build the tokenizer from GGUF metadata: {e}")))?;
+        let id = |k: &str| g.get(k).and_then(|v| v.as_u64()).map(|v| v as u32).filter(|&v| (v as usize) < tokens.len());
+        let bos_id = id("tokenizer.ggml.bos_token_id");
+        let add_bos = g.get("tokenizer.ggml.add_bos_token").and_then(|v| v.as_bool()).unwrap_or(false) && bos_id.is_some();
+        let mut eos_ids: Vec<u32> = id("tokenizer.ggml.eos_token_id").into_iter().collect();
+        if let Some(e) = id("tokenizer.ggml.eot_token_id") {
+            eos_ids.push(e);
+        }
+        Ok(Tokenizer {
+            inner,
+            add_bos,
+            bos_id,
+            eos_ids,
+            chat_template: g.get("tokenizer.chat_template").and_then(|v| v.as_str()).map(str::to_owned),
+            warnings,
+        })
+    }
+
+    /// From a Hugging Face `tokenizer.json` (plus optional
+    /// `tokenizer_config.json` for the chat template and special tokens).
+    pub fn from_hf_json(file: &str, json: &[u8], tokenizer_config: Option<&[u8]>) -> Result<Tokenizer> {
+        let inner = tokenizers::Tokenizer::from_bytes(json)
+            .map_err(|e| Error::load(file, format!("not a valid tokenizer.json: {e}")))?;
+        let cfg: serde_json::Value = match tokenizer_config {
+            Some(b) => serde_json::from_slice(b)
+                .map_err(|e| Error::load("tokenizer_config.json", format!("not valid JSON: {e}")))?,
+            None => serde_json::Value::Null,
+        };
+        let token_of = |key: &str| -> Option<u32> {
+            let v = cfg.get(key)?;
+            let s = v.as_str().or_else(|| v.get("content").and_then(|c| c.as_str()))?;
+            inner.token_to_id(s)
+        };
+        let mut eos_ids: Vec<u32> = token_of("eos_token").into_iter().collect();
+        for name in ["<|endoftext|>", "</s>", "<|im_end|>", "<|eot_id|>"] {
+            if eos_ids.is_empty() {
+                eos_ids.extend(inner.token_to_id(name));
+            }
+        }
+        Ok(Tokenizer {
+            // tokenizer.json's own post-processor decides about BOS.
+            add_bos: false,
+            bos_id: token_of("bos_token"),
+            eos_ids,
+            chat_template: cfg.get("chat_template").and_then(|c| c.as_str()).map(str::to_owned),
+            inner,
+            warnings: Vec::new(),
+        })
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Text to ids, as the model's own tokenizer does it (BOS only if the
+    /// model asks for it; special tokens in the text are matched whole).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| Error::input(format!("cannot tokenize the prompt: {e}")))?;
+        let mut ids = Vec::with_capacity(enc.len() + 1);
+        if self.add_bos {
+            ids.extend(self.bos_id);
+        }
+        ids.extend_from_slice(enc.get_ids());
+        Ok(ids)
+    }
+
+    /// Ids to text, special tokens included (they are part of what the model saw).
+    pub fn decode(&self, ids: &[u32]) -> String {
+        self.inner.decode(ids, false).unwrap_or_default()
+    }
+
+    /// Each id decoded on its own (TransformerLens's `to_str_tokens`).
+    pub fn token_strings(&self, ids: &[u32]) -> Vec<String> {
+        ids.iter().map(|&id| self.decode(&[id])).collect()
+    }
+
+    /// The raw vocabulary entry for an id (e.g. "Ġthe").
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    pub fn is_eos(&self, id: u32) -> bool {
+        self.eos_ids.contains(&id)
+    }
+
+    /// Renders the model's chat template for `(role, content)` messages.
+    pub fn apply_chat_template(&self, messages: &[(&str, &str)], add_generation_prompt: bool) -> Result<String> {
+        let template = self
+            .chat_template
+            .as_deref()
+            .ok_or_else(|| Error::input("this model has no chat template; use plain prompts"))?;
+        let mut env = minijinja::Environment::new();
+        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
+        });
+        env.add_template("chat", template)
+            .map_err(|e| Error::input(format!("the model's chat template does not parse: {e}")))?;
+        let msgs: Vec<_> = messages.iter().map(|(r, c)| json!({"role": r, "content": c})).collect();
+        let tok = |id: Option<u32>| id.and_then(|i| self.inner.id_to_token(i)).unwrap_or_default();
+        env.get_template("chat")
+            .and_then(|t| {
+                t.render(minijinja::context! {
+                    messages => msgs,
+                    add_generation_prompt => add_generation_prompt,
+                    bos_token => tok(self.bos_id),
+                    eos_token => tok(self.eos_ids.first().copied()),
+                })
+            })
+            .map_err(|e| Error::input(format!("cannot render the chat template: {e}")))
+    }
+}

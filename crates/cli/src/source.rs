@@ -28,7 +28,7 @@ pub fn default_model_path() -> Result<PathBuf> {
     }
     for c in candidates {
         if c.is_file() {
-            return Ok(c);
+            return Ok(c.canonicalize().unwrap_or(c));
         }
         tried.push(c.display().to_string());
     }

@@ -48,6 +48,33 @@ struct InputArgs {
     /// Wrap the prompt in the model's chat template (as a user message).
     #[arg(long)]
     chat: bool,
+    /// An intervention document (JSON, docs/interventions.md) applied during the run.
+    #[arg(long)]
+    interventions: Option<std::path::PathBuf>,
+}
+
+/// Compiles `--interventions` for this model and prompt length.
+fn interventions(model: &Model, i: &InputArgs, prompt_len: usize) -> Result<Option<scalpel_interventions::Interventions>> {
+    let Some(path) = &i.interventions else { return Ok(None) };
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let doc = scalpel_interventions::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let iv = scalpel_interventions::Interventions::compile(model, &doc, prompt_len)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    for w in &iv.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(Some(iv))
+}
+
+fn hook_of(iv: &mut Option<scalpel_interventions::Interventions>) -> Option<&mut dyn scalpel_engine::Hook> {
+    iv.as_mut().map(|x| x as &mut dyn scalpel_engine::Hook)
+}
+
+fn report_of(iv: &Option<scalpel_interventions::Interventions>) -> serde_json::Value {
+    match iv {
+        Some(iv) => json!({"applied": iv.report(), "warnings": iv.warnings}),
+        None => serde_json::Value::Null,
+    }
 }
 
 #[derive(Subcommand)]
@@ -198,7 +225,10 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Logits { m, i, top_k: k, full } => {
             let model = load(&m)?;
             let ids = input_ids(&model, &i)?;
-            let logits = model.logits(&ids)?;
+            let mut iv = interventions(&model, &i, ids.len())?;
+            let logits = model
+                .forward(&model.ids_tensor(&ids)?, None, hook_of(&mut iv), scalpel_engine::Logits::All)?
+                .squeeze(0)?;
             let rows: Vec<Vec<f32>> = logits.to_vec2()?;
             let argmax: Vec<u32> = rows.iter().map(|r| scalpel_engine::argmax(r)).collect();
             let last = rows.last().expect("non-empty input");
@@ -209,6 +239,9 @@ fn run(cli: Cli) -> Result<()> {
             let lse = logsumexp(last);
             if m.json {
                 let mut v = json!({"ids": ids, "argmax": argmax, "top": top, "logsumexp": lse});
+                if iv.is_some() {
+                    v["interventions"] = report_of(&iv);
+                }
                 if full {
                     v["logits"] = json!(rows);
                 }
@@ -225,8 +258,17 @@ fn run(cli: Cli) -> Result<()> {
             let model = load(&m)?;
             let point = model.hook_point(&hook)?;
             let ids = input_ids(&model, &i)?;
-            let (_, cache) = model.run_with_cache(&ids, &[point])?;
-            let t = cache.get(&point).context("hook was not reached")?;
+            let mut iv = interventions(&model, &i, ids.len())?;
+            // Interventions first, then the reading: the value as the model used it.
+            let mut cache = scalpel_engine::ActivationCache::new([point]);
+            let mut hooks = scalpel_engine::HookList::new();
+            if let Some(x) = iv.as_mut() {
+                hooks.push(x);
+            }
+            hooks.push(&mut cache);
+            model.forward(&model.ids_tensor(&ids)?, None, Some(&mut hooks), scalpel_engine::Logits::Last)?;
+            drop(hooks);
+            let t = cache.get(&point).context("hook was not reached")?.squeeze(0)?;
             let shape = t.dims().to_vec();
             let values: Vec<f32> = t.flatten_all()?.to_vec1()?;
             if m.json {
@@ -243,11 +285,12 @@ fn run(cli: Cli) -> Result<()> {
             let model = load(&m)?;
             let ids = input_ids(&model, &i)?;
             let opts = GenerateOptions { max_new_tokens, temperature, top_k, top_p, seed, stop_at_eos: true };
+            let mut iv = interventions(&model, &i, ids.len())?;
             let tok = model.tokenizer();
             let mut printed = 0usize;
             let mut so_far: Vec<u32> = Vec::new();
             let json_out = m.json;
-            let new = generate(&model, &ids, &opts, None, &mut |id| {
+            let new = generate(&model, &ids, &opts, hook_of(&mut iv), &mut |id| {
                 if !json_out {
                     // Print the text grown so far, so multi-token characters come out whole.
                     so_far.push(id);
@@ -262,7 +305,11 @@ fn run(cli: Cli) -> Result<()> {
             })?;
             let text = tok.decode(&new);
             if m.json {
-                print_json(&json!({"ids": new, "text": text}))?;
+                let mut v = json!({"ids": new, "text": text});
+                if iv.is_some() {
+                    v["interventions"] = report_of(&iv);
+                }
+                print_json(&v)?;
             } else {
                 if text.len() > printed {
                     print!("{}", &text[printed..]);

@@ -72,7 +72,8 @@ fn hf_dir(dir: &Path) -> Result<(String, ModelSource)> {
     };
     let mut weights = Vec::new();
     for s in shards {
-        weights.push((s.clone(), read(&dir.join(&s))?));
+        let path = dir.join(&s);
+        weights.push((path.display().to_string(), read(&path)?));
     }
     Ok((
         name,

@@ -72,7 +72,9 @@ impl Linear {
     fn new(w: Tensor, b: Option<Tensor>, precision: Precision) -> Result<Linear> {
         let in_dim = w.dim(1)?;
         if precision == Precision::Quantized && in_dim % GgmlDType::Q8_0.block_size() == 0 {
-            let q = QTensor::quantize(&w, GgmlDType::Q8_0)?;
+            // `quantize` reads the storage from its start, ignoring a view's
+            // offset (e.g. the k and v slices of GPT-2's fused c_attn): copy.
+            let q = QTensor::quantize(&w.force_contiguous()?, GgmlDType::Q8_0)?;
             return Ok(Linear::Quant { w: QMatMul::from_qtensor(q)?, b });
         }
         Ok(Linear::F32 { w: candle_nn::Linear::new(w, b) })
@@ -438,22 +440,10 @@ impl Model {
     ) -> Result<Tensor> {
         let cfg = &self.config;
         let (b, t) = tokens.dims2()?;
-        let mut cache = cache;
         let start = cache.as_ref().map(|c| c.len).unwrap_or(0);
-        if t == 0 {
-            return Err(Error::input("empty prompt: there are no tokens to run"));
-        }
-        if start + t > cfg.n_ctx {
-            return Err(Error::input(format!(
-                "{} tokens ({t} new + {start} cached) exceed the model's context length of {}",
-                start + t,
-                cfg.n_ctx
-            )));
-        }
+        self.check_span(start, t)?;
         let h = &mut hooks;
-        let (nh, nkv, dh) = (cfg.n_heads, cfg.n_kv_heads, cfg.d_head);
         let g = |site| HookPoint::global(site);
-
         let mut x = self.embed.index_select(&tokens.flatten_all()?, 0)?.reshape((b, t, cfg.d_model))?;
         x = hook(h, g(Site::Embed), start, t, x)?;
         if let Some(wpe) = &self.pos_embed {
@@ -461,6 +451,56 @@ impl Model {
             let pos = hook(h, g(Site::PosEmbed), start, t, pos)?;
             x = (x + pos)?;
         }
+        self.forward_from(0, x, start, cache, hooks, logits)
+    }
+
+    fn check_span(&self, start: usize, t: usize) -> Result<()> {
+        if t == 0 {
+            return Err(Error::input("empty prompt: there are no tokens to run"));
+        }
+        if start + t > self.config.n_ctx {
+            return Err(Error::input(format!(
+                "{} tokens ({t} new + {start} cached) exceed the model's context length of {}",
+                start + t,
+                self.config.n_ctx
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs blocks `layer..` on `resid` (the `blocks.{layer}.hook_resid_pre`
+    /// value, `[batch, t, d_model]`, for absolute positions `start..start+t`),
+    /// then the final norm and unembedding. If `start > 0`, `cache` must hold
+    /// keys and values for positions `0..start` of layers `layer..` (a
+    /// prefix shared by the batch, or one per batch item). Patching sweeps use
+    /// this to reuse everything a patch cannot change.
+    pub fn forward_from(
+        &self,
+        layer: usize,
+        resid: Tensor,
+        start: usize,
+        cache: Option<&mut KvCache>,
+        mut hooks: Option<&mut (dyn Hook + '_)>,
+        logits: Logits,
+    ) -> Result<Tensor> {
+        let cfg = &self.config;
+        let (b, t, _) = resid.dims3()?;
+        self.check_span(start, t)?;
+        if layer > cfg.n_layers {
+            return Err(Error::input(format!("layer {layer} is out of range (the model has {} layers)", cfg.n_layers)));
+        }
+        let mut cache = cache;
+        match cache.as_deref() {
+            Some(c) if c.len != start => {
+                return Err(Error::input(format!("KV cache holds {} positions but the input starts at {start}", c.len)))
+            }
+            None if start > 0 => return Err(Error::input("positions after 0 need a KV cache holding the prefix")),
+            _ => {}
+        }
+        let h = &mut hooks;
+        let g = |site| HookPoint::global(site);
+        let (nh, nkv, dh) = (cfg.n_heads, cfg.n_kv_heads, cfg.d_head);
+        let mut x = resid;
         let rope = match cfg.pos_embedding {
             PosEmbedding::Rope => Some(self.rope_tables(start, t)?),
             PosEmbedding::Learned => None,
@@ -477,7 +517,7 @@ impl Model {
         let neg_inf = Tensor::new(f32::NEG_INFINITY, &Device::Cpu)?;
         let scale = (dh as f64).sqrt();
 
-        for (l, blk) in self.blocks.iter().enumerate() {
+        for (l, blk) in self.blocks.iter().enumerate().skip(layer) {
             let p = |site| HookPoint::block(l, site);
             let resid = hook(h, p(Site::ResidPre), start, t, x)?;
             let xn = hook(h, p(Site::Ln1Normalized), start, t, blk.ln1.forward(&resid)?)?;
@@ -504,9 +544,19 @@ impl Model {
                 k = self.hook_head_values(h, p(Site::RotK), start, t, rot(&k)?, true, true)?;
             }
             if let Some(c) = cache.as_deref_mut() {
+                if start > 0 && c.layers[l].is_none() {
+                    return Err(Error::input(format!("KV cache has no entry for layer {l} but the input starts at {start}")));
+                }
                 if let Some((pk, pv)) = &c.layers[l] {
-                    k = Tensor::cat(&[pk, &k], 2)?;
-                    v = Tensor::cat(&[pv, &v], 2)?;
+                    // A prefix cached for one sequence serves a whole batch.
+                    let (pk, pv) = if pk.dim(0)? != b {
+                        (pk.broadcast_as((b, pk.dim(1)?, pk.dim(2)?, pk.dim(3)?))?.contiguous()?,
+                         pv.broadcast_as((b, pv.dim(1)?, pv.dim(2)?, pv.dim(3)?))?.contiguous()?)
+                    } else {
+                        (pk.clone(), pv.clone())
+                    };
+                    k = Tensor::cat(&[&pk, &k], 2)?;
+                    v = Tensor::cat(&[&pv, &v], 2)?;
                 }
                 c.layers[l] = Some((k.clone(), v.clone()));
             }

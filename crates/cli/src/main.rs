@@ -2,7 +2,10 @@
 //! human summary, or machine-readable JSON with `--json`.
 
 mod bench;
+mod patch;
 mod source;
+
+pub use patch::PatchArgs;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -21,20 +24,20 @@ struct Cli {
 }
 
 #[derive(Args, Clone)]
-struct ModelArgs {
+pub struct ModelArgs {
     /// `default` (SmolLM2-135M-Instruct), a .gguf file, or a Hugging Face
     /// directory (config.json + tokenizer.json + *.safetensors).
     #[arg(long, default_value = "default")]
-    model: String,
+    pub model: String,
     /// f32 (exact, dequantized) or quantized (fast).
     #[arg(long, default_value = "f32")]
-    precision: String,
+    pub precision: String,
     /// Print JSON instead of a human summary.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
     /// Worker threads for tensor ops (this VM kind is fastest with 1).
     #[arg(long, default_value_t = 1)]
-    threads: usize,
+    pub threads: usize,
 }
 
 #[derive(Args, Clone)]
@@ -131,6 +134,13 @@ enum Cmd {
     },
     /// Prefill and decode speed: this engine vs candle-transformers' quantized llama.
     Bench(bench::BenchArgs),
+    /// Activation patching sweep: layer × position (or layer × head for head_z).
+    Patch(PatchArgs),
+    /// Patching sweep speed (fast vs naive) and the cost of steering during generation.
+    BenchInterventions {
+        #[command(flatten)]
+        m: ModelArgs,
+    },
     /// How far `quantized` is from `f32` on a fixed prompt set: KL and top-1 agreement.
     PrecisionGap {
         #[command(flatten)]
@@ -162,7 +172,7 @@ fn set_threads(n: usize) {
     }
 }
 
-fn load(m: &ModelArgs) -> Result<Model> {
+pub(crate) fn load(m: &ModelArgs) -> Result<Model> {
     set_threads(m.threads);
     let precision: Precision = m.precision.parse()?;
     let (name, src) = source::resolve(&m.model)?;
@@ -201,7 +211,7 @@ fn input_ids(model: &Model, i: &InputArgs) -> Result<Vec<u32>> {
     Ok(ids)
 }
 
-fn print_json(v: &serde_json::Value) -> Result<()> {
+pub(crate) fn print_json(v: &serde_json::Value) -> Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer(&mut out, v)?;
     writeln!(out)?;
@@ -331,6 +341,8 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::PrecisionGap { m } => precision_gap(&m)?,
+        Cmd::Patch(a) => patch::run(&a)?,
+        Cmd::BenchInterventions { m } => patch::bench(&m)?,
         Cmd::Bench(args) => {
             set_threads(args.threads);
             bench::run(&args)?;

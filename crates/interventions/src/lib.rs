@@ -4,6 +4,7 @@
 //! in both.
 
 pub mod apply;
+pub mod patching;
 pub mod spec;
 
 pub use apply::{Interventions, ItemReport};

@@ -22,7 +22,7 @@ pub use error::{Error, Result};
 pub use generate::{argmax, generate, GenerateOptions, Sampler};
 pub use hooks::{ActivationCache, FnHook, Hook, HookCtx, HookList, HookPoint, Site};
 pub use loader::shard_files;
-pub use model::{KvCache, Logits, Model, ModelSource, Precision};
+pub use model::{KvCache, Logits, Matrix, Model, ModelSource, Precision, SavedWeight};
 pub use tokenizer::Tokenizer;
 
 /// The `k` largest values of `xs` with their indices, largest first.

@@ -101,6 +101,48 @@ impl Linear {
     }
 }
 
+impl Linear {
+    /// The weight as used, dequantized to f32, `[out, in]`.
+    fn weight_f32(&self) -> Result<Tensor> {
+        Ok(match self {
+            Linear::F32 { w } => w.weight().clone(),
+            Linear::Quant { w: QMatMul::QTensor(q), .. } => q.dequantize(&Device::Cpu)?,
+            Linear::Quant { w: QMatMul::Tensor(t), .. } => t.clone(),
+            Linear::Quant { w: QMatMul::TensorF16(t), .. } => t.to_dtype(DType::F32)?,
+        })
+    }
+    fn bias(&self) -> Option<&Tensor> {
+        match self {
+            Linear::F32 { w } => w.bias(),
+            Linear::Quant { b, .. } => b.as_ref(),
+        }
+    }
+}
+
+/// A block's weight matrices, by role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Matrix {
+    Q,
+    K,
+    V,
+    O,
+    Gate,
+    Up,
+    Down,
+}
+
+impl Matrix {
+    pub const ALL: [Matrix; 7] = [Matrix::Q, Matrix::K, Matrix::V, Matrix::O, Matrix::Gate, Matrix::Up, Matrix::Down];
+}
+
+/// A weight taken out by `Model::replace_weight`, to put back with `restore_weight`.
+pub struct SavedWeight {
+    layer: usize,
+    matrix: Matrix,
+    linear: Linear,
+}
+
 struct Norm {
     kind: NormKind,
     w: Tensor,
@@ -333,6 +375,88 @@ impl Model {
             inv_freq,
             qk_perm: None,
         }
+    }
+
+    fn linear(&self, layer: usize, m: Matrix) -> Result<&Linear> {
+        let blk = self.blocks.get(layer).ok_or_else(|| {
+            Error::input(format!("layer {layer} is out of range (the model has {} layers)", self.config.n_layers))
+        })?;
+        Ok(match m {
+            Matrix::Q => &blk.q,
+            Matrix::K => &blk.k,
+            Matrix::V => &blk.v,
+            Matrix::O => &blk.o,
+            Matrix::Gate => blk.gate.as_ref().ok_or_else(|| Error::input("this model's MLP has no gate matrix"))?,
+            Matrix::Up => &blk.up,
+            Matrix::Down => &blk.down,
+        })
+    }
+
+    /// A block weight as the model uses it, in f32, `[out, in]` (GGUF q/k
+    /// rows in their stored, RoPE-interleaved order).
+    pub fn weight(&self, layer: usize, m: Matrix) -> Result<Tensor> {
+        self.linear(layer, m)?.weight_f32()
+    }
+
+    pub fn bias(&self, layer: usize, m: Matrix) -> Result<Option<Tensor>> {
+        Ok(self.linear(layer, m)?.bias().cloned())
+    }
+
+    /// Replaces a block weight (`[out, in]`, f32; quantized to Q8_0 in
+    /// `quantized` precision), keeping its bias. Returns the old one.
+    pub fn replace_weight(&mut self, layer: usize, m: Matrix, w: Tensor) -> Result<SavedWeight> {
+        let old = self.linear(layer, m)?;
+        let want = old.weight_f32()?.dims().to_vec();
+        if w.dims() != want.as_slice() {
+            return Err(Error::input(format!("replacement for layer {layer} {m:?} has shape {:?}, expected {want:?}", w.dims())));
+        }
+        let new = Linear::new(w.to_dtype(DType::F32)?, old.bias().cloned(), self.precision)?;
+        let blk = &mut self.blocks[layer];
+        let slot = match m {
+            Matrix::Q => &mut blk.q,
+            Matrix::K => &mut blk.k,
+            Matrix::V => &mut blk.v,
+            Matrix::O => &mut blk.o,
+            Matrix::Gate => blk.gate.as_mut().expect("checked by linear()"),
+            Matrix::Up => &mut blk.up,
+            Matrix::Down => &mut blk.down,
+        };
+        Ok(SavedWeight { layer, matrix: m, linear: std::mem::replace(slot, new) })
+    }
+
+    pub fn restore_weight(&mut self, saved: SavedWeight) {
+        let blk = &mut self.blocks[saved.layer];
+        let slot = match saved.matrix {
+            Matrix::Q => &mut blk.q,
+            Matrix::K => &mut blk.k,
+            Matrix::V => &mut blk.v,
+            Matrix::O => &mut blk.o,
+            Matrix::Gate => blk.gate.as_mut().expect("saved from an existing gate"),
+            Matrix::Up => &mut blk.up,
+            Matrix::Down => &mut blk.down,
+        };
+        *slot = saved.linear;
+    }
+
+    /// Token embedding matrix `[vocab, d_model]`.
+    pub fn embedding_matrix(&self) -> &Tensor {
+        &self.embed
+    }
+
+    /// Unembedding matrix `[vocab, d_model]` (f32).
+    pub fn unembedding_matrix(&self) -> Result<Tensor> {
+        self.unembed.weight_f32()
+    }
+
+    /// The final norm (`ln_final`) applied to residual-stream values `[.., d_model]`.
+    pub fn final_norm(&self, resid: &Tensor) -> Result<Tensor> {
+        self.ln_final.forward(resid)
+    }
+
+    /// Logits from normalised residual values `[.., d_model]` (logit lens: apply
+    /// `final_norm` first).
+    pub fn unembed(&self, x: &Tensor) -> Result<Tensor> {
+        self.unembed.forward(x)
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {

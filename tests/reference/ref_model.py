@@ -378,3 +378,178 @@ if __name__ == "__main__":
         new, _ = m.greedy(ids, a.generate)
         out["generated"] = {"ids": new, "text": m.tokenizer.decode(new)}
     print(json.dumps(out, ensure_ascii=False, indent=1))
+
+
+# ---------------------------------------------------------------- hooked forward (interventions)
+def hf_to_gguf_order(x):
+    """Inverse of gguf_to_hf_order: [..., d] HF (halves) order -> GGUF (interleaved)."""
+    d = x.shape[-1]
+    return x.reshape(*x.shape[:-1], 2, d // 2).swapaxes(-1, -2).reshape(x.shape)
+
+
+def mm(x, w):
+    """x [..., n] @ w [n, m] as one 2-D product (numpy's stacked matmul is far slower)."""
+    return (x.reshape(-1, x.shape[-1]) @ w).reshape(*x.shape[:-1], w.shape[-1])
+
+
+def _blocks(model, ids, x, first_layer, h, join=None):
+    """Runs blocks first_layer.. on x [B, P, d] (B sequences of the same ids),
+    calling h(name, value [B, ...]) -> value at every hook. join(l, x) may
+    return a new x before layer l (used to add sequences that start there).
+    Returns the final norm's output [B, P, d]."""
+    c, w = model.cfg, model.w
+    P = len(ids)
+    mask = np.triu(np.ones((P, P), dtype=bool), k=1)
+
+    def attend(l, q, k, v, n_rep):
+        p = f"blocks.{l}."
+        hd = q.shape[-1]
+        kk, vv = np.repeat(k, n_rep, axis=2), np.repeat(v, n_rep, axis=2)
+        scores = np.einsum("bqhd,bkhd->bhqk", q, kk) / np.sqrt(hd)
+        scores = h(p + "attn.hook_attn_scores", np.where(mask[None, None], -np.inf, scores))
+        with np.errstate(invalid="ignore"):
+            pattern = h(p + "attn.hook_pattern", softmax(scores, -1))
+        return h(p + "attn.hook_z", np.einsum("bhqk,bkhd->bqhd", pattern, vv))
+
+    if model.arch == "llama":
+        H, KV, hd, eps, theta = c["n_heads"], c["n_kv_heads"], c["d_head"], c["eps"], c["rope_theta"]
+        gg = model.layout == "gguf"
+        to_hf = gguf_to_hf_order if gg else (lambda a: a)
+        from_hf = hf_to_gguf_order if gg else (lambda a: a)
+        rope1 = rope_interleaved if gg else rope_half
+        rope = lambda a: np.stack([rope1(a[b], theta) for b in range(a.shape[0])])  # noqa: E731
+        qk = lambda name, a: from_hf(h(name, to_hf(a)))  # noqa: E731
+        for l in range(first_layer, c["n_layers"]):
+            if join is not None:
+                x = join(l, x)
+            B = x.shape[0]
+            L, p = w["layers"][l], f"blocks.{l}."
+            x = h(p + "hook_resid_pre", x)
+            hn = h(p + "ln1.hook_normalized", rmsnorm(x, L["attn_norm"], eps))
+            q = qk(p + "attn.hook_q", mm(hn, L["wq"].T).reshape(B, P, H, hd))
+            k = qk(p + "attn.hook_k", mm(hn, L["wk"].T).reshape(B, P, KV, hd))
+            v = h(p + "attn.hook_v", mm(hn, L["wv"].T).reshape(B, P, KV, hd))
+            rq = qk(p + "attn.hook_rot_q", rope(q))
+            rk = qk(p + "attn.hook_rot_k", rope(k))
+            z = attend(l, rq, rk, v, H // KV)
+            x = h(p + "hook_resid_mid", x + h(p + "hook_attn_out", mm(z.reshape(B, P, H * hd), L["wo"].T)))
+            h2 = h(p + "ln2.hook_normalized", rmsnorm(x, L["ffn_norm"], eps))
+            gate = h(p + "mlp.hook_pre", mm(h2, L["w_gate"].T))
+            up = h(p + "mlp.hook_pre_linear", mm(h2, L["w_up"].T))
+            post = h(p + "mlp.hook_post", silu(gate) * up)
+            x = h(p + "hook_resid_post", x + h(p + "hook_mlp_out", mm(post, L["w_down"].T)))
+        return h("ln_final.hook_normalized", rmsnorm(x, w["norm_f"], eps))
+    H, hd, eps, d = c["n_heads"], c["d_head"], c["eps"], c["d_model"]
+    for l in range(first_layer, c["n_layers"]):
+        if join is not None:
+            x = join(l, x)
+        B = x.shape[0]
+        L, p = w["layers"][l], f"blocks.{l}."
+        x = h(p + "hook_resid_pre", x)
+        hn = h(p + "ln1.hook_normalized", layernorm(x, L["ln_1.weight"], L["ln_1.bias"], eps))
+        qkv = mm(hn, L["attn.c_attn.weight"]) + L["attn.c_attn.bias"]
+        q, k, v = (qkv[..., i * d:(i + 1) * d].reshape(B, P, H, hd) for i in range(3))
+        q, k, v = h(p + "attn.hook_q", q), h(p + "attn.hook_k", k), h(p + "attn.hook_v", v)
+        z = attend(l, q, k, v, 1)
+        attn_out = h(p + "hook_attn_out", mm(z.reshape(B, P, d), L["attn.c_proj.weight"]) + L["attn.c_proj.bias"])
+        x = h(p + "hook_resid_mid", x + attn_out)
+        h2 = h(p + "ln2.hook_normalized", layernorm(x, L["ln_2.weight"], L["ln_2.bias"], eps))
+        pre = h(p + "mlp.hook_pre", mm(h2, L["mlp.c_fc.weight"]) + L["mlp.c_fc.bias"])
+        post = h(p + "mlp.hook_post", gelu_new(pre))
+        x = h(p + "hook_resid_post", x + h(p + "hook_mlp_out", mm(post, L["mlp.c_proj.weight"]) + L["mlp.c_proj.bias"]))
+    return h("ln_final.hook_normalized", layernorm(x, w["ln_f.weight"], w["ln_f.bias"], eps))
+
+
+def _embed(model, ids, h):
+    w, dt = model.w, model.dtype
+    if model.arch == "llama":
+        return h("hook_embed", w["embed"][ids][None].astype(dt))
+    P = len(ids)
+    return h("hook_embed", w["wte"][ids][None].astype(dt)) + h("hook_pos_embed", w["wpe"][:P][None].astype(dt))
+
+
+def _unembed(model, f):
+    return mm(f, (model.w["lm_head"] if model.arch == "llama" else model.w["wte"]).T)
+
+
+def forward_hooked(model, ids, fn=None, from_layer=0, resid=None, record=None, last_only=False):
+    """Forward pass that lets `fn(name, value)` replace any hook value.
+
+    Same conventions as Model.forward (TransformerLens names, one sequence, no
+    batch dim, q/k/rot_q/rot_k in Hugging Face head-dim order even for GGUF).
+    `fn` returns the new value (same shape) or None to leave it alone; the
+    value a hook holds afterwards is what the rest of the model uses, and what
+    `record` (a set of names, or None for none) saves. With `from_layer` > 0,
+    `resid` is the value of blocks.{from_layer}.hook_resid_pre and the run
+    starts there (earlier layers cannot change). Returns (logits [pos, vocab]
+    or [vocab] when last_only, {name: value}).
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    rec = {}
+
+    def h(name, v):
+        if fn is not None:
+            out = fn(name, v[0])
+            if out is not None:
+                assert out.shape == v.shape[1:], (name, out.shape, v.shape)
+                v = np.asarray(out, dtype=np.float64)[None]
+        if record is not None and name in record:
+            rec[name] = np.array(v[0], copy=True)
+        return v
+
+    x = _embed(model, ids, h) if from_layer == 0 else np.asarray(resid, dtype=np.float64)[None]
+    f = _blocks(model, ids, x, from_layer, h)[0]
+    return _unembed(model, f[-1] if last_only else f), rec
+
+
+def forward_cells(model, ids, cells):
+    """Many hooked runs of the same ids at once, for patching sweeps: cells is a
+    list of (from_layer, resid, fn) with resid the value of
+    blocks.{from_layer}.hook_resid_pre and fn(name, value) as in
+    forward_hooked (per sequence). Each run starts at its own layer; the runs
+    of a layer share its matrix products. Returns last-position logits [len(cells), vocab]."""
+    ids = np.asarray(ids, dtype=np.int64)
+    order = sorted(range(len(cells)), key=lambda i: cells[i][0])
+    active = []  # cell indices, in the batch's order
+
+    def join(l, x):
+        new = [i for i in order if cells[i][0] == l]
+        if not new:
+            return x
+        active.extend(new)
+        add = np.stack([np.asarray(cells[i][1], dtype=np.float64) for i in new])
+        return add if x is None or x.shape[0] == 0 else np.concatenate([x, add])
+
+    def h(name, v):
+        for b, i in enumerate(active):
+            out = cells[i][2](name, v[b])
+            if out is not None:
+                assert out.shape == v.shape[1:], (name, out.shape, v.shape)
+                v = v.copy()
+                v[b] = out
+        return v
+
+    first = min(c[0] for c in cells)
+    f = _blocks(model, ids, None, first, h, join=join)
+    logits = _unembed(model, f[:, -1])
+    out = np.empty((len(cells), logits.shape[-1]))
+    for b, i in enumerate(active):
+        out[i] = logits[b]
+    return out
+
+
+def greedy_hooked(model, ids, n_new, make_fn, stop_ids=()):
+    """Greedy decoding by full recomputation; `make_fn(seq_len)` gives the hook
+    function for a pass over `seq_len` tokens. Returns (new_ids, margins)."""
+    ids = list(ids)
+    out, margins = [], []
+    for _ in range(n_new):
+        last, _ = forward_hooked(model, ids, make_fn(len(ids)), last_only=True)
+        order = np.argsort(-last, kind="stable")
+        nxt = int(order[0])
+        margins.append(float(last[order[0]] - last[order[1]]))
+        out.append(nxt)
+        ids.append(nxt)
+        if nxt in stop_ids:
+            break
+    return out, margins

@@ -4,6 +4,7 @@
 mod bench;
 mod patch;
 mod source;
+mod vectors;
 
 pub use patch::PatchArgs;
 
@@ -54,6 +55,10 @@ struct InputArgs {
     /// An intervention document (JSON, docs/interventions.md) applied during the run.
     #[arg(long)]
     interventions: Option<std::path::PathBuf>,
+    /// A SAELens SAE directory (cfg.json + sae_weights.safetensors) for the
+    /// document's `sae_clamp` ops and `{"from": "sae"}` vectors; repeatable.
+    #[arg(long)]
+    sae: Vec<std::path::PathBuf>,
 }
 
 /// Compiles `--interventions` for this model and prompt length.
@@ -61,6 +66,7 @@ fn interventions(model: &Model, i: &InputArgs, prompt_len: usize) -> Result<Opti
     let Some(path) = &i.interventions else { return Ok(None) };
     let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
     let doc = scalpel_interventions::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let doc = vectors::resolve_doc(model, doc, &i.sae, path)?;
     let iv = scalpel_interventions::Interventions::compile(model, &doc, prompt_len)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     for w in &iv.warnings {
@@ -69,11 +75,7 @@ fn interventions(model: &Model, i: &InputArgs, prompt_len: usize) -> Result<Opti
     Ok(Some(iv))
 }
 
-fn hook_of(iv: &mut Option<scalpel_interventions::Interventions>) -> Option<&mut dyn scalpel_engine::Hook> {
-    iv.as_mut().map(|x| x as &mut dyn scalpel_engine::Hook)
-}
-
-fn report_of(iv: &Option<scalpel_interventions::Interventions>) -> serde_json::Value {
+fn report_of(iv: &Option<&mut scalpel_interventions::Interventions>) -> serde_json::Value {
     match iv {
         Some(iv) => json!({"applied": iv.report(), "warnings": iv.warnings}),
         None => serde_json::Value::Null,
@@ -141,6 +143,14 @@ enum Cmd {
         #[command(flatten)]
         m: ModelArgs,
     },
+    /// Steering vector from prompts (actadd, mean_diff, pca, probe) with a per-layer
+    /// separation score; saves an intervention document or a control vector GGUF,
+    /// or imports one (--import).
+    Vector(vectors::VectorArgs),
+    /// Linear probes per layer or per attention head (held-out accuracy); ITI from the best heads.
+    Probe(vectors::ProbeArgs),
+    /// A SAELens SAE on a prompt: latents per token, reconstruction error.
+    Sae(vectors::SaeArgs),
     /// How far `quantized` is from `f32` on a fixed prompt set: KL and top-1 agreement.
     PrecisionGap {
         #[command(flatten)]
@@ -233,12 +243,13 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Logits { m, i, top_k: k, full } => {
-            let model = load(&m)?;
+            let mut model = load(&m)?;
             let ids = input_ids(&model, &i)?;
             let mut iv = interventions(&model, &i, ids.len())?;
-            let logits = model
-                .forward(&model.ids_tensor(&ids)?, None, hook_of(&mut iv), scalpel_engine::Logits::All)?
-                .squeeze(0)?;
+            let logits = match iv.as_mut() {
+                Some(iv) => scalpel_interventions::run::logits(&mut model, &ids, iv)?,
+                None => model.logits(&ids)?,
+            };
             let rows: Vec<Vec<f32>> = logits.to_vec2()?;
             let argmax: Vec<u32> = rows.iter().map(|r| scalpel_engine::argmax(r)).collect();
             let last = rows.last().expect("non-empty input");
@@ -250,7 +261,7 @@ fn run(cli: Cli) -> Result<()> {
             if m.json {
                 let mut v = json!({"ids": ids, "argmax": argmax, "top": top, "logsumexp": lse});
                 if iv.is_some() {
-                    v["interventions"] = report_of(&iv);
+                    v["interventions"] = report_of(&iv.as_mut());
                 }
                 if full {
                     v["logits"] = json!(rows);
@@ -265,10 +276,14 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Activations { m, i, hook } => {
-            let model = load(&m)?;
+            let mut model = load(&m)?;
             let point = model.hook_point(&hook)?;
             let ids = input_ids(&model, &i)?;
             let mut iv = interventions(&model, &i, ids.len())?;
+            let saved = match iv.as_ref() {
+                Some(iv) => scalpel_interventions::run::apply_weights(&mut model, iv)?,
+                None => Vec::new(),
+            };
             // Interventions first, then the reading: the value as the model used it.
             let mut cache = scalpel_engine::ActivationCache::new([point]);
             let mut hooks = scalpel_engine::HookList::new();
@@ -276,8 +291,10 @@ fn run(cli: Cli) -> Result<()> {
                 hooks.push(x);
             }
             hooks.push(&mut cache);
-            model.forward(&model.ids_tensor(&ids)?, None, Some(&mut hooks), scalpel_engine::Logits::Last)?;
+            let run = model.forward(&model.ids_tensor(&ids)?, None, Some(&mut hooks), scalpel_engine::Logits::Last);
             drop(hooks);
+            scalpel_interventions::run::restore_weights(&mut model, saved);
+            run?;
             let t = cache.get(&point).context("hook was not reached")?.squeeze(0)?;
             let shape = t.dims().to_vec();
             let values: Vec<f32> = t.flatten_all()?.to_vec1()?;
@@ -292,15 +309,29 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Generate { m, i, max_new_tokens, temperature, top_k, top_p, seed } => {
-            let model = load(&m)?;
+            let mut model = load(&m)?;
             let ids = input_ids(&model, &i)?;
             let opts = GenerateOptions { max_new_tokens, temperature, top_k, top_p, seed, stop_at_eos: true };
             let mut iv = interventions(&model, &i, ids.len())?;
+            if let Some(iv) = iv.as_mut() {
+                let g = scalpel_interventions::run::generate(&mut model, &ids, &opts, iv, &mut |_| true)?;
+                let text = model.tokenizer().decode(&g.ids);
+                if m.json {
+                    print_json(&json!({"ids": g.ids, "text": text, "events": g.events,
+                        "interventions": report_of(&Some(iv)), "conditional": iv.conditional_traces()}))?;
+                } else {
+                    println!("{text}");
+                    for e in g.events.iter().filter(|e| !matches!(e, scalpel_interventions::run::GenEvent::Token { .. })) {
+                        eprintln!("event: {}", serde_json::to_string(e)?);
+                    }
+                }
+                return Ok(());
+            }
             let tok = model.tokenizer();
             let mut printed = 0usize;
             let mut so_far: Vec<u32> = Vec::new();
             let json_out = m.json;
-            let new = generate(&model, &ids, &opts, hook_of(&mut iv), &mut |id| {
+            let new = generate(&model, &ids, &opts, None, &mut |id| {
                 if !json_out {
                     // Print the text grown so far, so multi-token characters come out whole.
                     so_far.push(id);
@@ -315,11 +346,7 @@ fn run(cli: Cli) -> Result<()> {
             })?;
             let text = tok.decode(&new);
             if m.json {
-                let mut v = json!({"ids": new, "text": text});
-                if iv.is_some() {
-                    v["interventions"] = report_of(&iv);
-                }
-                print_json(&v)?;
+                print_json(&json!({"ids": new, "text": text}))?;
             } else {
                 if text.len() > printed {
                     print!("{}", &text[printed..]);
@@ -342,6 +369,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::PrecisionGap { m } => precision_gap(&m)?,
         Cmd::Patch(a) => patch::run(&a)?,
+        Cmd::Vector(a) => vectors::run_vector(&a)?,
+        Cmd::Probe(a) => vectors::run_probe(&a)?,
+        Cmd::Sae(a) => vectors::run_sae(&a)?,
         Cmd::BenchInterventions { m } => patch::bench(&m)?,
         Cmd::Bench(args) => {
             set_threads(args.threads);

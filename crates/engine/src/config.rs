@@ -94,7 +94,7 @@ impl Config {
                 self.n_heads, self.n_kv_heads
             ));
         }
-        if self.d_head * self.n_heads != self.d_model {
+        if self.d_head == 0 || self.d_head > MAX_DIM || self.d_head.checked_mul(self.n_heads) != Some(self.d_model) {
             return bad(format!(
                 "d_model {} is not n_heads {} x d_head {}",
                 self.d_model, self.n_heads, self.d_head
@@ -137,14 +137,6 @@ impl Config {
             None => n_heads,
         };
         let d_head = if n_heads == 0 { 0 } else { d_model / n_heads };
-        if let Some(rope_dim) = g.get(&key("rope.dimension_count")).and_then(|v| v.as_u64()) {
-            if rope_dim as usize != d_head {
-                return Err(Error::load(
-                    &g.file,
-                    format!("partial rotary embeddings (rope dim {rope_dim} < head dim {d_head}) are not supported"),
-                ));
-            }
-        }
         let d_vocab = match g.get(&key("vocab_size")).and_then(|v| v.as_u64()) {
             Some(v) => v as usize,
             None => g
@@ -171,6 +163,14 @@ impl Config {
             tied_embeddings: g.info("output.weight").is_none(),
         };
         cfg.validate(&g.file)?;
+        if let Some(rope_dim) = g.get(&key("rope.dimension_count")).and_then(|v| v.as_u64()) {
+            if rope_dim != cfg.d_head as u64 {
+                return Err(Error::load(
+                    &g.file,
+                    format!("rope dimension {rope_dim} differs from the head dimension {}; partial rotary embeddings are not supported", cfg.d_head),
+                ));
+            }
+        }
         Ok(cfg)
     }
 
@@ -204,7 +204,7 @@ impl Config {
                     n_heads,
                     n_kv_heads: n_heads,
                     d_head: if n_heads == 0 { 0 } else { d_model / n_heads },
-                    d_mlp: v.get("n_inner").and_then(|x| x.as_u64()).map(|x| x as usize).unwrap_or(4 * d_model),
+                    d_mlp: v.get("n_inner").and_then(|x| x.as_u64()).map(|x| x as usize).unwrap_or(d_model.saturating_mul(4)),
                     d_vocab: get("vocab_size")?,
                     n_ctx: get("n_positions").or_else(|_| get("n_ctx"))?,
                     norm: NormKind::Layer,

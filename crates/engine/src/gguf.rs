@@ -344,8 +344,10 @@ impl<'a> Gguf<'a> {
                 )));
             }
             let len = elems / block * dtype.type_size() as u64;
-            let shape = ne.iter().rev().map(|&d| d as usize).collect();
-            raw.push(RawInfo { name, dtype, shape, offset, len: len as usize });
+            let too_big = || r.err(format!("tensor '{name}': {len} bytes do not fit this platform's address space"));
+            let len = usize::try_from(len).map_err(|_| too_big())?;
+            let shape = ne.iter().map(|&d| usize::try_from(d).map_err(|_| too_big())).rev().collect::<Result<Vec<_>>>()?;
+            raw.push(RawInfo { name, dtype, shape, offset, len });
         }
         let data_start = r.pos.div_ceil(alignment) * alignment;
         let data_len = bytes.len().saturating_sub(data_start);
@@ -412,6 +414,11 @@ impl<'a> Gguf<'a> {
             .info(name)
             .ok_or_else(|| Error::load(&self.file, format!("missing tensor '{name}'")))?;
         let raw = self.raw(info);
+        // candle reads by shape: the slice must hold exactly what the shape needs.
+        let elems: usize = info.shape.iter().product();
+        if raw.len() != elems / info.dtype.block_size() * info.dtype.type_size() {
+            return Err(Error::load(&self.file, format!("tensor '{name}': data size does not match its shape")));
+        }
         // candle reinterprets the bytes as blocks in place; blocks hold f32 or
         // f16 fields, so the slice must be 4-byte aligned. Copy if it is not.
         let aligned;

@@ -149,9 +149,11 @@ impl HookPoint {
         };
         let point = if let Some(rest) = name.strip_prefix("blocks.") {
             let (layer, suffix) = rest.split_once('.').ok_or_else(unknown)?;
-            let layer: usize = layer.parse().map_err(|_| {
-                Error::input(format!("hook '{name}': '{layer}' is not a layer number"))
-            })?;
+            let layer: usize = layer
+                .parse()
+                .ok()
+                .filter(|l: &usize| l.to_string() == layer)
+                .ok_or_else(|| Error::input(format!("hook '{name}': '{layer}' is not a layer number")))?;
             let site = Site::ALL
                 .iter()
                 .copied()

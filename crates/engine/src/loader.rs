@@ -47,7 +47,7 @@ pub fn shard_files(index_json: &[u8]) -> Result<Vec<String>> {
     files.sort();
     files.dedup();
     for f in &files {
-        if f.contains('/') || f.contains('\\') || f.starts_with('.') {
+        if f.is_empty() || f.contains('/') || f.contains('\\') || f.starts_with('.') {
             return Err(Error::load("model.safetensors.index.json", format!("shard name '{f}' is not a plain file name")));
         }
     }

@@ -438,6 +438,52 @@ impl Model {
         *slot = saved.linear;
     }
 
+    /// Adds `vector` (`d_head` numbers, in the head-dim order hooks show) to
+    /// the cached keys (post-RoPE, as `attn.hook_rot_k`) or values of `layer`
+    /// at `positions`, for `heads` (KV heads; all if `None`). KV-cache steering.
+    pub fn add_to_kv_cache(
+        &self,
+        cache: &mut KvCache,
+        layer: usize,
+        values: bool,
+        heads: Option<&[usize]>,
+        positions: &[usize],
+        vector: &[f32],
+    ) -> Result<()> {
+        let cfg = &self.config;
+        let (k, v) = cache
+            .layer(layer)
+            .cloned()
+            .ok_or_else(|| Error::input(format!("the KV cache has nothing for layer {layer} yet")))?;
+        let (b, nkv, t, dh) = k.dims4()?;
+        if vector.len() != dh {
+            return Err(Error::input(format!("KV vector has {} numbers; d_head is {dh}", vector.len())));
+        }
+        let mut vec_stored = vector.to_vec();
+        if let (false, Some((_, to_stored))) = (values, &self.qk_perm) {
+            let idx: Vec<u32> = to_stored.to_vec1()?;
+            vec_stored = idx.iter().map(|&i| vector[i as usize]).collect();
+        }
+        let mut delta = vec![0f32; nkv * t * dh];
+        for h in 0..nkv {
+            if heads.is_some_and(|hs| !hs.contains(&h)) {
+                continue;
+            }
+            for &p in positions {
+                if p >= t {
+                    return Err(Error::input(format!("KV position {p} is not cached (the cache holds {t})")));
+                }
+                delta[(h * t + p) * dh..(h * t + p + 1) * dh].copy_from_slice(&vec_stored);
+            }
+        }
+        if let Some(&bad) = heads.and_then(|hs| hs.iter().find(|&&h| h >= cfg.n_kv_heads)) {
+            return Err(Error::input(format!("KV head {bad} is out of range (the model has {} KV heads)", cfg.n_kv_heads)));
+        }
+        let delta = Tensor::from_vec(delta, (1, nkv, t, dh), &Device::Cpu)?.broadcast_as((b, nkv, t, dh))?;
+        let (k, v) = if values { (k, (v + delta)?) } else { ((k + delta)?, v) };
+        cache.set_layer(layer, k, v)
+    }
+
     /// Token embedding matrix `[vocab, d_model]`.
     pub fn embedding_matrix(&self) -> &Tensor {
         &self.embed
@@ -613,8 +659,15 @@ impl Model {
         if layer > cfg.n_layers {
             return Err(Error::input(format!("layer {layer} is out of range (the model has {} layers)", cfg.n_layers)));
         }
-        let mut cache = cache;
+        let cache = cache;
         match cache.as_deref() {
+            Some(c) if c.layers.len() != cfg.n_layers => {
+                return Err(Error::input(format!(
+                    "KV cache was made for a {}-layer model; this one has {} layers",
+                    c.layers.len(),
+                    cfg.n_layers
+                )))
+            }
             Some(c) if c.len != start => {
                 return Err(Error::input(format!("KV cache holds {} positions but the input starts at {start}", c.len)))
             }
@@ -640,6 +693,7 @@ impl Model {
         };
         let neg_inf = Tensor::new(f32::NEG_INFINITY, &Device::Cpu)?;
         let scale = (dh as f64).sqrt();
+        let mut new_kv = Vec::new();
 
         for (l, blk) in self.blocks.iter().enumerate().skip(layer) {
             let p = |site| HookPoint::block(l, site);
@@ -667,7 +721,7 @@ impl Model {
                 q = self.hook_head_values(h, p(Site::RotQ), start, t, rot(&q)?, true, true)?;
                 k = self.hook_head_values(h, p(Site::RotK), start, t, rot(&k)?, true, true)?;
             }
-            if let Some(c) = cache.as_deref_mut() {
+            if let Some(c) = cache.as_deref() {
                 if start > 0 && c.layers[l].is_none() {
                     return Err(Error::input(format!("KV cache has no entry for layer {l} but the input starts at {start}")));
                 }
@@ -682,7 +736,9 @@ impl Model {
                     k = Tensor::cat(&[&pk, &k], 2)?;
                     v = Tensor::cat(&[&pv, &v], 2)?;
                 }
-                c.layers[l] = Some((k.clone(), v.clone()));
+                // Written to the cache only once the whole pass succeeds, so a
+                // failed or cancelled pass leaves it as it was.
+                new_kv.push((l, k.clone(), v.clone()));
             }
             let k = repeat_kv(k, nh / nkv)?;
             let v = repeat_kv(v, nh / nkv)?;
@@ -718,15 +774,19 @@ impl Model {
             let mlp_out = hook(h, p(Site::MlpOut), start, t, blk.down.forward(&post)?)?;
             x = hook(h, p(Site::ResidPost), start, t, (resid + mlp_out)?)?;
         }
-        if let Some(c) = cache {
-            c.len = start + t;
-        }
         let x = hook(h, g(Site::LnFinalNormalized), start, t, self.ln_final.forward(&x)?)?;
         let x = match logits {
             Logits::All => x,
             Logits::Last => x.narrow(1, t - 1, 1)?,
         };
-        self.unembed.forward(&x)
+        let out = self.unembed.forward(&x)?;
+        if let Some(c) = cache {
+            for (l, k, v) in new_kv {
+                c.layers[l] = Some((k, v));
+            }
+            c.len = start + t;
+        }
+        Ok(out)
     }
 
     /// Logits `[t, vocab]` for one sequence, no cache, no hooks.

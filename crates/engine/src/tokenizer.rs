@@ -103,7 +103,9 @@ impl Tokenizer {
         });
         let inner = tokenizers::Tokenizer::from_bytes(spec.to_string().as_bytes())
             .map_err(|e| Error::load(file, format!("cannot build the tokenizer from GGUF metadata: {e}")))?;
-        let id = |k: &str| g.get(k).and_then(|v| v.as_u64()).map(|v| v as u32).filter(|&v| (v as usize) < tokens.len());
+        let id = |k: &str| {
+            g.get(k).and_then(|v| v.as_u64()).filter(|&v| v < tokens.len() as u64).map(|v| v as u32)
+        };
         let bos_id = id("tokenizer.ggml.bos_token_id");
         let add_bos = g.get("tokenizer.ggml.add_bos_token").and_then(|v| v.as_bool()).unwrap_or(false) && bos_id.is_some();
         let mut eos_ids: Vec<u32> = id("tokenizer.ggml.eos_token_id").into_iter().collect();
@@ -197,6 +199,8 @@ impl Tokenizer {
             .as_deref()
             .ok_or_else(|| Error::input("this model has no chat template; use plain prompts"))?;
         let mut env = minijinja::Environment::new();
+        // Templates come from model files: bound their work so a hostile one cannot hang us.
+        env.set_fuel(Some(2_000_000));
         env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
             Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
         });

@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use scalpel_engine::{Hook, HookCtx, HookPoint, Model, Site, Tensor};
 use serde::Serialize;
 
-use crate::spec::{Document, NamedPositions, Op, Positions, Vector, VectorSource};
+use crate::spec::{Document, NamedPositions, Op, Positions, Vector, VectorSource, When};
 
 type Res<T> = Result<T, String>;
 
@@ -42,6 +42,54 @@ enum Kind {
     ProjectOut(Tensor),
     SetProjection(Tensor, ProjMode),
     Knockout(Sel),
+    Conditional(Box<Conditional>),
+    SaeClamp(crate::vectors::SaeClamp),
+}
+
+/// A monitor and the interventions it switches on.
+struct Conditional {
+    direction: Tensor,
+    threshold: f32,
+    when: When,
+    inner: Interventions,
+    /// On for the current token (last monitor reading), or for good after a backtrack.
+    active: bool,
+    forced: bool,
+    backtrack: usize,
+    /// (absolute position, projection) of every monitored token.
+    readings: Vec<(usize, f32)>,
+    /// Absolute positions where the condition turned on.
+    fired: Vec<usize>,
+}
+
+/// A KV-cache edit applied once after the prompt.
+#[derive(Clone, Debug)]
+pub struct KvAdd {
+    pub index: usize,
+    pub layer: usize,
+    pub values: bool,
+    pub heads: Option<Vec<usize>>,
+    pub positions: Vec<usize>,
+    pub vector: Vec<f32>,
+}
+
+/// A rank reduction of one weight matrix (LASER).
+#[derive(Clone, Debug)]
+pub struct LowRank {
+    pub index: usize,
+    pub layer: usize,
+    pub matrix: scalpel_engine::Matrix,
+    pub rank: usize,
+}
+
+/// Text forced into the output while generating.
+#[derive(Clone, Debug)]
+pub struct Insert {
+    pub index: usize,
+    pub ids: Vec<u32>,
+    pub at_step: Option<usize>,
+    pub after: Option<Vec<u32>>,
+    pub times: usize,
 }
 
 #[derive(Clone, Copy)]
@@ -73,7 +121,21 @@ pub struct ItemReport {
 pub struct Interventions {
     items: Vec<Item>,
     ops: Vec<String>,
+    pub kv_adds: Vec<KvAdd>,
+    pub low_ranks: Vec<LowRank>,
+    pub inserts: Vec<Insert>,
     pub warnings: Vec<String>,
+}
+
+/// What a conditional intervention saw while generating.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConditionalTrace {
+    pub index: usize,
+    /// (absolute position, projection) per monitored token.
+    pub readings: Vec<(usize, f32)>,
+    /// Positions where the condition turned on.
+    pub fired: Vec<usize>,
+    pub backtrack: usize,
 }
 
 fn site_axes(site: Site) -> (usize, Option<usize>) {
@@ -184,8 +246,11 @@ fn build_vector(model: &Model, i: usize, field: &str, v: &Vector, hook: &[HookPo
         }
         Vector::From(VectorSource::PromptDiff { plus, minus, hook: h, position }) => {
             let p = source_point(h)?;
-            let a = at_position(i, &activation(model, plus, p)?, *position, warnings, "'plus'")?;
-            let b = at_position(i, &activation(model, minus, p)?, *position, warnings, "'minus'")?;
+            let run = |text: &str, name: &str| {
+                activation(model, text, p).map_err(|e| format!("intervention {i}: field '{field}.{name}': {e}"))
+            };
+            let a = at_position(i, &run(plus, "plus")?, *position, warnings, "'plus'")?;
+            let b = at_position(i, &run(minus, "minus")?, *position, warnings, "'minus'")?;
             flat((a - b).map_err(|e| e.to_string())?)
         }
         Vector::From(VectorSource::MeanDiff { positive, negative, hook: h, position }) => {
@@ -196,7 +261,8 @@ fn build_vector(model: &Model, i: usize, field: &str, v: &Vector, hook: &[HookPo
             let mut mean = |set: &[String], name: &str| -> Res<Tensor> {
                 let mut acc: Option<Tensor> = None;
                 for s in set {
-                    let v = at_position(i, &activation(model, s, p)?, *position, warnings, name)?;
+                    let act = activation(model, s, p).map_err(|e| format!("intervention {i}: field '{field}.{}': {e}", name.trim_matches('\'')))?;
+                    let v = at_position(i, &act, *position, warnings, name)?;
                     acc = Some(match acc { None => v, Some(a) => (a + v).map_err(|e| e.to_string())? });
                 }
                 (acc.expect("non-empty") / set.len() as f64).map_err(|e| e.to_string())
@@ -205,6 +271,19 @@ fn build_vector(model: &Model, i: usize, field: &str, v: &Vector, hook: &[HookPo
             let neg = mean(negative, "'negative'")?;
             flat((pos - neg).map_err(|e| e.to_string())?)
         }
+        Vector::From(VectorSource::Pca { positive, negative, hook: h, position, center }) => {
+            let p = source_point(h)?;
+            let opts = crate::vectors::MethodOptions { center: *center, ..Default::default() };
+            let pool = crate::vectors::Pool::At(*position);
+            let (v, w) = crate::vectors::vector_from_sets(model, crate::vectors::Method::Pca, &opts, positive, negative, p, pool)
+                .map_err(|e| format!("intervention {i}: field '{field}': {e}"))?;
+            warnings.extend(w.into_iter().map(|w| format!("intervention {i}: {w}")));
+            Ok(v)
+        }
+        Vector::From(src @ (VectorSource::Sae { .. } | VectorSource::File { .. })) => Err(format!(
+            "intervention {i}: field '{field}': vector source '{}' must be resolved first (vectors::resolve; the CLI does it, with --sae DIR for SAEs)",
+            if matches!(src, VectorSource::Sae { .. }) { "sae" } else { "file" }
+        )),
     }
 }
 
@@ -222,21 +301,71 @@ impl Interventions {
         let mut items = Vec::new();
         let mut ops = Vec::new();
         let mut warnings = Vec::new();
+        let (mut kv_adds, mut low_ranks, mut inserts) = (Vec::new(), Vec::new(), Vec::new());
         for (i, iv) in doc.interventions.iter().enumerate() {
             if !iv.enabled {
                 continue;
             }
-            let points = expand_hook(model, i, &iv.hook)?;
+            match &iv.op {
+                Op::Insert { text, at_step, after, times } => {
+                    if iv.hook.is_some() {
+                        return Err(format!("intervention {i}: op 'insert' takes no 'hook'"));
+                    }
+                    let ids = model.tokenizer().encode(text).map_err(|e| e.to_string())?;
+                    if ids.is_empty() {
+                        return Err(format!("intervention {i}: field 'text' tokenizes to nothing"));
+                    }
+                    let after = match after {
+                        Some(a) => {
+                            let t = model.tokenizer().encode(a).map_err(|e| e.to_string())?;
+                            if t.is_empty() {
+                                return Err(format!("intervention {i}: field 'after' tokenizes to nothing"));
+                            }
+                            Some(t)
+                        }
+                        None => None,
+                    };
+                    if at_step.is_some() == after.is_some() {
+                        return Err(format!("intervention {i}: give exactly one of 'at_step' or 'after'"));
+                    }
+                    inserts.push(Insert { index: i, ids, at_step: *at_step, after, times: *times });
+                    continue;
+                }
+                Op::LowRank { matrix, rank } => {
+                    let hook = iv.hook.as_deref().ok_or(format!("intervention {i}: missing field 'hook' (e.g. 'blocks.5' or 'blocks.*')"))?;
+                    let layers: Vec<usize> = if hook == "blocks.*" {
+                        (0..model.config.n_layers).collect()
+                    } else {
+                        let l = hook.strip_prefix("blocks.").and_then(|x| x.parse::<usize>().ok()).ok_or(format!(
+                            "intervention {i}: field 'hook': op 'low_rank' names a block ('blocks.5' or 'blocks.*'), not '{hook}'"
+                        ))?;
+                        if l >= model.config.n_layers {
+                            return Err(format!("intervention {i}: field 'hook': layer {l} is out of range (the model has {} layers)", model.config.n_layers));
+                        }
+                        vec![l]
+                    };
+                    if *rank == 0 {
+                        return Err(format!("intervention {i}: field 'rank' must be at least 1"));
+                    }
+                    for l in layers {
+                        low_ranks.push(LowRank { index: i, layer: l, matrix: *matrix, rank: *rank });
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            let hook_name = iv.hook.as_deref().ok_or(format!("intervention {i}: missing field 'hook'"))?;
+            let points = expand_hook(model, i, hook_name)?;
             let site = points[0].site;
             let (last, n_heads) = site_dims(model, site);
             if let Some(heads) = &iv.heads {
-                let h = n_heads.ok_or(format!("intervention {i}: field 'heads': hook '{}' has no heads", iv.hook))?;
+                let h = n_heads.ok_or(format!("intervention {i}: field 'heads': hook '{hook_name}' has no heads"))?;
                 if let Some(&bad) = heads.iter().find(|&&x| x >= h) {
                     return Err(format!("intervention {i}: field 'heads': head {bad} is out of range (the hook has {h} heads)"));
                 }
             }
             if let Some(ns) = &iv.neurons {
-                let n = last.ok_or(format!("intervention {i}: field 'neurons' does not apply to '{}'", iv.hook))?;
+                let n = last.ok_or(format!("intervention {i}: field 'neurons' does not apply to '{hook_name}'"))?;
                 if let Some(&bad) = ns.iter().find(|&&x| x >= n) {
                     return Err(format!("intervention {i}: field 'neurons': unit {bad} is out of range (the hook's last axis has {n})"));
                 }
@@ -245,10 +374,10 @@ impl Interventions {
             let need_len = |field: &str, v: &[f32]| -> Res<()> {
                 match last {
                     Some(n) if v.len() != n => Err(format!(
-                        "intervention {i}: field '{field}' has {} numbers but '{}' has {n} per position",
-                        v.len(), iv.hook
+                        "intervention {i}: field '{field}' has {} numbers but '{hook_name}' has {n} per position",
+                        v.len()
                     )),
-                    None => Err(format!("intervention {i}: field '{field}': '{}' takes no vectors", iv.hook)),
+                    None => Err(format!("intervention {i}: field '{field}': '{hook_name}' takes no vectors")),
                     _ => Ok(()),
                 }
             };
@@ -257,9 +386,16 @@ impl Interventions {
                 Op::Add { vector, scale } => {
                     check_finite(i, "scale", &[*scale])?;
                     let v = build_vector(model, i, "vector", vector, &points, &mut warnings)?;
-                    need_len("vector", &v)?;
                     let v: Vec<f32> = v.iter().map(|x| x * scale).collect();
-                    (Kind::Add(Tensor::new(v, &scalpel_engine::Device::Cpu).map_err(|e| e.to_string())?), "add")
+                    // On per-head hooks a vector may hold one d_head block per head.
+                    let t = match (last, n_heads) {
+                        (Some(d), Some(h)) if v.len() == d * h => Tensor::from_vec(v, (h, d), &scalpel_engine::Device::Cpu),
+                        _ => {
+                            need_len("vector", &v)?;
+                            Tensor::new(v, &scalpel_engine::Device::Cpu)
+                        }
+                    };
+                    (Kind::Add(t.map_err(|e| e.to_string())?), "add")
                 }
                 Op::Scale { factor } => {
                     check_finite(i, "factor", &[*factor])?;
@@ -272,14 +408,18 @@ impl Interventions {
                         return Err(format!("intervention {i}: field 'over' is an empty prompt set"));
                     }
                     let mut means = HashMap::new();
+                    // The pooled mean over every token of every prompt.
+                    let pos_axis = site_axes(site).0 - 1;
                     for &p in &points {
                         let mut acc: Option<Tensor> = None;
+                        let mut tokens = 0usize;
                         for s in prompts {
                             let a = activation(model, s, p).map_err(|e| format!("intervention {i}: field 'over': {e}"))?;
-                            let m = a.mean_keepdim(site_axes(site).0 - 1).map_err(|e| e.to_string())?;
+                            tokens += a.dim(pos_axis).map_err(|e| e.to_string())?;
+                            let m = a.sum_keepdim(pos_axis).map_err(|e| e.to_string())?;
                             acc = Some(match acc { None => m, Some(x) => (x + m).map_err(|e| e.to_string())? });
                         }
-                        let m = (acc.expect("non-empty") / prompts.len() as f64).map_err(|e| e.to_string())?;
+                        let m = (acc.expect("non-empty") / tokens as f64).map_err(|e| e.to_string())?;
                         means.insert(p, m.unsqueeze(0).map_err(|e| e.to_string())?);
                     }
                     (Kind::MeanOver(means), "mean")
@@ -316,12 +456,102 @@ impl Interventions {
                 Op::Knockout { keys } => {
                     if !scores_like {
                         return Err(format!(
-                            "intervention {i}: op 'knockout' needs an attention hook ('blocks.L.attn.hook_attn_scores' or 'hook_pattern'), not '{}'",
-                            iv.hook
+                            "intervention {i}: op 'knockout' needs an attention hook ('blocks.L.attn.hook_attn_scores' or 'hook_pattern'), not '{hook_name}'"
                         ));
                     }
                     (Kind::Knockout(resolve_sel(i, "keys", keys, prompt_len)?), "knockout")
                 }
+                Op::KvAdd { vector, scale } => {
+                    if !matches!(site, Site::RotK | Site::V) {
+                        return Err(format!(
+                            "intervention {i}: op 'kv_add' edits the KV cache: use 'blocks.L.attn.hook_rot_k' (keys as cached, after RoPE) or 'blocks.L.attn.hook_v', not '{hook_name}'"
+                        ));
+                    }
+                    check_finite(i, "scale", &[*scale])?;
+                    let v = build_vector(model, i, "vector", vector, &points, &mut warnings)?;
+                    let v: Vec<f32> = v.iter().map(|x| x * scale).collect();
+                    // One vector for every selected head, or one d_head block per KV head.
+                    let d = model.config.d_head;
+                    let per_head: Vec<(Option<Vec<usize>>, Vec<f32>)> = if v.len() == d * model.config.n_kv_heads {
+                        (0..model.config.n_kv_heads)
+                            .filter(|h| iv.heads.as_ref().is_none_or(|hs| hs.contains(h)))
+                            .map(|h| (Some(vec![h]), v[h * d..(h + 1) * d].to_vec()))
+                            .collect()
+                    } else {
+                        need_len("vector", &v)?;
+                        vec![(iv.heads.clone(), v)]
+                    };
+                    let positions: Vec<usize> = match &positions {
+                        Sel::All | Sel::Prompt(_) => (0..prompt_len).collect(),
+                        Sel::Generated(_) => return Err(format!("intervention {i}: 'kv_add' edits the prompt's cache; positions 'generated' do not apply")),
+                        Sel::Set(s) => {
+                            if let Some(&p) = s.iter().find(|&&p| p >= prompt_len) {
+                                return Err(format!("intervention {i}: field 'positions': {p} is not a prompt position (the prompt has {prompt_len} tokens)"));
+                            }
+                            s.iter().copied().collect()
+                        }
+                    };
+                    for p in &points {
+                        for (heads, vector) in &per_head {
+                            kv_adds.push(KvAdd {
+                                index: i,
+                                layer: p.layer.expect("block hook"),
+                                values: site == Site::V,
+                                heads: heads.clone(),
+                                positions: positions.clone(),
+                                vector: vector.clone(),
+                            });
+                        }
+                    }
+                    continue;
+                }
+                Op::Conditional { direction, threshold, when, then, backtrack } => {
+                    check_finite(i, "threshold", &[*threshold])?;
+                    let v = build_vector(model, i, "direction", direction, &points, &mut warnings)?;
+                    need_len("direction", &v)?;
+                    if points.len() != 1 {
+                        return Err(format!("intervention {i}: a conditional monitors one hook, not every layer"));
+                    }
+                    for (j, t) in then.iter().enumerate() {
+                        if matches!(t.op, Op::Insert { .. } | Op::LowRank { .. } | Op::KvAdd { .. } | Op::Conditional { .. }) {
+                            return Err(format!("intervention {i}.then.{j}: only hook interventions can be conditional"));
+                        }
+                    }
+                    let inner_doc = Document { version: doc.version, interventions: then.clone() };
+                    let inner = Interventions::compile(model, &inner_doc, prompt_len)
+                        .map_err(|e| e.replacen("intervention ", &format!("intervention {i}.then."), 1))?;
+                    warnings.extend(inner.warnings.iter().cloned());
+                    let c = Conditional {
+                        direction: unit(i, "direction", v)?,
+                        threshold: *threshold,
+                        when: *when,
+                        inner,
+                        active: false,
+                        forced: false,
+                        backtrack: *backtrack,
+                        readings: Vec::new(),
+                        fired: Vec::new(),
+                    };
+                    (Kind::Conditional(Box::new(c)), "conditional")
+                }
+                Op::SaeClamp { latent, value, sae } => {
+                    check_finite(i, "value", &[*value])?;
+                    let sae = sae.as_ref().ok_or(format!(
+                        "intervention {i}: op 'sae_clamp' needs the SAE for '{hook_name}' loaded (vectors::resolve; CLI: --sae DIR)"
+                    ))?;
+                    let at = sae.0.point(model).map_err(|e| format!("intervention {i}: {e}"))?;
+                    if points != [at] {
+                        return Err(format!("intervention {i}: field 'hook': the SAE reads '{}', not '{hook_name}'", at.name()));
+                    }
+                    if iv.heads.is_some() || iv.neurons.is_some() {
+                        return Err(format!("intervention {i}: op 'sae_clamp' selects positions only (no 'heads' or 'neurons')"));
+                    }
+                    if *latent >= sae.0.d_sae {
+                        return Err(format!("intervention {i}: field 'latent': {latent} is out of range (the SAE has {} latents)", sae.0.d_sae));
+                    }
+                    (Kind::SaeClamp(crate::vectors::SaeClamp { sae: sae.0.clone(), latent: *latent, value: *value }), "sae_clamp")
+                }
+                Op::Insert { .. } | Op::LowRank { .. } => unreachable!("handled above"),
             };
             if scores_like && !matches!(kind, Kind::Knockout(_) | Kind::Scale(_) | Kind::Zero | Kind::Patch(_)) {
                 return Err(format!("intervention {i}: op '{op_name}' does not apply to attention scores/patterns"));
@@ -340,24 +570,82 @@ impl Interventions {
                 applications: 0,
             });
         }
-        Ok(Interventions { items, ops, warnings })
+        Ok(Interventions { items, ops, kv_adds, low_ranks, inserts, warnings })
     }
 
     pub fn report(&self) -> Vec<ItemReport> {
         self.items
             .iter()
             .zip(&self.ops)
-            .map(|(it, op)| ItemReport {
-                index: it.index,
-                op: op.clone(),
-                hooks: it.points.iter().map(HookPoint::name).collect(),
-                applications: it.applications,
+            .map(|(it, op)| {
+                let mut hooks: Vec<String> = it.points.iter().map(HookPoint::name).collect();
+                let mut applications = it.applications;
+                if let Kind::Conditional(c) = &it.kind {
+                    for r in c.inner.report() {
+                        hooks.extend(r.hooks);
+                        applications += r.applications;
+                    }
+                }
+                ItemReport { index: it.index, op: op.clone(), hooks, applications }
             })
+            .chain(self.kv_adds.iter().map(|k| ItemReport {
+                index: k.index,
+                op: "kv_add".into(),
+                hooks: vec![format!("blocks.{}.attn.{}", k.layer, if k.values { "hook_v" } else { "hook_rot_k" })],
+                applications: 0,
+            }))
+            .chain(self.low_ranks.iter().map(|r| ItemReport {
+                index: r.index,
+                op: "low_rank".into(),
+                hooks: vec![format!("blocks.{}", r.layer)],
+                applications: 0,
+            }))
             .collect()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.items.is_empty() && self.kv_adds.is_empty() && self.low_ranks.is_empty() && self.inserts.is_empty()
+    }
+
+    /// What each conditional intervention saw and did.
+    pub fn conditional_traces(&self) -> Vec<ConditionalTrace> {
+        self.items
+            .iter()
+            .filter_map(|it| match &it.kind {
+                Kind::Conditional(c) => Some(ConditionalTrace {
+                    index: it.index,
+                    readings: c.readings.clone(),
+                    fired: c.fired.clone(),
+                    backtrack: c.backtrack,
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Conditionals that fired for the first time since the last call and want
+    /// to backtrack: (tokens to roll back, position where it fired).
+    pub fn take_backtracks(&mut self) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        for it in self.items.iter_mut() {
+            if let Kind::Conditional(c) = &mut it.kind {
+                if c.backtrack > 0 && !c.forced && !c.fired.is_empty() {
+                    c.forced = true;
+                    c.active = true;
+                    out.push((c.backtrack, c.fired[0]));
+                }
+            }
+        }
+        out
+    }
+
+    /// Forget monitor readings after `len` positions (after a rollback).
+    pub fn rollback_to(&mut self, len: usize) {
+        for it in self.items.iter_mut() {
+            if let Kind::Conditional(c) = &mut it.kind {
+                c.readings.retain(|r| r.0 < len);
+            }
+        }
     }
 }
 
@@ -401,20 +689,57 @@ fn mask(it: &Item, ctx: &HookCtx, shape: &[usize]) -> candle_core::Result<Option
     Ok(Some(Tensor::from_vec(data, dims, &candle_core::Device::Cpu)?))
 }
 
+/// `replacement` where the mask is on, `x` elsewhere. A select, not
+/// x·(1−m) + r·m: attention scores hold −∞, and −∞·0 is NaN.
 fn blend(x: &Tensor, m: &Tensor, replacement: &Tensor) -> candle_core::Result<Tensor> {
-    // x·(1−m) + replacement·m
-    x.broadcast_mul(&m.affine(-1.0, 1.0)?)?.broadcast_add(&replacement.broadcast_mul(m)?)
+    let shape = x.shape();
+    m.broadcast_as(shape)?.ne(0f32)?.where_cond(&replacement.broadcast_as(shape)?, x)
+}
+
+/// x scaled by `factor` where the mask is on. Masked attention scores (−∞)
+/// stay −∞, so scaling or zeroing scores keeps the causal mask.
+fn scale_masked(x: &Tensor, m: &Tensor, factor: f64) -> candle_core::Result<Tensor> {
+    let scaled = x.affine(factor, 0.0)?;
+    let scaled = x.ne(f32::NEG_INFINITY)?.where_cond(&scaled, x)?;
+    blend(x, m, &scaled)
 }
 
 impl Hook for Interventions {
     fn wants(&self, point: HookPoint) -> bool {
-        self.items.iter().any(|it| it.points.contains(&point))
+        self.items.iter().any(|it| {
+            it.points.contains(&point) || matches!(&it.kind, Kind::Conditional(c) if c.inner.wants(point))
+        })
     }
 
     fn call(&mut self, ctx: &HookCtx, value: &Tensor) -> scalpel_engine::Result<Option<Tensor>> {
         let mut x = value.clone();
         let mut changed = false;
         for it in self.items.iter_mut() {
+            if let Kind::Conditional(c) = &mut it.kind {
+                if it.points.contains(&ctx.point) {
+                    // Monitor: the newest token's projection (batch item 0).
+                    let t = x.dim(1)?;
+                    let last = x.narrow(1, t - 1, 1)?.get(0)?.flatten_all()?;
+                    let proj = (last * &c.direction)?.sum_all()?.to_scalar::<f32>()?;
+                    let abs = ctx.start_pos + t - 1;
+                    c.readings.push((abs, proj));
+                    let on = match c.when {
+                        When::Above => proj > c.threshold,
+                        When::Below => proj < c.threshold,
+                    };
+                    if on && !c.active {
+                        c.fired.push(abs);
+                    }
+                    c.active = c.forced || on;
+                }
+                if c.active && c.inner.wants(ctx.point) {
+                    if let Some(y) = c.inner.call(ctx, &x)? {
+                        x = y;
+                        changed = true;
+                    }
+                }
+                continue;
+            }
             if !it.points.contains(&ctx.point) {
                 continue;
             }
@@ -423,8 +748,8 @@ impl Hook for Interventions {
             let (pos_axis, _) = site_axes(ctx.point.site);
             x = match &mut it.kind {
                 Kind::Add(v) => x.broadcast_add(&m.broadcast_mul(v)?)?,
-                Kind::Scale(f) => x.broadcast_mul(&m.affine(*f as f64 - 1.0, 1.0)?)?,
-                Kind::Zero => x.broadcast_mul(&m.affine(-1.0, 1.0)?)?,
+                Kind::Scale(f) => scale_masked(&x, &m, *f as f64)?,
+                Kind::Zero => scale_masked(&x, &m, 0.0)?,
                 Kind::MeanOfPrompt(means) => {
                     if !means.contains_key(&ctx.point) {
                         if ctx.start_pos != 0 {
@@ -470,6 +795,8 @@ impl Hook for Interventions {
                     let fill = Tensor::full(fill, shape.as_slice(), &candle_core::Device::Cpu)?;
                     full.ne(0f32)?.where_cond(&fill, &x)?
                 }
+                Kind::SaeClamp(c) => c.apply(&x, &m)?,
+                Kind::Conditional(_) => unreachable!("handled above"),
             };
             it.applications += 1;
             changed = true;

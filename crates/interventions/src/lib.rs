@@ -5,7 +5,11 @@
 
 pub mod apply;
 pub mod patching;
+pub mod probes;
+pub mod readout;
+pub mod run;
 pub mod spec;
+pub mod vectors;
 
 pub use apply::{Interventions, ItemReport};
 pub use spec::{parse, Document, Intervention, NamedPositions, Op, Positions, Vector, VectorSource, VERSION};

@@ -462,7 +462,7 @@ fn gguf_bad_config() {
         with("llama.block_count", Meta::str("two"), &["integer"]),
         with("llama.block_count", Meta::I32(-2), &["integer"]),
         without("llama.block_count", &["llama.block_count"]),
-        with("llama.attention.head_count", Meta::U32(3), &["d_model", "rope"]),
+        with("llama.attention.head_count", Meta::U32(3), &["d_model", "rope", "grouped"]),
         with("llama.attention.head_count_kv", Meta::U32(3), &["grouped"]),
         with("llama.attention.head_count_kv", Meta::U32(0), &["grouped"]),
         with("llama.attention.head_count_kv", Meta::str("2"), &["integer"]),

@@ -1388,12 +1388,16 @@ mod tests {
     #[test]
     fn control_vector_rejects_model_files_and_bad_names() {
         let cv = ControlVector { model_hint: None, directions: vec![(2, vec![1.0; 4])] };
-        let mut bytes = write_control_vector(&cv).unwrap();
-        // Rename the architecture value 'controlvector' -> 'controlvectoX'.
+        let good = write_control_vector(&cv).unwrap();
+        // The first 'controlvector' is general.architecture's value: make it 'controlvectoX'.
+        let mut bytes = good.clone();
         let pos = bytes.windows(13).position(|w| w == b"controlvector").unwrap();
-        let pos2 = pos + 13 + bytes[pos + 13..].windows(13).position(|w| w == b"controlvector").unwrap();
-        bytes[pos2 + 12] = b'X';
+        bytes[pos + 12] = b'X';
         assert!(read_control_vector("t.gguf", &bytes).unwrap_err().contains("not a control vector"));
+        let mut bytes = good;
+        let pos = bytes.windows(9).position(|w| w == b"direction").unwrap();
+        bytes[pos + 8] = b'X';
+        assert!(read_control_vector("t.gguf", &bytes).unwrap_err().contains("not named direction.<layer>"));
     }
 
     #[test]

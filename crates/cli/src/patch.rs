@@ -42,7 +42,7 @@ pub struct PatchArgs {
     /// logit_diff_norm | logit_diff | prob | kl
     #[arg(long, default_value = "logit_diff_norm")]
     metric: String,
-    /// fast | naive
+    /// fast | naive | attribution (gradient estimate, compared with the exact sweep)
     #[arg(long, default_value = "fast")]
     strategy: String,
     /// denoise (clean into corrupted) | noise (corrupted into clean)
@@ -81,9 +81,9 @@ fn request(model: &Model, a: &PatchArgs) -> Result<PatchRequest> {
         d => bail!("--direction '{d}' is not one of: denoise, noise"),
     };
     let strategy = match a.strategy.as_str() {
-        "fast" => Strategy::Fast,
+        "fast" | "attribution" => Strategy::Fast,
         "naive" => Strategy::Naive,
-        s => bail!("--strategy '{s}' is not one of: fast, naive"),
+        s => bail!("--strategy '{s}' is not one of: fast, naive, attribution"),
     };
     Ok(PatchRequest {
         clean,
@@ -110,8 +110,29 @@ fn result_json(model: &Model, req: &PatchRequest, r: &PatchResult) -> serde_json
 }
 
 pub fn run(a: &PatchArgs) -> Result<()> {
-    let model = load(&a.m)?;
+    let mut model = load(&a.m)?;
     let req = request(&model, a)?;
+    if a.strategy == "attribution" {
+        let r = scalpel_interventions::patching::attribution(&mut model, &req)?;
+        if a.m.json {
+            let mut v = result_json(&model, &req, &r.estimate);
+            v["strategy"] = json!("attribution");
+            v["exact_values"] = json!(r.exact.values);
+            v["correlation_with_exact"] = json!(r.correlation);
+            v["exact_seconds"] = json!(r.exact.seconds);
+            print_json(&v)?;
+        } else {
+            println!(
+                "attribution patching ({:?}, {:?}): {:.2} s for the estimate, {:.2} s for the exact sweep; Pearson r = {:.4}",
+                r.estimate.site, r.estimate.metric, r.attribution_seconds, r.exact.seconds, r.correlation
+            );
+            for (l, row) in r.estimate.values.iter().enumerate() {
+                let cells: Vec<String> = row.iter().map(|v| format!("{v:>6.2}")).collect();
+                println!("L{l:<3}{}", cells.join(" "));
+            }
+        }
+        return Ok(());
+    }
     let r = sweep(&model, &req, &mut |_, _| true)?;
     if a.m.json {
         print_json(&result_json(&model, &req, &r))?;

@@ -151,15 +151,21 @@ struct Norm {
 }
 
 impl Norm {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(match self.kind {
-            NormKind::Rms => candle_nn::ops::rms_norm(x, &self.w, self.eps)?,
-            NormKind::Layer => {
+    /// `differentiable` picks candle's composed ops, which have a backward pass.
+    fn forward(&self, x: &Tensor, differentiable: bool) -> Result<Tensor> {
+        Ok(match (self.kind, differentiable) {
+            (NormKind::Rms, false) => candle_nn::ops::rms_norm(x, &self.w, self.eps)?,
+            (NormKind::Rms, true) => candle_nn::ops::rms_norm_slow(x, &self.w, self.eps)?,
+            (NormKind::Layer, d) => {
                 let b = match &self.b {
                     Some(b) => b.clone(),
                     None => self.w.zeros_like()?,
                 };
-                candle_nn::ops::layer_norm(x, &self.w, &b, self.eps)?
+                if d {
+                    candle_nn::ops::layer_norm_slow(x, &self.w, &b, self.eps)?
+                } else {
+                    candle_nn::ops::layer_norm(x, &self.w, &b, self.eps)?
+                }
             }
         })
     }
@@ -240,6 +246,8 @@ pub struct Model {
     /// For GGUF llama: head-dim gathers HF-order-from-stored and back, used
     /// only when a q/k hook is read. `None`: weights are in HF order.
     qk_perm: Option<(Tensor, Tensor)>,
+    /// Use ops with a backward pass (gradients w.r.t. activations).
+    differentiable: bool,
 }
 
 /// Applies the hook at `point` (if any hook wants it) and checks what it returns.
@@ -374,6 +382,7 @@ impl Model {
             unembed,
             inv_freq,
             qk_perm: None,
+            differentiable: false,
         }
     }
 
@@ -484,6 +493,18 @@ impl Model {
         cache.set_layer(layer, k, v)
     }
 
+    /// Switches to ops that have a backward pass, so a hook can add a zero
+    /// `Var` and read the metric's gradient at any hook point (attribution
+    /// patching). Slower; f32 precision only (quantized matmuls have no
+    /// backward). Values agree with the fast ops to float rounding.
+    pub fn set_differentiable(&mut self, on: bool) -> Result<()> {
+        if on && self.precision == Precision::Quantized {
+            return Err(Error::input("gradients need f32 precision (quantized matmuls have no backward pass)"));
+        }
+        self.differentiable = on;
+        Ok(())
+    }
+
     /// Token embedding matrix `[vocab, d_model]`.
     pub fn embedding_matrix(&self) -> &Tensor {
         &self.embed
@@ -496,7 +517,7 @@ impl Model {
 
     /// The final norm (`ln_final`) applied to residual-stream values `[.., d_model]`.
     pub fn final_norm(&self, resid: &Tensor) -> Result<Tensor> {
-        self.ln_final.forward(resid)
+        self.ln_final.forward(resid, self.differentiable)
     }
 
     /// Logits from normalised residual values `[.., d_model]` (logit lens: apply
@@ -677,6 +698,7 @@ impl Model {
         let h = &mut hooks;
         let g = |site| HookPoint::global(site);
         let (nh, nkv, dh) = (cfg.n_heads, cfg.n_kv_heads, cfg.d_head);
+        let diff = self.differentiable;
         let mut x = resid;
         let rope = match cfg.pos_embedding {
             PosEmbedding::Rope => Some(self.rope_tables(start, t)?),
@@ -698,7 +720,7 @@ impl Model {
         for (l, blk) in self.blocks.iter().enumerate().skip(layer) {
             let p = |site| HookPoint::block(l, site);
             let resid = hook(h, p(Site::ResidPre), start, t, x)?;
-            let xn = hook(h, p(Site::Ln1Normalized), start, t, blk.ln1.forward(&resid)?)?;
+            let xn = hook(h, p(Site::Ln1Normalized), start, t, blk.ln1.forward(&resid, diff)?)?;
             // q, k, v leave their projections as [b, t, head, d_head]; attention
             // runs on [b, head, t, d_head], the layout candle's kernels want.
             let q = blk.q.forward(&xn)?.reshape((b, t, nh, dh))?;
@@ -712,10 +734,11 @@ impl Model {
             let mut v = v.transpose(1, 2)?.contiguous()?;
             if let Some((cos, sin)) = &rope {
                 let rot = |x: &Tensor| -> Result<Tensor> {
-                    Ok(if self.qk_perm.is_some() {
-                        candle_nn::rotary_emb::rope_i(x, cos, sin)?
-                    } else {
-                        candle_nn::rotary_emb::rope(x, cos, sin)?
+                    Ok(match (self.qk_perm.is_some(), diff) {
+                        (true, false) => candle_nn::rotary_emb::rope_i(x, cos, sin)?,
+                        (true, true) => candle_nn::rotary_emb::rope_i_slow(x, cos, sin)?,
+                        (false, false) => candle_nn::rotary_emb::rope(x, cos, sin)?,
+                        (false, true) => candle_nn::rotary_emb::rope_slow(x, cos, sin)?,
                     })
                 };
                 q = self.hook_head_values(h, p(Site::RotQ), start, t, rot(&q)?, true, true)?;
@@ -748,13 +771,13 @@ impl Model {
                 scores = m.where_cond(&neg_inf.broadcast_as(scores.shape())?, &scores)?;
             }
             let scores = hook(h, p(Site::AttnScores), start, t, scores)?;
-            let pattern = hook(h, p(Site::Pattern), start, t, candle_nn::ops::softmax_last_dim(&scores)?)?;
+            let pattern = hook(h, p(Site::Pattern), start, t, if diff { candle_nn::ops::softmax(&scores, candle_core::D::Minus1)? } else { candle_nn::ops::softmax_last_dim(&scores)? })?;
             let z = pattern.matmul(&v)?.transpose(1, 2)?.contiguous()?;
             let z = hook(h, p(Site::Z), start, t, z)?;
             let attn_out = hook(h, p(Site::AttnOut), start, t, blk.o.forward(&z.reshape((b, t, nh * dh))?)?)?;
             let resid = hook(h, p(Site::ResidMid), start, t, (resid + attn_out)?)?;
 
-            let xn = hook(h, p(Site::Ln2Normalized), start, t, blk.ln2.forward(&resid)?)?;
+            let xn = hook(h, p(Site::Ln2Normalized), start, t, blk.ln2.forward(&resid, diff)?)?;
             let post = match &blk.gate {
                 Some(gate) => {
                     let pre = hook(h, p(Site::MlpPre), start, t, gate.forward(&xn)?)?;
@@ -774,7 +797,7 @@ impl Model {
             let mlp_out = hook(h, p(Site::MlpOut), start, t, blk.down.forward(&post)?)?;
             x = hook(h, p(Site::ResidPost), start, t, (resid + mlp_out)?)?;
         }
-        let x = hook(h, g(Site::LnFinalNormalized), start, t, self.ln_final.forward(&x)?)?;
+        let x = hook(h, g(Site::LnFinalNormalized), start, t, self.ln_final.forward(&x, diff)?)?;
         let x = match logits {
             Logits::All => x,
             Logits::Last => x.narrow(1, t - 1, 1)?,

@@ -129,6 +129,11 @@ pub struct PatchResult {
     /// Cells computed by a forward pass (the rest equal the base run exactly).
     pub computed_cells: usize,
     pub seconds: f64,
+    /// Logit differences of the clean and corrupted runs.
+    pub clean_ld: f32,
+    pub corrupt_ld: f32,
+    #[serde(skip)]
+    pub clean_logprobs: Vec<f32>,
 }
 
 /// Adds fixed noise to `hook_embed` at chosen positions.
@@ -265,8 +270,8 @@ impl Hook for CellPatch<'_> {
 }
 
 /// Runs the sweep. `progress(done_rows, total_rows)` returns false to cancel.
-pub fn sweep(model: &Model, req: &PatchRequest, progress: &mut dyn FnMut(usize, usize) -> bool) -> Result<PatchResult> {
-    let t0 = Instant::now();
+/// Checks the request and builds the clean and corrupted runs.
+fn prepare(model: &Model, req: &PatchRequest) -> Result<(Run, Run)> {
     let cfg = &model.config;
     let t = req.clean.len();
     if t == 0 {
@@ -306,6 +311,14 @@ pub fn sweep(model: &Model, req: &PatchRequest, progress: &mut dyn FnMut(usize, 
             Run { ids: req.clean.clone(), noise: Some(gaussian_noise(t, cfg.d_model, positions, std, *seed)?) }
         }
     };
+    Ok((clean, corrupt))
+}
+
+pub fn sweep(model: &Model, req: &PatchRequest, progress: &mut dyn FnMut(usize, usize) -> bool) -> Result<PatchResult> {
+    let t0 = Instant::now();
+    let cfg = &model.config;
+    let t = req.clean.len();
+    let (clean, corrupt) = prepare(model, req)?;
     let (base, source) = match req.direction {
         Direction::Denoise => (&corrupt, &clean),
         Direction::Noise => (&clean, &corrupt),
@@ -420,6 +433,9 @@ pub fn sweep(model: &Model, req: &PatchRequest, progress: &mut dyn FnMut(usize, 
         corrupt: scorer.score(corrupt_logits),
         computed_cells: computed,
         seconds: t0.elapsed().as_secs_f64(),
+        clean_ld: scorer.ld_clean,
+        corrupt_ld: scorer.ld_corrupt,
+        clean_logprobs: scorer.clean_logprobs.clone(),
     })
 }
 
@@ -440,4 +456,137 @@ fn first_diff(a: &Tensor, b: &Tensor, t: usize) -> Result<Option<usize>> {
         }
     }
     Ok(None)
+}
+
+/// Adds a zero `Var` at chosen points, so the backward pass yields the
+/// metric's gradient with respect to each of those activations.
+struct GradProbe {
+    points: Vec<HookPoint>,
+    taken: Vec<(HookPoint, candle_core::Var, Tensor)>,
+}
+
+impl Hook for GradProbe {
+    fn wants(&self, point: HookPoint) -> bool {
+        self.points.contains(&point)
+    }
+    fn call(&mut self, ctx: &HookCtx, x: &Tensor) -> Result<Option<Tensor>> {
+        let zero = candle_core::Var::zeros(x.shape(), DType::F32, &Device::Cpu)?;
+        let out = (x + zero.as_tensor())?;
+        self.taken.push((ctx.point, zero, x.detach()));
+        Ok(Some(out))
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AttributionResult {
+    /// First-order estimates of the patched metric, same layout as the sweep.
+    pub estimate: PatchResult,
+    /// The exact sweep (fast strategy) the estimate is compared with.
+    pub exact: PatchResult,
+    /// Pearson correlation between estimate and exact over all cells.
+    pub correlation: f64,
+    /// Seconds for the gradient estimate alone (one forward + one backward).
+    pub attribution_seconds: f64,
+}
+
+/// Attribution patching (Nanda; Syed et al.): metric(patched) ≈ metric(base)
+/// + (source − base) · ∂metric/∂activation, with the gradient from one
+/// backward pass through the base run. Needs f32 precision.
+pub fn attribution(model: &mut Model, req: &PatchRequest) -> Result<AttributionResult> {
+    let exact = sweep(model, &PatchRequest { strategy: Strategy::Fast, ..req.clone() }, &mut |_, _| true)?;
+    let t0 = Instant::now();
+    let (clean, corrupt) = prepare(model, req)?;
+    let (base, source) = match req.direction {
+        Direction::Denoise => (&corrupt, &clean),
+        Direction::Noise => (&clean, &corrupt),
+    };
+    let cfg = model.config.clone();
+    let points: Vec<HookPoint> = (0..cfg.n_layers).map(|l| HookPoint::block(l, req.site.site())).collect();
+    // Source activations (no gradient needed).
+    let mut acts = ActivationCache::new(points.iter().copied());
+    {
+        let mut noise = source.hook();
+        let mut hooks = HookList::new();
+        if let Some(n) = noise.as_mut() {
+            hooks.push(n);
+        }
+        hooks.push(&mut acts);
+        model.forward(&model.ids_tensor(&source.ids)?, None, Some(&mut hooks), Logits::Last)?;
+    }
+    model.set_differentiable(true)?;
+    let mut probe = GradProbe { points: points.clone(), taken: Vec::new() };
+    let logits = {
+        let mut noise = base.hook();
+        let mut hooks = HookList::new();
+        if let Some(n) = noise.as_mut() {
+            hooks.push(n);
+        }
+        hooks.push(&mut probe);
+        model.forward(&model.ids_tensor(&base.ids)?, None, Some(&mut hooks), Logits::Last)
+    };
+    model.set_differentiable(false)?;
+    let row = logits?.flatten_all()?;
+    let (a, w) = (req.answer as usize, req.wrong as usize);
+    let ld = (row.get(a)? - row.get(w)?)?;
+    let metric = match req.metric {
+        Metric::LogitDiff => ld,
+        Metric::LogitDiffNorm => {
+            let span = (exact.clean_ld - exact.corrupt_ld) as f64;
+            ld.affine(1.0 / span, -(exact.corrupt_ld as f64) / span)?
+        }
+        Metric::Prob => candle_nn_softmax(&row)?.get(a)?,
+        Metric::Kl => {
+            let lp = log_softmax_t(&row)?;
+            let clean_lp = Tensor::new(exact.clean_logprobs.as_slice(), &Device::Cpu)?;
+            (clean_lp.exp()? * (clean_lp - lp)?)?.sum_all()?
+        }
+    };
+    let base_value = metric.to_scalar::<f32>()?;
+    let grads = metric.backward()?;
+    let heads = req.site == PatchSite::HeadZ;
+    let cols = exact.cols;
+    let mut values = vec![vec![0f32; cols]; cfg.n_layers];
+    for (point, var, base_val) in &probe.taken {
+        let l = point.layer.expect("block point");
+        let g = grads.get(var.as_tensor()).cloned().unwrap_or(var.as_tensor().zeros_like()?);
+        let delta = (acts.get(point).expect("cached") - base_val)?;
+        let prod = (g * delta)?.squeeze(0)?; // [t, ...] or [t, h, d]
+        let per_col: Vec<f32> = if heads {
+            prod.sum(2)?.sum(0)?.to_vec1()?
+        } else {
+            prod.flatten_from(1)?.sum(1)?.to_vec1()?
+        };
+        for (c, v) in per_col.iter().enumerate() {
+            values[l][c] = base_value + v;
+        }
+    }
+    let attribution_seconds = t0.elapsed().as_secs_f64();
+    let correlation = pearson(values.iter().flatten().copied(), exact.values.iter().flatten().copied());
+    let estimate = PatchResult { values, seconds: attribution_seconds, computed_cells: 0, ..exact.clone() };
+    Ok(AttributionResult { estimate, exact, correlation, attribution_seconds })
+}
+
+fn candle_nn_softmax(x: &Tensor) -> Result<Tensor> {
+    let lp = log_softmax_t(x)?;
+    Ok(lp.exp()?)
+}
+
+fn log_softmax_t(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(0)?.detach();
+    let shifted = x.broadcast_sub(&max)?;
+    let lse = shifted.exp()?.sum_keepdim(0)?.log()?;
+    Ok(shifted.broadcast_sub(&lse)?)
+}
+
+fn pearson(a: impl Iterator<Item = f32>, b: impl Iterator<Item = f32>) -> f64 {
+    let pairs: Vec<(f64, f64)> = a.zip(b).map(|(x, y)| (x as f64, y as f64)).collect();
+    let n = pairs.len() as f64;
+    let (ma, mb) = (pairs.iter().map(|p| p.0).sum::<f64>() / n, pairs.iter().map(|p| p.1).sum::<f64>() / n);
+    let cov: f64 = pairs.iter().map(|p| (p.0 - ma) * (p.1 - mb)).sum();
+    let va: f64 = pairs.iter().map(|p| (p.0 - ma).powi(2)).sum();
+    let vb: f64 = pairs.iter().map(|p| (p.1 - mb).powi(2)).sum();
+    if va == 0.0 || vb == 0.0 {
+        return f64::NAN;
+    }
+    cov / (va * vb).sqrt()
 }

@@ -1,0 +1,140 @@
+//! `cargo xtask serve` and `cargo xtask test`.
+//!
+//! Both commands install what they need (idempotently, saying what they do),
+//! so a fresh machine needs nothing but Rust, Node/npm and Python:
+//!
+//! * `serve` — wasm target, pinned Trunk, wasm-bindgen-cli, wasm-opt, the
+//!   default model; builds the web app (`trunk build --release`) and serves
+//!   it on http://127.0.0.1:8080 with cross-origin isolation headers.
+//! * `test` — the same installs plus Chromium, a Python venv and the
+//!   Playwright driver; then runs every test suite and prints a summary.
+
+mod server;
+mod setup;
+mod tests;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+pub type R<T> = Result<T, String>;
+
+const USAGE: &str = "\
+Usage:
+  cargo xtask serve [--port PORT] [--host HOST] [--no-build]
+      Install the toolchain and the default model, build the web app
+      (trunk build --release) and serve it (default http://127.0.0.1:8080).
+  cargo xtask test [--only STEP[,STEP...]] [--skip STEP[,STEP...]]
+      Install what the tests need, then run every suite and print a summary.
+      Steps: cargo-test, reference, web-build, e2e.
+  cargo xtask fetch-model
+      Only download the default model into models/.
+
+Environment: CARGO_TARGET_DIR is honoured. Tools go to .tools/ (git-ignored),
+the default model to models/ (git-ignored).";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(cmd) = args.first() else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let rest = &args[1..];
+    let result = match cmd.as_str() {
+        "serve" => cmd_serve(rest),
+        "test" => tests::cmd_test(rest),
+        // Not in the README (serve and test do it themselves); the CLI's
+        // "default model not found" message points here.
+        "fetch-model" => setup::Ctx::new().and_then(|c| c.ensure_model()),
+        "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => Err(format!("unknown command `{other}`\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("\nxtask: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parse `--name value` style flags; returns (flags, positional).
+pub fn flag_value(args: &[String], name: &str) -> R<Option<String>> {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == name {
+            return it
+                .next()
+                .cloned()
+                .map(Some)
+                .ok_or_else(|| format!("{name} needs a value"));
+        }
+        if let Some(v) = a.strip_prefix(&format!("{name}=")) {
+            return Ok(Some(v.to_string()));
+        }
+    }
+    Ok(None)
+}
+
+pub fn check_flags(args: &[String], with_value: &[&str], switches: &[&str]) -> R<()> {
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        let name = a.split('=').next().unwrap_or(a);
+        if with_value.contains(&name) {
+            if !a.contains('=') {
+                i += 1;
+            }
+        } else if !switches.contains(&a.as_str()) {
+            return Err(format!("unknown argument `{a}`\n\n{USAGE}"));
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+fn cmd_serve(args: &[String]) -> R<()> {
+    check_flags(args, &["--port", "--host"], &["--no-build"])?;
+    let port: u16 = match flag_value(args, "--port")? {
+        Some(p) => p.parse().map_err(|_| format!("bad --port `{p}`"))?,
+        None => 8080,
+    };
+    let host = flag_value(args, "--host")?.unwrap_or_else(|| "127.0.0.1".into());
+    let no_build = args.iter().any(|a| a == "--no-build");
+
+    let ctx = setup::Ctx::new()?;
+    if !no_build {
+        ctx.ensure_web_toolchain()?;
+    }
+    ctx.ensure_model()?;
+    if !no_build {
+        ctx.trunk_build()?;
+    }
+    let dist = ctx.dist_dir();
+    if !dist.join("index.html").is_file() {
+        return Err(format!(
+            "{} has no index.html; run without --no-build",
+            dist.display()
+        ));
+    }
+    let srv = server::Server::bind(&format!("{host}:{port}"), ctx.mounts(), true)?;
+    setup::step(&format!(
+        "Serving {} and the default model at http://{}/ (Ctrl-C to stop)",
+        dist.display(),
+        srv.addr()
+    ));
+    println!(
+        "    default model URL: http://{}/{}",
+        srv.addr(),
+        setup::MODEL_URL_PATH
+    );
+    srv.run_forever();
+    Ok(())
+}
+
+pub fn root_dir() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    p.canonicalize().unwrap_or(p)
+}

@@ -1,0 +1,122 @@
+// Shared set-up for the end-to-end tests: headless Debian Chromium through
+// playwright-core, the native CLI for expected values, screenshots.
+//
+// Environment (set by `cargo xtask test`; defaults work after `cargo xtask serve`):
+//   SCALPEL_URL          page URL                   (http://127.0.0.1:8080/)
+//   SCALPEL_BIN          native CLI                 (target/release/scalpel)
+//   SCALPEL_SCREENSHOTS  where screenshots go       (target/e2e-screenshots)
+//   SCALPEL_CHROMIUM     browser executable         (/usr/bin/chromium)
+
+import { chromium } from 'playwright-core';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = resolve(fileURLToPath(import.meta.url), '../../..');
+export const URL = process.env.SCALPEL_URL ?? 'http://127.0.0.1:8080/';
+export const BIN = process.env.SCALPEL_BIN ?? join(ROOT, 'target/release/scalpel');
+export const SHOTS = process.env.SCALPEL_SCREENSHOTS ?? join(ROOT, 'target/e2e-screenshots');
+export const CHROMIUM = process.env.SCALPEL_CHROMIUM ?? '/usr/bin/chromium';
+
+export const CHROMIUM_ARGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+];
+
+/** Launch Chromium with a throw-away profile. Returns { context, page, logs, close }. */
+export async function launch() {
+  const profile = mkdtempSync(join(tmpdir(), 'scalpel-e2e-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: CHROMIUM_ARGS,
+    viewport: { width: 1280, height: 900 },
+  });
+  const page = context.pages()[0] ?? (await context.newPage());
+  const logs = [];
+  page.on('console', (m) => logs.push(`[console.${m.type()}] ${m.text()}`));
+  page.on('pageerror', (e) => logs.push(`[pageerror] ${e.message}`));
+  page.on('worker', (w) => w.on('console', (m) => logs.push(`[worker.${m.type()}] ${m.text()}`)));
+  const close = async () => {
+    await context.close();
+    rmSync(profile, { recursive: true, force: true });
+  };
+  return { context, page, logs, close };
+}
+
+/** Run the native CLI and parse its JSON output. */
+export function cli(args) {
+  const out = execFileSync(BIN, args, {
+    cwd: ROOT,
+    encoding: 'utf8',
+    maxBuffer: 256 << 20,
+    // Single-threaded, like the page (rayon on 2 vCPUs is much slower, see toolchain notes).
+    env: { ...process.env, RAYON_NUM_THREADS: '1' },
+  });
+  return JSON.parse(out);
+}
+
+export async function state(page) {
+  return page.getByRole('main').getAttribute('data-state');
+}
+
+/** Wait until <main data-state> is one of `states`; fail fast on "error" with the page's message. */
+export async function waitState(page, states, timeoutMs, logs = []) {
+  const want = Array.isArray(states) ? states : [states];
+  const t0 = Date.now();
+  for (;;) {
+    const s = await state(page);
+    if (want.includes(s)) return s;
+    if (s === 'error' && !want.includes('error')) {
+      const msg = await page.getByRole('alert').textContent();
+      throw new Error(`page error: ${msg}\n${logs.slice(-20).join('\n')}`);
+    }
+    if (Date.now() - t0 > timeoutMs) {
+      const status = await page.getByRole('status').textContent().catch(() => '?');
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${want} (state ${s}, status "${status}")\n${logs.slice(-20).join('\n')}`);
+    }
+    await page.waitForTimeout(100);
+  }
+}
+
+/** Wait until a predicate on the page is true (polling, with timeout). */
+export async function until(page, fn, timeoutMs, what) {
+  const t0 = Date.now();
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await page.waitForTimeout(50);
+  }
+}
+
+export async function screenshot(page, name) {
+  mkdirSync(SHOTS, { recursive: true });
+  const path = join(SHOTS, `${name}.png`);
+  await page.screenshot({ path, fullPage: true });
+  console.log(`screenshot: ${path}`);
+  return path;
+}
+
+/** The top-k table as [{id, logit}] (data attributes carry full precision). */
+export async function readTopK(page) {
+  const rows = page.getByRole('table', { name: 'Top next tokens' }).getByRole('row');
+  const n = await rows.count();
+  const out = [];
+  for (let i = 1; i < n; i++) {
+    const r = rows.nth(i);
+    out.push({ id: Number(await r.getAttribute('data-id')), logit: Number(await r.getAttribute('data-logit')) });
+  }
+  return out;
+}
+
+export async function loadPrecision(page, precision, logs) {
+  const select = page.getByRole('combobox', { name: 'Precision' });
+  if ((await select.inputValue()) === precision && (await state(page)) === 'ready') return;
+  await select.selectOption(precision);
+  await waitState(page, 'ready', 10 * 60_000, logs);
+  const loaded = await page.getByLabel('Loaded model').getAttribute('data-precision');
+  if (loaded !== precision) throw new Error(`expected a ${precision} model, got "${loaded}"`);
+}

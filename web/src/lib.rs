@@ -1,0 +1,17 @@
+//! Scalpel playground: the page (`app`) and the engine worker (`worker`),
+//! talking through the typed messages in [`protocol`].
+
+pub mod protocol;
+
+#[cfg(target_arch = "wasm32")]
+pub mod app;
+#[cfg(target_arch = "wasm32")]
+mod js;
+#[cfg(target_arch = "wasm32")]
+pub mod worker;
+
+/// URL of the default model, relative to the page (served by `cargo xtask serve`).
+pub const DEFAULT_MODEL_URL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+pub const DEFAULT_MODEL_NAME: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+/// The loader script Trunk generates for the worker binary (`data-loader-shim`).
+pub const WORKER_SCRIPT: &str = "./worker_loader.js";

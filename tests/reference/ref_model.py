@@ -553,3 +553,53 @@ def greedy_hooked(model, ids, n_new, make_fn, stop_ids=()):
         if nxt in stop_ids:
             break
     return out, margins
+
+
+# ---------------------------------------------------------------- block weights (low_rank / LASER)
+LLAMA_MATRICES = {"q": "wq", "k": "wk", "v": "wv", "o": "wo", "gate": "w_gate", "up": "w_up", "down": "w_down"}
+GPT2_MATRICES = {"o": "attn.c_proj.weight", "up": "mlp.c_fc.weight", "down": "mlp.c_proj.weight"}  # Conv1D [in, out]
+
+
+def block_weight(model, layer, matrix):
+    """Block weight `matrix` (q k v o gate up down) of `layer` as [out, in] float64. GGUF q/k rows
+    are in their stored (interleaved) order; GPT-2's q/k/v are column slices of the fused c_attn.
+    Raises KeyError for a matrix the model does not have (GPT-2 has no gate)."""
+    L = model.w["layers"][layer]
+    if model.arch == "llama":
+        return np.asarray(L[LLAMA_MATRICES[matrix]], np.float64)
+    d = model.cfg["d_model"]
+    if matrix in ("q", "k", "v"):
+        i = "qkv".index(matrix)
+        return np.asarray(L["attn.c_attn.weight"][:, i * d:(i + 1) * d], np.float64).T
+    return np.asarray(L[GPT2_MATRICES[matrix]], np.float64).T
+
+
+def with_block_weight(model, layer, matrix, w):
+    """A copy of `model` whose block weight `matrix` of `layer` is `w` ([out, in]); biases and every
+    other array are shared with the original (which is left unchanged)."""
+    w = np.asarray(w, np.float64)
+    layers = list(model.w["layers"])
+    L = dict(layers[layer])
+    if model.arch == "llama":
+        key = LLAMA_MATRICES[matrix]
+        assert L[key].shape == w.shape, (L[key].shape, w.shape)
+        L[key] = w
+    elif matrix in ("q", "k", "v"):
+        d = model.cfg["d_model"]
+        i = "qkv".index(matrix)
+        fused = np.array(L["attn.c_attn.weight"], np.float64, copy=True)
+        fused[:, i * d:(i + 1) * d] = w.T
+        L["attn.c_attn.weight"] = fused
+    else:
+        key = GPT2_MATRICES[matrix]
+        assert L[key].shape == w.T.shape, (L[key].shape, w.shape)
+        L[key] = w.T
+    layers[layer] = L
+    return Model(model.arch, model.cfg, {**model.w, "layers": layers}, model.layout, model.tokenizer,
+                 model.dtype, model.path)
+
+
+def low_rank_approx(w, k):
+    """Rank-k approximation of a matrix from its SVD (the k largest singular values; Eckart-Young)."""
+    u, s, vt = np.linalg.svd(np.asarray(w, np.float64), full_matrices=False)
+    return (u[:, :k] * s[:k]) @ vt[:k]

@@ -3,6 +3,7 @@
 
 mod bench;
 mod patch;
+mod readout;
 mod source;
 mod vectors;
 
@@ -151,6 +152,16 @@ enum Cmd {
     Probe(vectors::ProbeArgs),
     /// A SAELens SAE on a prompt: latents per token, reconstruction error.
     Sae(vectors::SaeArgs),
+    /// Logit lens: every layer's residual stream decoded through the final norm and unembedding.
+    Lens(readout::LensArgs),
+    /// Direct logit attribution of logit[answer] − logit[wrong] to every head, MLP and the embeddings.
+    Dla(readout::DlaArgs),
+    /// Attention patterns per layer and head.
+    Attention(readout::AttentionArgs),
+    /// An MLP neuron's output weights projected onto the vocabulary; its activation on a prompt.
+    Neuron(readout::NeuronArgs),
+    /// Generate and report every token's projection onto a direction at a hook.
+    Monitor(readout::MonitorArgs),
     /// How far `quantized` is from `f32` on a fixed prompt set: KL and top-1 agreement.
     PrecisionGap {
         #[command(flatten)]
@@ -281,7 +292,10 @@ fn run(cli: Cli) -> Result<()> {
             let ids = input_ids(&model, &i)?;
             let mut iv = interventions(&model, &i, ids.len())?;
             let saved = match iv.as_ref() {
-                Some(iv) => scalpel_interventions::run::apply_weights(&mut model, iv)?,
+                Some(iv) => {
+                    iv.check_single_pass()?;
+                    scalpel_interventions::run::apply_weights(&mut model, iv)?
+                }
                 None => Vec::new(),
             };
             // Interventions first, then the reading: the value as the model used it.
@@ -372,6 +386,11 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Vector(a) => vectors::run_vector(&a)?,
         Cmd::Probe(a) => vectors::run_probe(&a)?,
         Cmd::Sae(a) => vectors::run_sae(&a)?,
+        Cmd::Lens(a) => readout::lens(&a)?,
+        Cmd::Dla(a) => readout::dla(&a)?,
+        Cmd::Attention(a) => readout::attention(&a)?,
+        Cmd::Neuron(a) => readout::neuron(&a)?,
+        Cmd::Monitor(a) => readout::monitor_cmd(&a)?,
         Cmd::BenchInterventions { m } => patch::bench(&m)?,
         Cmd::Bench(args) => {
             set_threads(args.threads);

@@ -461,8 +461,8 @@ pub fn run_sae(a: &SaeArgs) -> Result<()> {
     let model = load(&a.m)?;
     let point = sae.point(&model).map_err(anyhow::Error::msg)?;
     let ids = input_ids(&model, &a.i)?;
-    if a.i.interventions.is_some() {
-        bail!("scalpel sae reads the model's own activations; --interventions does not apply");
+    if a.i.interventions.is_some() || !a.i.sae.is_empty() {
+        bail!("scalpel sae reads the model's own activations with the SAE in --dir; --interventions and --sae do not apply");
     }
     let mut cache = ActivationCache::new([point]);
     model.forward(&model.ids_tensor(&ids)?, None, Some(&mut cache), Logits::Last)?;

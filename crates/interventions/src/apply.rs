@@ -347,6 +347,9 @@ impl Interventions {
                     if *rank == 0 {
                         return Err(format!("intervention {i}: field 'rank' must be at least 1"));
                     }
+                    if *matrix == scalpel_engine::Matrix::Gate && !model.config.gated_mlp {
+                        return Err(format!("intervention {i}: field 'matrix': this model's MLP has no gate matrix"));
+                    }
                     for l in layers {
                         low_ranks.push(LowRank { index: i, layer: l, matrix: *matrix, rank: *rank });
                     }
@@ -512,6 +515,11 @@ impl Interventions {
                     if points.len() != 1 {
                         return Err(format!("intervention {i}: a conditional monitors one hook, not every layer"));
                     }
+                    if site.head_axis().is_some() {
+                        return Err(format!(
+                            "intervention {i}: field 'hook': a conditional monitors a residual or MLP hook, not the per-head '{hook_name}'"
+                        ));
+                    }
                     for (j, t) in then.iter().enumerate() {
                         if matches!(t.op, Op::Insert { .. } | Op::LowRank { .. } | Op::KvAdd { .. } | Op::Conditional { .. }) {
                             return Err(format!("intervention {i}.then.{j}: only hook interventions can be conditional"));
@@ -605,6 +613,24 @@ impl Interventions {
 
     pub fn is_empty(&self) -> bool {
         self.items.is_empty() && self.kv_adds.is_empty() && self.low_ranks.is_empty() && self.inserts.is_empty()
+    }
+
+    /// Errors if the document holds ops that only act while generating
+    /// (`kv_add`, `insert`), for runs that are a single forward pass.
+    pub fn check_single_pass(&self) -> scalpel_engine::Result<()> {
+        let first = self
+            .kv_adds
+            .first()
+            .map(|k| (k.index, "kv_add"))
+            .into_iter()
+            .chain(self.inserts.first().map(|k| (k.index, "insert")))
+            .min();
+        match first {
+            Some((i, op)) => Err(scalpel_engine::Error::input(format!(
+                "intervention {i}: op '{op}' acts only while generating; use `generate` (a single forward pass would ignore it)"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// What each conditional intervention saw and did.

@@ -65,7 +65,7 @@ impl LogReg {
         if !ys.iter().any(|&y| y) || ys.iter().all(|&y| y) {
             return Err("a probe needs examples of both classes".into());
         }
-        if !(l2 > 0.0) || !l2.is_finite() {
+        if l2.is_nan() || l2 <= 0.0 || l2.is_infinite() {
             return Err(format!("the L2 strength must be a positive number, not {l2}"));
         }
         let d = xs[0].len();
@@ -332,7 +332,7 @@ impl ProbeReport {
 }
 
 /// Example `i` of the labelled set (positives first): (row, label).
-fn example<'a>(acts: &'a Acts, point: usize, i: usize, range: Option<(usize, usize)>) -> &'a [f32] {
+fn example(acts: &Acts, point: usize, i: usize, range: Option<(usize, usize)>) -> &[f32] {
     let np = acts.pos.len();
     let row = if i < np { &acts.pos[i][point] } else { &acts.neg[i - np][point] };
     match range {
@@ -349,7 +349,7 @@ pub fn probe_all(acts: &Acts, d_head: Option<usize>, opts: &ProbeOptions) -> Res
     let sp = split(&labels, opts.test_fraction, opts.seed)?;
     let width = acts.pos[0].first().map(|r| r.len()).unwrap_or(0);
     let cols = match d_head {
-        Some(dh) if dh > 0 && width % dh == 0 => width / dh,
+        Some(dh) if dh > 0 && width.is_multiple_of(dh) => width / dh,
         Some(dh) => return Err(format!("values of width {width} do not split into heads of {dh}")),
         None => 1,
     };
@@ -455,7 +455,7 @@ pub fn iti(acts: &Acts, report: &ProbeReport, top_k: usize, alpha: f32, dir: Iti
             ItiDirection::Probe => cell.probe.direction(),
         };
         let n = u.iter().map(|x| x * x).sum::<f64>().sqrt();
-        if !(n > 0.0) {
+        if n.is_nan() || n <= 0.0 {
             return Err(format!("{} head {col}: the direction is zero", cell.hook));
         }
         u.iter_mut().for_each(|x| *x /= n);
@@ -502,6 +502,7 @@ mod tests {
         (xs, ys)
     }
 
+    #[allow(clippy::needless_range_loop)]
     fn gradient_norm(p: &LogReg, xs: &[&[f32]], ys: &[bool], l2: f64) -> f64 {
         let n = xs.len() as f64;
         let d = p.w.len();

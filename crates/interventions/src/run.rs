@@ -56,6 +56,7 @@ pub fn restore_weights(model: &mut Model, saved: Vec<SavedWeight>) {
 
 /// Logits `[t, vocab]` for `ids` under the interventions.
 pub fn logits(model: &mut Model, ids: &[u32], iv: &mut Interventions) -> Result<Tensor> {
+    iv.check_single_pass()?;
     let saved = apply_weights(model, iv)?;
     let out = model.forward(&model.ids_tensor(ids)?, None, Some(iv), Logits::All).and_then(|t| Ok(t.squeeze(0)?));
     restore_weights(model, saved);
@@ -152,6 +153,11 @@ fn generate_inner(
             cache.truncate(new_len - 1)?;
             iv.rollback_to(new_len - 1);
             pending = vec![seq[new_len - 1]];
+            // Re-running the last prompt token recreates its cache entry:
+            // its KV edits must be applied again after that pass.
+            if new_len == n {
+                first_pass = true;
+            }
             continue;
         }
         let step = seq.len() - n;

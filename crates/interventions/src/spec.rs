@@ -378,8 +378,19 @@ fn parse_items(items: &[serde_json::Value], path: &str) -> Result<Vec<Interventi
             let then = o.get("then").and_then(|t| t.as_array()).ok_or(format!("intervention {name}: field 'then' must be a list of interventions"))?;
             parse_items(then, &format!("{name}.then."))?;
         }
-        let parsed: Intervention =
-            serde_json::from_value(item.clone()).map_err(|e| format!("intervention {name} (op '{op}'): {e}"))?;
+        let parsed: Intervention = serde_json::from_value(item.clone()).map_err(|e| {
+            // serde's message names the bad value but not where it is: find the field.
+            let msg = e.to_string();
+            let field = o.iter().find(|(_, v)| match v {
+                serde_json::Value::String(x) => msg.contains(&format!("`{x}`")),
+                serde_json::Value::Number(n) => msg.contains(&n.to_string()),
+                _ => false,
+            });
+            match field {
+                Some((k, _)) => format!("intervention {name} (op '{op}'): field '{k}': {msg}"),
+                None => format!("intervention {name} (op '{op}'): {msg}"),
+            }
+        })?;
         out.push(parsed);
     }
     Ok(out)

@@ -301,7 +301,7 @@ pub fn first_pc(rows: &[Vec<f64>], center: bool) -> Res<Vec<f64>> {
         }
     }
     let n = norm(&u);
-    if !(n > 0.0) || !n.is_finite() {
+    if n.is_nan() || n <= 0.0 || n.is_infinite() {
         return Err("the differences have no variance to take a principal component of (all zero?)".into());
     }
     u.iter_mut().for_each(|x| *x /= n);
@@ -362,7 +362,7 @@ fn unit_direction_opt(method: Method, pos: &[&[f32]], neg: &[&[f32]], opts: &Met
     if !n.is_finite() {
         return Err("the direction is not finite".into());
     }
-    if !(n > 0.0) {
+    if n <= 0.0 {
         return Ok(None);
     }
     u.iter_mut().for_each(|x| *x /= n);
@@ -974,10 +974,10 @@ impl Sae {
         let width = flat_width(model, p.site).map_err(|e| format!("{}: {e}", self.name))?;
         let want = match self.head_index {
             Some(h) => {
-                let (Some(ax), dh) = (p.site.head_axis(), model.config.d_head) else {
+                if p.site.head_axis().is_none() {
                     return Err(format!("{}: hook_head_index is set but '{}' has no heads", self.name, self.hook_name));
-                };
-                let _ = ax;
+                }
+                let dh = model.config.d_head;
                 let heads = width / dh;
                 if h >= heads {
                     return Err(format!("{}: hook_head_index {h} is out of range ({heads} heads)", self.name));
@@ -1176,13 +1176,16 @@ impl SaeClamp {
 
 // ------------------------------------------------------------------ resolving sources
 
+/// Reads a file named in a document, by path.
+pub type FileReader<'a> = &'a dyn Fn(&str) -> Res<Vec<u8>>;
+
 /// What a document may refer to beyond the model: loaded SAEs and files.
 #[derive(Default)]
 pub struct Resources<'a> {
     pub saes: Vec<Arc<Sae>>,
     /// Reads a file named in `{"from": "file"}` (the CLI reads the disk; the
     /// browser can serve bytes the user picked). `None`: files are an error.
-    pub read_file: Option<&'a dyn Fn(&str) -> Res<Vec<u8>>>,
+    pub read_file: Option<FileReader<'a>>,
 }
 
 fn sae_at<'r>(model: &Model, res: &'r Resources, point: HookPoint, what: &str) -> Res<&'r Arc<Sae>> {

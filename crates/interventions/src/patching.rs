@@ -15,7 +15,7 @@
 //! and is not recomputed. The naive strategy runs one full forward per cell,
 //! like TransformerLens's patching helpers; both give the same matrix.
 
-use std::time::Instant;
+use web_time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use rand::{rngs::StdRng, Rng, SeedableRng};

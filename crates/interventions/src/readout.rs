@@ -9,7 +9,7 @@
 //! Nothing here changes a weight or folds a norm: the final norm and
 //! unembedding are the model's own (`Model::final_norm`, `Model::unembed`).
 
-use std::time::Instant;
+use web_time::Instant;
 
 use candle_core::{Device, Tensor};
 use scalpel_engine::config::NormKind;

@@ -2,11 +2,12 @@
 //! talking through the typed messages in [`protocol`].
 
 pub mod protocol;
+pub mod state;
 
 #[cfg(target_arch = "wasm32")]
 pub mod app;
 #[cfg(target_arch = "wasm32")]
-mod js;
+pub mod js;
 #[cfg(target_arch = "wasm32")]
 pub mod worker;
 

@@ -1,0 +1,201 @@
+//! The engine worker: receives [`Request`]s, runs the engine, posts [`Response`]s.
+//!
+//! All model work happens here, never on the page. Work is synchronous
+//! inside the engine; streaming goes out with `postMessage` from callbacks,
+//! and a stop request arrives through a shared `Int32Array`.
+
+mod fetch;
+#[cfg(feature = "engine")]
+mod ops;
+
+use crate::js::{get, js_err, now_ms};
+use crate::protocol::{Envelope, ModelSource, Request, Response, STOP_FLAG_INDEX};
+use std::cell::RefCell;
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
+
+/// The files of a model as fetched, kept so a precision change reloads
+/// without fetching again.
+#[derive(Clone)]
+pub enum ModelBytes {
+    Gguf(Rc<Vec<u8>>),
+    Hf { config: Rc<Vec<u8>>, tokenizer: Option<Rc<Vec<u8>>>, tokenizer_config: Option<Rc<Vec<u8>>>, weights: Vec<(String, Rc<Vec<u8>>)> },
+}
+
+impl ModelBytes {
+    pub fn len(&self) -> usize {
+        match self {
+            ModelBytes::Gguf(b) => b.len(),
+            ModelBytes::Hf { config, tokenizer, tokenizer_config, weights } => {
+                config.len()
+                    + tokenizer.as_ref().map_or(0, |t| t.len())
+                    + tokenizer_config.as_ref().map_or(0, |t| t.len())
+                    + weights.iter().map(|(_, w)| w.len()).sum::<usize>()
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    stop: Option<js_sys::Int32Array>,
+    /// (source, bytes) of the last model fetched.
+    bytes: Option<(ModelSource, ModelBytes)>,
+}
+
+thread_local! {
+    static STATE: RefCell<State> = RefCell::new(State::default());
+}
+
+fn scope() -> DedicatedWorkerGlobalScope {
+    js_sys::global().unchecked_into()
+}
+
+pub fn post(r: &Response) {
+    match serde_wasm_bindgen::to_value(r) {
+        Ok(v) => {
+            if let Err(e) = scope().post_message(&v) {
+                web_sys::console::error_1(&e);
+            }
+        }
+        Err(e) => web_sys::console::error_1(&JsValue::from_str(&e.to_string())),
+    }
+}
+
+/// Whether the page asked to stop the current work.
+#[cfg_attr(not(feature = "engine"), allow(dead_code))]
+pub fn stop_requested() -> bool {
+    STATE.with(|s| {
+        s.borrow()
+            .stop
+            .as_ref()
+            .is_some_and(|a| js_sys::Atomics::load(a, STOP_FLAG_INDEX).unwrap_or(0) != 0)
+    })
+}
+
+pub fn start() {
+    console_error_panic_hook::set_once();
+    let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(|ev: MessageEvent| {
+        let data = ev.data();
+        let stop = get(&data, Envelope::STOP);
+        if !stop.is_undefined() && !stop.is_null() {
+            let arr = js_sys::Int32Array::new(&stop);
+            STATE.with(|s| s.borrow_mut().stop = Some(arr));
+        }
+        let file = get(&data, Envelope::FILE);
+        let file = (!file.is_undefined() && !file.is_null()).then(|| js_sys::Uint8Array::new(&file).to_vec());
+        match serde_wasm_bindgen::from_value::<Request>(get(&data, Envelope::REQ)) {
+            Ok(req) => wasm_bindgen_futures::spawn_local(async move {
+                if let Err(message) = handle(req, file).await {
+                    post(&Response::Error { message });
+                }
+            }),
+            Err(e) => post(&Response::Error { message: format!("worker: bad request: {e}") }),
+        }
+    });
+    scope().set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
+    onmessage.forget();
+    post(&Response::Ready { engine: cfg!(feature = "engine") });
+}
+
+#[cfg(not(feature = "engine"))]
+async fn handle(req: Request, _file: Option<Vec<u8>>) -> Result<(), String> {
+    match req {
+        Request::Ping { text } => {
+            post(&Response::Pong { text });
+            Ok(())
+        }
+        Request::ClearCache => {
+            let entries = fetch::clear_cache().await?;
+            post(&Response::CacheCleared { entries });
+            Ok(())
+        }
+        _ => Err("this worker was built without the engine (feature `engine`)".into()),
+    }
+}
+
+#[cfg(feature = "engine")]
+async fn handle(req: Request, file: Option<Vec<u8>>) -> Result<(), String> {
+    match req {
+        Request::Ping { text } => {
+            post(&Response::Pong { text });
+            Ok(())
+        }
+        Request::ClearCache => {
+            let entries = fetch::clear_cache().await?;
+            post(&Response::CacheCleared { entries });
+            Ok(())
+        }
+        Request::Load { source, precision } => {
+            let t0 = now_ms();
+            let (bytes, from_cache) = bytes_for(&source, file).await?;
+            let fetch_ms = now_ms() - t0;
+            ops::load(&source, bytes, precision, fetch_ms, from_cache)
+        }
+        Request::TopK { prompt, k } => ops::top_k(&prompt, k),
+        Request::Generate { prompt, sampling } => ops::generate(&prompt, &sampling),
+        Request::Compare { prompt, sampling, doc, top_k } => ops::compare(&prompt, &sampling, &doc, top_k),
+        Request::Patch { spec } => ops::patch(&spec),
+        Request::Lens { prompt, doc, target } => ops::lens(&prompt, &doc, &target),
+        Request::Attention { prompt, doc } => ops::attention(&prompt, &doc),
+        Request::Dla { prompt, doc, answer, wrong } => ops::dla(&prompt, &doc, &answer, &wrong),
+        Request::Neuron { layer, neuron, top_k, prompt } => ops::neuron(layer, neuron, top_k, &prompt),
+        Request::Separation { positive, negative, site, method } => ops::separation(&positive, &negative, &site, &method),
+        Request::ImportControlVector { name } => {
+            let bytes = file.ok_or("no file was sent with the control vector")?;
+            ops::import_control_vector(&name, &bytes)
+        }
+        Request::Bench { prompt_tokens, decode_tokens, rounds } => ops::bench(prompt_tokens, decode_tokens, rounds),
+    }
+}
+
+/// The bytes of `source`: the held copy if it is the same source, else
+/// fetched (from the browser cache when possible). Returns whether every
+/// file came from the cache.
+#[cfg_attr(not(feature = "engine"), allow(dead_code))]
+async fn bytes_for(source: &ModelSource, file: Option<Vec<u8>>) -> Result<(ModelBytes, bool), String> {
+    let held = STATE.with(|s| s.borrow().bytes.as_ref().filter(|(s, _)| s == source && file.is_none()).map(|(_, b)| b.clone()));
+    if let Some(b) = held {
+        return Ok((b, true));
+    }
+    // Drop the old model and bytes first: memory is the tight resource.
+    STATE.with(|s| s.borrow_mut().bytes = None);
+    #[cfg(feature = "engine")]
+    ops::unload();
+    let (bytes, from_cache) = match source {
+        ModelSource::Gguf { url } => {
+            let (b, c) = fetch::fetch_cached(url, true).await?;
+            (ModelBytes::Gguf(Rc::new(b)), c)
+        }
+        ModelSource::File { name } => {
+            let b = file.ok_or_else(|| format!("{name}: the file's bytes were not sent"))?;
+            (ModelBytes::Gguf(Rc::new(b)), false)
+        }
+        ModelSource::HfRepo { base } => fetch::fetch_hf(base).await?,
+    };
+    STATE.with(|s| s.borrow_mut().bytes = Some((source.clone(), bytes.clone())));
+    Ok((bytes, from_cache))
+}
+
+/// Posts progress at most every 100 ms.
+pub struct Throttle(f64);
+impl Throttle {
+    pub fn new() -> Self {
+        Throttle(now_ms())
+    }
+    pub fn due(&mut self) -> bool {
+        let t = now_ms();
+        if t - self.0 > 100.0 {
+            self.0 = t;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+pub fn describe(e: JsValue) -> String {
+    js_err(e)
+}

@@ -70,7 +70,7 @@ export async function waitState(page, states, timeoutMs, logs = []) {
     const s = await state(page);
     if (want.includes(s)) return s;
     if (s === 'error' && !want.includes('error')) {
-      const msg = await page.getByRole('alert').textContent();
+      const msg = await page.locator('p.error').textContent();
       throw new Error(`page error: ${msg}\n${logs.slice(-20).join('\n')}`);
     }
     if (Date.now() - t0 > timeoutMs) {
@@ -100,16 +100,31 @@ export async function screenshot(page, name) {
   return path;
 }
 
-/** The top-k table as [{id, logit}] (data attributes carry full precision). */
-export async function readTopK(page) {
-  const rows = page.getByRole('table', { name: 'Top next tokens' }).getByRole('row');
-  const n = await rows.count();
-  const out = [];
-  for (let i = 1; i < n; i++) {
-    const r = rows.nth(i);
-    out.push({ id: Number(await r.getAttribute('data-id')), logit: Number(await r.getAttribute('data-logit')) });
-  }
-  return out;
+/** Token ids shown in an output log (`Baseline output` / `Intervened output`). */
+export async function readIds(page, name) {
+  const v = await page.getByRole('log', { name }).getAttribute('data-ids');
+  return (v ?? '').split(',').filter(Boolean).map(Number);
+}
+
+/** Wait until both lanes of the comparison are done (and the page idle). */
+export async function waitCompare(page, timeoutMs, logs = []) {
+  await until(page, async () => {
+    const b = await page.getByRole('log', { name: 'Baseline output' }).getAttribute('data-done');
+    const i = await page.getByRole('log', { name: 'Intervened output' }).getAttribute('data-done');
+    return b === 'true' && i === 'true';
+  }, timeoutMs, 'the comparison to finish');
+  await waitState(page, 'ready', timeoutMs, logs);
+}
+
+/** All cell values of a heatmap table, row by row. */
+export async function readHeatmap(page, name) {
+  const table = page.getByRole('table', { name, exact: true });
+  return table.evaluate((t) => [...t.querySelectorAll('tbody tr')].map((tr) => [...tr.querySelectorAll('td')].map((td) => Number(td.dataset.value))));
+}
+
+/** The page's error text ('' when none). */
+export async function alertText(page) {
+  return ((await page.locator('p.error').textContent()) ?? '').trim();
 }
 
 export async function loadPrecision(page, precision, logs) {

@@ -178,6 +178,8 @@ pub struct Ctx {
     engine: StoredValue<Engine, LocalStorage>,
     /// Which stack item asked for a separation scan / control vector import.
     pub asking_item: RwSignal<Option<u32>>,
+    /// What the last comparison was sent for, so an unchanged state is not re-run.
+    last_compare: StoredValue<String>,
 }
 
 impl Ctx {
@@ -301,8 +303,24 @@ impl Ctx {
     pub fn run_compare(self) {
         let Some(doc) = self.document() else { return };
         let (prompt, sampling) = self.st.with_untracked(|s| (crate::protocol::Prompt { text: s.prompt.clone(), chat: s.chat }, s.sampling.clone()));
-        self.send(Request::Compare { prompt, sampling, doc, top_k: 8 });
+        let req = Request::Compare { prompt, sampling, doc, top_k: 8 };
+        self.last_compare.set_value(compare_key(&req));
+        self.send(req);
     }
+
+    /// Re-runs the comparison only if its inputs changed since the last one.
+    fn rerun_compare_if_changed(self) {
+        let Ok(doc) = self.st.with_untracked(|s| s.document()) else { return };
+        let (prompt, sampling) = self.st.with_untracked(|s| (crate::protocol::Prompt { text: s.prompt.clone(), chat: s.chat }, s.sampling.clone()));
+        let key = compare_key(&Request::Compare { prompt, sampling, doc, top_k: 8 });
+        if key != self.last_compare.get_value() {
+            self.run_compare();
+        }
+    }
+}
+
+fn compare_key(r: &Request) -> String {
+    serde_json::to_string(r).unwrap_or_default()
 }
 
 fn location_hash() -> String {
@@ -396,6 +414,7 @@ fn App() -> impl IntoView {
             pending: None,
         }),
         asking_item: RwSignal::new(None),
+        last_compare: StoredValue::new(String::new()),
     };
     provide_context(ctx);
     // A bad link keeps its message visible even after the model loads.
@@ -589,7 +608,7 @@ fn App() -> impl IntoView {
         set_timeout(
             move || {
                 if tick.get_value() == mine && ctx.info.get_untracked().is_some() {
-                    ctx.run_compare();
+                    ctx.rerun_compare_if_changed();
                 }
             },
             Duration::from_millis(450),

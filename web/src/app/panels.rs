@@ -116,9 +116,6 @@ pub fn SteerPanel() -> impl IntoView {
                     {num_input("Seed", "0", "4294967295", "1", move || st.with(|s| s.sampling.seed), move |v: u64| st.update(|s| s.sampling.seed = v))}
                 </div>
             </Show>
-            <Show when=move || ctx.embed>
-                <p class="embed-prompt">{move || st.with(|s| s.prompt.clone())}</p>
-            </Show>
             <div class="compare">
                 <Lane which=false/>
                 <Lane which=true/>
@@ -148,8 +145,10 @@ fn speed_line(c: &Comparison, opened_at: f64) -> String {
     } else if c.intervened.tok_s > 0.0 {
         parts.push(format!("intervened {:.1} tokens/s", c.intervened.tok_s));
     }
+    // performance.now() counts from the navigation start: page open.
+    let _ = opened_at;
     if let Some(t) = c.first_token_at {
-        parts.push(format!("first token {:.0} ms after page open", t - opened_at));
+        parts.push(format!("first token {t:.0} ms after page open"));
     }
     if c.stopped {
         parts.push("stopped".into());
@@ -442,7 +441,7 @@ pub fn AttributionPanel() -> impl IntoView {
                     <div class="grid2">
                         <div>
                             <h4>"Largest components"</h4>
-                            <Bars label="Top components".into() items=items signed=true/>
+                            <Bars label="Top components".into() items=items signed=true names=true/>
                         </div>
                         <Heatmap label="Direct logit attribution per head and MLP".into() rows=rows cols=cols values=values diverging_scale=true/>
                     </div>

@@ -282,7 +282,7 @@ fn VectorBuilder(id: u32) -> impl IntoView {
                         <p class="muted">"Leave-one-out accuracy of the direction per layer (★ best). "
                             {best.map(|b| view! { <button class="secondary" on:click=move |_| update(ctx, id, |it| it.layer = Some(b))>{format!("Use layer {b}")}</button> })}
                         </p>
-                        <Bars label=format!("Intervention {} layer separation", index()) items=items percent=true/>
+                        <Bars label=format!("Intervention {} layer separation", index()) items=items percent=true names=true/>
                     </div>
                 })
             }

@@ -124,7 +124,15 @@ fn show_label(s: &str) -> String {
 
 /// Horizontal bars for (label, value); signed values grow left/right from the middle.
 #[component]
-pub fn Bars(label: String, items: Vec<(String, f32)>, #[prop(optional)] signed: bool, #[prop(optional)] percent: bool) -> impl IntoView {
+pub fn Bars(
+    label: String,
+    items: Vec<(String, f32)>,
+    #[prop(optional)] signed: bool,
+    #[prop(optional)] percent: bool,
+    /// Labels are names (L3H2, L5.mlp), not tokens: shown as they are.
+    #[prop(optional)]
+    names: bool,
+) -> impl IntoView {
     let max = items.iter().fold(0f32, |m, (_, v)| m.max(v.abs())).max(1e-9);
     let rows = items
         .into_iter()
@@ -136,11 +144,16 @@ pub fn Bars(label: String, items: Vec<(String, f32)>, #[prop(optional)] signed: 
             } else {
                 format!("width:{w:.1}%")
             };
-            let cls = if v < 0.0 { "bar neg" } else { "bar" };
+            // Signed bars use the heatmaps' colours: red positive, blue negative.
+            let cls = match (signed, v < 0.0) {
+                (false, _) => "bar",
+                (true, false) => "bar pos",
+                (true, true) => "bar neg",
+            };
             let shown = if percent { format!("{:.1}%", 100.0 * v) } else { format!("{v:.3}") };
             view! {
                 <li data-value=v.to_string()>
-                    <span class="bar-label">{show_token(&name)}</span>
+                    <span class="bar-label">{if names { name.clone() } else { show_token(&name) }}</span>
                     <span class="bar-track"><span class=cls style=style></span></span>
                     <span class="bar-value">{shown}</span>
                 </li>

@@ -112,6 +112,64 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
     await waitCompare(page, 3 * MINUTE, logs);
   });
 
+  test('vector files: a llama.cpp control vector and an SAE latent become interventions the CLI agrees with', { timeout: 10 * MINUTE }, async () => {
+    await preset(page, '"Love − Hate" steering', logs);
+    await waitCompare(page, 5 * MINUTE, logs);
+    // A control vector exported by the CLI (layers 3-5), imported through the page.
+    const gguf = join(tmp, 'love.gguf');
+    cli(['vector', '--plus', 'I love you', '--minus', 'I hate you', '--hook', 'blocks.*.hook_resid_post', '--layers', '3-5', '--out', gguf, '--json']);
+    await page.getByRole('combobox', { name: 'Intervention 1 vector source' }).selectOption('control');
+    await page.getByRole('combobox', { name: 'Intervention 1 layer' }).selectOption('all');
+    await page.getByLabel('Intervention 1 control vector file').setInputFiles(gguf);
+    await until(page, async () => /Control vector love\.gguf imported/.test(await page.getByRole('status').textContent()), MINUTE, 'the import');
+    await page.waitForTimeout(600);
+    await waitCompare(page, 3 * MINUTE, logs);
+    let doc = JSON.parse(await page.getByLabel('Intervention document', { exact: true }).textContent());
+    assert.deepEqual(doc.interventions.map((i) => i.hook), [3, 4, 5].map((k) => `blocks.${k}.hook_resid_post`));
+    let file = join(tmp, 'control.json');
+    writeFileSync(file, JSON.stringify(doc));
+    let want = cli(['generate', '--prompt', 'I think my neighbour is', '--max-new-tokens', '16', '--interventions', file, '--json']);
+    assert.deepEqual(await readIds(page, 'Intervened output'), want.ids);
+
+    // A tiny SAELens SAE for blocks.3.hook_resid_pre (d_in 576, 8 latents), written here.
+    const [dIn, dSae] = [576, 8];
+    const tensors = {};
+    let seed = 1;
+    const rand = () => ((seed = (seed * 16807) % 2147483647) / 2147483647 - 0.5);
+    tensors.W_enc = [[dIn, dSae], Float32Array.from({ length: dIn * dSae }, rand)];
+    tensors.W_dec = [[dSae, dIn], Float32Array.from({ length: dSae * dIn }, rand)];
+    tensors.b_enc = [[dSae], new Float32Array(dSae)];
+    tensors.b_dec = [[dIn], new Float32Array(dIn)];
+    const header = {};
+    let off = 0;
+    for (const [k, [shape, data]] of Object.entries(tensors)) { header[k] = { dtype: 'F32', shape, data_offsets: [off, off + data.byteLength] }; off += data.byteLength; }
+    const h = Buffer.from(JSON.stringify(header));
+    const len = Buffer.alloc(8); len.writeBigUInt64LE(BigInt(h.length));
+    const weights = join(tmp, 'sae_weights.safetensors');
+    writeFileSync(weights, Buffer.concat([len, h, ...Object.values(tensors).map(([, d]) => Buffer.from(d.buffer))]));
+    const cfg = join(tmp, 'cfg.json');
+    writeFileSync(cfg, JSON.stringify({ architecture: 'standard', d_in: dIn, d_sae: dSae, hook_name: 'blocks.3.hook_resid_pre' }));
+    await page.getByRole('combobox', { name: 'Intervention 1 vector source' }).selectOption('sae');
+    await page.getByLabel('Intervention 1 SAE cfg.json').setInputFiles(cfg);
+    await page.getByLabel('Intervention 1 SAE weights').setInputFiles(weights);
+    const latent = page.getByRole('spinbutton', { name: 'Intervention 1 SAE latent' });
+    await latent.fill('5');
+    await latent.press('Enter');
+    await page.getByRole('button', { name: 'Load latent' }).click();
+    await until(page, async () => /SAE latent 5 loaded/.test(await page.getByRole('status').textContent()), MINUTE, 'the SAE latent');
+    await page.waitForTimeout(600);
+    await waitCompare(page, 3 * MINUTE, logs);
+    doc = JSON.parse(await page.getByLabel('Intervention document', { exact: true }).textContent());
+    assert.equal(doc.interventions[0].hook, 'blocks.3.hook_resid_pre');
+    const row = Array.from(tensors.W_dec[1].subarray(5 * dIn, 6 * dIn));
+    const maxDiff = Math.max(...doc.interventions[0].vector.map((v, i) => Math.abs(v - row[i])));
+    assert.ok(maxDiff < 1e-6, `decoder row differs by ${maxDiff}`);
+    file = join(tmp, 'sae.json');
+    writeFileSync(file, JSON.stringify(doc));
+    want = cli(['generate', '--prompt', 'I think my neighbour is', '--max-new-tokens', '16', '--interventions', file, '--json']);
+    assert.deepEqual(await readIds(page, 'Intervened output'), want.ids);
+  });
+
   test('patching: the heatmap fills in and equals `scalpel patch` on the same inputs', { timeout: 10 * MINUTE }, async () => {
     await preset(page, 'IOI name-mover patching', logs);
     await page.getByRole('button', { name: 'Run sweep' }).click();

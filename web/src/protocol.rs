@@ -170,6 +170,10 @@ pub enum Request {
     /// Read a llama.cpp / repeng control vector (GGUF); its bytes travel in
     /// the envelope's `file` field. Answers: `ControlVector` | `Error`.
     ImportControlVector { name: String },
+    /// Decoder row `latent` of a SAELens SAE: `cfg_json` is its cfg.json; the
+    /// bytes of sae_weights.safetensors travel in the envelope's `file` field.
+    /// Answers: `SaeLatent` | `Error`.
+    SaeLatent { name: String, cfg_json: String, latent: u32 },
     /// Timing, measured exactly like `scalpel bench` (crates/cli/src/bench.rs):
     /// [`BENCH_SEED_TEXT`] cycled to `prompt_tokens`, one prefill forward pass,
     /// then `decode_tokens` greedy KV-cached steps; median over `rounds`.
@@ -352,6 +356,8 @@ pub enum Response {
     Separation { site: String, method: String, layers: Vec<u32>, accuracy: Vec<Option<f32>>, cohens_d: Vec<Option<f32>>, best: Option<u32> },
     /// A control vector's directions: `(k, values)`, each added at `blocks.{k}.hook_resid_post`.
     ControlVector { name: String, directions: Vec<(u32, Vec<f32>)>, warnings: Vec<String> },
+    /// An SAE decoder row and the hook the SAE reads (`blocks.{l}.{site}`).
+    SaeLatent { name: String, hook: String, latent: u32, d_sae: u32, values: Vec<f32> },
     Bench {
         precision: Precision,
         prompt_tokens: u32,

@@ -106,6 +106,8 @@ pub enum VectorSpec {
     /// A llama.cpp control vector (GGUF) read from a file: `(k, values)`,
     /// added at `blocks.{k}.hook_resid_post` (its own layers).
     Control { name: String, directions: Vec<(u32, Vec<f32>)> },
+    /// Literal values (e.g. an SAE decoder row), with where they came from.
+    Literal { label: String, values: Vec<f32> },
 }
 
 impl Default for VectorSpec {
@@ -236,6 +238,12 @@ impl StackItem {
                 } else {
                     json!({"from": "mean_diff", "positive": p, "negative": n})
                 }
+            }
+            VectorSpec::Literal { values, .. } => {
+                if values.is_empty() {
+                    return Err("the vector is empty: load it first".into());
+                }
+                json!(values)
             }
             VectorSpec::Control { directions, .. } => {
                 // As a direction at this item's own hook: the layer's direction.
@@ -431,6 +439,11 @@ impl Shared {
                 }
                 VectorSpec::Sets { positive, negative, .. } if positive.len() > MAX_TEXT || negative.len() > MAX_TEXT => {
                     return Err(format!("intervention {n}: a prompt set is too long"));
+                }
+                VectorSpec::Literal { label, values } => {
+                    if label.len() > 512 || values.len() > MAX_VECTOR || values.iter().any(|x| !x.is_finite()) {
+                        return Err(format!("intervention {n}: the vector is malformed"));
+                    }
                 }
                 VectorSpec::Control { directions, .. } => {
                     if directions.len() > 512 || directions.iter().any(|(_, v)| v.len() > MAX_VECTOR || v.iter().any(|x| !x.is_finite())) {

@@ -7,6 +7,7 @@ use serde_json::json;
 use crate::error::{Error, Result};
 use crate::gguf::{Gguf, Value};
 
+#[derive(Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     /// Prepend BOS when encoding (GGUF `tokenizer.ggml.add_bos_token`).

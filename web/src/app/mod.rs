@@ -117,6 +117,7 @@ fn kind(r: &Request) -> &'static str {
         Request::Neuron { .. } => "neuron",
         Request::Separation { .. } => "separation",
         Request::ImportControlVector { .. } => "control-vector",
+        Request::SaeLatent { .. } => "sae",
         Request::Bench { .. } => "bench",
     }
 }
@@ -545,6 +546,22 @@ fn App() -> impl IntoView {
                     });
                 }
                 ctx.status.set(if warnings.is_empty() { format!("Control vector {name} imported") } else { format!("Control vector {name} imported: {}", warnings.join("; ")) });
+            }
+            Response::SaeLatent { name, hook, latent, d_sae, values } => {
+                if let Some(id) = ctx.asking_item.get_untracked() {
+                    // Put the item at the SAE's hook: blocks.{l}.{site}.
+                    let parsed = hook.strip_prefix("blocks.").and_then(|r| r.split_once('.')).and_then(|(l, site)| Some((l.parse::<u32>().ok()?, site.to_string())));
+                    ctx.st.update(|s| {
+                        if let Some(it) = s.stack.iter_mut().find(|i| i.id == id) {
+                            if let Some((l, site)) = &parsed {
+                                it.layer = Some(*l);
+                                it.site = site.clone();
+                            }
+                            it.vector = crate::state::VectorSpec::Literal { label: format!("{name}: latent {latent} of {d_sae} at {hook}"), values };
+                        }
+                    });
+                }
+                ctx.status.set(format!("SAE latent {latent} loaded from {name}"));
             }
             Response::Bench { precision, prompt_tokens, decode_tokens, rounds, prefill_tok_s, decode_tok_s } => {
                 ctx.bench.set(Some(BenchResult { precision, prompt_tokens, decode_tokens, rounds, prefill_tok_s, decode_tok_s }));

@@ -212,6 +212,7 @@ fn VectorBuilder(id: u32) -> impl IntoView {
             VectorSpec::Sets { pca: false, .. } => "mean_diff",
             VectorSpec::Sets { pca: true, .. } => "pca",
             VectorSpec::Control { .. } => "control",
+            VectorSpec::Literal { .. } => "sae",
         })
         .unwrap_or("pair")
     };
@@ -228,6 +229,7 @@ fn VectorBuilder(id: u32) -> impl IntoView {
                 "mean_diff" => VectorSpec::Sets { positive: pos, negative: neg, pca: false },
                 "pca" => VectorSpec::Sets { positive: pos, negative: neg, pca: true },
                 "control" => VectorSpec::Control { name: String::new(), directions: vec![] },
+                "sae" => VectorSpec::Literal { label: String::new(), values: vec![] },
                 _ => VectorSpec::PromptPair { plus: lines(&pos).first().cloned().unwrap_or_default(), minus: lines(&neg).first().cloned().unwrap_or_default() },
             };
         });
@@ -241,7 +243,7 @@ fn VectorBuilder(id: u32) -> impl IntoView {
             VectorSpec::Sets { positive, negative, .. } => {
                 if which == 0 { *positive = v } else { *negative = v }
             }
-            VectorSpec::Control { .. } => {}
+            VectorSpec::Control { .. } | VectorSpec::Literal { .. } => {}
         })
     };
     let on_scan = move |_| {
@@ -298,6 +300,7 @@ fn VectorBuilder(id: u32) -> impl IntoView {
                         <option value="mean_diff" selected=move || kind() == "mean_diff">"two prompt sets: mean difference (CAA)"</option>
                         <option value="pca" selected=move || kind() == "pca">"two prompt sets: PCA (RepE)"</option>
                         <option value="control" selected=move || kind() == "control">"a control vector file (GGUF)"</option>
+                        <option value="sae" selected=move || kind() == "sae">"an SAE latent (SAELens files)"</option>
                     </select>
                 </label>
             </div>
@@ -309,6 +312,7 @@ fn VectorBuilder(id: u32) -> impl IntoView {
                         <span class="muted">"read at the item's hook, last token"</span>
                     </div>
                 }.into_any(),
+                "sae" => view! { <SaeLoader id=id/> }.into_any(),
                 "control" => view! {
                     <div class="row">
                         <label class="file">"Control vector (.gguf) " <input type="file" accept=".gguf" aria-label=move || label("control vector file") on:change=on_file /></label>
@@ -382,4 +386,53 @@ fn DocumentView() -> impl IntoView {
 
 fn pretty(d: &str) -> String {
     serde_json::from_str::<serde_json::Value>(d).ok().and_then(|v| serde_json::to_string_pretty(&v).ok()).unwrap_or_else(|| d.to_string())
+}
+
+/// An SAE decoder row: pick cfg.json and sae_weights.safetensors, choose a latent.
+#[component]
+fn SaeLoader(id: u32) -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let index = move || ctx.st.with(|st| st.stack.iter().position(|i| i.id == id).map(|p| p + 1).unwrap_or(0));
+    let label = move |what: &str| format!("Intervention {} {what}", index());
+    let cfg = StoredValue::new_local(None::<web_sys::File>);
+    let weights = StoredValue::new_local(None::<web_sys::File>);
+    let latent = RwSignal::new(0u32);
+    let pick = move |slot: StoredValue<Option<web_sys::File>, LocalStorage>| {
+        move |ev: web_sys::Event| {
+            let input: web_sys::HtmlInputElement = event_target(&ev);
+            slot.set_value(input.files().and_then(|l| l.get(0)));
+        }
+    };
+    let on_load = move |_| {
+        let (Some(c), Some(w)) = (cfg.get_value(), weights.get_value()) else {
+            ctx.error.set(Some("pick both cfg.json and sae_weights.safetensors".into()));
+            return;
+        };
+        let l = latent.get_untracked();
+        wasm_bindgen_futures::spawn_local(async move {
+            let text = match JsFuture::from(c.text()).await {
+                Ok(t) => t.as_string().unwrap_or_default(),
+                Err(e) => return ctx.error.set(Some(format!("cfg.json: {}", crate::js::js_err(e)))),
+            };
+            match JsFuture::from(w.array_buffer()).await {
+                Ok(buf) => {
+                    ctx.asking_item.set(Some(id));
+                    ctx.send_with(Request::SaeLatent { name: w.name(), cfg_json: text, latent: l }, Some(buf));
+                }
+                Err(e) => ctx.error.set(Some(format!("{}: {}", w.name(), crate::js::js_err(e)))),
+            }
+        });
+    };
+    view! {
+        <div class="row">
+            <label class="file">"cfg.json " <input type="file" accept=".json" aria-label=move || label("SAE cfg.json") on:change=pick(cfg) /></label>
+            <label class="file">"sae_weights.safetensors " <input type="file" accept=".safetensors" aria-label=move || label("SAE weights") on:change=pick(weights) /></label>
+            <label>"Latent " <input type="number" min="0" class="short" aria-label=move || label("SAE latent") prop:value=move || latent.get().to_string() on:change=move |ev| { if let Ok(v) = event_target_value(&ev).parse() { latent.set(v) } } /></label>
+            <button class="secondary" on:click=on_load disabled=move || !ctx.ready()>"Load latent"</button>
+        </div>
+        <p class="muted">{move || read(ctx, id, |i| match &i.vector {
+            VectorSpec::Literal { label, values } if !values.is_empty() => format!("{label} ({} values); the item moved to the SAE's hook", values.len()),
+            _ => "no latent loaded".to_string(),
+        }).unwrap_or_default()}</p>
+    }
 }

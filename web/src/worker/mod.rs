@@ -147,6 +147,10 @@ async fn handle(req: Request, file: Option<Vec<u8>>) -> Result<(), String> {
             let bytes = file.ok_or("no file was sent with the control vector")?;
             ops::import_control_vector(&name, &bytes)
         }
+        Request::SaeLatent { name, cfg_json, latent } => {
+            let bytes = file.ok_or("no weights file was sent with the SAE")?;
+            ops::sae_latent(&name, &cfg_json, &bytes, latent)
+        }
         Request::Bench { prompt_tokens, decode_tokens, rounds } => ops::bench(prompt_tokens, decode_tokens, rounds),
     }
 }

@@ -555,6 +555,20 @@ pub fn import_control_vector(name: &str, bytes: &[u8]) -> R<()> {
     })
 }
 
+pub fn sae_latent(name: &str, cfg_json: &str, weights: &[u8], latent: u32) -> R<()> {
+    with_model(|l| {
+        let sae = vectors::Sae::load(name, cfg_json.as_bytes(), weights)?;
+        // Checks the hook and width against this model.
+        sae.point(&l.model)?;
+        if latent as usize >= sae.d_sae {
+            return Err(format!("{name}: latent {latent} is out of range (the SAE has {} latents)", sae.d_sae));
+        }
+        let values = sae.decoder_row(latent as usize)?;
+        post(&Response::SaeLatent { name: name.to_string(), hook: sae.hook_name.clone(), latent, d_sae: sae.d_sae as u32, values });
+        Ok(())
+    })
+}
+
 /// Mirrors `ours()` in crates/cli/src/bench.rs, so the numbers compare.
 pub fn bench(prompt_tokens: u32, decode_tokens: u32, rounds: u32) -> R<()> {
     with_model(|l| {

@@ -8,6 +8,7 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -295,6 +296,25 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
     await page.getByLabel('Open a model file').setInputFiles(join(ROOT, 'models/SmolLM2-135M-Instruct.Q4_1.gguf'));
     await until(page, async () => /Loaded: SmolLM2-135M-Instruct\.Q4_1\.gguf/.test(await page.getByLabel('Loaded model').textContent()), 5 * MINUTE, 'the file to load');
     await waitState(page, 'ready', 5 * MINUTE, logs);
+  });
+
+  test('a Hugging Face repository by URL (sharded safetensors + tokenizer.json) loads and generates like the CLI', { timeout: 10 * MINUTE }, async () => {
+    // A tiny random GPT-2 written by the reference suite's builder into the
+    // served models/ folder (git-ignored), standing in for a hub repository.
+    const dir = join(ROOT, 'models', 'tiny-gpt2-e2e');
+    const python = join(ROOT, '.tools', 'venv', 'bin', 'python');
+    execFileSync(python, ['-c', `import sys; sys.path.insert(0, 'tests/reference'); import tiny_models; tiny_models.write_gpt2_dir(${JSON.stringify(dir)}, 'sharded')`], { cwd: ROOT });
+    await open(page, URL);
+    await waitState(page, 'ready', 5 * MINUTE, logs);
+    await page.getByRole('combobox', { name: 'Model source' }).selectOption('hf');
+    await page.getByRole('textbox', { name: 'Model URL' }).fill(`${URL}models/tiny-gpt2-e2e/`);
+    await page.getByRole('button', { name: 'Load', exact: true }).click();
+    await until(page, async () => /Loaded: models\/tiny-gpt2-e2e/.test(await page.getByLabel('Loaded model').textContent()), 3 * MINUTE, 'the HF model');
+    await waitCompare(page, 3 * MINUTE, logs);
+    const got = await readIds(page, 'Baseline output');
+    const want = cli(['generate', '--model', dir, '--prompt', 'I think dogs are', '--max-new-tokens', '24', '--json']);
+    console.log(`tiny GPT-2 from an HF folder: page ${got.join(',')} | cli ${want.ids.join(',')}`);
+    assert.deepEqual(got, want.ids);
   });
 
   test('cached reload: time to first token, speed, and the main thread during generation; Stop', { timeout: 10 * MINUTE }, async () => {

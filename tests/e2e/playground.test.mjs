@@ -171,6 +171,19 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
     assert.deepEqual(await readIds(page, 'Intervened output'), want.ids);
   });
 
+  test('every worked example runs without an error', { timeout: 10 * MINUTE }, async () => {
+    for (const title of ['"Love − Hate" steering', 'Directional ablation', 'Logit lens: a fact lookup']) {
+      await preset(page, title, logs);
+      await page.waitForTimeout(700);
+      await waitState(page, 'ready', 5 * MINUTE, logs);
+      assert.equal(await alertText(page), '', `preset ${title}`);
+    }
+    await preset(page, 'Directional ablation', logs);
+    await waitCompare(page, 5 * MINUTE, logs);
+    assert.notDeepEqual(await readIds(page, 'Intervened output'), await readIds(page, 'Baseline output'), 'the ablation changes the output');
+    await screenshot(page, '09-directional-ablation');
+  });
+
   test('patching: the heatmap fills in and equals `scalpel patch` on the same inputs', { timeout: 10 * MINUTE }, async () => {
     await preset(page, 'IOI name-mover patching', logs);
     await page.getByRole('button', { name: 'Run sweep' }).click();

@@ -134,6 +134,11 @@ pub struct StackItem {
     /// Scale for add, factor for scale.
     pub strength: f32,
     pub vector: VectorSpec,
+    /// The layer a prompt-built vector is read at; None = the item's own
+    /// layer. Needed when the item covers every layer (directional ablation:
+    /// one direction, read at one layer, removed everywhere).
+    #[serde(default)]
+    pub vector_layer: Option<u32>,
     /// The intervention for `UiOp::Json`.
     pub json: String,
 }
@@ -160,6 +165,7 @@ impl StackItem {
             neurons: String::new(),
             strength,
             vector: VectorSpec::default(),
+            vector_layer: None,
             json: format!(r#"{{"hook": "blocks.{mid}.hook_resid_pre", "op": "scale", "factor": 0.5}}"#),
         }
     }
@@ -225,7 +231,26 @@ impl StackItem {
         Ok(())
     }
 
+    /// Where a prompt-built vector is read: the item's hook, or `vector_layer`.
+    fn read_hook(&self) -> Result<Option<String>, String> {
+        match (self.vector_layer, self.layer) {
+            (Some(l), _) => Ok(Some(format!("blocks.{l}.{}", self.site))),
+            (None, Some(_)) => Ok(None),
+            (None, None) => Err("with “all layers”, choose the layer the vector is read at".into()),
+        }
+    }
+
     fn vector_json(&self) -> Result<Value, String> {
+        let mut v = self.vector_source()?;
+        if matches!(self.vector, VectorSpec::PromptPair { .. } | VectorSpec::Sets { .. }) {
+            if let Some(h) = self.read_hook()? {
+                v["hook"] = json!(h);
+            }
+        }
+        Ok(v)
+    }
+
+    fn vector_source(&self) -> Result<Value, String> {
         Ok(match &self.vector {
             VectorSpec::PromptPair { plus, minus } => json!({"from": "prompt_diff", "plus": plus, "minus": minus}),
             VectorSpec::Sets { positive, negative, pca } => {
@@ -517,6 +542,9 @@ pub fn presets() -> Vec<Preset> {
         let mut it = StackItem::new(1, UiOp::ProjectOut, 30);
         it.layer = None;
         it.site = "hook_resid_post".into();
+        // Layer 14: the best leave-one-out separation before the last layers
+        // (`scalpel vector --positive … --negative …`).
+        it.vector_layer = Some(14);
         it.vector = VectorSpec::Sets { positive: POSITIVE.into(), negative: NEGATIVE.into(), pca: false };
         s.stack = vec![it];
         s
@@ -531,7 +559,7 @@ pub fn presets() -> Vec<Preset> {
     vec![
         Preset { id: "love-hate", title: "\"Love − Hate\" steering", blurb: "ActAdd: add 5 × (act(I love you) − act(I hate you)) at layer 4", state: love_hate },
         Preset { id: "ioi", title: "IOI name-mover patching", blurb: "Which layer and position carry the indirect object?", state: ioi },
-        Preset { id: "directional-ablation", title: "Directional ablation", blurb: "Project the sentiment direction out of every layer", state: ablation },
+        Preset { id: "directional-ablation", title: "Directional ablation", blurb: "Project a sentiment direction (read at layer 14) out of every layer", state: ablation },
         Preset { id: "fact-lens", title: "Logit lens: a fact lookup", blurb: "At which layer does ' Paris' appear?", state: lens },
     ]
 }
@@ -576,8 +604,8 @@ mod tests {
     fn presets_are_valid_and_compile_to_documents() {
         for p in presets() {
             p.state.validate().unwrap();
-            let doc: Value = serde_json::from_str(&p.state.document().unwrap()).unwrap();
-            assert_eq!(doc["version"], 1, "{}", p.id);
+            let doc = p.state.document().unwrap();
+            scalpel_interventions::parse(&doc).unwrap_or_else(|e| panic!("preset {}: {e}", p.id));
         }
     }
 

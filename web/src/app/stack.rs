@@ -282,7 +282,7 @@ fn VectorBuilder(id: u32) -> impl IntoView {
                 Some(view! {
                     <div class="scan">
                         <p class="muted">"Leave-one-out accuracy of the direction per layer (★ best). "
-                            {best.map(|b| view! { <button class="secondary" on:click=move |_| update(ctx, id, |it| it.layer = Some(b))>{format!("Use layer {b}")}</button> })}
+                            {best.map(|b| view! { <button class="secondary" on:click=move |_| update(ctx, id, |it| if it.layer.is_none() { it.vector_layer = Some(b) } else { it.layer = Some(b); it.vector_layer = None })>{format!("Use layer {b}")}</button> })}
                         </p>
                         <Bars label=format!("Intervention {} layer separation", index()) items=items percent=true names=true/>
                     </div>
@@ -309,8 +309,8 @@ fn VectorBuilder(id: u32) -> impl IntoView {
                     <div class="row">
                         <label>"Plus " <input type="text" aria-label=move || label("plus prompt") prop:value=text(|v| match v { VectorSpec::PromptPair { plus, .. } => Some(plus.clone()), _ => None }) on:change=move |ev| set_text(0, event_target_value(&ev)) /></label>
                         <label>"Minus " <input type="text" aria-label=move || label("minus prompt") prop:value=text(|v| match v { VectorSpec::PromptPair { minus, .. } => Some(minus.clone()), _ => None }) on:change=move |ev| set_text(1, event_target_value(&ev)) /></label>
-                        <span class="muted">"read at the item's hook, last token"</span>
                     </div>
+                    <ReadLayer id=id/>
                 }.into_any(),
                 "sae" => view! { <SaeLoader id=id/> }.into_any(),
                 "control" => view! {
@@ -327,6 +327,7 @@ fn VectorBuilder(id: u32) -> impl IntoView {
                         <label>"Positive prompts (one per line)" <textarea rows="3" aria-label=move || label("positive prompts") prop:value=text(|v| match v { VectorSpec::Sets { positive, .. } => Some(positive.clone()), _ => None }) on:change=move |ev| set_text(0, event_target_value(&ev))></textarea></label>
                         <label>"Negative prompts (one per line)" <textarea rows="3" aria-label=move || label("negative prompts") prop:value=text(|v| match v { VectorSpec::Sets { negative, .. } => Some(negative.clone()), _ => None }) on:change=move |ev| set_text(1, event_target_value(&ev))></textarea></label>
                     </div>
+                    <ReadLayer id=id/>
                     <div class="row">
                         <button class="secondary" on:click=on_scan disabled=move || !ctx.ready()>"Scan layers"</button>
                         <span class="muted">"per-layer separation of the two sets at this hook"</span>
@@ -434,5 +435,23 @@ fn SaeLoader(id: u32) -> impl IntoView {
             VectorSpec::Literal { label, values } if !values.is_empty() => format!("{label} ({} values); the item moved to the SAE's hook", values.len()),
             _ => "no latent loaded".to_string(),
         }).unwrap_or_default()}</p>
+    }
+}
+
+/// Which layer a prompt-built vector is read at (last token, the item's hook site).
+#[component]
+fn ReadLayer(id: u32) -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let index = move || ctx.st.with(|st| st.stack.iter().position(|i| i.id == id).map(|p| p + 1).unwrap_or(0));
+    view! {
+        <div class="row">
+            <label>"Read at layer "
+                <select aria-label=move || format!("Intervention {} vector layer", index()) on:change=move |ev| { let v = event_target_value(&ev); update(ctx, id, |it| it.vector_layer = v.parse().ok()) }>
+                    <option value="same" selected=move || read(ctx, id, |i| i.vector_layer.is_none()).unwrap_or(true)>"the item's layer"</option>
+                    {move || (0..ctx.n_layers()).map(|l| view! { <option value=l.to_string() selected=move || read(ctx, id, |i| i.vector_layer == Some(l)).unwrap_or(false)>{l}</option> }).collect_view()}
+                </select>
+            </label>
+            <span class="muted">{move || read(ctx, id, |i| format!("last token, at {}", i.site)).unwrap_or_default()}</span>
+        </div>
     }
 }

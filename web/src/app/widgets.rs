@@ -322,12 +322,13 @@ pub fn Presets() -> impl IntoView {
     view! {
         <section class="card presets" aria-labelledby="presets-h">
             <h2 id="presets-h">"Worked examples"</h2>
-            <div class="row">
+            <ul class="preset-list">
                 {presets()
                     .into_iter()
                     .map(|p| {
                         let st = p.state.clone();
                         view! {
+                            <li>
                             <button
                                 class="preset"
                                 title=p.blurb
@@ -346,10 +347,12 @@ pub fn Presets() -> impl IntoView {
                             >
                                 {p.title}
                             </button>
+                            <span class="muted">{p.blurb}</span>
+                            </li>
                         }
                     })
                     .collect_view()}
-            </div>
+            </ul>
         </section>
     }
 }

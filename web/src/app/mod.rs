@@ -181,6 +181,8 @@ pub struct Ctx {
     pub asking_item: RwSignal<Option<u32>>,
     /// What the last comparison was sent for, so an unchanged state is not re-run.
     last_compare: StoredValue<String>,
+    /// performance.now() of the page's first generated token.
+    first_token_page: RwSignal<Option<f64>>,
 }
 
 impl Ctx {
@@ -416,6 +418,7 @@ fn App() -> impl IntoView {
         }),
         asking_item: RwSignal::new(None),
         last_compare: StoredValue::new(String::new()),
+        first_token_page: RwSignal::new(None),
     };
     provide_context(ctx);
     // A bad link keeps its message visible even after the model loads.
@@ -480,8 +483,15 @@ fn App() -> impl IntoView {
             Response::CacheCleared { entries } => ctx.status.set(format!("Model cache cleared ({entries} files)")),
             Response::LaneText { lane, ids, text, tok_s } => {
                 let now = now_ms();
+                // "Time to first token" is about page open: only the page's first token counts.
+                let first_of_page = ctx.first_token_page.get_untracked().is_none();
+                if first_of_page {
+                    ctx.first_token_page.set(Some(now));
+                }
                 ctx.comparison.update(|c| {
-                    c.first_token_at.get_or_insert(now);
+                    if first_of_page {
+                        c.first_token_at = Some(now);
+                    }
                     let s = Stream { ids, text, tok_s };
                     match lane {
                         crate::protocol::Lane::Baseline => c.baseline = s,

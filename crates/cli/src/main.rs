@@ -152,12 +152,16 @@ enum Cmd {
     },
     /// Prefill and decode speed: this engine vs candle-transformers' quantized llama.
     Bench(bench::BenchArgs),
-    /// Activation patching sweep: layer × position (or layer × head for head_z).
+    /// Activation patching sweep: layer × position (layer × head for head_z,
+    /// layer·head × position for head_z_pos).
     Patch(PatchArgs),
     /// Patching sweep speed (fast vs naive) and the cost of steering during generation.
     BenchInterventions {
         #[command(flatten)]
         m: ModelArgs,
+        /// Hook families to sweep, comma separated.
+        #[arg(long, default_value = "resid_pre,attn_out,head_z,head_z_pos")]
+        hooks: String,
     },
     /// Steering vector from prompts (actadd, mean_diff, pca, probe) with a per-layer
     /// separation score; saves an intervention document or a control vector GGUF,
@@ -406,7 +410,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Attention(a) => readout::attention(&a)?,
         Cmd::Neuron(a) => readout::neuron(&a)?,
         Cmd::Monitor(a) => readout::monitor_cmd(&a)?,
-        Cmd::BenchInterventions { m } => patch::bench(&m)?,
+        Cmd::BenchInterventions { m, hooks } => patch::bench(&m, &hooks)?,
         Cmd::Bench(args) => {
             set_threads(args.threads);
             bench::run(&args)?;

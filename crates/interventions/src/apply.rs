@@ -797,13 +797,13 @@ impl Hook for Interventions {
                 Kind::Scale(f) => scale_masked(&x, &m, *f as f64)?,
                 Kind::Zero => scale_masked(&x, &m, 0.0)?,
                 Kind::MeanOfPrompt(means) => {
-                    if !means.contains_key(&ctx.point) {
+                    if let std::collections::hash_map::Entry::Vacant(e) = means.entry(ctx.point) {
                         if ctx.start_pos != 0 {
                             return Err(scalpel_engine::Error::input(format!(
                                 "intervention {}: 'mean' needs the whole prompt in one pass", it.index
                             )));
                         }
-                        means.insert(ctx.point, x.mean_keepdim(pos_axis)?);
+                        e.insert(x.mean_keepdim(pos_axis)?);
                     }
                     blend(&x, &m, &means[&ctx.point])?
                 }

@@ -166,8 +166,16 @@ struct Run {
 }
 
 impl Run {
-    fn hook(&self) -> Option<EmbedNoise> {
-        self.noise.as_ref().map(|n| EmbedNoise { noise: n.clone() })
+    /// A forward pass on this run's ids, with its embedding noise, then `extra`;
+    /// last-position logits.
+    fn forward(&self, model: &Model, kv: Option<&mut KvCache>, extra: &mut dyn Hook) -> Result<Tensor> {
+        let mut noise = self.noise.as_ref().map(|n| EmbedNoise { noise: n.clone() });
+        let mut hooks = HookList::new();
+        if let Some(n) = noise.as_mut() {
+            hooks.push(n);
+        }
+        hooks.push(extra);
+        model.forward(&model.ids_tensor(&self.ids)?, kv, Some(&mut hooks), Logits::Last)
     }
 }
 
@@ -358,14 +366,7 @@ pub fn sweep(model: &Model, req: &PatchRequest, progress: &mut dyn FnMut(usize, 
     // Clean and corrupted logits for the metric's reference points.
     let run_full = |run: &Run, cache_pts: &[HookPoint], kv: Option<&mut KvCache>| -> Result<(Vec<f32>, ActivationCache)> {
         let mut acts = ActivationCache::new(cache_pts.iter().copied());
-        let mut noise = run.hook();
-        let mut hooks = HookList::new();
-        if let Some(n) = noise.as_mut() {
-            hooks.push(n);
-        }
-        hooks.push(&mut acts);
-        let logits = model.forward(&model.ids_tensor(&run.ids)?, kv, Some(&mut hooks), Logits::Last)?;
-        drop(hooks);
+        let logits = run.forward(model, kv, &mut acts)?;
         Ok((last_rows(&logits)?.remove(0), acts))
     };
     let mut base_kv = KvCache::new(cfg);
@@ -449,13 +450,7 @@ pub fn sweep(model: &Model, req: &PatchRequest, progress: &mut dyn FnMut(usize, 
                 computed += all.len();
                 for &(cell, _) in &all {
                     let mut patch = CellPatch { point, source: src, cells: vec![cell] };
-                    let mut noise = base.hook();
-                    let mut hooks = HookList::new();
-                    if let Some(n) = noise.as_mut() {
-                        hooks.push(n);
-                    }
-                    hooks.push(&mut patch);
-                    let logits = model.forward(&model.ids_tensor(&base.ids)?, None, Some(&mut hooks), Logits::Last)?;
+                    let logits = base.forward(model, None, &mut patch)?;
                     values[row0 + cell.row][cell.col] = scorer.score(&last_rows(&logits)?[0]);
                 }
             }
@@ -535,9 +530,9 @@ pub struct AttributionResult {
     pub attribution_seconds: f64,
 }
 
-/// Attribution patching (Nanda; Syed et al.): metric(patched) ≈ metric(base)
-/// + (source − base) · ∂metric/∂activation, with the gradient from one
-/// backward pass through the base run. Needs f32 precision.
+/// Attribution patching (Nanda; Syed et al.): metric(patched) ≈
+/// metric(base) + (source − base) · ∂metric/∂activation, with the gradient
+/// from one backward pass through the base run. Needs f32 precision.
 pub fn attribution(model: &mut Model, req: &PatchRequest) -> Result<AttributionResult> {
     let exact = sweep(model, &PatchRequest { strategy: Strategy::Fast, ..req.clone() }, &mut |_, _| true)?;
     let t0 = Instant::now();
@@ -550,26 +545,10 @@ pub fn attribution(model: &mut Model, req: &PatchRequest) -> Result<AttributionR
     let points: Vec<HookPoint> = (0..cfg.n_layers).map(|l| HookPoint::block(l, req.site.site())).collect();
     // Source activations (no gradient needed).
     let mut acts = ActivationCache::new(points.iter().copied());
-    {
-        let mut noise = source.hook();
-        let mut hooks = HookList::new();
-        if let Some(n) = noise.as_mut() {
-            hooks.push(n);
-        }
-        hooks.push(&mut acts);
-        model.forward(&model.ids_tensor(&source.ids)?, None, Some(&mut hooks), Logits::Last)?;
-    }
+    source.forward(model, None, &mut acts)?;
     model.set_differentiable(true)?;
     let mut probe = GradProbe { points: points.clone(), taken: Vec::new() };
-    let logits = {
-        let mut noise = base.hook();
-        let mut hooks = HookList::new();
-        if let Some(n) = noise.as_mut() {
-            hooks.push(n);
-        }
-        hooks.push(&mut probe);
-        model.forward(&model.ids_tensor(&base.ids)?, None, Some(&mut hooks), Logits::Last)
-    };
+    let logits = base.forward(model, None, &mut probe);
     model.set_differentiable(false)?;
     let row = logits?.flatten_all()?;
     let (a, w) = (req.answer as usize, req.wrong as usize);

@@ -116,7 +116,7 @@ fn run_cached(
     Ok((logits, cache))
 }
 
-fn cached<'a>(cache: &'a ActivationCache, p: HookPoint) -> Result<&'a Tensor> {
+fn cached(cache: &ActivationCache, p: HookPoint) -> Result<&Tensor> {
     cache.get(&p).ok_or_else(|| Error::input(format!("hook '{}' was not reached", p.name())))
 }
 

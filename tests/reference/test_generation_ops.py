@@ -1213,7 +1213,8 @@ def test_generation_ops_in_a_single_pass_are_not_silently_ignored(scalpel, tiny,
 
 # ================================================================ attribution patching
 FAMILIES = {"resid_pre": "hook_resid_pre", "resid_mid": "hook_resid_mid", "resid_post": "hook_resid_post",
-            "attn_out": "hook_attn_out", "mlp_out": "hook_mlp_out", "head_z": "attn.hook_z"}
+            "attn_out": "hook_attn_out", "mlp_out": "hook_mlp_out", "head_z": "attn.hook_z",
+            "head_z_pos": "attn.hook_z"}
 CLEAN = "The dog sleeps in the sun."
 CORRUPT = "The dog sweeps in the sun."  # same token length on the tiny tokenizer
 
@@ -1231,8 +1232,10 @@ def metric_fn(metric, a, w, clean_logits, corrupt_logits):
 
 
 def ref_attribution(m, clean_ids, corrupt_ids, family, metric, a, w, direction="denoise", eps=1e-4, cells=None):
-    """-> (estimate [L][cols], exact [L][cols], base metric), float64. estimate by central differences of
-    metric(base + e * delta_cell) at e = 0; exact = metric with the cell replaced by the source value."""
+    """-> (estimate {(row, col)}, exact {(row, col)}, base metric), float64. estimate by central differences of
+    metric(base + e * delta_cell) at e = 0; exact = metric with the cell replaced by the source value.
+    Rows are layers, or layer x head for head_z_pos (row r = layer r // n_heads, head r % n_heads; cols
+    positions)."""
     L = m.cfg["n_layers"]
     site = FAMILIES[family]
     names = [f"blocks.{l}.{site}" for l in range(L)]
@@ -1243,27 +1246,25 @@ def ref_attribution(m, clean_ids, corrupt_ids, family, metric, a, w, direction="
     clean_logits, corrupt_logits = (src_logits, base_logits) if direction == "denoise" else (base_logits, src_logits)
     M = metric_fn(metric, a, w, clean_logits, corrupt_logits)
     heads = family == "head_z"
+    rows_per_layer = m.cfg["n_heads"] if family == "head_z_pos" else 1
     cols = m.cfg["n_heads"] if heads else len(clean_ids)
-    cells = cells or [(l, c) for l in range(L) for c in range(cols)]
+    cells = cells or [(r, c) for r in range(L * rows_per_layer) for c in range(cols)]
     jobs = []
-    for l, c in cells:
+    for r, c in cells:
+        l, h = divmod(r, rows_per_layer)
+        # the cell's index into a [pos, ...] value: head c everywhere, head h at position c, or position c
+        idx = (slice(None), c) if heads else (c, h) if rows_per_layer > 1 else (c,)
         delta = src_h[names[l]] - base_h[names[l]]
         for kind in ("plus", "minus", "exact"):
-            def fn(name, x, l=l, c=c, kind=kind, delta=delta):
+            def fn(name, x, l=l, idx=idx, kind=kind, delta=delta):
                 if name != names[l]:
                     return None
                 x = x.copy()
                 if kind == "exact":
-                    if heads:
-                        x[:, c] = src_h[name][:, c]
-                    else:
-                        x[c] = src_h[name][c]
+                    x[idx] = src_h[name][idx]
                     return x
                 s = eps if kind == "plus" else -eps
-                if heads:
-                    x[:, c] += s * delta[:, c]
-                else:
-                    x[c] += s * delta[c]
+                x[idx] += s * delta[idx]
                 return x
             jobs.append((l, base_h[pre[l]], fn))
     out = ref_model.forward_cells(m, base_ids, jobs)
@@ -1306,7 +1307,8 @@ def cli_attribution(scalpel, path, clean, corrupt, answer, wrong, hook, metric, 
 
 
 ATTR_CASES = [("resid_pre", "logit_diff_norm", "denoise"), ("attn_out", "kl", "denoise"),
-              ("head_z", "prob", "denoise"), ("mlp_out", "logit_diff", "noise"), ("resid_mid", "logit_diff", "denoise")]
+              ("head_z", "prob", "denoise"), ("mlp_out", "logit_diff", "noise"), ("resid_mid", "logit_diff", "denoise"),
+              ("head_z_pos", "logit_diff_norm", "denoise"), ("head_z_pos", "prob", "noise")]
 
 
 @pytest.mark.parametrize("name", TINY)
@@ -1319,9 +1321,10 @@ def test_attribution_tiny(scalpel, tiny, ref, name, family, metric, direction):
     a, w, at, wt = pick_answers(m, clean_ids, corrupt_ids, likely=metric == "prob")
     r, cmd = cli_attribution(scalpel, path, CLEAN, CORRUPT, at, wt, family, metric, direction)
     est, exact, base = ref_attribution(m, clean_ids, corrupt_ids, family, metric, a, w, direction)
-    L = m.cfg["n_layers"]
+    L = m.cfg["n_layers"] * (m.cfg["n_heads"] if family == "head_z_pos" else 1)  # rows
     cols = m.cfg["n_heads"] if family == "head_z" else len(clean_ids)
     assert r["strategy"] == "attribution" and r["rows"] == L and r["cols"] == cols, r
+    assert r["heads_per_layer"] == (m.cfg["n_heads"] if family == "head_z_pos" else None), r["heads_per_layer"]
     want_est = np.array([[est[(l, c)] for c in range(cols)] for l in range(L)])
     want_exact = np.array([[exact[(l, c)] for c in range(cols)] for l in range(L)])
     got_est, got_exact = np.array(r["values"], np.float64), np.array(r["exact_values"], np.float64)
@@ -1342,9 +1345,10 @@ IOI_CORRUPT = "When Mary and John went to the store, Mary gave a drink to"
 
 
 @requires_smol
-@pytest.mark.parametrize("family,documented", [("resid_pre", 0.85), ("head_z", 0.98)])
+@pytest.mark.parametrize("family,documented", [("resid_pre", 0.85), ("head_z", 0.98), ("head_z_pos", 0.978)])
 def test_smollm_attribution_correlation(scalpel, smol, family, documented):
-    """docs/interventions.md: on the default model's IOI example r = 0.85 (resid_pre), 0.98 (head_z)."""
+    """docs/interventions.md: on the default model's IOI example r = 0.85 (resid_pre), 0.98 (head_z),
+    0.978 (head_z_pos)."""
     r, cmd = cli_attribution(scalpel, smol, IOI_CLEAN, IOI_CORRUPT, " Mary", " John", family, "logit_diff_norm")
     rho = r["correlation_with_exact"]
     print(f"SmolLM2 IOI {family}: correlation_with_exact = {rho:.4f} (documented {documented})")

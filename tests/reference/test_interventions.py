@@ -3,7 +3,7 @@
 For every op of the document (add with literal / prompt_diff / mean_diff
 vectors and a scale, scale, zero, mean over this prompt's positions or over
 a prompt set, patch from a source prompt, project_out (also on `blocks.*`),
-set_projection (value and cap), knockout on attention scores and patterns),
+set_projection (value, cap, and source: 1-D subspace patching), knockout on attention scores and patterns),
 with every kind of selection (positions all / prompt / list with negatives /
 range; heads on per-head hooks, k/v with the kv-head count; neurons on MLP
 hooks) and compositions of several in order, the reference applies the same
@@ -25,7 +25,10 @@ the prompt, a range is [start, end)):
   patch          h[sel] = value at the same hook and position in a clean run
                  on `source` (same token length)
   project_out    h[sel] -= (h.u) u, u = direction / |direction|
-  set_projection h[sel] += (target - h.u) u; target = value, or min(h.u, cap)
+  set_projection h[sel] += (target - h.u) u; target = value, or min(h.u, cap),
+                 or h_src.u with h_src the value at the same hook and position
+                 in a clean run on `source` (same token length; generated
+                 positions have no source value: target = h.u, unchanged)
   knockout       scores[head, query in positions, key in keys] = -inf (before
                  the softmax); on hook_pattern the same entries = 0 (after it)
 Vectors: prompt_diff = act(plus)[position] - act(minus)[position] at
@@ -110,6 +113,8 @@ class RefInterventions:
             elif op in ("project_out", "set_projection"):
                 d = self.vector(iv["direction"], it["points"])
                 it["u"] = d / np.linalg.norm(d)
+                if "source" in iv:
+                    it["src"] = {p: self.act(iv["source"], p) for p in it["points"]}
             elif op == "mean" and "over" in iv:
                 # docs/interventions.md: "the mean over all positions of the `over` prompts"
                 it["means"] = {}
@@ -211,7 +216,14 @@ class RefInterventions:
         if op == "set_projection":
             u = it["u"]
             proj = x @ u
-            target = np.full_like(proj, f32(it["value"])) if "value" in it else np.minimum(proj, f32(it["cap"]))
+            if "value" in it:
+                target = np.full_like(proj, f32(it["value"]))
+            elif "cap" in it:
+                target = np.minimum(proj, f32(it["cap"]))
+            else:  # the source run's projection where it has the position (axis 0), else unchanged
+                src = it["src"][name] @ u
+                target = proj.copy()
+                target[:src.shape[0]] = src[:proj.shape[0]]
             return x + m * ((target - proj)[..., None] * u)
         if op == "knockout":
             keys = sorted(pos_set(it["keys"], self.n, x.shape[2]))
@@ -443,6 +455,29 @@ CASES = [
         {"hook": "blocks.1.hook_resid_mid", "op": "set_projection", "cap": -0.2,
          "direction": {"from": "mean_diff", "positive": ["I love the sun"], "negative": ["I hate the sun"]}}],
      ["blocks.1.hook_resid_mid"], None),
+    ("set_projection_source_resid", lambda m: [
+        {"hook": "blocks.1.hook_resid_pre", "op": "set_projection", "direction": rnd(50, D(m)), "source": SOURCE}],
+     ["blocks.1.hook_resid_pre", "blocks.1.hook_resid_post"], None),
+    ("set_projection_source_head_z_heads_positions", lambda m: [
+        {"hook": "blocks.0.attn.hook_z", "op": "set_projection", "direction": rnd(51, DH(m), 1.0), "source": SOURCE,
+         "heads": [1, 2], "positions": [3, -1]}],
+     ["blocks.0.attn.hook_z", "blocks.0.hook_attn_out"], None),
+    ("set_projection_source_every_layer_range", lambda m: [
+        {"hook": "blocks.*.hook_resid_mid", "op": "set_projection", "direction": rnd(52, D(m)), "source": SOURCE,
+         "positions": {"start": 2, "end": -1}}],
+     ["blocks.0.hook_resid_mid", "blocks.1.hook_resid_mid"], None),
+    ("set_projection_source_mlp_post", lambda m: [
+        {"hook": "blocks.0.mlp.hook_post", "op": "set_projection", "direction": rnd(53, DM(m)), "source": SOURCE}],
+     ["blocks.0.mlp.hook_post", "blocks.0.hook_mlp_out"], None),
+    ("set_projection_source_v_kv_head", lambda m: [
+        {"hook": "blocks.1.attn.hook_v", "op": "set_projection", "direction": rnd(54, DH(m)), "source": SOURCE,
+         "heads": [0]}],
+     ["blocks.1.attn.hook_v", "blocks.1.attn.hook_z"], None),
+    ("set_projection_source_prompt_diff_after_add", lambda m: [
+        {"hook": "blocks.0.hook_resid_post", "op": "add", "vector": rnd(55, D(m)), "scale": 2.0},
+        {"hook": "blocks.0.hook_resid_post", "op": "set_projection", "source": SOURCE, "positions": "prompt",
+         "direction": {"from": "prompt_diff", "plus": "I love the sun", "minus": "I hate the sun"}}],
+     ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"], None),
     ("knockout_scores", lambda m: [
         {"hook": "blocks.0.attn.hook_attn_scores", "op": "knockout", "positions": [-1], "keys": [1, 2],
          "heads": [0, 2]}],
@@ -573,6 +608,45 @@ def test_position_zero_vector_warns(scalpel, tiny, tmp_path):
     assert "sink" in p.stderr.lower() or "position 0" in p.stderr.lower(), p.stderr
 
 
+# ---------------------------------------------------------------- 1-D subspace patching
+@pytest.mark.parametrize("name", TINY_MODELS)
+@pytest.mark.parametrize("hook,pos", [("blocks.0.hook_resid_post", 3), ("blocks.1.hook_resid_mid", -1)])
+def test_subspace_patch_along_the_difference_is_a_full_patch(scalpel, tiny, ref, tmp_path, name, hook, pos):
+    """Along d = h_src - h (read at the same hook and position), setting the component to the source's
+    moves h by <h_src - h, u> u = h_src - h: the same as `patch` at that position."""
+    path = tiny[name]["path"]
+    m = ref(path)
+    direction = {"from": "prompt_diff", "plus": SOURCE, "minus": PROMPT, "position": pos}
+    sub = {"version": 1, "interventions": [
+        {"hook": hook, "op": "set_projection", "direction": direction, "source": SOURCE, "positions": [pos]}]}
+    full = {"version": 1, "interventions": [{"hook": hook, "op": "patch", "source": SOURCE, "positions": [pos]}]}
+    g_sub, plain, _ = compare_doc(scalpel, tmp_path, path, m, sub, PROMPT, [hook], TINY_TOL)
+    g_full, _ = cli_logits(scalpel, path, PROMPT, write_doc(tmp_path, full, "full.json"))
+    check_close("subspace patch along h_src - h vs full patch", g_sub, g_full, TINY_TOL)
+    assert float(np.abs(g_full[-1] - plain).max()) > 1e-3, "the patch changes nothing: weak test case"
+
+
+def test_subspace_patch_source_equal_to_prompt_changes_nothing(scalpel, tiny, ref, tmp_path):
+    path = tiny["llama_q8_0_untied"]["path"]
+    m = ref(path)
+    doc = {"version": 1, "interventions": [
+        {"hook": "blocks.*.attn.hook_z", "op": "set_projection", "direction": rnd(60, DH(m)), "source": PROMPT}]}
+    got, _ = cli_logits(scalpel, path, PROMPT, write_doc(tmp_path, doc))
+    want, _ = m.forward(m.tokenizer.encode(PROMPT), want_hooks=False)
+    check_close("set_projection from the prompt itself", got, want, TINY_TOL)
+
+
+def test_subspace_patch_source_length_names_both_counts(scalpel, tiny, ref, tmp_path):
+    path = tiny["gpt2"]["path"]
+    m = ref(path)
+    short = "The dog"
+    n_src, n_prompt = len(m.tokenizer.encode(short)), len(m.tokenizer.encode(PROMPT))
+    assert n_src != n_prompt
+    doc = one({"hook": "blocks.0.hook_resid_pre", "op": "set_projection", "direction": [1.0] * D(m), "source": short})
+    expect_doc_error(scalpel, tmp_path, path, doc, ["intervention 1", "source", f"{n_src} tokens", f"has {n_prompt}"],
+                     ["length", "tokens"])
+
+
 # ---------------------------------------------------------------- generation
 def stop_ids(m):
     types = m.tokenizer.token_types
@@ -629,8 +703,22 @@ def test_tiny_generation_composed(scalpel, tiny, ref, tmp_path, name):
     check_generation(scalpel, tmp_path, path, m, doc, "I love the sun", 10)
 
 
+@pytest.mark.parametrize("name", TINY_MODELS)
+def test_tiny_generation_subspace_patch(scalpel, tiny, ref, tmp_path, name):
+    """set_projection from a source prompt while generating: generated positions have no source value."""
+    path = tiny[name]["path"]
+    m = ref(path)
+    doc = {"version": 1, "interventions": [
+        {"hook": "blocks.*.hook_resid_post", "op": "set_projection", "direction": rnd(61, D(m)), "source": SOURCE,
+         "positions": "all"},
+        {"hook": "blocks.0.attn.hook_z", "op": "set_projection", "direction": rnd(62, DH(m)), "source": SOURCE,
+         "heads": [0, 3]}]}
+    check_generation(scalpel, tmp_path, path, m, doc, PROMPT, 8)
+
+
 # ---------------------------------------------------------------- SmolLM2
 SMOL_PROMPT = "When Mary and John went to the store, John gave a drink to"
+SMOL_CORRUPT = "When Mary and John went to the store, Mary gave a drink to"
 
 
 @requires_smol
@@ -665,6 +753,49 @@ def test_smollm_directional_ablation(scalpel, smol, smol_ref, tmp_path):
                                 SMOL_TOL, hook_rtol=2e-5)
     assert np.abs(got[-1] - plain).max() > 0.05
     assert sum(a["applications"] for a in r["interventions"]["applied"]) == 90
+
+
+@requires_smol
+def test_smollm_subspace_patch_logit_diff_direction(scalpel, smol, smol_ref, tmp_path):
+    """1-D subspace patching along the logit-difference direction d = W_U[Mary] - W_U[John].
+
+    At ln_final.hook_normalized the logit difference is <h, d>, so setting the component along d
+    to the clean run's moves the corrupted run's logit difference exactly to the clean one's
+    (normalised metric 1) and leaves every direction orthogonal to d alone. At a middle layer the
+    same patch moves the metric by what the reference says."""
+    m = smol_ref
+    tok = m.tokenizer
+    a, w = tok.encode(" Mary")[0], tok.encode(" John")[0]
+    assert len(tok.encode(SMOL_PROMPT)) == len(tok.encode(SMOL_CORRUPT))
+    wu = m.w["lm_head"]
+    d = [float(x) for x in np.asarray(wu[a], np.float64) - np.asarray(wu[w], np.float64)]
+    ld = lambda x: float(x[-1][a] - x[-1][w])  # noqa: E731
+    clean, _ = m.forward(tok.encode(SMOL_PROMPT), want_hooks=False)
+    corrupt, _ = m.forward(tok.encode(SMOL_CORRUPT), want_hooks=False)
+    assert abs(ld(clean) - ld(corrupt)) > 0.5, "the prompt pair does not move the logit difference: weak test"
+    doc = {"version": 1, "interventions": [
+        {"hook": "ln_final.hook_normalized", "op": "set_projection", "direction": d, "source": SMOL_PROMPT,
+         "positions": [-1]}]}
+    got, plain, _ = compare_doc(scalpel, tmp_path, smol, m, doc, SMOL_CORRUPT, [], SMOL_TOL)
+    print(f"LD clean {ld(clean):.4f} corrupt {ld(corrupt):.4f} subspace-patched {ld(got):.4f}")
+    assert abs(ld(got) - ld(clean)) <= SMOL_TOL, (ld(got), ld(clean))
+    doc["interventions"][0]["hook"] = "blocks.20.hook_resid_post"
+    got20, _, _ = compare_doc(scalpel, tmp_path, smol, m, doc, SMOL_CORRUPT, [], SMOL_TOL)
+    norm = (ld(got20) - ld(corrupt)) / (ld(clean) - ld(corrupt))
+    print(f"blocks.20.hook_resid_post: normalised logit difference {norm:.4f}")
+    assert abs(ld(got20) - ld(corrupt)) > 1e-2, "the middle-layer subspace patch changes nothing"
+
+
+@requires_smol
+def test_smollm_subspace_patching_example(scalpel, smol, smol_ref, tmp_path):
+    """docs/examples/subspace_patching.json as shipped, on the corrupted IOI prompt."""
+    import os
+    from conftest import REPO
+    with open(os.path.join(REPO, "docs", "examples", "subspace_patching.json")) as fh:
+        doc = json.load(fh)
+    assert doc["interventions"][0]["source"] == SMOL_PROMPT
+    got, plain, _ = compare_doc(scalpel, tmp_path, smol, smol_ref, doc, SMOL_CORRUPT, [], SMOL_TOL)
+    assert np.abs(got[-1] - plain).max() > 0.05
 
 
 @requires_smol
@@ -743,6 +874,12 @@ BAD = [
     ("knockout_on_resid", one({"hook": "blocks.0.hook_resid_pre", "op": "knockout", "keys": [0]}), ["intervention 1"], ["attention", "knockout"]),
     ("mean_on_scores", one({"hook": "blocks.0.attn.hook_attn_scores", "op": "mean"}), ["intervention 1"], ["scores", "pattern", "does not apply"]),
     ("neurons_with_project_out", one({"hook": "blocks.0.mlp.hook_post", "op": "project_out", "direction": [1.0] * 256, "neurons": [0]}), ["intervention 1", "neurons"], ["project_out", "direction"]),
+    ("set_projection_value_and_source", one({"hook": "blocks.0.hook_resid_pre", "op": "set_projection", "direction": [1.0] * 64, "value": 1, "source": SOURCE}), ["intervention 1", "source", "value"], ["exactly one"]),
+    ("set_projection_cap_and_source", one({"hook": "blocks.0.hook_resid_pre", "op": "set_projection", "direction": [1.0] * 64, "cap": 1, "source": SOURCE}), ["intervention 1", "source", "cap"], ["exactly one"]),
+    ("set_projection_source_not_text", one({"hook": "blocks.0.hook_resid_pre", "op": "set_projection", "direction": [1.0] * 64, "source": 3}), ["intervention 1", "source"], ["string", "prompt"]),
+    ("set_projection_source_empty", one({"hook": "blocks.0.hook_resid_pre", "op": "set_projection", "direction": [1.0] * 64, "source": ""}), ["intervention 1", "source"], ["0 tokens"]),
+    ("set_projection_source_on_scores", one({"hook": "blocks.0.attn.hook_attn_scores", "op": "set_projection", "direction": [1.0] * 16, "source": SOURCE}), ["intervention 1"], ["takes no vectors", "does not apply"]),
+    ("set_projection_source_head_out_of_range", one({"hook": "blocks.0.attn.hook_z", "op": "set_projection", "direction": [1.0] * 16, "source": SOURCE, "heads": [4]}), ["intervention 1", "heads"], ["range"]),
     ("patch_source_other_length", one({"hook": "blocks.0.hook_resid_pre", "op": "patch", "source": "The dog"}), ["intervention 1", "source"], ["tokens", "length"]),
     ("every_layer_vector_needs_hook", one({"hook": "blocks.*.hook_resid_pre", "op": "add", "vector": {"from": "prompt_diff", "plus": "a", "minus": "b"}}), ["intervention 1", "vector.hook"], ["required", "every layer"]),
     ("not_json", "{version: 1", [], ["json"]),

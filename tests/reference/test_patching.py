@@ -2,8 +2,10 @@
 
 The reference runs one forward pass per cell (float64, `ref_model.forward_hooked`):
 the base run with one activation replaced by the source run's value (a
-position of resid_pre / resid_mid / resid_post / attn_out / mlp_out, or a
-head of attn.hook_z over every position). Denoising: base = corrupted,
+position of resid_pre / resid_mid / resid_post / attn_out / mlp_out, a
+head of attn.hook_z over every position, or a head of attn.hook_z at one
+position: head_z_pos, rows layer x head (row r = layer r // n_heads, head
+r % n_heads), columns positions). Denoising: base = corrupted,
 source = clean; noising: base = clean, source = corrupted. Metrics on the
 last position's logits, answer a and wrong w (first token of each string):
   logit_diff       LD = logit[a] - logit[w]
@@ -35,6 +37,7 @@ FAMILIES = {
     "attn_out": "hook_attn_out",
     "mlp_out": "hook_mlp_out",
     "head_z": "attn.hook_z",
+    "head_z_pos": "attn.hook_z",
 }
 METRICS = ["logit_diff_norm", "logit_diff", "prob", "kl"]
 
@@ -53,8 +56,11 @@ def metric_values(logits, a, w, clean_logits, corrupt_logits):
     }
 
 
-def ref_sweep(m, clean_ids, corrupt_ids, family, direction, skip_equal_prefix=False):
-    """-> (cells [layers][cols] of last-position logits, clean logits, corrupt logits).
+def ref_sweep(m, clean_ids, corrupt_ids, family, direction, skip_equal_prefix=False, layers=None):
+    """-> (cells [rows][cols] of last-position logits, clean logits, corrupt logits).
+
+    rows: layers, or layers x heads for head_z_pos. `layers` (default all)
+    limits the cells computed; the other rows are None.
 
     One forward per cell. Each starts at the patched layer from the base run's
     blocks.{l}.hook_resid_pre (what comes before cannot change); the cells run
@@ -71,32 +77,39 @@ def ref_sweep(m, clean_ids, corrupt_ids, family, direction, skip_equal_prefix=Fa
     base_logits, base_h = ref_model.forward_hooked(m, base_ids, record=set(names + pre), last_only=True)
     src_logits, src_h = ref_model.forward_hooked(m, src_ids, record=set(names), last_only=True)
     clean_logits, corrupt_logits = (src_logits, base_logits) if direction == "denoise" else (base_logits, src_logits)
+    H = m.cfg["n_heads"]
     heads = family == "head_z"
-    cols = m.cfg["n_heads"] if heads else len(clean_ids)
+    per_pos_head = family == "head_z_pos"
+    cols = H if heads else len(clean_ids)
+    rows_per_layer = H if per_pos_head else 1
     first = next(i for i, (a, b) in enumerate(zip(clean_ids, corrupt_ids)) if a != b)
     jobs, slots = [], []
-    out = [[None] * cols for _ in range(L)]
-    for l in range(L):
-        for c in range(cols):
-            if skip_equal_prefix and not heads and c < first:
-                out[l][c] = base_logits
-                continue
+    out = [[None] * cols for _ in range(L * rows_per_layer)]
+    for l in (range(L) if layers is None else layers):
+        for r in range(rows_per_layer):
+            for c in range(cols):
+                row = l * rows_per_layer + r
+                if skip_equal_prefix and not heads and c < first:
+                    out[row][c] = base_logits
+                    continue
 
-            def fn(name, x, l=l, c=c):
-                if name != names[l]:
-                    return None
-                x = x.copy()
-                if heads:
-                    x[:, c] = src_h[name][:, c]
-                else:
-                    x[c] = src_h[name][c]
-                return x
+                def fn(name, x, l=l, r=r, c=c):
+                    if name != names[l]:
+                        return None
+                    x = x.copy()
+                    if heads:
+                        x[:, c] = src_h[name][:, c]  # head c, every position
+                    elif per_pos_head:
+                        x[c, r] = src_h[name][c, r]  # head r at position c
+                    else:
+                        x[c] = src_h[name][c]
+                    return x
 
-            jobs.append((l, base_h[pre[l]], fn))
-            slots.append((l, c))
+                jobs.append((l, base_h[pre[l]], fn))
+                slots.append((row, c))
     # one forward per cell; the cells' matrix products are batched (forward_cells), nothing is shared
-    for (l, c), logits in zip(slots, ref_model.forward_cells(m, base_ids, jobs)):
-        out[l][c] = logits
+    for (row, c), logits in zip(slots, ref_model.forward_cells(m, base_ids, jobs)):
+        out[row][c] = logits
     return out, clean_logits, corrupt_logits
 
 
@@ -130,12 +143,26 @@ def check_matrix(got, want, tol, what):
     g = np.array(got["values"], dtype=np.float64)
     assert g.shape == want.shape, f"{what}: values shape {g.shape} want {want.shape}\nrepro: {got['_cmd']}"
     assert got["rows"] == want.shape[0] and got["cols"] == want.shape[1], (got["rows"], got["cols"], want.shape)
-    err = np.abs(g - want)
+    known = ~np.isnan(want)  # rows the reference left out (ref_sweep's `layers`)
+    err = np.where(known, np.abs(g - np.where(known, want, 0.0)), 0.0)
     worst = np.unravel_index(int(np.argmax(err)), err.shape)
-    print(f"{what}: max abs err {err.max():.3g} at layer {worst[0]} col {worst[1]}")
+    print(f"{what}: max abs err {err.max():.3g} at row {worst[0]} col {worst[1]}")
     assert err.max() <= tol, (
-        f"{what}: max |scalpel - reference| = {err.max():.3g} > {tol} at layer {worst[0]} col {worst[1]} "
+        f"{what}: max |scalpel - reference| = {err.max():.3g} > {tol} at row {worst[0]} col {worst[1]} "
         f"(scalpel {g[worst]:.6g}, reference {want[worst]:.6g})\nrepro: {got['_cmd']}")
+
+
+def check_layout(got, m, family, t):
+    """rows / cols / heads_per_layer / labels as documented (docs/interventions.md)."""
+    L, H = m.cfg["n_layers"], m.cfg["n_heads"]
+    if family == "head_z_pos":
+        assert (got["rows"], got["cols"], got["heads_per_layer"]) == (L * H, t, H), got["_cmd"]
+        assert got["row_labels"] == [f"L{r // H}.H{r % H}" for r in range(L * H)], got["row_labels"]
+    else:
+        assert got["heads_per_layer"] is None, got["_cmd"]
+        assert got["row_labels"] == [f"L{l}" for l in range(L)], got["row_labels"]
+        assert (got["rows"], got["cols"]) == (L, H if family == "head_z" else t)
+    assert len(got["col_labels"]) == got["cols"]
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +193,7 @@ def test_tiny_sweep(scalpel, tiny, tiny_setup, name, family, direction):
                             "--hook", family, "--metric", metric, "--strategy", strategy, "--direction", direction)
             what = f"{name} {family} {direction} {metric} {strategy}"
             assert got["hook"] == family and got["metric"] == metric, (got["hook"], got["metric"])
+            check_layout(got, m, family, len(ci))
             check_matrix(got, want[metric], TINY_TOL, what)
             assert abs(got["clean"] - ref_clean[metric]) <= TINY_TOL, (what, got["clean"], ref_clean[metric])
             assert abs(got["corrupt"] - ref_corrupt[metric]) <= TINY_TOL, (what, got["corrupt"], ref_corrupt[metric])
@@ -200,7 +228,7 @@ def test_noise_seeded_and_fast_equals_naive(scalpel, tiny, ref, name):
     a, w = m.tokenizer.encode(" the")[0], m.tokenizer.encode(" dog")[0]
     ld_clean = clean_logits[-1][a] - clean_logits[-1][w]
     runs = {}
-    for hook in ("resid_pre", "head_z"):
+    for hook in ("resid_pre", "head_z", "head_z_pos"):
         for strategy in ("fast", "naive"):
             runs[hook, strategy] = cli_patch(scalpel, path, "--clean", CLEAN, *NOISE, "--seed", 11, "--hook", hook,
                                              "--metric", "logit_diff", "--strategy", strategy)
@@ -273,6 +301,41 @@ def test_smollm_resid_pre_fast(scalpel, smol, smol_ref):
     got = cli_patch(scalpel, smol, "--clean", clean, "--corrupt", corrupt, "--answer", " Paris", "--wrong", " Rome",
                     "--hook", "resid_pre", "--metric", "logit_diff_norm", "--strategy", "fast")
     check_matrix(got, want, SMOL_TOL, "SmolLM2 resid_pre logit_diff_norm fast")
+    assert abs(got["clean"] - 1.0) < 1e-6 and abs(got["corrupt"]) < 1e-6
+
+
+@pytest.mark.parametrize("name", TINY_MODELS)
+def test_head_z_pos_causality(scalpel, tiny, tiny_setup, name):
+    """A head patched at a position before the first differing token is the base run, exactly (the fast
+    strategy does not recompute it); every cell of the last position is computed."""
+    path = tiny[name]["path"]
+    m, ci, xi, a, w, a_text, w_text = tiny_setup[name]
+    got = cli_patch(scalpel, path, "--clean", CLEAN, "--corrupt", CORRUPT, "--answer", a_text, "--wrong", w_text,
+                    "--metric", "logit_diff", "--hook", "head_z_pos")
+    v = np.array(got["values"])
+    first = next(i for i, (x, y) in enumerate(zip(ci, xi)) if x != y)
+    assert first > 0 and np.all(v[:, :first] == got["corrupt"]), "cells before the first differing token moved"
+    assert got["computed_cells"] <= v.shape[0] * (len(ci) - first), got["computed_cells"]
+    assert np.any(v[:, -1] != got["corrupt"])
+
+
+@requires_smol
+def test_smollm_head_z_pos(scalpel, smol, smol_ref):
+    """head_z_pos on SmolLM2 (30 layers x 9 heads, GQA) against the reference at the first and last layers,
+    fast and naive."""
+    m = smol_ref
+    clean, corrupt = "The capital of France is", "The capital of Italy is"
+    ci, xi = m.tokenizer.encode(clean), m.tokenizer.encode(corrupt)
+    a, w = m.tokenizer.encode(" Paris")[0], m.tokenizer.encode(" Rome")[0]
+    L, H = m.cfg["n_layers"], m.cfg["n_heads"]
+    layers = [0, L - 1]
+    cells, lc, lx = ref_sweep(m, ci, xi, "head_z_pos", "denoise", skip_equal_prefix=True, layers=layers)
+    want = np.array([[np.nan if x is None else metric_values(x, a, w, lc, lx)["logit_diff_norm"] for x in row]
+                     for row in cells])
+    got = cli_patch(scalpel, smol, "--clean", clean, "--corrupt", corrupt, "--answer", " Paris", "--wrong", " Rome",
+                    "--hook", "head_z_pos", "--metric", "logit_diff_norm", "--strategy", "fast")
+    check_layout(got, m, "head_z_pos", len(ci))
+    check_matrix(got, want, SMOL_TOL, "SmolLM2 head_z_pos logit_diff_norm fast (layers 0 and last)")
     assert abs(got["clean"] - 1.0) < 1e-6 and abs(got["corrupt"]) < 1e-6
 
 

@@ -42,6 +42,29 @@ pub struct ModelArgs {
     pub threads: usize,
 }
 
+/// Generation length and sampling, shared by `generate` and `monitor`.
+#[derive(Args, Clone, Copy)]
+pub(crate) struct SamplingArgs {
+    #[arg(long, default_value_t = 32)]
+    max_new_tokens: usize,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    #[arg(long)]
+    top_k: Option<usize>,
+    #[arg(long)]
+    top_p: Option<f32>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+impl SamplingArgs {
+    pub(crate) fn options(&self, stop_at_eos: bool) -> GenerateOptions {
+        let SamplingArgs { max_new_tokens, temperature, top_k, top_p, seed } = *self;
+        GenerateOptions { max_new_tokens, temperature, top_k, top_p, seed, stop_at_eos }
+    }
+}
+
 #[derive(Args, Clone)]
 struct InputArgs {
     /// Text input, tokenized with the model's own tokenizer.
@@ -119,16 +142,8 @@ enum Cmd {
         m: ModelArgs,
         #[command(flatten)]
         i: InputArgs,
-        #[arg(long, default_value_t = 32)]
-        max_new_tokens: usize,
-        #[arg(long, default_value_t = 0.0)]
-        temperature: f32,
-        #[arg(long)]
-        top_k: Option<usize>,
-        #[arg(long)]
-        top_p: Option<f32>,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
+        #[command(flatten)]
+        s: SamplingArgs,
     },
     /// Model facts and every hook name.
     Info {
@@ -137,12 +152,16 @@ enum Cmd {
     },
     /// Prefill and decode speed: this engine vs candle-transformers' quantized llama.
     Bench(bench::BenchArgs),
-    /// Activation patching sweep: layer × position (or layer × head for head_z).
+    /// Activation patching sweep: layer × position (layer × head for head_z,
+    /// layer·head × position for head_z_pos).
     Patch(PatchArgs),
     /// Patching sweep speed (fast vs naive) and the cost of steering during generation.
     BenchInterventions {
         #[command(flatten)]
         m: ModelArgs,
+        /// Hook families to sweep, comma separated.
+        #[arg(long, default_value = "resid_pre,attn_out,head_z,head_z_pos")]
+        hooks: String,
     },
     /// Steering vector from prompts (actadd, mean_diff, pca, probe) with a per-layer
     /// separation score; saves an intervention document or a control vector GGUF,
@@ -322,10 +341,10 @@ fn run(cli: Cli) -> Result<()> {
                 println!("first values: {:?}", &values[..values.len().min(8)]);
             }
         }
-        Cmd::Generate { m, i, max_new_tokens, temperature, top_k, top_p, seed } => {
+        Cmd::Generate { m, i, s } => {
             let mut model = load(&m)?;
             let ids = input_ids(&model, &i)?;
-            let opts = GenerateOptions { max_new_tokens, temperature, top_k, top_p, seed, stop_at_eos: true };
+            let opts = s.options(true);
             let mut iv = interventions(&model, &i, ids.len())?;
             if let Some(iv) = iv.as_mut() {
                 let g = scalpel_interventions::run::generate(&mut model, &ids, &opts, iv, &mut |_| true)?;
@@ -391,7 +410,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Attention(a) => readout::attention(&a)?,
         Cmd::Neuron(a) => readout::neuron(&a)?,
         Cmd::Monitor(a) => readout::monitor_cmd(&a)?,
-        Cmd::BenchInterventions { m } => patch::bench(&m)?,
+        Cmd::BenchInterventions { m, hooks } => patch::bench(&m, &hooks)?,
         Cmd::Bench(args) => {
             set_threads(args.threads);
             bench::run(&args)?;

@@ -36,7 +36,8 @@ pub struct PatchArgs {
     /// The wrong answer (first token).
     #[arg(long)]
     wrong: String,
-    /// resid_pre | resid_mid | resid_post | attn_out | mlp_out | head_z
+    /// resid_pre | resid_mid | resid_post | attn_out | mlp_out (layer × position) |
+    /// head_z (layer × head) | head_z_pos (layer × head rows, position columns)
     #[arg(long, default_value = "resid_pre")]
     hook: String,
     /// logit_diff_norm | logit_diff | prob | kl
@@ -97,6 +98,14 @@ fn request(model: &Model, a: &PatchArgs) -> Result<PatchRequest> {
     })
 }
 
+/// `L{l}` per row, or `L{l}.H{h}` when rows are layer × head (`head_z_pos`).
+fn row_labels(r: &PatchResult) -> Vec<String> {
+    match r.heads_per_layer {
+        Some(h) => (0..r.rows).map(|i| format!("L{}.H{}", i / h, i % h)).collect(),
+        None => (0..r.rows).map(|l| format!("L{l}")).collect(),
+    }
+}
+
 fn result_json(model: &Model, req: &PatchRequest, r: &PatchResult) -> serde_json::Value {
     let tok = model.tokenizer();
     let labels: Vec<String> = if r.site == PatchSite::HeadZ {
@@ -105,8 +114,16 @@ fn result_json(model: &Model, req: &PatchRequest, r: &PatchResult) -> serde_json
         tok.token_strings(&req.clean)
     };
     json!({"hook": r.site, "metric": r.metric, "rows": r.rows, "cols": r.cols, "values": r.values,
+        "heads_per_layer": r.heads_per_layer, "row_labels": row_labels(r),
         "clean": r.clean, "corrupt": r.corrupt, "seconds": r.seconds, "computed_cells": r.computed_cells,
         "col_labels": labels, "answer": tok.decode(&[req.answer]), "wrong": tok.decode(&[req.wrong])})
+}
+
+fn print_matrix(r: &PatchResult) {
+    for (label, row) in row_labels(r).iter().zip(&r.values) {
+        let cells: Vec<String> = row.iter().map(|v| format!("{v:>6.2}")).collect();
+        println!("{label:<8}{}", cells.join(" "));
+    }
 }
 
 pub fn run(a: &PatchArgs) -> Result<()> {
@@ -126,10 +143,7 @@ pub fn run(a: &PatchArgs) -> Result<()> {
                 "attribution patching ({:?}, {:?}): {:.2} s for the estimate, {:.2} s for the exact sweep; Pearson r = {:.4}",
                 r.estimate.site, r.estimate.metric, r.attribution_seconds, r.exact.seconds, r.correlation
             );
-            for (l, row) in r.estimate.values.iter().enumerate() {
-                let cells: Vec<String> = row.iter().map(|v| format!("{v:>6.2}")).collect();
-                println!("L{l:<3}{}", cells.join(" "));
-            }
+            print_matrix(&r.estimate);
         }
         return Ok(());
     }
@@ -139,10 +153,7 @@ pub fn run(a: &PatchArgs) -> Result<()> {
     } else {
         println!("{:?} patching, metric {:?}: clean {:.4}, corrupt {:.4}; {} cells computed in {:.2} s",
             r.site, r.metric, r.clean, r.corrupt, r.computed_cells, r.seconds);
-        for (l, row) in r.values.iter().enumerate() {
-            let cells: Vec<String> = row.iter().map(|v| format!("{v:>6.2}")).collect();
-            println!("L{l:<3}{}", cells.join(" "));
-        }
+        print_matrix(&r);
     }
     Ok(())
 }
@@ -151,7 +162,8 @@ pub fn run(a: &PatchArgs) -> Result<()> {
 pub const BENCH_CLEAN: &str = "When Mary and John went to the store, John gave a drink to";
 pub const BENCH_CORRUPT: &str = "When Mary and John went to the store, Mary gave a drink to";
 
-pub fn bench(m: &ModelArgs) -> Result<()> {
+pub fn bench(m: &ModelArgs, hooks: &str) -> Result<()> {
+    let sites: Vec<PatchSite> = hooks.split(',').map(|h| PatchSite::parse(h.trim())).collect::<scalpel_engine::Result<_>>()?;
     let model = load(m)?;
     let mut req = PatchRequest {
         clean: model.tokenizer().encode(BENCH_CLEAN)?,
@@ -164,7 +176,7 @@ pub fn bench(m: &ModelArgs) -> Result<()> {
         direction: Direction::Denoise,
     };
     let mut rows = Vec::new();
-    for site in [PatchSite::ResidPre, PatchSite::AttnOut, PatchSite::HeadZ] {
+    for site in sites {
         req.site = site;
         req.strategy = Strategy::Fast;
         let fast = sweep(&model, &req, &mut |_, _| true)?;

@@ -7,14 +7,14 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use serde_json::json;
 
-use scalpel_engine::{GenerateOptions, Hook, Model};
+use scalpel_engine::{Hook, Model};
 use scalpel_interventions::readout::{
     attention_patterns, direct_logit_attribution, first_token, logit_lens, monitor, neuron_vocab, read_vector,
     DlaRequest, LensOptions, NeuronRequest,
 };
 use scalpel_interventions::{run, Interventions};
 
-use crate::{input_ids, load, print_json, InputArgs, ModelArgs};
+use crate::{input_ids, load, print_json, InputArgs, ModelArgs, SamplingArgs};
 
 #[derive(Args, Clone)]
 pub struct LensArgs {
@@ -110,16 +110,8 @@ pub struct MonitorArgs {
     plus: Option<String>,
     #[arg(long, allow_hyphen_values = true, requires = "plus")]
     minus: Option<String>,
-    #[arg(long, default_value_t = 32)]
-    max_new_tokens: usize,
-    #[arg(long, default_value_t = 0.0)]
-    temperature: f32,
-    #[arg(long)]
-    top_k: Option<usize>,
-    #[arg(long)]
-    top_p: Option<f32>,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    s: SamplingArgs,
     /// Keep generating past the model's end-of-sequence token.
     #[arg(long)]
     no_stop_at_eos: bool,
@@ -386,14 +378,7 @@ pub fn monitor_cmd(a: &MonitorArgs) -> Result<()> {
         }
         _ => bail!("give the direction as --direction FILE or --plus TEXT --minus TEXT"),
     };
-    let opts = GenerateOptions {
-        max_new_tokens: a.max_new_tokens,
-        temperature: a.temperature,
-        top_k: a.top_k,
-        top_p: a.top_p,
-        seed: a.seed,
-        stop_at_eos: !a.no_stop_at_eos,
-    };
+    let opts = a.s.options(!a.no_stop_at_eos);
     let (r, report) =
         with_interventions(&mut model, &a.i, ids.len(), |m, h| monitor(m, &ids, &opts, &a.hook, &direction, h))?;
     if a.m.json {

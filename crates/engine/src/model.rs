@@ -520,6 +520,12 @@ impl Model {
         self.ln_final.forward(resid, self.differentiable)
     }
 
+    /// The final norm's parameters as stored: weight `[d_model]`, bias
+    /// `[d_model]` (LayerNorm with a bias only) and epsilon.
+    pub fn final_norm_params(&self) -> (&Tensor, Option<&Tensor>, f32) {
+        (&self.ln_final.w, self.ln_final.b.as_ref(), self.ln_final.eps)
+    }
+
     /// Logits from normalised residual values `[.., d_model]` (logit lens: apply
     /// `final_norm` first).
     pub fn unembed(&self, x: &Tensor) -> Result<Tensor> {

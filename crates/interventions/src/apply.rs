@@ -92,10 +92,11 @@ pub struct Insert {
     pub times: usize,
 }
 
-#[derive(Clone, Copy)]
 enum ProjMode {
     Value(f32),
     Cap(f32),
+    /// The source run's projection ⟨h_src, û⟩ per point, `[1, t_src, (heads,) 1]`.
+    Source(HashMap<HookPoint, Tensor>),
 }
 
 struct Item {
@@ -287,6 +288,23 @@ fn build_vector(model: &Model, i: usize, field: &str, v: &Vector, hook: &[HookPo
     }
 }
 
+/// The values at `points` in a run on `source`, which must have the prompt's
+/// token length (`patch`, `set_projection` with `source`): `[1, t, ...]` each.
+fn source_run(model: &Model, i: usize, source: &str, prompt_len: usize, points: &[HookPoint]) -> Res<HashMap<HookPoint, Tensor>> {
+    let ids = model.tokenizer().encode(source).map_err(|e| e.to_string())?;
+    if ids.len() != prompt_len {
+        return Err(format!(
+            "intervention {i}: field 'source' has {} tokens but the prompt has {prompt_len}; patching needs equal lengths",
+            ids.len()
+        ));
+    }
+    let (_, cache) = model.run_with_cache(&ids, points).map_err(|e| e.to_string())?;
+    points
+        .iter()
+        .map(|p| Ok((*p, cache.get(p).expect("cached").unsqueeze(0).map_err(|e| e.to_string())?)))
+        .collect()
+}
+
 fn unit(i: usize, field: &str, v: Vec<f32>) -> Res<Tensor> {
     let n = v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
     if n == 0.0 {
@@ -427,34 +445,36 @@ impl Interventions {
                     }
                     (Kind::MeanOver(means), "mean")
                 }
-                Op::Patch { source } => {
-                    let ids = model.tokenizer().encode(source).map_err(|e| e.to_string())?;
-                    if ids.len() != prompt_len {
-                        return Err(format!(
-                            "intervention {i}: field 'source' has {} tokens but the prompt has {prompt_len}; patching needs equal lengths",
-                            ids.len()
-                        ));
-                    }
-                    let (_, cache) = model.run_with_cache(&ids, &points).map_err(|e| e.to_string())?;
-                    let vals = points.iter().map(|p| (*p, cache.get(p).expect("cached").unsqueeze(0).expect("unsqueeze"))).collect();
-                    (Kind::Patch(vals), "patch")
-                }
+                Op::Patch { source } => (Kind::Patch(source_run(model, i, source, prompt_len, &points)?), "patch"),
                 Op::ProjectOut { direction } => {
                     let v = build_vector(model, i, "direction", direction, &points, &mut warnings)?;
                     need_len("direction", &v)?;
                     (Kind::ProjectOut(unit(i, "direction", v)?), "project_out")
                 }
-                Op::SetProjection { direction, value, cap } => {
+                Op::SetProjection { direction, value, cap, source } => {
                     let v = build_vector(model, i, "direction", direction, &points, &mut warnings)?;
                     need_len("direction", &v)?;
-                    let mode = match (value, cap) {
-                        (Some(x), None) => ProjMode::Value(*x),
-                        (None, Some(c)) => ProjMode::Cap(*c),
-                        _ => return Err(format!("intervention {i}: give exactly one of 'value' or 'cap'")),
+                    let u = unit(i, "direction", v)?;
+                    let mode = match (value, cap, source) {
+                        (Some(x), None, None) => {
+                            check_finite(i, "value", &[*x])?;
+                            ProjMode::Value(*x)
+                        }
+                        (None, Some(c), None) => {
+                            check_finite(i, "cap", &[*c])?;
+                            ProjMode::Cap(*c)
+                        }
+                        (None, None, Some(s)) => {
+                            let mut projs = source_run(model, i, s, prompt_len, &points)?;
+                            for t in projs.values_mut() {
+                                let last = t.rank() - 1;
+                                *t = t.broadcast_mul(&u).and_then(|x| x.sum_keepdim(last)).map_err(|e| e.to_string())?;
+                            }
+                            ProjMode::Source(projs)
+                        }
+                        _ => return Err(format!("intervention {i}: give exactly one of 'value', 'cap' or 'source'")),
                     };
-                    let (ProjMode::Value(x) | ProjMode::Cap(x)) = mode;
-                    check_finite(i, "value/cap", &[x])?;
-                    (Kind::SetProjection(unit(i, "direction", v)?, mode), "set_projection")
+                    (Kind::SetProjection(u, mode), "set_projection")
                 }
                 Op::Knockout { keys } => {
                     if !scores_like {
@@ -777,13 +797,13 @@ impl Hook for Interventions {
                 Kind::Scale(f) => scale_masked(&x, &m, *f as f64)?,
                 Kind::Zero => scale_masked(&x, &m, 0.0)?,
                 Kind::MeanOfPrompt(means) => {
-                    if !means.contains_key(&ctx.point) {
+                    if let std::collections::hash_map::Entry::Vacant(e) = means.entry(ctx.point) {
                         if ctx.start_pos != 0 {
                             return Err(scalpel_engine::Error::input(format!(
                                 "intervention {}: 'mean' needs the whole prompt in one pass", it.index
                             )));
                         }
-                        means.insert(ctx.point, x.mean_keepdim(pos_axis)?);
+                        e.insert(x.mean_keepdim(pos_axis)?);
                     }
                     blend(&x, &m, &means[&ctx.point])?
                 }
@@ -806,11 +826,27 @@ impl Hook for Interventions {
                 }
                 Kind::SetProjection(u, mode) => {
                     let proj = x.broadcast_mul(u)?.sum_keepdim(shape.len() - 1)?;
-                    let target = match *mode {
-                        ProjMode::Value(c) => proj.ones_like()?.affine(c as f64, 0.0)?,
-                        ProjMode::Cap(c) => proj.clamp(f32::NEG_INFINITY, c)?,
+                    let target = match mode {
+                        ProjMode::Value(c) => proj.ones_like()?.affine(*c as f64, 0.0)?,
+                        ProjMode::Cap(c) => proj.clamp(f32::NEG_INFINITY, *c)?,
+                        ProjMode::Source(src) => {
+                            // Positions past the source's length (generated tokens)
+                            // have no source value: their projection is kept.
+                            let s = &src[&ctx.point];
+                            let len = shape[pos_axis];
+                            let have = s.dim(pos_axis)?.saturating_sub(ctx.start_pos).min(len);
+                            if have == 0 {
+                                continue;
+                            }
+                            let s = s.narrow(pos_axis, ctx.start_pos, have)?;
+                            if have < len {
+                                Tensor::cat(&[&s, &proj.narrow(pos_axis, have, len - have)?], pos_axis)?
+                            } else {
+                                s
+                            }
+                        }
                     };
-                    x.broadcast_add(&(target - proj)?.broadcast_mul(u)?.broadcast_mul(&m)?)?
+                    x.broadcast_add(&target.broadcast_sub(&proj)?.broadcast_mul(u)?.broadcast_mul(&m)?)?
                 }
                 Kind::Knockout(keys) => {
                     let kv_len = shape[3];

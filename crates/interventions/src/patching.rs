@@ -10,9 +10,13 @@
 //! each layer it starts from the base run's residual stream at that layer,
 //! reuses the base run's keys and values for the unchanged prefix, runs only
 //! the positions from the first patched one on, and batches every cell of the
-//! layer into one pass. A cell whose source and base values are bitwise equal
-//! (e.g. positions before the first differing token) is the base run itself
-//! and is not recomputed. The naive strategy runs one full forward per cell,
+//! layer into one pass (cells sorted by their first differing position and
+//! split into batches of at most `BATCH_TOKENS` rerun positions). A cell
+//! whose source and base values are bitwise equal (e.g. positions before the
+//! first differing token) is the base run itself and is not recomputed.
+//! Families: a position of a residual-width hook (layer × position), a head
+//! of `attn.hook_z` over all positions (layer × head), or a head at one
+//! position (`head_z_pos`: rows layer × head, columns positions). The naive strategy runs one full forward per cell,
 //! like TransformerLens's patching helpers; both give the same matrix.
 
 use web_time::Instant;
@@ -34,6 +38,8 @@ pub enum PatchSite {
     MlpOut,
     /// `attn.hook_z`, one cell per (layer, head), all positions.
     HeadZ,
+    /// `attn.hook_z`, one cell per (layer, head, position).
+    HeadZPos,
 }
 
 impl PatchSite {
@@ -44,12 +50,12 @@ impl PatchSite {
             PatchSite::ResidPost => Site::ResidPost,
             PatchSite::AttnOut => Site::AttnOut,
             PatchSite::MlpOut => Site::MlpOut,
-            PatchSite::HeadZ => Site::Z,
+            PatchSite::HeadZ | PatchSite::HeadZPos => Site::Z,
         }
     }
     pub fn parse(s: &str) -> Result<Self> {
         serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| {
-            Error::input(format!("hook family '{s}' is not one of: resid_pre, resid_mid, resid_post, attn_out, mlp_out, head_z"))
+            Error::input(format!("hook family '{s}' is not one of: resid_pre, resid_mid, resid_post, attn_out, mlp_out, head_z, head_z_pos"))
         })
     }
 }
@@ -118,10 +124,13 @@ pub struct PatchRequest {
 pub struct PatchResult {
     pub site: PatchSite,
     pub metric: Metric,
-    /// Layers.
+    /// Layers, or layers × heads for `head_z_pos` (row r: layer r / heads_per_layer,
+    /// head r % heads_per_layer).
     pub rows: usize,
     /// Positions, or heads for `head_z`.
     pub cols: usize,
+    /// For `head_z_pos`: the heads per layer, to label row r `L{r / h}.H{r % h}`.
+    pub heads_per_layer: Option<usize>,
     pub values: Vec<Vec<f32>>,
     /// The metric on the unpatched clean and corrupted runs.
     pub clean: f32,
@@ -157,8 +166,16 @@ struct Run {
 }
 
 impl Run {
-    fn hook(&self) -> Option<EmbedNoise> {
-        self.noise.as_ref().map(|n| EmbedNoise { noise: n.clone() })
+    /// A forward pass on this run's ids, with its embedding noise, then `extra`;
+    /// last-position logits.
+    fn forward(&self, model: &Model, kv: Option<&mut KvCache>, extra: &mut dyn Hook) -> Result<Tensor> {
+        let mut noise = self.noise.as_ref().map(|n| EmbedNoise { noise: n.clone() });
+        let mut hooks = HookList::new();
+        if let Some(n) = noise.as_mut() {
+            hooks.push(n);
+        }
+        hooks.push(extra);
+        model.forward(&model.ids_tensor(&self.ids)?, kv, Some(&mut hooks), Logits::Last)
     }
 }
 
@@ -226,15 +243,27 @@ fn last_rows(logits: &Tensor) -> Result<Vec<Vec<f32>>> {
     Ok(logits.narrow(1, t - 1, 1)?.reshape((b, v))?.to_vec2()?)
 }
 
-/// Replaces, for each batch item, one cell (a position, or a head over all
-/// positions) at one hook point with the source value.
+/// One cell of a sweep: where it goes in the matrix and what it patches.
+#[derive(Clone, Copy, Debug)]
+struct Cell {
+    /// Row within the layer (the head for `head_z_pos`, else 0) and column.
+    row: usize,
+    col: usize,
+    /// The head patched (None: the whole hook) and the position (None: all).
+    head: Option<usize>,
+    pos: Option<usize>,
+    /// First position where source and base differ (where a rerun starts).
+    first: usize,
+}
+
+/// Replaces, for each batch item, one cell (a position, a head over all
+/// positions, or a head at one position) at one hook point with the source value.
 struct CellPatch<'a> {
     point: HookPoint,
     /// Source value `[1, t_full, ...]` at `point`.
     source: &'a Tensor,
-    /// Column of each batch item.
-    cols: Vec<usize>,
-    heads: bool,
+    /// The cell of each batch item.
+    cells: Vec<Cell>,
 }
 
 impl Hook for CellPatch<'_> {
@@ -243,23 +272,26 @@ impl Hook for CellPatch<'_> {
     }
     fn call(&mut self, ctx: &HookCtx, x: &Tensor) -> Result<Option<Tensor>> {
         let dims = x.dims().to_vec();
-        let b = dims[0];
+        let (b, seq) = (dims[0], dims[1]);
         let src = self.source.narrow(1, ctx.start_pos, ctx.seq_len)?;
+        // Mask [b, seq, heads, 1] on per-head hooks, [b, seq, 1] otherwise.
+        let heads = if dims.len() == 4 { dims[2] } else { 1 };
         let mut mdims = vec![1usize; dims.len()];
         mdims[0] = b;
-        let mut m;
-        if self.heads {
-            mdims[2] = dims[2];
-            m = vec![0f32; b * dims[2]];
-            for (i, &h) in self.cols.iter().enumerate() {
-                m[i * dims[2] + h] = 1.0;
-            }
-        } else {
-            mdims[1] = dims[1];
-            m = vec![0f32; b * dims[1]];
-            for (i, &p) in self.cols.iter().enumerate() {
-                if p >= ctx.start_pos && p < ctx.start_pos + ctx.seq_len {
-                    m[i * dims[1] + (p - ctx.start_pos)] = 1.0;
+        mdims[1] = seq;
+        if dims.len() == 4 {
+            mdims[2] = heads;
+        }
+        let mut m = vec![0f32; b * seq * heads];
+        for (i, c) in self.cells.iter().enumerate() {
+            for p in 0..seq {
+                if c.pos.is_some_and(|q| q != ctx.start_pos + p) {
+                    continue;
+                }
+                for h in 0..heads {
+                    if c.head.is_none_or(|k| k == h) {
+                        m[(i * seq + p) * heads + h] = 1.0;
+                    }
                 }
             }
         }
@@ -268,6 +300,9 @@ impl Hook for CellPatch<'_> {
         Ok(Some(kept.broadcast_add(&src.broadcast_mul(&m)?)?))
     }
 }
+
+/// Token positions one batched rerun may hold (cells × positions rerun).
+const BATCH_TOKENS: usize = 4096;
 
 /// Runs the sweep. `progress(done_rows, total_rows)` returns false to cancel.
 /// Checks the request and builds the clean and corrupted runs.
@@ -331,14 +366,7 @@ pub fn sweep(model: &Model, req: &PatchRequest, progress: &mut dyn FnMut(usize, 
     // Clean and corrupted logits for the metric's reference points.
     let run_full = |run: &Run, cache_pts: &[HookPoint], kv: Option<&mut KvCache>| -> Result<(Vec<f32>, ActivationCache)> {
         let mut acts = ActivationCache::new(cache_pts.iter().copied());
-        let mut noise = run.hook();
-        let mut hooks = HookList::new();
-        if let Some(n) = noise.as_mut() {
-            hooks.push(n);
-        }
-        hooks.push(&mut acts);
-        let logits = model.forward(&model.ids_tensor(&run.ids)?, kv, Some(&mut hooks), Logits::Last)?;
-        drop(hooks);
+        let logits = run.forward(model, kv, &mut acts)?;
         Ok((last_rows(&logits)?.remove(0), acts))
     };
     let mut base_kv = KvCache::new(cfg);
@@ -365,57 +393,88 @@ pub fn sweep(model: &Model, req: &PatchRequest, progress: &mut dyn FnMut(usize, 
         ));
     }
     let base_score = scorer.score(&base_logits);
-    let heads = req.site == PatchSite::HeadZ;
-    let cols = if heads { cfg.n_heads } else { t };
-    let mut values = vec![vec![base_score; cols]; layers];
+    let n_heads = cfg.n_heads;
+    let (rows_per_layer, cols) = match req.site {
+        PatchSite::HeadZ => (1, n_heads),
+        PatchSite::HeadZPos => (n_heads, t),
+        _ => (1, t),
+    };
+    let mut values = vec![vec![base_score; cols]; layers * rows_per_layer];
     let mut computed = 0;
 
     for l in 0..layers {
         let point = points[l];
         let src = source_acts.get(&point).expect("cached");
         let bas = base_acts.get(&point).expect("cached");
-        // Which cells differ, and from which position on.
-        let mut cells: Vec<(usize, usize)> = Vec::new(); // (col, first differing position)
-        for c in 0..cols {
-            let first = if heads {
-                first_diff(&src.narrow(2, c, 1)?, &bas.narrow(2, c, 1)?, t)?
-            } else {
-                first_diff(&src.narrow(1, c, 1)?, &bas.narrow(1, c, 1)?, 1)?.map(|_| c)
+        let sv: Vec<f32> = src.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let bv: Vec<f32> = bas.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let per_pos = sv.len() / t;
+        // Whether source and base differ (bitwise) at position p, in head h or anywhere.
+        let differs = |p: usize, h: Option<usize>| -> bool {
+            let (a, b) = match h {
+                None => (p * per_pos, (p + 1) * per_pos),
+                Some(h) => {
+                    let dh = per_pos / n_heads;
+                    (p * per_pos + h * dh, p * per_pos + (h + 1) * dh)
+                }
             };
-            if let Some(p) = first {
-                cells.push((c, p));
+            sv[a..b].iter().zip(&bv[a..b]).any(|(x, y)| x.to_bits() != y.to_bits())
+        };
+        // Every cell of the layer, with the first position where it differs
+        // (None: source and base are equal there, the cell is the base run).
+        let mut all: Vec<(Cell, bool)> = Vec::new();
+        match req.site {
+            PatchSite::HeadZ => {
+                for h in 0..n_heads {
+                    let first = (0..t).find(|&p| differs(p, Some(h)));
+                    all.push((Cell { row: 0, col: h, head: Some(h), pos: None, first: first.unwrap_or(0) }, first.is_some()));
+                }
+            }
+            PatchSite::HeadZPos => {
+                for h in 0..n_heads {
+                    for p in 0..t {
+                        all.push((Cell { row: h, col: p, head: Some(h), pos: Some(p), first: p }, differs(p, Some(h))));
+                    }
+                }
+            }
+            _ => {
+                for p in 0..t {
+                    all.push((Cell { row: 0, col: p, head: None, pos: Some(p), first: p }, differs(p, None)));
+                }
             }
         }
+        let row0 = l * rows_per_layer;
         match req.strategy {
             // One full forward per cell, every cell, as TransformerLens does.
             Strategy::Naive => {
-                computed += cols;
-                for c in 0..cols {
-                    let mut patch = CellPatch { point, source: src, cols: vec![c], heads };
-                    let mut noise = base.hook();
-                    let mut hooks = HookList::new();
-                    if let Some(n) = noise.as_mut() {
-                        hooks.push(n);
-                    }
-                    hooks.push(&mut patch);
-                    let logits = model.forward(&model.ids_tensor(&base.ids)?, None, Some(&mut hooks), Logits::Last)?;
-                    values[l][c] = scorer.score(&last_rows(&logits)?[0]);
+                computed += all.len();
+                for &(cell, _) in &all {
+                    let mut patch = CellPatch { point, source: src, cells: vec![cell] };
+                    let logits = base.forward(model, None, &mut patch)?;
+                    values[row0 + cell.row][cell.col] = scorer.score(&last_rows(&logits)?[0]);
                 }
             }
-            Strategy::Fast if cells.is_empty() => {}
             Strategy::Fast => {
+                let mut cells: Vec<Cell> = all.iter().filter(|c| c.1).map(|c| c.0).collect();
                 computed += cells.len();
-                let p_min = cells.iter().map(|c| c.1).min().expect("non-empty");
-                let b = cells.len();
-                let resid = base_acts.get(&resid_points[l]).expect("cached").narrow(1, p_min, t - p_min)?;
-                let resid = resid.broadcast_as((b, t - p_min, cfg.d_model))?.contiguous()?;
-                let mut kv = base_kv.clone();
-                kv.truncate(p_min)?;
-                let mut patch = CellPatch { point, source: src, cols: cells.iter().map(|c| c.0).collect(), heads };
-                let kv = if p_min > 0 { Some(&mut kv) } else { None };
-                let logits = model.forward_from(l, resid, p_min, kv, Some(&mut patch), Logits::Last)?;
-                for (row, &(c, _)) in last_rows(&logits)?.iter().zip(&cells) {
-                    values[l][c] = scorer.score(row);
+                // Cells that start late rerun fewer positions: group them so.
+                cells.sort_by_key(|c| c.first);
+                let mut rest = cells.as_slice();
+                while !rest.is_empty() {
+                    let p_min = rest[0].first;
+                    let b = (BATCH_TOKENS / (t - p_min)).clamp(1, rest.len());
+                    let (chunk, tail) = rest.split_at(b);
+                    rest = tail;
+                    let resid = base_acts.get(&resid_points[l]).expect("cached").narrow(1, p_min, t - p_min)?;
+                    let resid = resid.broadcast_as((b, t - p_min, cfg.d_model))?.contiguous()?;
+                    let mut kv = base_kv.clone();
+                    kv.truncate(p_min)?;
+                    let mut patch = CellPatch { point, source: src, cells: chunk.to_vec() };
+                    let kv = if p_min > 0 { Some(&mut kv) } else { None };
+                    let logits = model.forward_from(l, resid, p_min, kv, Some(&mut patch), Logits::Last)?;
+                    for (row, cell) in last_rows(&logits)?.iter().zip(chunk) {
+                        values[row0 + cell.row][cell.col] = scorer.score(row);
+                    }
                 }
             }
         }
@@ -426,8 +485,9 @@ pub fn sweep(model: &Model, req: &PatchRequest, progress: &mut dyn FnMut(usize, 
     Ok(PatchResult {
         site: req.site,
         metric: req.metric,
-        rows: layers,
+        rows: layers * rows_per_layer,
         cols,
+        heads_per_layer: (req.site == PatchSite::HeadZPos).then_some(n_heads),
         values,
         clean: scorer.score(clean_logits),
         corrupt: scorer.score(corrupt_logits),
@@ -437,25 +497,6 @@ pub fn sweep(model: &Model, req: &PatchRequest, progress: &mut dyn FnMut(usize, 
         corrupt_ld: scorer.ld_corrupt,
         clean_logprobs: scorer.clean_logprobs.clone(),
     })
-}
-
-/// First position (axis 1, of `t`) where `a` and `b` differ bitwise; for a
-/// one-position slice (`t == 1`) returns Some(0) if they differ at all.
-fn first_diff(a: &Tensor, b: &Tensor, t: usize) -> Result<Option<usize>> {
-    let a = a.to_dtype(DType::F32)?.squeeze(0)?;
-    let b = b.to_dtype(DType::F32)?.squeeze(0)?;
-    let n = a.dim(0)?;
-    debug_assert!(t == 1 || n == t);
-    let av: Vec<f32> = a.flatten_all()?.to_vec1()?;
-    let bv: Vec<f32> = b.flatten_all()?.to_vec1()?;
-    let per = av.len() / n;
-    for p in 0..n {
-        let (x, y) = (&av[p * per..(p + 1) * per], &bv[p * per..(p + 1) * per]);
-        if x.iter().zip(y).any(|(u, v)| u.to_bits() != v.to_bits()) {
-            return Ok(Some(p));
-        }
-    }
-    Ok(None)
 }
 
 /// Adds a zero `Var` at chosen points, so the backward pass yields the
@@ -489,9 +530,9 @@ pub struct AttributionResult {
     pub attribution_seconds: f64,
 }
 
-/// Attribution patching (Nanda; Syed et al.): metric(patched) ≈ metric(base)
-/// + (source − base) · ∂metric/∂activation, with the gradient from one
-/// backward pass through the base run. Needs f32 precision.
+/// Attribution patching (Nanda; Syed et al.): metric(patched) ≈
+/// metric(base) + (source − base) · ∂metric/∂activation, with the gradient
+/// from one backward pass through the base run. Needs f32 precision.
 pub fn attribution(model: &mut Model, req: &PatchRequest) -> Result<AttributionResult> {
     let exact = sweep(model, &PatchRequest { strategy: Strategy::Fast, ..req.clone() }, &mut |_, _| true)?;
     let t0 = Instant::now();
@@ -504,26 +545,10 @@ pub fn attribution(model: &mut Model, req: &PatchRequest) -> Result<AttributionR
     let points: Vec<HookPoint> = (0..cfg.n_layers).map(|l| HookPoint::block(l, req.site.site())).collect();
     // Source activations (no gradient needed).
     let mut acts = ActivationCache::new(points.iter().copied());
-    {
-        let mut noise = source.hook();
-        let mut hooks = HookList::new();
-        if let Some(n) = noise.as_mut() {
-            hooks.push(n);
-        }
-        hooks.push(&mut acts);
-        model.forward(&model.ids_tensor(&source.ids)?, None, Some(&mut hooks), Logits::Last)?;
-    }
+    source.forward(model, None, &mut acts)?;
     model.set_differentiable(true)?;
     let mut probe = GradProbe { points: points.clone(), taken: Vec::new() };
-    let logits = {
-        let mut noise = base.hook();
-        let mut hooks = HookList::new();
-        if let Some(n) = noise.as_mut() {
-            hooks.push(n);
-        }
-        hooks.push(&mut probe);
-        model.forward(&model.ids_tensor(&base.ids)?, None, Some(&mut hooks), Logits::Last)
-    };
+    let logits = base.forward(model, None, &mut probe);
     model.set_differentiable(false)?;
     let row = logits?.flatten_all()?;
     let (a, w) = (req.answer as usize, req.wrong as usize);
@@ -543,21 +568,23 @@ pub fn attribution(model: &mut Model, req: &PatchRequest) -> Result<AttributionR
     };
     let base_value = metric.to_scalar::<f32>()?;
     let grads = metric.backward()?;
-    let heads = req.site == PatchSite::HeadZ;
-    let cols = exact.cols;
-    let mut values = vec![vec![0f32; cols]; cfg.n_layers];
+    let mut values = vec![vec![0f32; exact.cols]; exact.rows];
     for (point, var, base_val) in &probe.taken {
         let l = point.layer.expect("block point");
         let g = grads.get(var.as_tensor()).cloned().unwrap_or(var.as_tensor().zeros_like()?);
         let delta = (acts.get(point).expect("cached") - base_val)?;
         let prod = (g * delta)?.squeeze(0)?; // [t, ...] or [t, h, d]
-        let per_col: Vec<f32> = if heads {
-            prod.sum(2)?.sum(0)?.to_vec1()?
-        } else {
-            prod.flatten_from(1)?.sum(1)?.to_vec1()?
+        // (row within the layer, values along the columns)
+        let per_row: Vec<Vec<f32>> = match req.site {
+            PatchSite::HeadZ => vec![prod.sum(2)?.sum(0)?.to_vec1()?],
+            PatchSite::HeadZPos => prod.sum(2)?.t()?.to_vec2()?, // [h, t]
+            _ => vec![prod.flatten_from(1)?.sum(1)?.to_vec1()?],
         };
-        for (c, v) in per_col.iter().enumerate() {
-            values[l][c] = base_value + v;
+        let rows_per_layer = per_row.len();
+        for (r, row) in per_row.iter().enumerate() {
+            for (c, v) in row.iter().enumerate() {
+                values[l * rows_per_layer + r][c] = base_value + v;
+            }
         }
     }
     let attribution_seconds = t0.elapsed().as_secs_f64();

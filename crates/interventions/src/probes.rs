@@ -9,6 +9,7 @@
 //! is deterministic; the only randomness is the stratified train/held-out
 //! split, drawn from a seeded ChaCha RNG (the same split on every platform).
 
+use nalgebra::DVector;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use scalpel_engine::{HookPoint, Site};
@@ -55,6 +56,37 @@ fn solve(a: nalgebra::DMatrix<f64>, rhs: nalgebra::DVector<f64>) -> Res<nalgebra
     a.lu().solve(&rhs).ok_or_else(|| "the probe's Newton system is singular".to_owned())
 }
 
+/// Damped Newton's method, shared by the primal and the dual fit: at most
+/// 100 iterations of x ← x − t·step, t halved from 1 until `obj` decreases
+/// enough (Armijo, 1e-4) or t < 1e-10. `newton_step(x)` gives the Newton
+/// step and the slope g·step, or None once the gradient vanishes. Returns x
+/// and the iteration count.
+fn newton(
+    mut x: DVector<f64>,
+    obj: impl Fn(&DVector<f64>) -> f64,
+    mut newton_step: impl FnMut(&DVector<f64>) -> Res<Option<(DVector<f64>, f64)>>,
+) -> Res<(DVector<f64>, usize)> {
+    let mut it = 0;
+    while it < 100 {
+        let Some((step, slope)) = newton_step(&x)? else { break };
+        let f0 = obj(&x);
+        let mut tt = 1.0;
+        loop {
+            let nx = &x - tt * &step;
+            if obj(&nx) <= f0 - 1e-4 * tt * slope || tt < 1e-10 {
+                x = nx;
+                break;
+            }
+            tt *= 0.5;
+        }
+        it += 1;
+        if tt * step.norm() < 1e-12 {
+            break;
+        }
+    }
+    Ok((x, it))
+}
+
 impl LogReg {
     /// Fits on examples `xs` (all the same length) with labels `ys`.
     pub fn fit(xs: &[&[f32]], ys: &[bool], l2: f64) -> Res<LogReg> {
@@ -92,17 +124,17 @@ impl LogReg {
         let nf = n as f64;
         let loss = |s: &[f64]| -> f64 { s.iter().zip(&t).map(|(&s, &y)| softplus(s) - y * s).sum::<f64>() / nf };
         let (w, b, iterations) = if d <= n {
-            // Primal Newton on (w, b).
-            let (mut w, mut b) = (vec![0f64; d], 0f64);
-            let scores = |w: &[f64], b: f64| -> Vec<f64> { z.iter().map(|zi| zi.iter().zip(w).map(|(a, c)| a * c).sum::<f64>() + b).collect() };
-            let obj = |w: &[f64], b: f64| -> f64 { loss(&scores(w, b)) + 0.5 * l2 * w.iter().map(|x| x * x).sum::<f64>() };
-            let mut it = 0;
-            while it < 100 {
-                let s = scores(&w, b);
+            // Primal Newton on x = (w, b).
+            let scores = |x: &DVector<f64>| -> Vec<f64> {
+                z.iter().map(|zi| zi.iter().zip(x.iter()).map(|(a, c)| a * c).sum::<f64>() + x[d]).collect()
+            };
+            let obj = |x: &DVector<f64>| -> f64 { loss(&scores(x)) + 0.5 * l2 * x.rows(0, d).iter().map(|v| v * v).sum::<f64>() };
+            let (x, it) = newton(DVector::zeros(d + 1), obj, |x| {
+                let s = scores(x);
                 let p: Vec<f64> = s.iter().map(|&v| sigmoid(v)).collect();
                 let r: Vec<f64> = p.iter().zip(&t).map(|(p, y)| (p - y) / nf).collect();
                 let wt: Vec<f64> = p.iter().map(|p| p * (1.0 - p) / nf).collect();
-                let mut g = nalgebra::DVector::<f64>::zeros(d + 1);
+                let mut g = DVector::<f64>::zeros(d + 1);
                 for (zi, ri) in z.iter().zip(&r) {
                     for j in 0..d {
                         g[j] += zi[j] * ri;
@@ -110,10 +142,10 @@ impl LogReg {
                     g[d] += ri;
                 }
                 for j in 0..d {
-                    g[j] += l2 * w[j];
+                    g[j] += l2 * x[j];
                 }
                 if g.norm() < 1e-10 {
-                    break;
+                    return Ok(None);
                 }
                 let mut h = nalgebra::DMatrix::<f64>::zeros(d + 1, d + 1);
                 for (zi, wi) in z.iter().zip(&wt) {
@@ -136,46 +168,31 @@ impl LogReg {
                 }
                 h[(d, d)] += 1e-12;
                 let step = solve(h, g.clone())?;
-                let f0 = obj(&w, b);
                 let slope = g.dot(&step);
-                let mut tt = 1.0;
-                loop {
-                    let nw: Vec<f64> = w.iter().enumerate().map(|(j, x)| x - tt * step[j]).collect();
-                    let nb = b - tt * step[d];
-                    if obj(&nw, nb) <= f0 - 1e-4 * tt * slope || tt < 1e-10 {
-                        w = nw;
-                        b = nb;
-                        break;
-                    }
-                    tt *= 0.5;
-                }
-                it += 1;
-                if tt * step.norm() < 1e-12 {
-                    break;
-                }
-            }
-            (w, b, it)
+                Ok(Some((step, slope)))
+            })?;
+            (x.rows(0, d).iter().copied().collect(), x[d], it)
         } else {
-            // Newton in the span of the examples: w = Zᵀa, scores = K a + b.
+            // Newton in the span of the examples: x = (a, b), w = Zᵀa, scores = K a + b.
             let k = nalgebra::DMatrix::<f64>::from_fn(n, n, |i, j| z[i].iter().zip(&z[j]).map(|(a, c)| a * c).sum());
-            let (mut a, mut b) = (nalgebra::DVector::<f64>::zeros(n), 0f64);
-            let obj = |a: &nalgebra::DVector<f64>, b: f64| -> f64 {
+            let obj = |x: &DVector<f64>| -> f64 {
+                let a = x.rows(0, n);
                 let ka = &k * a;
-                let s: Vec<f64> = ka.iter().map(|v| v + b).collect();
+                let s: Vec<f64> = ka.iter().map(|v| v + x[n]).collect();
                 loss(&s) + 0.5 * l2 * a.dot(&ka)
             };
-            let mut it = 0;
-            while it < 100 {
-                let ka = &k * &a;
+            let (x, it) = newton(DVector::zeros(n + 1), obj, |x| {
+                let (a, b) = (x.rows(0, n), x[n]);
+                let ka = &k * a;
                 let p: Vec<f64> = ka.iter().map(|v| sigmoid(v + b)).collect();
-                let r = nalgebra::DVector::<f64>::from_iterator(n, p.iter().zip(&t).map(|(p, y)| (p - y) / nf));
+                let r = DVector::<f64>::from_iterator(n, p.iter().zip(&t).map(|(p, y)| (p - y) / nf));
                 let wt: Vec<f64> = p.iter().map(|p| p * (1.0 - p) / nf).collect();
-                let v = &r + l2 * &a;
+                let v = &r + l2 * a;
                 let rsum = r.sum();
                 let kv = &k * &v;
                 let gnorm2 = v.dot(&kv) + rsum * rsum;
                 if gnorm2.sqrt() < 1e-10 {
-                    break;
+                    return Ok(None);
                 }
                 let mut m = nalgebra::DMatrix::<f64>::zeros(n + 1, n + 1);
                 for i in 0..n {
@@ -187,36 +204,20 @@ impl LogReg {
                     m[(i, n)] = wt[i];
                 }
                 m[(n, n)] = wt.iter().sum::<f64>() + 1e-12;
-                let mut rhs = nalgebra::DVector::<f64>::zeros(n + 1);
+                let mut rhs = DVector::<f64>::zeros(n + 1);
                 rhs.rows_mut(0, n).copy_from(&v);
                 rhs[n] = rsum;
                 let step = m.lu().solve(&rhs).ok_or("the probe's Newton system is singular")?;
-                let (da, db) = (step.rows(0, n).into_owned(), step[n]);
-                let slope = kv.dot(&da) + rsum * db;
-                let f0 = obj(&a, b);
-                let mut tt = 1.0;
-                loop {
-                    let na = &a - tt * &da;
-                    let nb = b - tt * db;
-                    if obj(&na, nb) <= f0 - 1e-4 * tt * slope || tt < 1e-10 {
-                        a = na;
-                        b = nb;
-                        break;
-                    }
-                    tt *= 0.5;
-                }
-                it += 1;
-                if tt * step.norm() < 1e-12 {
-                    break;
-                }
-            }
+                let slope = kv.dot(&step.rows(0, n)) + rsum * step[n];
+                Ok(Some((step, slope)))
+            })?;
             let mut w = vec![0f64; d];
-            for (zi, ai) in z.iter().zip(a.iter()) {
+            for (zi, ai) in z.iter().zip(x.rows(0, n).iter()) {
                 for (wj, zj) in w.iter_mut().zip(zi) {
                     *wj += ai * zj;
                 }
             }
-            (w, b, it)
+            (w, x[n], it)
         };
         Ok(LogReg { mean, scale, w, b, iterations })
     }

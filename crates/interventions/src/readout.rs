@@ -116,38 +116,21 @@ fn run_cached(
     Ok((logits, cache))
 }
 
-fn cached<'a>(cache: &'a ActivationCache, p: HookPoint) -> Result<&'a Tensor> {
+fn cached(cache: &ActivationCache, p: HookPoint) -> Result<&Tensor> {
     cache.get(&p).ok_or_else(|| Error::input(format!("hook '{}' was not reached", p.name())))
 }
 
 /// The final norm's weight and bias, `[d_model]` each (bias only for
-/// LayerNorm).
-///
-/// Read through `Model::final_norm` (the engine has no accessor for them
-/// yet): RMSNorm(1) = w / sqrt(1 + eps); LayerNorm(0) = b and
-/// LayerNorm(±1 alternating) = ±w / sqrt(1 + eps) + b. Exact to f32 rounding.
+/// LayerNorm: zeros when the model has none), as the model stores them.
 pub fn final_norm_params(model: &Model) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
-    let d = model.config.d_model;
-    let k = (1.0 + model.config.norm_eps).sqrt();
-    let probe = |x: Vec<f32>| -> Result<Vec<f32>> {
-        Ok(model.final_norm(&Tensor::from_vec(x, (1, d), &Device::Cpu)?)?.flatten_all()?.to_vec1()?)
+    let (w, b, _) = model.final_norm_params();
+    let w: Vec<f32> = w.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1()?;
+    let b = match (model.config.norm, b) {
+        (NormKind::Rms, _) => None,
+        (NormKind::Layer, Some(b)) => Some(b.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1()?),
+        (NormKind::Layer, None) => Some(vec![0f32; w.len()]),
     };
-    match model.config.norm {
-        NormKind::Rms => {
-            let y = probe(vec![1.0; d])?;
-            Ok((y.iter().map(|&v| (v as f64 * k) as f32).collect(), None))
-        }
-        NormKind::Layer => {
-            if d % 2 != 0 {
-                return Err(Error::input("reading a LayerNorm's weight needs an even d_model"));
-            }
-            let b = probe(vec![0.0; d])?;
-            let sign = |i: usize| if i % 2 == 0 { 1.0f32 } else { -1.0 };
-            let y = probe((0..d).map(sign).collect())?;
-            let w = (0..d).map(|i| ((y[i] - b[i]) as f64 * k * sign(i) as f64) as f32).collect();
-            Ok((w, Some(b)))
-        }
-    }
+    Ok((w, b))
 }
 
 fn row_of(t: &Tensor, i: usize) -> Result<Vec<f32>> {

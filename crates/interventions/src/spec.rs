@@ -62,13 +62,17 @@ pub enum Op {
     Patch { source: String },
     /// Remove the component along a direction.
     ProjectOut { direction: Vector },
-    /// Set the component along a direction to `value`, or cap it at `cap`.
+    /// Set the component along a direction to `value`, cap it at `cap`, or
+    /// set it to its value in a run on `source` at the same hook and position
+    /// (1-D subspace patching; `source` as in `patch`).
     SetProjection {
         direction: Vector,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         value: Option<f32>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cap: Option<f32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<String>,
     },
     /// Block attention from query `positions` to `keys` (on hook_attn_scores:
     /// −∞ before the softmax; on hook_pattern: 0 after it).
@@ -230,7 +234,7 @@ fn op_fields(op: &str) -> Option<&'static [&'static str]> {
         "mean" => &["over"],
         "patch" => &["source"],
         "project_out" => &["direction"],
-        "set_projection" => &["direction", "value", "cap"],
+        "set_projection" => &["direction", "value", "cap", "source"],
         "knockout" => &["keys"],
         "kv_add" => &["vector", "scale"],
         "low_rank" => &["matrix", "rank"],
@@ -372,6 +376,20 @@ fn parse_items(items: &[serde_json::Value], path: &str) -> Result<Vec<Interventi
         for f in ["vector", "direction"] {
             if let Some(v) = o.get(f) {
                 check_vector(v).map_err(|e| format!("intervention {name} (op '{op}'): field '{f}': {e}"))?;
+            }
+        }
+        if op == "set_projection" {
+            let given: Vec<&str> = ["value", "cap", "source"].into_iter().filter(|f| o.contains_key(*f)).collect();
+            if given.len() != 1 {
+                let what = if given.is_empty() { "none".to_owned() } else { format!("'{}'", given.join("' and '")) };
+                return Err(format!(
+                    "intervention {name} (op 'set_projection'): give exactly one of 'value' (a constant), 'cap' (an upper bound) or 'source' (a prompt whose run gives the value), not {what}"
+                ));
+            }
+            if let Some(src) = o.get("source") {
+                if !src.is_string() {
+                    return Err(format!("intervention {name} (op 'set_projection'): field 'source' must be a prompt (a string)"));
+                }
             }
         }
         if op == "conditional" {

@@ -121,7 +121,8 @@ pub struct PatchSpec {
     pub corrupt: String,
     pub answer: String,
     pub wrong: String,
-    /// resid_pre | resid_mid | resid_post | attn_out | mlp_out | head_z.
+    /// resid_pre | resid_mid | resid_post | attn_out | mlp_out | head_z
+    /// (layer × head) | head_z_pos (layer·head × position).
     pub family: String,
     /// logit_diff_norm | logit_diff | prob | kl.
     pub metric: String,
@@ -251,7 +252,8 @@ pub struct PatchOutcome {
     pub metric: String,
     pub rows: u32,
     pub cols: u32,
-    /// `values[row][col]`; rows are layers; cols positions (heads for head_z).
+    /// `values[row][col]`; rows are layers (layer·head for head_z_pos);
+    /// cols positions (heads for head_z).
     pub values: Vec<Vec<f32>>,
     pub row_labels: Vec<String>,
     pub col_labels: Vec<String>,

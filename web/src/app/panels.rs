@@ -286,7 +286,7 @@ pub fn PatchPanel() -> impl IntoView {
                 <div class="row">
                     <label>"Hook "
                         <select aria-label="Hook family" on:change=move |ev| { let v = event_target_value(&ev); st.update(|s| s.patch.family = v) }>
-                            {["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "head_z"].into_iter().map(|f| view! { <option value=f selected=move || st.with(|s| s.patch.family == f)>{f}</option> }).collect_view()}
+                            {["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "head_z", "head_z_pos"].into_iter().map(|f| view! { <option value=f selected=move || st.with(|s| s.patch.family == f)>{f}</option> }).collect_view()}
                         </select>
                     </label>
                     <label>"Metric "

@@ -382,7 +382,10 @@ pub fn patch(spec: &PatchSpec) -> R<()> {
             }
             Err(err) => return Err(e(err)),
         };
-        let row_labels = (0..r.rows).map(|l| format!("L{l}")).collect();
+        let row_labels = match r.heads_per_layer {
+            Some(h) if h > 0 => (0..r.rows).map(|i| format!("L{}.H{}", i / h, i % h)).collect(),
+            _ => (0..r.rows).map(|l| format!("L{l}")).collect(),
+        };
         let col_labels = if req.site == patching::PatchSite::HeadZ {
             (0..r.cols).map(|h| format!("H{h}")).collect()
         } else {

@@ -266,18 +266,20 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
     }
   });
 
-  test('malformed and hostile links are rejected or rendered as text', { timeout: 10 * MINUTE }, async () => {
+  test('malformed and hostile links are rejected with a message or rendered as text', { timeout: 10 * MINUTE }, async () => {
+    const linkError = () => page.getByRole('alert', { name: 'Link error' });
     await open(page, `${URL}#s=!!!not-base64`);
-    await until(page, async () => (await alertText(page)).length > 0, MINUTE, 'an error');
-    assert.match(await alertText(page), /This link could not be opened: the link's state is not valid base64url/);
     await waitState(page, 'ready', 5 * MINUTE, logs);
+    assert.match(await linkError().textContent(), /This link could not be opened: the link's state is not valid base64url/);
     assert.equal(await page.getByRole('textbox', { name: 'Prompt', exact: true }).inputValue(), 'I think dogs are', 'defaults are used');
     await screenshot(page, '08-bad-link');
     // Valid base64, wrong shape / out-of-range fields.
     const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
     await open(page, `${URL}#s=${b64({ v: 1, hello: 'x' })}`);
-    await until(page, async () => (await alertText(page)).length > 0, MINUTE, 'an error');
-    assert.match(await alertText(page), /not valid/);
+    await until(page, async () => (await linkError().count()) > 0, MINUTE, 'a link error');
+    assert.match(await linkError().textContent(), /not valid/);
+    await page.getByRole('button', { name: 'Dismiss the link error' }).click();
+    assert.equal(await linkError().count(), 0);
     // A prompt carrying markup is shown as text, never parsed as HTML.
     const state = JSON.parse(Buffer.from(new globalThis.URL(page.url()).hash.slice(3), 'base64url').toString());
     state.prompt = '<img src=x onerror="window.__pwned=1">hi';
@@ -287,10 +289,16 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
     await waitCompare(page, 3 * MINUTE, logs);
     assert.equal(await page.evaluate(() => window.__pwned), undefined);
     assert.equal(await page.locator('img').count(), 0);
+    assert.equal(await linkError().count(), 0);
     state.sampling.max_new_tokens = 10_000_000;
     await open(page, `${URL}#s=${b64(state)}`);
-    await until(page, async () => (await alertText(page)).length > 0, MINUTE, 'an error');
-    assert.match(await alertText(page), /max_new_tokens/);
+    await until(page, async () => (await linkError().count()) > 0, MINUTE, 'a link error');
+    assert.match(await linkError().textContent(), /max_new_tokens/);
+    state.sampling.max_new_tokens = 8;
+    state.model = { kind: 'gguf', url: 'javascript:alert(1)' };
+    await open(page, `${URL}#s=${b64(state)}`);
+    await until(page, async () => (await linkError().count()) > 0, MINUTE, 'a link error');
+    assert.match(await linkError().textContent(), /http/);
   });
 
   test('model sources: a URL that fails and a local file', { timeout: 10 * MINUTE }, async () => {

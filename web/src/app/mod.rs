@@ -392,7 +392,7 @@ fn App() -> impl IntoView {
         st: RwSignal::new(initial),
         phase: RwSignal::new(Phase::Starting),
         status: RwSignal::new("Starting the engine worker…".into()),
-        error: RwSignal::new(link_error.clone()),
+        error: RwSignal::new(None),
         info: RwSignal::new(None),
         progress: RwSignal::new((0.0, None, now_ms())),
         busy_with: RwSignal::new(None),
@@ -660,7 +660,6 @@ fn App() -> impl IntoView {
         }
     };
 
-    let _ = link_error;
     view! {
         <Show when=move || !embed fallback=move || view! { <widgets::EmbedHeader/> }>
             <header class="top">
@@ -676,6 +675,12 @@ fn App() -> impl IntoView {
             data-state=move || ctx.phase.get().as_str()
             aria-busy=move || (!matches!(ctx.phase.get(), Phase::Ready | Phase::Failed)).to_string()
         >
+            <Show when=move || link_error.with(|e| e.is_some())>
+                <div class="notice" role="alert" aria-label="Link error">
+                    <span>{move || link_error.get()}</span>
+                    <button class="icon" aria-label="Dismiss the link error" on:click=move |_| link_error.set(None)>"✕"</button>
+                </div>
+            </Show>
             <Show when=move || !embed>
                 <widgets::ModelCard/>
                 <widgets::Presets/>

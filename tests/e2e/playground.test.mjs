@@ -84,6 +84,9 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
     assert.ok(diffs > 0, 'differing tokens are highlighted');
     const p = Number(await page.getByRole('log', { name: 'Intervened output' }).locator('.tok').first().getAttribute('data-prob'));
     assert.ok(p > 0 && p <= 1, `token probability ${p}`);
+    // Keyboard: focusing a token shows its probability and alternatives.
+    await page.getByRole('log', { name: 'Intervened output' }).locator('.tok').nth(1).focus();
+    assert.match(await page.getByLabel('Intervened token details').textContent(), /p = [\d.]+% · top: /);
     assert.match(await page.getByLabel('Intervention report').textContent(), /add: \d+ hook call\(s\) changed at blocks\.4\.hook_resid_pre/);
     assert.equal(await page.getByRole('list', { name: 'Intervened next-token probabilities' }).getByRole('listitem').count(), 8);
     await screenshot(page, '02-steering');

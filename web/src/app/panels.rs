@@ -168,10 +168,11 @@ fn Lane(which: bool) -> impl IntoView {
     let mine = move |c: &Comparison| if which { c.result_intervened.clone() } else { c.result_baseline.clone() };
     let other = move |c: &Comparison| if which { c.result_baseline.clone() } else { c.result_intervened.clone() };
     let has_stack = move || ctx.st.with(|s| s.stack.iter().any(|i| i.enabled));
+    let detail = RwSignal::new(String::new());
     let body = move || {
         let c = ctx.comparison.get();
         match mine(&c) {
-            Some(r) => scored(&r, other(&c).as_ref()).into_any(),
+            Some(r) => scored(&r, other(&c).as_ref(), detail).into_any(),
             None if which && c.done && c.result_baseline.is_some() => view! { <span class="muted">"(no enabled interventions: same as the baseline)"</span> }.into_any(),
             None => {
                 let s = if which { c.intervened } else { c.baseline };
@@ -206,6 +207,7 @@ fn Lane(which: bool) -> impl IntoView {
                 <span class="prompt-echo">{move || ctx.st.with(|s| s.prompt.clone())}</span>
                 {body}
             </div>
+            <p class="tokinfo muted" aria-live="polite" aria-label=format!("{title} token details")>{move || detail.get()}</p>
             <h4>"Next token after the prompt"</h4>
             {next}
         </div>
@@ -213,7 +215,9 @@ fn Lane(which: bool) -> impl IntoView {
 }
 
 /// The generated tokens as spans: differing ones highlighted, probability on hover.
-fn scored(r: &LaneResult, other: Option<&LaneResult>) -> impl IntoView {
+/// Keyboard users get the same details as the hover title: focusing a token
+/// shows them in a live line under the column.
+fn scored(r: &LaneResult, other: Option<&LaneResult>, detail: RwSignal<String>) -> impl IntoView {
     r.pieces
         .iter()
         .enumerate()
@@ -224,8 +228,21 @@ fn scored(r: &LaneResult, other: Option<&LaneResult>) -> impl IntoView {
             let alts = r.alternatives.get(k).map(|a| a.iter().map(|t| format!("{} {:.1}%", show_token(&t.text), 100.0 * t.prob)).collect::<Vec<_>>().join(", ")).unwrap_or_default();
             let inserted = r.inserted.get(k).copied().unwrap_or(false);
             let title = format!("{} · p = {:.1}%{} · top: {alts}", show_token(piece), 100.0 * p, if inserted { " · inserted" } else { "" });
+            let shown = title.clone();
+            let shown2 = title.clone();
             view! {
-                <span class="tok" class:diff=differs class:inserted=inserted data-prob=p.to_string() title=title tabindex="0">{piece.clone()}</span>
+                <span
+                    class="tok"
+                    class:diff=differs
+                    class:inserted=inserted
+                    data-prob=p.to_string()
+                    title=title
+                    tabindex="0"
+                    on:focus=move |_| detail.set(shown.clone())
+                    on:mouseenter=move |_| detail.set(shown2.clone())
+                >
+                    {piece.clone()}
+                </span>
             }
         })
         .collect_view()

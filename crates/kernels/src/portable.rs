@@ -1,6 +1,7 @@
 //! The reference kernel, for every target. Integer block dots are exact; the
-//! float operations follow the order described in the crate docs, the same
-//! as the simd128 kernel's, so both give bit-identical results.
+//! float operations follow the order described in the crate docs (ggml's and
+//! candle's scalar order), the same as the simd128 kernel's, so both give
+//! bit-identical results.
 
 use crate::{QActs, QMatrix, QType, V16};
 
@@ -29,25 +30,23 @@ pub(crate) fn block_isum(ty: QType, w: &[V16], x: &[V16]) -> i32 {
     s
 }
 
-/// Dot of weight row `r` with activation row `t`.
+/// Dot of weight row `r` with activation row `t`: blocks summed in order,
+/// `f += (isum * d_w) * d_x (+ m_w * s_x)`, as ggml's / candle's scalar code.
 pub(crate) fn dot(w: &QMatrix, r: usize, a: &QActs, t: usize) -> f32 {
     let vecs = w.ty.vecs();
     let wq = &w.qs[r * w.nb * vecs..(r + 1) * w.nb * vecs];
     let xq = &a.qs[t * a.nb * 2..(t + 1) * a.nb * 2];
     let (wd, xd) = (&w.d[r * w.nbp..(r + 1) * w.nbp], &a.d[t * a.nbp..(t + 1) * a.nbp]);
-    let mut acc = [0f32; 4];
-    for g in (0..w.nbp).step_by(4) {
-        for (j, lane) in acc.iter_mut().enumerate() {
-            let b = g + j;
-            let isum = if b < w.nb { block_isum(w.ty, &wq[b * vecs..(b + 1) * vecs], &xq[2 * b..2 * b + 2]) } else { 0 };
-            let mut v = (isum as f32 * wd[b]) * xd[b];
-            if w.ty == QType::Q4_1 {
-                v += w.m[r * w.nbp + b] * a.s[t * a.nbp + b];
-            }
-            *lane += v;
+    let mut f = 0f32;
+    for b in 0..w.nb {
+        let isum = block_isum(w.ty, &wq[b * vecs..(b + 1) * vecs], &xq[2 * b..2 * b + 2]);
+        let mut v = (isum as f32 * wd[b]) * xd[b];
+        if w.ty == QType::Q4_1 {
+            v += w.m[r * w.nbp + b] * a.s[t * a.nbp + b];
         }
+        f += v;
     }
-    (acc[0] + acc[1]) + (acc[2] + acc[3])
+    f
 }
 
 pub(crate) fn matmul(w: &QMatrix, a: &QActs, out: &mut [f32]) {

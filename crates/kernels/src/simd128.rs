@@ -1,5 +1,5 @@
-//! wasm simd128 kernel. Same float order as `portable::dot` (see crate docs):
-//! bit-identical results.
+//! wasm simd128 kernel. Same float operations in the same order as
+//! `portable::dot` (see crate docs): bit-identical results.
 //!
 //! Integer products are formed with `i16x8_extmul_*_i8x16` and summed in
 //! i16 lanes before widening. That cannot overflow: activations are in
@@ -64,7 +64,7 @@ fn dots<const T: usize>(w: &QMatrix, r: usize, a: &QActs, t0: usize) -> [f32; T]
     let mask = u8x16_splat(0x0F);
     let eight = i8x16_splat(8);
     let zero = i32x4_splat(0);
-    let mut acc = [f32x4_splat(0.0); T];
+    let mut acc = [0f32; T];
     let mut g = 0;
     while g < w.nbp {
         let mut parts = [[zero; 4]; T];
@@ -95,6 +95,7 @@ fn dots<const T: usize>(w: &QMatrix, r: usize, a: &QActs, t0: usize) -> [f32; T]
         }
         let dw = load4(&wd[g..]);
         let mw = if w.ty == QType::Q4_1 { Some(load4(&wm[g..])) } else { None };
+        let valid = (w.nb - g).min(4);
         for t in 0..T {
             let row = (t0 + t) * a.nbp + g;
             let isum = f32x4_convert_i32x4(reduce4(parts[t]));
@@ -102,14 +103,26 @@ fn dots<const T: usize>(w: &QMatrix, r: usize, a: &QActs, t0: usize) -> [f32; T]
             if let Some(mw) = mw {
                 v = f32x4_add(v, f32x4_mul(mw, load4(&a.s[row..])));
             }
-            acc[t] = f32x4_add(acc[t], v);
+            // Blocks in order, as the scalar code adds them.
+            let mut f = acc[t];
+            f += f32x4_extract_lane::<0>(v);
+            if valid == 4 {
+                f += f32x4_extract_lane::<1>(v);
+                f += f32x4_extract_lane::<2>(v);
+                f += f32x4_extract_lane::<3>(v);
+            } else {
+                if valid > 1 {
+                    f += f32x4_extract_lane::<1>(v);
+                }
+                if valid > 2 {
+                    f += f32x4_extract_lane::<2>(v);
+                }
+            }
+            acc[t] = f;
         }
         g += 4;
     }
-    core::array::from_fn(|t| {
-        let l = acc[t];
-        (f32x4_extract_lane::<0>(l) + f32x4_extract_lane::<1>(l)) + (f32x4_extract_lane::<2>(l) + f32x4_extract_lane::<3>(l))
-    })
+    acc
 }
 
 pub(crate) fn matmul(w: &QMatrix, a: &QActs, out: &mut [f32]) {

@@ -93,8 +93,9 @@ fn bad_shapes_are_errors() {
 
 /// Against candle's QMatMul on the same blocks: candle quantizes the
 /// activations identically and forms the same integer block dots and the
-/// same per-block float terms; only the f32 summation order over blocks
-/// differs, so |ours - candle| <= nb * 2^-23 * Σ|w·x| (we allow 1e-5 Σ|w·x|).
+/// same per-block float terms. Its Q4_1 kernel is scalar, in our order:
+/// bit-identical. For Q4_0 / Q8_0 candle may use AVX2 (other f32 order), so
+/// |ours - candle| <= nb * 2^-23 * Σ|w·x| (we allow 1e-5 Σ|w·x|).
 #[test]
 fn matmul_matches_candle_qmatmul() {
     let mut rng = Rng(2);
@@ -117,6 +118,9 @@ fn matmul_matches_candle_qmatmul() {
                         let mag: f64 = (0..cols).map(|k| (w[r * cols + k] * x[t * cols + k]).abs() as f64).sum();
                         let d = (got[t * rows + r] - want[t * rows + r]).abs() as f64;
                         worst = worst.max(d / mag.max(1e-30));
+                        if ty == QType::Q4_1 {
+                            assert_eq!(got[t * rows + r].to_bits(), want[t * rows + r].to_bits(), "Q4_1 bitwise");
+                        }
                         assert!(d <= 1e-5 * mag + 1e-6, "{ty:?} [{rows},{cols}] n={n} t={t} r={r}: {d} vs magnitude {mag}");
                     }
                 }

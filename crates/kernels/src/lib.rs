@@ -119,7 +119,7 @@ pub struct QMatrix {
 impl QMatrix {
     /// Repacks `rows * cols / 32` GGUF blocks of type `ty`, row-major.
     pub fn from_gguf(ty: QType, rows: usize, cols: usize, bytes: &[u8]) -> Result<QMatrix> {
-        if rows == 0 || cols == 0 || cols % QK != 0 {
+        if rows == 0 || cols == 0 || !cols.is_multiple_of(QK) {
             return err(format!("{} matrix [{rows}, {cols}]: rows must be > 0 and cols a positive multiple of {QK}", ty.name()));
         }
         let nb = cols / QK;
@@ -273,10 +273,10 @@ pub struct QActs {
 impl QActs {
     /// `x` is row-major with `cols` columns (a multiple of 32).
     pub fn quantize(x: &[f32], cols: usize) -> Result<QActs> {
-        if cols == 0 || cols % QK != 0 {
+        if cols == 0 || !cols.is_multiple_of(QK) {
             return err(format!("activation width {cols} is not a positive multiple of {QK}"));
         }
-        if x.len() % cols != 0 {
+        if !x.len().is_multiple_of(cols) {
             return err(format!("{} activations do not form rows of {cols}", x.len()));
         }
         let rows = x.len() / cols;

@@ -7,13 +7,11 @@
 //! Q4 products sum to at most 4 * 15 * 127 = 7620; Q8_0 weights are in
 //! [-128, 127], so two products sum to at most 2 * 128 * 127 = 32512 < 32767.
 
+#![allow(clippy::needless_range_loop)] // index loops over tile arrays read clearer here
+
 use core::arch::wasm32::*;
 
 use crate::{QActs, QMatrix, QType, V16};
-
-/// Activation rows per tile: each loaded and unpacked weight block is used
-/// for this many rows.
-const TILE: usize = 4;
 
 #[inline(always)]
 fn load(v: &V16) -> v128 {
@@ -53,94 +51,137 @@ fn q8_part(w0: v128, w1: v128, x0: v128, x1: v128) -> v128 {
     i32x4_add(i32x4_extadd_pairwise_i16x8(s0), i32x4_extadd_pairwise_i16x8(s1))
 }
 
-/// Dots of weight row `r` with activation rows `t0 .. t0 + T`.
+const Q4_0: u8 = 0;
+const Q4_1: u8 = 1;
+const Q8_0: u8 = 2;
+
+/// Dots of weight rows `r0 .. r0 + R` with activation rows `t0 .. t0 + T`
+/// (`out[t][r]`). Each loaded weight block serves T activation rows and each
+/// loaded activation block R weight rows; every pair's float operations are
+/// those of `portable::dot`, in its order.
 #[inline(always)]
-fn dots<const T: usize>(w: &QMatrix, r: usize, a: &QActs, t0: usize) -> [f32; T] {
-    let vecs = w.ty.vecs();
-    let wq = &w.qs[r * w.nb * vecs..(r + 1) * w.nb * vecs];
-    let xq: [&[V16]; T] = core::array::from_fn(|t| &a.qs[(t0 + t) * a.nb * 2..(t0 + t + 1) * a.nb * 2]);
-    let wd = &w.d[r * w.nbp..(r + 1) * w.nbp];
-    let wm = if w.ty == QType::Q4_1 { &w.m[r * w.nbp..(r + 1) * w.nbp] } else { &[][..] };
+fn dots<const TY: u8, const R: usize, const T: usize>(w: &QMatrix, r0: usize, a: &QActs, t0: usize) -> [[f32; R]; T] {
+    let vecs = if TY == Q8_0 { 2 } else { 1 };
+    let (nb, nbp) = (w.nb, w.nbp);
+    let wq: [&[V16]; R] = core::array::from_fn(|r| &w.qs[(r0 + r) * nb * vecs..(r0 + r + 1) * nb * vecs]);
+    let xq: [&[V16]; T] = core::array::from_fn(|t| &a.qs[(t0 + t) * nb * 2..(t0 + t + 1) * nb * 2]);
     let mask = u8x16_splat(0x0F);
     let eight = i8x16_splat(8);
     let zero = i32x4_splat(0);
-    let mut acc = [0f32; T];
+    let mut acc = [[0f32; R]; T];
     let mut g = 0;
-    while g < w.nbp {
-        let mut parts = [[zero; 4]; T];
-        for j in 0..4 {
+    while g < nbp {
+        let mut parts = [[[zero; 4]; R]; T];
+        let valid = (nb - g).min(4);
+        for j in 0..valid {
             let b = g + j;
-            if b >= w.nb {
-                break;
-            }
-            match w.ty {
-                QType::Q4_0 | QType::Q4_1 => {
-                    let q = load(&wq[b]);
+            let x: [(v128, v128); T] = core::array::from_fn(|t| (load(&xq[t][2 * b]), load(&xq[t][2 * b + 1])));
+            for r in 0..R {
+                if TY == Q8_0 {
+                    let (w0, w1) = (load(&wq[r][2 * b]), load(&wq[r][2 * b + 1]));
+                    for t in 0..T {
+                        parts[t][r][j] = q8_part(w0, w1, x[t].0, x[t].1);
+                    }
+                } else {
+                    let q = load(&wq[r][b]);
                     let (mut lo, mut hi) = (v128_and(q, mask), u8x16_shr(q, 4));
-                    if w.ty == QType::Q4_0 {
+                    if TY == Q4_0 {
                         lo = i8x16_sub(lo, eight);
                         hi = i8x16_sub(hi, eight);
                     }
                     for t in 0..T {
-                        parts[t][j] = q4_part(lo, hi, load(&xq[t][2 * b]), load(&xq[t][2 * b + 1]));
-                    }
-                }
-                QType::Q8_0 => {
-                    let (w0, w1) = (load(&wq[2 * b]), load(&wq[2 * b + 1]));
-                    for t in 0..T {
-                        parts[t][j] = q8_part(w0, w1, load(&xq[t][2 * b]), load(&xq[t][2 * b + 1]));
+                        parts[t][r][j] = q4_part(lo, hi, x[t].0, x[t].1);
                     }
                 }
             }
         }
-        let dw = load4(&wd[g..]);
-        let mw = if w.ty == QType::Q4_1 { Some(load4(&wm[g..])) } else { None };
-        let valid = (w.nb - g).min(4);
-        for t in 0..T {
-            let row = (t0 + t) * a.nbp + g;
-            let isum = f32x4_convert_i32x4(reduce4(parts[t]));
-            let mut v = f32x4_mul(f32x4_mul(isum, dw), load4(&a.d[row..]));
-            if let Some(mw) = mw {
-                v = f32x4_add(v, f32x4_mul(mw, load4(&a.s[row..])));
-            }
-            // Blocks in order, as the scalar code adds them.
-            let mut f = acc[t];
-            f += f32x4_extract_lane::<0>(v);
-            if valid == 4 {
-                f += f32x4_extract_lane::<1>(v);
-                f += f32x4_extract_lane::<2>(v);
-                f += f32x4_extract_lane::<3>(v);
-            } else {
-                if valid > 1 {
+        for r in 0..R {
+            let at = (r0 + r) * nbp + g;
+            let dw = load4(&w.d[at..]);
+            let mw = if TY == Q4_1 { load4(&w.m[at..]) } else { zero };
+            for t in 0..T {
+                let row = (t0 + t) * nbp + g;
+                let isum = f32x4_convert_i32x4(reduce4(parts[t][r]));
+                let mut v = f32x4_mul(f32x4_mul(isum, dw), load4(&a.d[row..]));
+                if TY == Q4_1 {
+                    v = f32x4_add(v, f32x4_mul(mw, load4(&a.s[row..])));
+                }
+                // Blocks in order, as the scalar code adds them.
+                let mut f = acc[t][r];
+                f += f32x4_extract_lane::<0>(v);
+                if valid == 4 {
                     f += f32x4_extract_lane::<1>(v);
-                }
-                if valid > 2 {
                     f += f32x4_extract_lane::<2>(v);
+                    f += f32x4_extract_lane::<3>(v);
+                } else {
+                    if valid > 1 {
+                        f += f32x4_extract_lane::<1>(v);
+                    }
+                    if valid > 2 {
+                        f += f32x4_extract_lane::<2>(v);
+                    }
                 }
+                acc[t][r] = f;
             }
-            acc[t] = f;
         }
         g += 4;
     }
     acc
 }
 
-pub(crate) fn matmul(w: &QMatrix, a: &QActs, out: &mut [f32]) {
-    let n = w.rows;
+/// Tiles of R weight rows × T activation rows, with 1-row remainders.
+fn tiled<const TY: u8, const R: usize, const T: usize>(w: &QMatrix, a: &QActs, out: &mut [f32]) {
+    let (n, m) = (w.rows, a.rows);
     let mut t0 = 0;
-    while t0 + TILE <= a.rows {
-        for r in 0..n {
-            let v = dots::<TILE>(w, r, a, t0);
-            for (t, x) in v.into_iter().enumerate() {
-                out[(t0 + t) * n + r] = x;
+    while t0 + T <= m {
+        let mut r0 = 0;
+        while r0 + R <= n {
+            let v = dots::<TY, R, T>(w, r0, a, t0);
+            for (t, row) in v.iter().enumerate() {
+                out[(t0 + t) * n + r0..(t0 + t) * n + r0 + R].copy_from_slice(row);
             }
+            r0 += R;
         }
-        t0 += TILE;
+        while r0 < n {
+            let v = dots::<TY, 1, T>(w, r0, a, t0);
+            for (t, row) in v.iter().enumerate() {
+                out[(t0 + t) * n + r0] = row[0];
+            }
+            r0 += 1;
+        }
+        t0 += T;
     }
-    while t0 < a.rows {
-        for r in 0..n {
-            out[t0 * n + r] = dots::<1>(w, r, a, t0)[0];
+    while t0 < m {
+        let mut r0 = 0;
+        while r0 + R <= n {
+            let v = dots::<TY, R, 1>(w, r0, a, t0);
+            out[t0 * n + r0..t0 * n + r0 + R].copy_from_slice(&v[0]);
+            r0 += R;
+        }
+        while r0 < n {
+            out[t0 * n + r0] = dots::<TY, 1, 1>(w, r0, a, t0)[0][0];
+            r0 += 1;
         }
         t0 += 1;
+    }
+}
+
+fn by_shape<const TY: u8>(w: &QMatrix, a: &QActs, out: &mut [f32]) {
+    // Tile sizes measured in Node (V8, x86-64): Q4 blocks are one vector, so
+    // four weight rows fit in registers for decode and 2 x 4 for prefill; a
+    // Q8_0 block is two vectors and spilled at those sizes.
+    match (TY == Q8_0, a.rows < 4) {
+        (false, true) => tiled::<TY, 4, 1>(w, a, out),
+        (false, false) => tiled::<TY, 2, 4>(w, a, out),
+        (true, true) => tiled::<TY, 1, 1>(w, a, out),
+        (true, false) => tiled::<TY, 1, 4>(w, a, out),
+    }
+}
+
+pub(crate) fn matmul(w: &QMatrix, a: &QActs, out: &mut [f32]) {
+    match w.ty {
+        QType::Q4_0 => by_shape::<Q4_0>(w, a, out),
+        QType::Q4_1 => by_shape::<Q4_1>(w, a, out),
+        QType::Q8_0 => by_shape::<Q8_0>(w, a, out),
     }
 }

@@ -1,5 +1,6 @@
-//! `scalpel bench`: this engine against candle-transformers' own quantized
-//! llama on the same GGUF, in one run, alternating so machine noise hits both.
+//! `scalpel bench`: this engine (with each requested matmul kernel set)
+//! against candle-transformers' own quantized llama on the same GGUF, in one
+//! run, alternating so machine noise hits all of them.
 
 use std::io::Cursor;
 use std::time::Instant;
@@ -10,7 +11,7 @@ use candle_transformers::models::quantized_llama::ModelWeights;
 use clap::Args;
 use serde_json::json;
 
-use scalpel_engine::{argmax, Hook, HookCtx, HookPoint, KvCache, Logits, Model, ModelSource, Precision};
+use scalpel_engine::{argmax, Hook, HookCtx, HookPoint, Kernels, KvCache, Logits, Model, ModelSource, Precision};
 
 #[derive(Args, Clone)]
 pub struct BenchArgs {
@@ -20,6 +21,10 @@ pub struct BenchArgs {
     /// Precision of our engine (the candle reference is always quantized).
     #[arg(long, default_value = "quantized")]
     precision: String,
+    /// Matmul kernels of our engine, comma-separated (each is measured):
+    /// candle, scalpel, auto.
+    #[arg(long, default_value = "candle,scalpel")]
+    kernels: String,
     #[arg(long, default_value_t = 64)]
     prompt_tokens: usize,
     #[arg(long, default_value_t = 64)]
@@ -89,49 +94,79 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let (name, src) = crate::source::resolve(&a.model)?;
     let ModelSource::Gguf(bytes) = src else { bail!("bench compares against candle's GGUF llama: pass a .gguf file") };
     let precision: Precision = a.precision.parse()?;
-    let model = Model::load(&name, ModelSource::Gguf(bytes.clone()), precision)?;
+    let kernels: Vec<Kernels> = a.kernels.split(',').map(|k| k.trim().parse()).collect::<scalpel_engine::Result<_>>()?;
+    if kernels.is_empty() {
+        bail!("--kernels lists no kernels");
+    }
+    let mut models = Vec::new();
+    for &k in &kernels {
+        models.push(Model::load_with(&name, ModelSource::Gguf(bytes.clone()), precision, k)?);
+    }
     if a.rounds == 0 || a.prompt_tokens == 0 {
         bail!("--rounds and --prompt-tokens must be at least 1");
     }
+    let model = &models[0];
     let seed_text = "The quick brown fox jumps over the lazy dog. In 1905, Einstein published four papers that changed physics. ";
     let base = model.tokenizer().encode(seed_text)?;
     let prompt: Vec<u32> = base.iter().copied().cycle().take(a.prompt_tokens).collect();
     if prompt.len() + a.decode_tokens + 1 > model.config.n_ctx {
         bail!("prompt + decode tokens exceed the model's context length {}", model.config.n_ctx);
     }
-    let (mut op, mut od, mut hp, mut hd, mut rp, mut rd) = (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let n = models.len();
+    let (mut op, mut od) = (vec![vec![]; n], vec![vec![]; n]);
+    let (mut hp, mut hd, mut rp, mut rd) = (vec![], vec![], vec![], vec![]);
     for round in 0..a.rounds {
         if !a.json {
             eprintln!("round {}/{}...", round + 1, a.rounds);
         }
-        let s = ours(&model, &prompt, a.decode_tokens, None)?;
-        op.push(s.prefill);
-        od.push(s.decode);
+        for (i, m) in models.iter().enumerate() {
+            let s = ours(m, &prompt, a.decode_tokens, None)?;
+            op[i].push(s.prefill);
+            od[i].push(s.decode);
+        }
         let s = reference(&bytes, &prompt, a.decode_tokens)?;
         rp.push(s.prefill);
         rd.push(s.decode);
-        let s = ours(&model, &prompt, a.decode_tokens, Some(&mut NoOpHook))?;
+        let s = ours(model, &prompt, a.decode_tokens, Some(&mut NoOpHook))?;
         hp.push(s.prefill);
         hd.push(s.decode);
     }
-    let (op, od, rp, rd, hp, hd) = (median(op), median(od), median(rp), median(rd), median(hp), median(hd));
+    let op: Vec<f64> = op.into_iter().map(median).collect();
+    let od: Vec<f64> = od.into_iter().map(median).collect();
+    let (rp, rd, hp, hd) = (median(rp), median(rd), median(hp), median(hd));
+    let label = |i: usize| format!("{} ({})", kernels[i], models[i].kernels());
+    let mut ours_json = serde_json::Map::new();
+    for i in 0..n {
+        ours_json.insert(
+            kernels[i].to_string(),
+            json!({"kernels_in_use": models[i].kernels().to_string(), "prefill_tok_s": op[i], "decode_tok_s": od[i],
+                "ratio_over_reference": {"prefill": op[i] / rp, "decode": od[i] / rd}}),
+        );
+    }
     let v = json!({
-        "ours": {"prefill_tok_s": op, "decode_tok_s": od},
+        "ours": ours_json,
         "candle_reference": {"prefill_tok_s": rp, "decode_tok_s": rd},
-        "ratio_ours_over_reference": {"prefill": op / rp, "decode": od / rd},
-        "ours_with_noop_hook": {"prefill_tok_s": hp, "decode_tok_s": hd},
-        "settings": {"model": name, "precision": a.precision, "prompt_tokens": a.prompt_tokens,
+        "ratio_last_over_first_kernels": {"prefill": op[n - 1] / op[0], "decode": od[n - 1] / od[0]},
+        "ours_with_noop_hook": {"kernels": kernels[0].to_string(), "prefill_tok_s": hp, "decode_tok_s": hd},
+        "settings": {"model": name, "precision": a.precision, "kernels": a.kernels, "prompt_tokens": a.prompt_tokens,
             "decode_tokens": a.decode_tokens, "rounds": a.rounds, "threads": a.threads, "statistic": "median"},
     });
     if a.json {
         println!("{v}");
     } else {
         println!("model {name}, ours in {} precision, {} threads, median of {} rounds", a.precision, a.threads, a.rounds);
-        println!("                      prefill tok/s   decode tok/s");
-        println!("ours                  {op:>13.1}   {od:>12.1}");
-        println!("candle reference      {rp:>13.1}   {rd:>12.1}");
-        println!("ours, no-op hook      {hp:>13.1}   {hd:>12.1}");
-        println!("ratio ours/reference  {:>13.3}   {:>12.3}", op / rp, od / rd);
+        println!("                                 prefill tok/s   decode tok/s");
+        for i in 0..n {
+            println!("ours, kernels {:<18} {:>13.1}   {:>12.1}", label(i), op[i], od[i]);
+        }
+        println!("candle reference                 {rp:>13.1}   {rd:>12.1}");
+        println!("ours, {:<17} no-op hook {hp:>11.1}   {hd:>12.1}", label(0));
+        for i in 0..n {
+            println!("ratio {:<18}/reference {:>11.3}   {:>12.3}", label(i), op[i] / rp, od[i] / rd);
+        }
+        if n > 1 {
+            println!("ratio {} / {}            {:>13.3}   {:>12.3}", kernels[n - 1], kernels[0], op[n - 1] / op[0], od[n - 1] / od[0]);
+        }
     }
     Ok(())
 }

@@ -17,6 +17,7 @@ use crate::config::{Activation, Config, NormKind, PosEmbedding};
 use crate::error::{Error, Result};
 use crate::gguf::Gguf;
 use crate::hooks::{ActivationCache, Hook, HookCtx, HookPoint, Site};
+use crate::kernels::Kernels;
 use crate::tokenizer::Tokenizer;
 
 /// How weights are held and multiplied.
@@ -66,6 +67,8 @@ pub enum Logits {
 enum Linear {
     F32 { w: candle_nn::Linear },
     Quant { w: QMatMul, b: Option<Tensor> },
+    /// Quantized, multiplied by Scalpel's kernels (`crate::kernels`).
+    Scalpel { w: scalpel_kernels::QMatrix, b: Option<Tensor> },
 }
 
 impl Linear {
@@ -97,7 +100,32 @@ impl Linear {
                     None => y,
                 }
             }
+            Linear::Scalpel { w, b } => {
+                let y = crate::kernels::forward(w, x)?;
+                match b {
+                    Some(b) => y.broadcast_add(b)?,
+                    None => y,
+                }
+            }
         })
+    }
+
+    /// Moves a quantized matrix to the given (resolved) kernels; F32 layers
+    /// and types the Scalpel kernels do not handle are left as they are.
+    fn set_kernels(&mut self, k: Kernels) -> Result<()> {
+        let new = match (&*self, k) {
+            (Linear::Quant { w: QMatMul::QTensor(q), b }, Kernels::Scalpel) => {
+                crate::kernels::to_scalpel(q).map(|w| Linear::Scalpel { w, b: b.clone() })
+            }
+            (Linear::Scalpel { w, b }, Kernels::Candle) => {
+                Some(Linear::Quant { w: QMatMul::from_qtensor(crate::kernels::to_candle(w)?)?, b: b.clone() })
+            }
+            _ => None,
+        };
+        if let Some(new) = new {
+            *self = new;
+        }
+        Ok(())
     }
 }
 
@@ -109,12 +137,13 @@ impl Linear {
             Linear::Quant { w: QMatMul::QTensor(q), .. } => q.dequantize(&Device::Cpu)?,
             Linear::Quant { w: QMatMul::Tensor(t), .. } => t.clone(),
             Linear::Quant { w: QMatMul::TensorF16(t), .. } => t.to_dtype(DType::F32)?,
+            Linear::Scalpel { w, .. } => crate::kernels::dequantize(w)?,
         })
     }
     fn bias(&self) -> Option<&Tensor> {
         match self {
             Linear::F32 { w } => w.bias(),
-            Linear::Quant { b, .. } => b.as_ref(),
+            Linear::Quant { b, .. } | Linear::Scalpel { b, .. } => b.as_ref(),
         }
     }
 }
@@ -233,6 +262,8 @@ pub struct Model {
     pub name: String,
     pub config: Config,
     pub precision: Precision,
+    /// Kernels of the quantized matmuls (always `Candle` in f32 precision).
+    kernels: Kernels,
     /// Things the user should know about this model (unknown pre-tokenizer, ...).
     pub warnings: Vec<String>,
     tokenizer: Tokenizer,
@@ -284,7 +315,44 @@ fn repeat_kv(x: Tensor, n_rep: usize) -> Result<Tensor> {
 }
 
 impl Model {
+    /// Loads with `Kernels::Auto`.
     pub fn load(name: &str, source: ModelSource, precision: Precision) -> Result<Model> {
+        Self::load_with(name, source, precision, Kernels::Auto)
+    }
+
+    /// Loads, multiplying quantized matrices with `kernels` (`Auto`: the
+    /// faster on this target, see [`Kernels::resolve`]).
+    pub fn load_with(name: &str, source: ModelSource, precision: Precision, kernels: Kernels) -> Result<Model> {
+        let mut model = Self::load_candle(name, source, precision)?;
+        model.set_kernels(kernels)?;
+        Ok(model)
+    }
+
+    /// The kernels of the quantized matmuls: `Candle` or `Scalpel` (never
+    /// `Auto`); `Candle` in f32 precision, where nothing is quantized.
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
+    }
+
+    /// Switches the quantized matmuls' kernels in place (repacking the
+    /// blocks; no weight changes). A no-op in f32 precision. Matrices of a
+    /// type the Scalpel kernels do not handle stay on candle.
+    pub fn set_kernels(&mut self, kernels: Kernels) -> Result<()> {
+        let k = if self.precision == Precision::Quantized { kernels.resolve() } else { Kernels::Candle };
+        for blk in &mut self.blocks {
+            for l in [&mut blk.q, &mut blk.k, &mut blk.v, &mut blk.o, &mut blk.up, &mut blk.down] {
+                l.set_kernels(k)?;
+            }
+            if let Some(g) = &mut blk.gate {
+                g.set_kernels(k)?;
+            }
+        }
+        self.unembed.set_kernels(k)?;
+        self.kernels = k;
+        Ok(())
+    }
+
+    fn load_candle(name: &str, source: ModelSource, precision: Precision) -> Result<Model> {
         match source {
             ModelSource::Gguf(bytes) => Self::from_gguf(name, &bytes, precision),
             ModelSource::HuggingFace { config, tokenizer, tokenizer_config, weights } => {
@@ -373,6 +441,7 @@ impl Model {
             name: name.to_owned(),
             config,
             precision,
+            kernels: Kernels::Candle,
             warnings,
             tokenizer,
             embed,
@@ -419,7 +488,8 @@ impl Model {
         if w.dims() != want.as_slice() {
             return Err(Error::input(format!("replacement for layer {layer} {m:?} has shape {:?}, expected {want:?}", w.dims())));
         }
-        let new = Linear::new(w.to_dtype(DType::F32)?, old.bias().cloned(), self.precision)?;
+        let mut new = Linear::new(w.to_dtype(DType::F32)?, old.bias().cloned(), self.precision)?;
+        new.set_kernels(self.kernels)?;
         let blk = &mut self.blocks[layer];
         let slot = match m {
             Matrix::Q => &mut blk.q,

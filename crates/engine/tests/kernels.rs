@@ -1,0 +1,120 @@
+//! Scalpel's quantized kernels in the engine, on tiny random GGUF llamas of
+//! every supported weight type (and one unsupported type, which stays on
+//! candle): the same logits as candle's kernels, switching both ways, weights
+//! and replaced weights.
+
+mod common;
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use common::{tiny_llama, LlamaSpec, GGUF_NAME};
+use scalpel_engine::{Kernels, Matrix, Model, ModelSource, Precision};
+
+/// The tiny llama with every matrix (embedding included) quantized to `ty`.
+fn quantized_tiny(ty: GgmlDType, type_id: u32) -> Vec<u8> {
+    let mut g = tiny_llama(&LlamaSpec { tied: true, ..LlamaSpec::default() });
+    for t in &mut g.tensors {
+        if t.ne.len() != 2 {
+            continue;
+        }
+        let xs: Vec<f32> = t.data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        let w = Tensor::from_vec(xs, (t.ne[1] as usize, t.ne[0] as usize), &Device::Cpu).unwrap();
+        t.data = QTensor::quantize(&w, ty).unwrap().data().unwrap().into_owned();
+        t.ty = type_id;
+    }
+    g.bytes()
+}
+
+fn load(bytes: &[u8], k: Kernels) -> Model {
+    Model::load_with(GGUF_NAME, ModelSource::Gguf(bytes.to_vec()), Precision::Quantized, k).unwrap()
+}
+
+fn logits(m: &Model, ids: &[u32]) -> Vec<f32> {
+    m.logits(ids).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+const TYPES: [(GgmlDType, u32, bool); 4] = [
+    (GgmlDType::Q4_0, 2, true),
+    (GgmlDType::Q4_1, 3, true),
+    (GgmlDType::Q8_0, 8, true),
+    // Not handled by Scalpel's kernels: stays on candle.
+    (GgmlDType::Q5_0, 6, false),
+];
+
+#[test]
+fn scalpel_kernels_match_candle_on_tiny_models() {
+    let ids: Vec<Vec<u32>> = vec![vec![1, 2, 3], (0..40).map(|i| (i * 7 % 200) as u32).collect(), vec![5]];
+    for (ty, id, supported) in TYPES {
+        let bytes = quantized_tiny(ty, id);
+        let candle = load(&bytes, Kernels::Candle);
+        let scalpel = load(&bytes, Kernels::Scalpel);
+        assert_eq!(candle.kernels(), Kernels::Candle);
+        assert_eq!(scalpel.kernels(), Kernels::Scalpel);
+        for ids in &ids {
+            let (a, b) = (logits(&candle, ids), logits(&scalpel, ids));
+            let d = max_diff(&a, &b);
+            println!("{ty:?}, {} tokens: max |Δlogit| scalpel vs candle = {d:.2e}", ids.len());
+            // Q4_1 (and an unsupported type, still on candle): candle's kernel
+            // is scalar in our order, so bit for bit. Q4_0/Q8_0: candle may
+            // use AVX2 (another f32 order), so a float-rounding-sized bound.
+            if ty == GgmlDType::Q4_1 || !supported {
+                assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "{ty:?}: not bit-identical");
+            } else {
+                assert!(d < 1e-2, "{ty:?}: {d}");
+            }
+            for (l, m) in [(0, Matrix::Q), (1, Matrix::Down), (1, Matrix::Gate)] {
+                let (wa, wb) = (candle.weight(l, m).unwrap(), scalpel.weight(l, m).unwrap());
+                assert_eq!(wa.to_vec2::<f32>().unwrap(), wb.to_vec2::<f32>().unwrap(), "{ty:?} weight {l} {m:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn switching_kernels_both_ways_keeps_the_numbers() {
+    let bytes = quantized_tiny(GgmlDType::Q4_1, 3);
+    let ids = [3u32, 1, 4, 1, 5, 9, 2, 6];
+    let want = logits(&load(&bytes, Kernels::Candle), &ids);
+    let mut m = load(&bytes, Kernels::Scalpel);
+    assert_eq!(logits(&m, &ids), want);
+    m.set_kernels(Kernels::Candle).unwrap();
+    assert_eq!(m.kernels(), Kernels::Candle);
+    assert_eq!(logits(&m, &ids), want);
+    m.set_kernels(Kernels::Auto).unwrap();
+    assert_eq!(m.kernels(), Kernels::Auto.resolve());
+    assert_eq!(logits(&m, &ids), want);
+    // f32 precision: nothing is quantized, the choice is reported as candle.
+    let f = Model::load_with(GGUF_NAME, ModelSource::Gguf(bytes), Precision::F32, Kernels::Scalpel).unwrap();
+    assert_eq!(f.kernels(), Kernels::Candle);
+}
+
+#[test]
+fn replaced_weights_use_the_chosen_kernels() {
+    let bytes = quantized_tiny(GgmlDType::Q4_1, 3);
+    let ids = [7u32, 8, 9];
+    let mut a = load(&bytes, Kernels::Candle);
+    let mut b = load(&bytes, Kernels::Scalpel);
+    let w = (a.weight(0, Matrix::Up).unwrap() * 0.5).unwrap();
+    a.replace_weight(0, Matrix::Up, w.clone()).unwrap();
+    let saved = b.replace_weight(0, Matrix::Up, w).unwrap();
+    // Replacements are quantized to Q8_0; candle's Q8_0 may use AVX2.
+    let d = max_diff(&logits(&a, &ids), &logits(&b, &ids));
+    assert!(d < 1e-2, "{d}");
+    b.restore_weight(saved);
+    assert_eq!(logits(&b, &ids), logits(&load(&bytes, Kernels::Candle), &ids));
+    assert!(b.replace_weight(0, Matrix::Up, Tensor::zeros((3, 3), candle_core::DType::F32, &Device::Cpu).unwrap()).is_err());
+}
+
+#[test]
+fn kernels_parse_and_print() {
+    for k in [Kernels::Auto, Kernels::Candle, Kernels::Scalpel] {
+        assert_eq!(k.to_string().parse::<Kernels>().unwrap(), k);
+        assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{k}\""));
+    }
+    assert!("fast".parse::<Kernels>().is_err());
+    assert_ne!(Kernels::Auto.resolve(), Kernels::Auto);
+}

@@ -1,0 +1,323 @@
+//! Quantized matrix × activation kernels for Scalpel.
+//!
+//! GGUF weight blocks (Q4_0, Q4_1, Q8_0: 32 weights each) are repacked once
+//! into aligned arrays: the quants as 16-byte aligned vectors, the per-block
+//! scales (and Q4_1 mins) as `f32`, each row's scale array padded with zeros
+//! to a multiple of 4 blocks. Activations are quantized per 32-block to int8
+//! with an f16-rounded scale and a block sum (exactly like candle / ggml's
+//! Q8_0 / Q8_1 activation blocks, so the integer block dots equal candle's).
+//!
+//! Every (weight row, activation row) dot product has one fixed order of
+//! float operations, ggml's and candle's scalar order: for each block in
+//! turn, the exact integer block dot `isum` is turned into
+//! `(isum * d_w) * d_x` (`+ m_w * s_x` for Q4_1) and added to one f32 sum.
+//! The SIMD kernel forms four blocks' integer dots and their four terms in
+//! one f32x4 and adds the lanes in block order. So the wasm simd128 path
+//! (`target_arch = "wasm32"`, `target_feature = "simd128"`) and the portable
+//! path are bit-identical (native tests validate the wasm math), and both
+//! equal candle's scalar Q4_1 kernel bit for bit. That order matters more
+//! than it seems: a different (equally valid) summation order flips a few
+//! int8 activation roundings downstream, and over 30 layers that moved the
+//! default model's logits by up to ~1.0. Decode (one activation row) and
+//! prefill (many rows, tiled four activation rows per loaded weight row)
+//! share the per-pair order, so a token's output does not depend on how many
+//! rows were multiplied at once.
+//!
+//! No model logic lives here.
+
+use std::fmt;
+
+use half::f16;
+
+mod portable;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod simd128;
+
+/// Weights (and activations) per block.
+pub const QK: usize = 32;
+
+/// Weight block types the kernels support.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum QType {
+    /// `w = d * (q - 8)`, q in 0..16 (4 bits), f16 `d`.
+    Q4_0,
+    /// `w = d * q + m`, q in 0..16, f16 `d` and `m`.
+    Q4_1,
+    /// `w = d * q`, q in -128..128 (i8), f16 `d`.
+    Q8_0,
+}
+
+impl QType {
+    /// Bytes of one GGUF block.
+    pub fn gguf_block_bytes(self) -> usize {
+        match self {
+            QType::Q4_0 => 18,
+            QType::Q4_1 => 20,
+            QType::Q8_0 => 34,
+        }
+    }
+    /// 16-byte quant vectors per repacked block.
+    fn vecs(self) -> usize {
+        match self {
+            QType::Q4_0 | QType::Q4_1 => 1,
+            QType::Q8_0 => 2,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            QType::Q4_0 => "Q4_0",
+            QType::Q4_1 => "Q4_1",
+            QType::Q8_0 => "Q8_0",
+        }
+    }
+}
+
+/// Why a matrix or a product was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelError(pub String);
+
+impl fmt::Display for KernelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for KernelError {}
+
+pub type Result<T> = std::result::Result<T, KernelError>;
+
+fn err<T>(msg: impl Into<String>) -> Result<T> {
+    Err(KernelError(msg.into()))
+}
+
+/// 16 bytes, 16-byte aligned: one simd128 load.
+#[repr(C, align(16))]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub(crate) struct V16(pub(crate) [u8; 16]);
+
+/// Blocks per row padded to a multiple of 4 (the scale arrays' row stride).
+fn padded(nb: usize) -> usize {
+    nb.div_ceil(4) * 4
+}
+
+/// A repacked quantized weight matrix `[rows, cols]` (rows = outputs).
+///
+/// Q4 quants: one vector per block, byte `j` holds element `j` in its low
+/// nibble and element `j + 16` in its high nibble (GGUF's order). Q8_0: two
+/// vectors per block, elements 0..16 and 16..32, as i8.
+#[derive(Clone, Debug)]
+pub struct QMatrix {
+    ty: QType,
+    rows: usize,
+    cols: usize,
+    nb: usize,
+    nbp: usize,
+    qs: Vec<V16>,
+    d: Vec<f32>,
+    m: Vec<f32>,
+}
+
+impl QMatrix {
+    /// Repacks `rows * cols / 32` GGUF blocks of type `ty`, row-major.
+    pub fn from_gguf(ty: QType, rows: usize, cols: usize, bytes: &[u8]) -> Result<QMatrix> {
+        if rows == 0 || cols == 0 || !cols.is_multiple_of(QK) {
+            return err(format!("{} matrix [{rows}, {cols}]: rows must be > 0 and cols a positive multiple of {QK}", ty.name()));
+        }
+        let nb = cols / QK;
+        let nbp = padded(nb);
+        let want = rows
+            .checked_mul(nb)
+            .and_then(|n| n.checked_mul(ty.gguf_block_bytes()))
+            .ok_or_else(|| KernelError(format!("{} matrix [{rows}, {cols}] is too large", ty.name())))?;
+        if bytes.len() != want {
+            return err(format!("{} matrix [{rows}, {cols}] needs {want} bytes, got {}", ty.name(), bytes.len()));
+        }
+        let f = |b: &[u8]| f16::from_le_bytes([b[0], b[1]]).to_f32();
+        let mut qs = Vec::with_capacity(rows * nb * ty.vecs());
+        let mut d = vec![0f32; rows * nbp];
+        let mut m = if ty == QType::Q4_1 { vec![0f32; rows * nbp] } else { Vec::new() };
+        for (i, blk) in bytes.chunks_exact(ty.gguf_block_bytes()).enumerate() {
+            let at = (i / nb) * nbp + i % nb;
+            d[at] = f(&blk[0..2]);
+            let quants = match ty {
+                QType::Q4_0 => &blk[2..],
+                QType::Q4_1 => {
+                    m[at] = f(&blk[2..4]);
+                    &blk[4..]
+                }
+                QType::Q8_0 => &blk[2..],
+            };
+            for v in quants.chunks_exact(16) {
+                qs.push(V16(v.try_into().expect("16-byte chunk")));
+            }
+        }
+        Ok(QMatrix { ty, rows, cols, nb, nbp, qs, d, m })
+    }
+
+    /// The GGUF bytes back (lossless: the scales came from f16).
+    pub fn to_gguf(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.rows * self.nb * self.ty.gguf_block_bytes());
+        let vecs = self.ty.vecs();
+        for r in 0..self.rows {
+            for b in 0..self.nb {
+                let at = r * self.nbp + b;
+                out.extend_from_slice(&f16::from_f32(self.d[at]).to_le_bytes());
+                if self.ty == QType::Q4_1 {
+                    out.extend_from_slice(&f16::from_f32(self.m[at]).to_le_bytes());
+                }
+                for v in &self.qs[(r * self.nb + b) * vecs..(r * self.nb + b + 1) * vecs] {
+                    out.extend_from_slice(&v.0);
+                }
+            }
+        }
+        out
+    }
+
+    pub fn qtype(&self) -> QType {
+        self.ty
+    }
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The weights in f32, `[rows, cols]` row-major, with the same formulas
+    /// as candle's / ggml's `dequantize_row_*` (bit-identical values).
+    pub fn dequantize(&self) -> Vec<f32> {
+        let mut out = vec![0f32; self.rows * self.cols];
+        for r in 0..self.rows {
+            for b in 0..self.nb {
+                let at = r * self.nbp + b;
+                let d = self.d[at];
+                let y = &mut out[r * self.cols + b * QK..r * self.cols + (b + 1) * QK];
+                let i = r * self.nb + b;
+                match self.ty {
+                    QType::Q4_0 | QType::Q4_1 => {
+                        let q = &self.qs[i].0;
+                        for j in 0..16 {
+                            let (lo, hi) = ((q[j] & 0x0F) as i16, (q[j] >> 4) as i16);
+                            if self.ty == QType::Q4_0 {
+                                y[j] = (lo - 8) as f32 * d;
+                                y[j + 16] = (hi - 8) as f32 * d;
+                            } else {
+                                let m = self.m[at];
+                                y[j] = lo as f32 * d + m;
+                                y[j + 16] = hi as f32 * d + m;
+                            }
+                        }
+                    }
+                    QType::Q8_0 => {
+                        for (h, v) in self.qs[2 * i..2 * i + 2].iter().enumerate() {
+                            for j in 0..16 {
+                                y[h * 16 + j] = v.0[j] as i8 as f32 * d;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// `out[t * rows + r] = Σ_k w[r, k] * x[t, k]` with `x` quantized.
+    /// `out` must hold `acts.rows() * self.rows()` numbers.
+    pub fn matmul(&self, acts: &QActs, out: &mut [f32]) -> Result<()> {
+        self.check(acts, out)?;
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        simd128::matmul(self, acts, out);
+        #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+        portable::matmul(self, acts, out);
+        Ok(())
+    }
+
+    /// The portable kernel, whatever the target (to compare against the SIMD one).
+    pub fn matmul_portable(&self, acts: &QActs, out: &mut [f32]) -> Result<()> {
+        self.check(acts, out)?;
+        portable::matmul(self, acts, out);
+        Ok(())
+    }
+
+    /// Quantizes `x` (`[n, cols]` row-major) and multiplies: `out` is `[n, rows]`.
+    pub fn matmul_f32(&self, x: &[f32], out: &mut [f32]) -> Result<()> {
+        let acts = QActs::quantize(x, self.cols)?;
+        self.matmul(&acts, out)
+    }
+
+    fn check(&self, acts: &QActs, out: &mut [f32]) -> Result<()> {
+        if acts.cols != self.cols {
+            return err(format!("activations have {} columns; the matrix has {}", acts.cols, self.cols));
+        }
+        if out.len() != acts.rows * self.rows {
+            return err(format!("output holds {} numbers; need {} x {}", out.len(), acts.rows, self.rows));
+        }
+        Ok(())
+    }
+}
+
+/// Activations `[rows, cols]` quantized per 32-block: int8 quants, the f16
+/// scale `d = max|x| / 127` (as f32) and `s = d * Σq` (f16, as f32), exactly
+/// as candle / ggml quantize to Q8_0 / Q8_1 (`round` half away from zero).
+#[derive(Clone, Debug)]
+pub struct QActs {
+    rows: usize,
+    cols: usize,
+    nb: usize,
+    nbp: usize,
+    /// Two vectors (elements 0..16, 16..32) per block.
+    qs: Vec<V16>,
+    d: Vec<f32>,
+    s: Vec<f32>,
+}
+
+impl QActs {
+    /// `x` is row-major with `cols` columns (a multiple of 32).
+    pub fn quantize(x: &[f32], cols: usize) -> Result<QActs> {
+        if cols == 0 || !cols.is_multiple_of(QK) {
+            return err(format!("activation width {cols} is not a positive multiple of {QK}"));
+        }
+        if !x.len().is_multiple_of(cols) {
+            return err(format!("{} activations do not form rows of {cols}", x.len()));
+        }
+        let rows = x.len() / cols;
+        let nb = cols / QK;
+        let nbp = padded(nb);
+        let mut qs = vec![V16::default(); rows * nb * 2];
+        let mut d = vec![0f32; rows * nbp];
+        let mut s = vec![0f32; rows * nbp];
+        for (i, xs) in x.chunks_exact(QK).enumerate() {
+            let amax = xs.iter().fold(0f32, |a, &v| a.max(v.abs()));
+            let dd = amax / 127.0;
+            let id = if dd != 0.0 { 1.0 / dd } else { 0.0 };
+            let d16 = f16::from_f32(dd);
+            let mut sum = 0i32;
+            for h in 0..2 {
+                let v = &mut qs[2 * i + h].0;
+                for j in 0..16 {
+                    let q = f32::round(xs[h * 16 + j] * id) as i8;
+                    v[j] = q as u8;
+                    sum += q as i32;
+                }
+            }
+            let at = (i / nb) * nbp + i % nb;
+            d[at] = d16.to_f32();
+            s[at] = f16::from_f32(f16::from_f32(sum as f32).to_f32() * d16.to_f32()).to_f32();
+        }
+        Ok(QActs { rows, cols, nb, nbp, qs, d, s })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+}
+
+/// Which implementation `QMatrix::matmul` runs on this build.
+pub fn implementation() -> &'static str {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    return "simd128";
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    "portable"
+}

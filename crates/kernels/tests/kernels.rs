@@ -1,0 +1,202 @@
+//! The kernels against candle (dequantization bit for bit, products to f32
+//! summation order) and against an exact f64 product of the dequantized
+//! weights with the unquantized activations, within a derived bound.
+
+use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType, QMatMul};
+use candle_core::{Device, Module, Tensor};
+use half::f16;
+use scalpel_kernels::{QActs, QMatrix, QType};
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32
+    }
+    fn sym(&mut self, s: f32) -> f32 {
+        (self.unit() * 2.0 - 1.0) * s
+    }
+}
+
+fn ggml(ty: QType) -> GgmlDType {
+    match ty {
+        QType::Q4_0 => GgmlDType::Q4_0,
+        QType::Q4_1 => GgmlDType::Q4_1,
+        QType::Q8_0 => GgmlDType::Q8_0,
+    }
+}
+
+/// Random GGUF blocks: random quants, f16 scales in (0.001, 0.05), Q4_1 mins in ±0.2.
+fn random_blocks(ty: QType, rows: usize, cols: usize, rng: &mut Rng) -> Vec<u8> {
+    let mut out = Vec::new();
+    for _ in 0..rows * cols / 32 {
+        out.extend_from_slice(&f16::from_f32(0.001 + rng.unit() * 0.049).to_le_bytes());
+        if ty == QType::Q4_1 {
+            out.extend_from_slice(&f16::from_f32(rng.sym(0.2)).to_le_bytes());
+        }
+        let n = if ty == QType::Q8_0 { 32 } else { 16 };
+        out.extend((0..n).map(|_| rng.next() as u8));
+    }
+    out
+}
+
+/// Activations with varied block magnitudes, an outlier and an all-zero block.
+fn random_acts(n: usize, cols: usize, rng: &mut Rng) -> Vec<f32> {
+    let mut x: Vec<f32> = (0..n * cols).map(|i| rng.sym(1.0 + (i / 32 % 5) as f32)).collect();
+    if x.len() > 40 {
+        x[7] = 30.0;
+        let end = 64.min(x.len());
+        x[32..end].iter_mut().for_each(|v| *v = 0.0);
+    }
+    x
+}
+
+const TYPES: [QType; 3] = [QType::Q4_0, QType::Q4_1, QType::Q8_0];
+const SHAPES: [(usize, usize); 6] = [(1, 32), (3, 64), (7, 96), (5, 160), (64, 576), (9, 1536)];
+
+#[test]
+fn repack_roundtrip_and_dequantize_match_candle() {
+    let mut rng = Rng(1);
+    for ty in TYPES {
+        for (rows, cols) in SHAPES {
+            let bytes = random_blocks(ty, rows, cols, &mut rng);
+            let m = QMatrix::from_gguf(ty, rows, cols, &bytes).unwrap();
+            assert_eq!(m.to_gguf(), bytes, "{ty:?} roundtrip");
+            let q = qtensor_from_ggml(ggml(ty), &bytes, vec![rows, cols], &Device::Cpu).unwrap();
+            let want: Vec<f32> = q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            let got = m.dequantize();
+            assert!(want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "{ty:?} [{rows}, {cols}] dequantize");
+        }
+    }
+}
+
+#[test]
+fn bad_shapes_are_errors() {
+    assert!(QMatrix::from_gguf(QType::Q4_1, 2, 33, &[0; 40]).is_err());
+    assert!(QMatrix::from_gguf(QType::Q4_1, 0, 32, &[]).is_err());
+    assert!(QMatrix::from_gguf(QType::Q4_1, 2, 32, &[0; 39]).is_err());
+    assert!(QMatrix::from_gguf(QType::Q8_0, usize::MAX, 64, &[0; 34]).is_err());
+    let m = QMatrix::from_gguf(QType::Q8_0, 2, 32, &[0; 68]).unwrap();
+    assert!(QActs::quantize(&[0.0; 48], 32).is_err());
+    assert!(QActs::quantize(&[0.0; 48], 48).is_err());
+    let a = QActs::quantize(&[0.0; 64], 32).unwrap();
+    assert!(m.matmul(&a, &mut [0.0; 3]).is_err());
+    let a = QActs::quantize(&[0.0; 64], 64).unwrap();
+    assert!(m.matmul(&a, &mut [0.0; 2]).is_err());
+}
+
+/// Against candle's QMatMul on the same blocks: candle quantizes the
+/// activations identically and forms the same integer block dots and the
+/// same per-block float terms. Its Q4_1 kernel is scalar, in our order:
+/// bit-identical. For Q4_0 / Q8_0 candle may use AVX2 (other f32 order), so
+/// |ours - candle| <= nb * 2^-23 * Σ|w·x| (we allow 1e-5 Σ|w·x|).
+#[test]
+fn matmul_matches_candle_qmatmul() {
+    let mut rng = Rng(2);
+    let mut worst = 0f64;
+    for ty in TYPES {
+        for (rows, cols) in SHAPES {
+            for n in [1, 2, 5, 9] {
+                let bytes = random_blocks(ty, rows, cols, &mut rng);
+                let m = QMatrix::from_gguf(ty, rows, cols, &bytes).unwrap();
+                let x = random_acts(n, cols, &mut rng);
+                let mut got = vec![0f32; n * rows];
+                m.matmul_f32(&x, &mut got).unwrap();
+                let q = qtensor_from_ggml(ggml(ty), &bytes, vec![rows, cols], &Device::Cpu).unwrap();
+                let xt = Tensor::from_vec(x.clone(), (n, cols), &Device::Cpu).unwrap();
+                let want: Vec<f32> =
+                    QMatMul::from_qtensor(q).unwrap().forward(&xt).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+                let w = m.dequantize();
+                for t in 0..n {
+                    for r in 0..rows {
+                        let mag: f64 = (0..cols).map(|k| (w[r * cols + k] * x[t * cols + k]).abs() as f64).sum();
+                        let d = (got[t * rows + r] - want[t * rows + r]).abs() as f64;
+                        worst = worst.max(d / mag.max(1e-30));
+                        if ty == QType::Q4_1 {
+                            assert_eq!(got[t * rows + r].to_bits(), want[t * rows + r].to_bits(), "Q4_1 bitwise");
+                        }
+                        assert!(d <= 1e-5 * mag + 1e-6, "{ty:?} [{rows},{cols}] n={n} t={t} r={r}: {d} vs magnitude {mag}");
+                    }
+                }
+            }
+        }
+    }
+    println!("worst |ours - candle| / Σ|w·x| = {worst:.2e}");
+}
+
+/// Against exact f64 math on the dequantized weights and the f32 activations.
+/// Activation rounding: q = round(x / d) with d = max|x|/127 (f32), then d is
+/// stored as f16 (relative error <= 2^-11), so each x is represented with
+/// error <= d/2 + 127 * d * 2^-11 < 0.563 d (we use 0.57 d for the f32
+/// rounding of x / d). A weight row's error is then <= Σ_b 0.57 d_b Σ_k |w_k|,
+/// plus, for Q4_1, |m_b| * |s_b| * 2^-10 (s = d·Σq rounded to f16 twice), plus
+/// f32 accumulation (<= 1e-5 Σ|w·x|).
+#[test]
+fn matmul_within_derived_bound_of_exact() {
+    let mut rng = Rng(3);
+    let mut worst_ratio = 0f64;
+    for ty in TYPES {
+        for (rows, cols) in SHAPES {
+            for n in [1, 4, 6] {
+                let bytes = random_blocks(ty, rows, cols, &mut rng);
+                let m = QMatrix::from_gguf(ty, rows, cols, &bytes).unwrap();
+                let x = random_acts(n, cols, &mut rng);
+                let mut got = vec![0f32; n * rows];
+                m.matmul_f32(&x, &mut got).unwrap();
+                let w = m.dequantize();
+                let mins: Vec<f32> = match ty {
+                    QType::Q4_1 => bytes.chunks_exact(20).map(|b| f16::from_le_bytes([b[2], b[3]]).to_f32()).collect(),
+                    _ => vec![0.0; rows * cols / 32],
+                };
+                for t in 0..n {
+                    let xs = &x[t * cols..(t + 1) * cols];
+                    for r in 0..rows {
+                        let ws = &w[r * cols..(r + 1) * cols];
+                        let exact: f64 = ws.iter().zip(xs).map(|(&a, &b)| a as f64 * b as f64).sum();
+                        let mut bound = 1e-6;
+                        for b in 0..cols / 32 {
+                            let xb = &xs[b * 32..(b + 1) * 32];
+                            let d = xb.iter().fold(0f32, |a, v| a.max(v.abs())) as f64 / 127.0;
+                            let wsum: f64 = ws[b * 32..(b + 1) * 32].iter().map(|v| v.abs() as f64).sum();
+                            let xsum: f64 = xb.iter().map(|v| v.abs() as f64).sum();
+                            bound += 0.57 * d * wsum + (mins[r * cols / 32 + b].abs() as f64) * (xsum + 16.0 * d) * 2f64.powi(-10);
+                            bound += 1e-5 * ws[b * 32..(b + 1) * 32].iter().zip(xb).map(|(a, c)| (a * c).abs() as f64).sum::<f64>();
+                        }
+                        let err = (got[t * rows + r] as f64 - exact).abs();
+                        worst_ratio = worst_ratio.max(err / bound);
+                        assert!(err <= bound, "{ty:?} [{rows},{cols}] t={t} r={r}: error {err} > bound {bound}");
+                    }
+                }
+            }
+        }
+    }
+    println!("worst error / derived bound = {worst_ratio:.3}");
+}
+
+/// Decode and prefill agree bit for bit: a row's result does not depend on
+/// how many activation rows were multiplied together (tile or remainder).
+#[test]
+fn rows_independent_of_batch() {
+    let mut rng = Rng(4);
+    for ty in TYPES {
+        let (rows, cols) = (13, 576);
+        let m = QMatrix::from_gguf(ty, rows, cols, &random_blocks(ty, rows, cols, &mut rng)).unwrap();
+        let x = random_acts(11, cols, &mut rng);
+        let mut all = vec![0f32; 11 * rows];
+        m.matmul_f32(&x, &mut all).unwrap();
+        let mut port = vec![0f32; 11 * rows];
+        m.matmul_portable(&QActs::quantize(&x, cols).unwrap(), &mut port).unwrap();
+        assert_eq!(all, port);
+        for t in 0..11 {
+            let mut one = vec![0f32; rows];
+            m.matmul_f32(&x[t * cols..(t + 1) * cols], &mut one).unwrap();
+            assert!(one.iter().zip(&all[t * rows..]).all(|(a, b)| a.to_bits() == b.to_bits()), "{ty:?} row {t}");
+        }
+    }
+}

@@ -1,0 +1,23 @@
+// Node runner for the wasm build (see run.sh): node run.mjs PKG_DIR MODEL.gguf [prompt decode rounds]
+import { createRequire } from 'node:module';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+
+const [pkg, model, prompt = '64', decode = '32', rounds = '3'] = process.argv.slice(2);
+const require = createRequire(import.meta.url);
+const m = require(path.resolve(pkg, 'scalpel_kernels_wasm_bench.js'));
+
+const check = JSON.parse(m.self_test());
+console.log('simd128 vs portable:', JSON.stringify(check));
+if (check.bitwise_differing !== 0 || check.implementation !== 'simd128') {
+  console.error('FAIL: the simd128 kernel differs from the portable one (or did not run)');
+  process.exit(1);
+}
+console.log('kernel GFLOP/s (wasm, single thread):');
+for (const r of JSON.parse(m.kernel_bench(300))) {
+  console.log(`  ${r.type} [${r.rows}x${r.cols}] n=${String(r.n).padStart(2)}: candle ${r.candle_gflops.toFixed(1).padStart(5)}  scalpel ${r.scalpel_gflops.toFixed(1).padStart(5)}  ratio ${r.ratio.toFixed(2)}`);
+}
+if (model) {
+  const res = JSON.parse(m.model_bench(readFileSync(model), +prompt, +decode, +rounds));
+  console.log('model (wasm, single thread):', JSON.stringify(res, null, 1));
+}

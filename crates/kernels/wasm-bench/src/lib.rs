@@ -1,0 +1,180 @@
+//! wasm entry points for `run.sh` (Node, `wasm-bindgen --target nodejs`):
+//! the simd128 kernel against the portable one (bit for bit), kernel
+//! GFLOP/s against candle's QMatMul, and model decode/prefill tok/s with
+//! candle's and Scalpel's kernels in one run.
+
+use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType, QMatMul};
+use candle_core::{Device, Module, Tensor};
+use half::f16;
+use scalpel_engine::{argmax, Kernels, KvCache, Logits, Model, ModelSource, Precision};
+use scalpel_kernels::{QActs, QMatrix, QType};
+use serde_json::json;
+use wasm_bindgen::prelude::*;
+
+fn now_ms() -> f64 {
+    js_sys::Date::now()
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+fn ggml(ty: QType) -> GgmlDType {
+    match ty {
+        QType::Q4_0 => GgmlDType::Q4_0,
+        QType::Q4_1 => GgmlDType::Q4_1,
+        QType::Q8_0 => GgmlDType::Q8_0,
+    }
+}
+
+fn random_blocks(ty: QType, rows: usize, cols: usize, rng: &mut Rng) -> Vec<u8> {
+    let mut out = Vec::new();
+    for _ in 0..rows * cols / 32 {
+        out.extend_from_slice(&f16::from_f32(0.001 + rng.unit() * 0.049).to_le_bytes());
+        if ty == QType::Q4_1 {
+            out.extend_from_slice(&f16::from_f32(rng.unit() * 0.4 - 0.2).to_le_bytes());
+        }
+        let n = if ty == QType::Q8_0 { 32 } else { 16 };
+        out.extend((0..n).map(|_| rng.next() as u8));
+    }
+    out
+}
+
+fn random_acts(n: usize, rng: &mut Rng) -> Vec<f32> {
+    (0..n).map(|i| (rng.unit() * 2.0 - 1.0) * (1 + i / 32 % 5) as f32).collect()
+}
+
+/// simd128 `matmul` vs `matmul_portable` on random matrices of every type:
+/// JSON with the number of cases and of outputs whose bits differ.
+#[wasm_bindgen]
+pub fn self_test() -> String {
+    let mut rng = Rng(7);
+    let (mut cases, mut outputs, mut differing) = (0, 0, 0);
+    for ty in [QType::Q4_0, QType::Q4_1, QType::Q8_0] {
+        for (rows, cols) in [(1, 32), (3, 64), (7, 96), (5, 160), (64, 576), (9, 1536), (33, 576)] {
+            for n in [1, 2, 3, 4, 5, 9, 17] {
+                let m = QMatrix::from_gguf(ty, rows, cols, &random_blocks(ty, rows, cols, &mut rng)).unwrap();
+                let a = QActs::quantize(&random_acts(n * cols, &mut rng), cols).unwrap();
+                let (mut x, mut y) = (vec![0f32; n * rows], vec![0f32; n * rows]);
+                m.matmul(&a, &mut x).unwrap();
+                m.matmul_portable(&a, &mut y).unwrap();
+                cases += 1;
+                outputs += x.len();
+                differing += x.iter().zip(&y).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+            }
+        }
+    }
+    json!({"implementation": scalpel_kernels::implementation(), "cases": cases, "outputs": outputs, "bitwise_differing": differing})
+        .to_string()
+}
+
+fn time_per_call(mut f: impl FnMut(), budget_ms: f64) -> f64 {
+    f();
+    let (t0, mut calls) = (now_ms(), 0u32);
+    while now_ms() - t0 < budget_ms || calls < 3 {
+        f();
+        calls += 1;
+    }
+    (now_ms() - t0) / calls as f64
+}
+
+/// GFLOP/s (2·rows·cols·n / time) of candle's QMatMul and ours, the default
+/// model's shapes, decode (n = 1) and prefill (n = 64). Ours includes
+/// quantizing the activations, like candle's.
+#[wasm_bindgen]
+pub fn kernel_bench(budget_ms: f64) -> String {
+    let mut rng = Rng(9);
+    let mut rows_out = Vec::new();
+    for (ty, rows, cols) in
+        [(QType::Q4_1, 576, 576), (QType::Q4_1, 1536, 576), (QType::Q4_1, 576, 1536), (QType::Q8_0, 49152, 576)]
+    {
+        let bytes = random_blocks(ty, rows, cols, &mut rng);
+        let ours = QMatrix::from_gguf(ty, rows, cols, &bytes).unwrap();
+        let q = QMatMul::from_qtensor(qtensor_from_ggml(ggml(ty), &bytes, vec![rows, cols], &Device::Cpu).unwrap()).unwrap();
+        for n in [1usize, 64] {
+            let x = random_acts(n * cols, &mut rng);
+            let xt = Tensor::from_vec(x.clone(), (n, cols), &Device::Cpu).unwrap();
+            let mut out = vec![0f32; n * rows];
+            let flop = 2.0 * (rows * cols * n) as f64;
+            let tc = time_per_call(|| drop(q.forward(&xt).unwrap()), budget_ms);
+            let ts = time_per_call(|| ours.matmul_f32(&x, &mut out).unwrap(), budget_ms);
+            rows_out.push(json!({"type": ty.name(), "rows": rows, "cols": cols, "n": n,
+                "candle_gflops": flop / tc / 1e6, "scalpel_gflops": flop / ts / 1e6, "ratio": tc / ts}));
+        }
+    }
+    serde_json::Value::Array(rows_out).to_string()
+}
+
+struct Speeds {
+    prefill: f64,
+    decode: f64,
+}
+
+fn run(model: &Model, prompt: &[u32], decode: usize) -> Speeds {
+    let t0 = now_ms();
+    let mut cache = KvCache::new(&model.config);
+    let logits = model.forward(&model.ids_tensor(prompt).unwrap(), Some(&mut cache), None, Logits::Last).unwrap();
+    let mut next = argmax(&logits.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+    let prefill = prompt.len() as f64 * 1e3 / (now_ms() - t0);
+    let t1 = now_ms();
+    for _ in 0..decode {
+        let logits = model.forward(&model.ids_tensor(&[next]).unwrap(), Some(&mut cache), None, Logits::Last).unwrap();
+        next = argmax(&logits.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+    }
+    Speeds { prefill, decode: decode as f64 * 1e3 / (now_ms() - t1) }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// The model (quantized precision) with candle's and with Scalpel's kernels,
+/// alternating rounds; medians. Also top-5 next-token ids of both on a prompt
+/// and the max |Δlogit| there.
+#[wasm_bindgen]
+pub fn model_bench(bytes: &[u8], prompt_tokens: usize, decode_tokens: usize, rounds: usize) -> Result<String, JsError> {
+    let load = |k| Model::load_with("model.gguf", ModelSource::Gguf(bytes.to_vec()), Precision::Quantized, k);
+    let candle = load(Kernels::Candle)?;
+    let scalpel = load(Kernels::Auto)?;
+    let base = candle.tokenizer().encode(
+        "The quick brown fox jumps over the lazy dog. In 1905, Einstein published four papers that changed physics. ",
+    )?;
+    let prompt: Vec<u32> = base.iter().copied().cycle().take(prompt_tokens).collect();
+    let (mut cp, mut cd, mut sp, mut sd) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..rounds.max(1) {
+        let s = run(&candle, &prompt, decode_tokens);
+        cp.push(s.prefill);
+        cd.push(s.decode);
+        let s = run(&scalpel, &prompt, decode_tokens);
+        sp.push(s.prefill);
+        sd.push(s.decode);
+    }
+    let (cp, cd, sp, sd) = (median(cp), median(cd), median(sp), median(sd));
+    let ids = candle.tokenizer().encode("The capital of France is")?;
+    let lc: Vec<f32> = candle.logits(&ids)?.flatten_all()?.to_vec1()?;
+    let ls: Vec<f32> = scalpel.logits(&ids)?.flatten_all()?.to_vec1()?;
+    let max_diff = lc.iter().zip(&ls).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let v = lc.len() / ids.len();
+    let top = |l: &[f32]| scalpel_engine::top_k(&l[l.len() - v..], 5).into_iter().map(|(i, _)| i).collect::<Vec<_>>();
+    Ok(json!({
+        "implementation": scalpel_kernels::implementation(),
+        "auto_resolves_to": scalpel.kernels().to_string(),
+        "candle": {"prefill_tok_s": cp, "decode_tok_s": cd},
+        "scalpel": {"prefill_tok_s": sp, "decode_tok_s": sd},
+        "ratio_scalpel_over_candle": {"prefill": sp / cp, "decode": sd / cd},
+        "capital_of_france": {"max_abs_logit_diff_all_positions": max_diff, "top5_candle": top(&lc), "top5_scalpel": top(&ls)},
+        "settings": {"prompt_tokens": prompt_tokens, "decode_tokens": decode_tokens, "rounds": rounds, "statistic": "median", "threads": 1},
+    })
+    .to_string())
+}

@@ -311,7 +311,9 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
     await page.getByRole('textbox', { name: 'Model URL' }).fill(`${URL}models/does-not-exist.gguf`);
     await page.getByRole('button', { name: 'Load', exact: true }).click();
     await until(page, async () => (await alertText(page)).length > 0, MINUTE, 'a fetch error');
-    assert.match(await alertText(page), /could not fetch .*does-not-exist\.gguf: HTTP 404/);
+    assert.match(await alertText(page), /could not fetch .*does-not-exist\.gguf: HTTP 404.*\(the previous model is still loaded\)/);
+    await waitState(page, 'ready', MINUTE, logs);
+    assert.match(await page.getByLabel('Loaded model').textContent(), /Loaded: SmolLM2-135M-Instruct\.Q4_1\.gguf/);
     // A file that is not a GGUF.
     await page.getByLabel('Open a model file').setInputFiles(join(ROOT, 'public/style.css'));
     await until(page, async () => /style\.css/.test(await alertText(page)), MINUTE, 'a bad-file error');
@@ -371,26 +373,31 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
     assert.ok(longest < 100, `longest main-thread task ${longest} ms`);
   });
 
-  // Quantized kernels differ between native (x86 SIMD) and wasm (simd128 /
-  // scalar), so only the leading tokens are required to agree.
-  test('quantized: the first greedy tokens equal the native CLI', { timeout: 10 * MINUTE }, async () => {
+  // Quantized: the int8 activation rounding amplifies last-bit differences of
+  // the f32 ops (wasm simd128 vs native AVX2 gemm) over 30 layers, so near-tied
+  // tokens can flip later in a greedy run: the leading tokens must agree.
+  test('quantized: the first greedy tokens equal the native CLI, with both kernel sets', { timeout: 10 * MINUTE }, async () => {
     await open(page, URL);
     await waitState(page, 'ready', 5 * MINUTE, logs);
     await loadPrecision(page, 'quantized', logs);
-    await page.getByRole('button', { name: 'Run', exact: true }).click();
-    await page.waitForTimeout(300);
-    await waitCompare(page, 5 * MINUTE, logs);
-    const got = await readIds(page, 'Baseline output');
-    const want = cli(['generate', '--precision', 'quantized', '--prompt', 'I think dogs are', '--max-new-tokens', '24', '--json']).ids;
-    console.log(`quantized page ${got.slice(0, 8)} cli ${want.slice(0, 8)}`);
-    assert.deepEqual(got.slice(0, 3), want.slice(0, 3));
+    for (const kernels of ['scalpel', 'candle']) {
+      await page.getByRole('combobox', { name: 'Kernels' }).selectOption(kernels);
+      await waitState(page, 'ready', MINUTE, logs);
+      assert.match(await page.getByLabel('Backend').textContent(), new RegExp(`quantized kernels: ${kernels}`));
+      await page.getByRole('button', { name: 'Run', exact: true }).click();
+      await page.waitForTimeout(300);
+      await waitCompare(page, 5 * MINUTE, logs);
+      const got = await readIds(page, 'Baseline output');
+      const want = cli(['generate', '--precision', 'quantized', '--kernels', kernels, '--prompt', 'I think dogs are', '--max-new-tokens', '24', '--json']).ids;
+      console.log(`quantized (${kernels}) page ${got.slice(0, 8)}… cli ${want.slice(0, 8)}…`);
+      assert.deepEqual(got.slice(0, 3), want.slice(0, 3));
+    }
   });
 
-  test('benchmark: wasm (single thread) next to native', { timeout: 15 * MINUTE }, async () => {
+  test('benchmark: wasm (single thread) next to native, per backend', { timeout: 20 * MINUTE }, async () => {
     const rows = [];
     await page.getByText('Benchmark', { exact: true }).click();
-    for (const precision of ['quantized', 'f32']) {
-      await loadPrecision(page, precision, logs);
+    const bench = async (label) => {
       await page.getByRole('button', { name: 'Run benchmark' }).click();
       await page.waitForTimeout(300);
       await waitState(page, 'ready', 10 * MINUTE, logs);
@@ -398,13 +405,23 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
       const prefill = Number(await res.getAttribute('data-prefill'));
       const decode = Number(await res.getAttribute('data-decode'));
       assert.ok(prefill > 0 && decode > 0, `bench result ${await res.textContent()}`);
-      rows.push([`wasm ${precision} (Chromium, 1 thread)`, prefill, decode]);
+      rows.push([label, prefill, decode]);
+    };
+    await loadPrecision(page, 'quantized', logs);
+    for (const kernels of ['candle', 'scalpel']) {
+      await page.getByRole('combobox', { name: 'Kernels' }).selectOption(kernels);
+      await waitState(page, 'ready', MINUTE, logs);
+      await bench(`wasm quantized, ${kernels} kernels`);
     }
-    for (const precision of ['quantized', 'f32']) {
-      const native = cli(['bench', '--model', 'default', '--precision', precision, '--rounds', '1', '--json']);
-      rows.push([`native ${precision} (scalpel bench)`, native.ours.prefill_tok_s, native.ours.decode_tok_s]);
-    }
-    console.log('benchmark                              prefill tok/s   decode tok/s');
+    await loadPrecision(page, 'f32', logs);
+    await bench('wasm f32');
+    const q = cli(['bench', '--precision', 'quantized', '--kernels', 'candle,scalpel', '--rounds', '1', '--json']);
+    rows.push(['native quantized, candle kernels', q.ours.candle.prefill_tok_s, q.ours.candle.decode_tok_s]);
+    rows.push(['native quantized, scalpel kernels', q.ours.scalpel.prefill_tok_s, q.ours.scalpel.decode_tok_s]);
+    const f = cli(['bench', '--precision', 'f32', '--kernels', 'candle', '--rounds', '1', '--json']);
+    rows.push(['native f32', f.ours.candle.prefill_tok_s, f.ours.candle.decode_tok_s]);
+    console.log('benchmark (64 + 64 tokens, 1 thread)    prefill tok/s   decode tok/s');
     for (const [name, p, d] of rows) console.log(`${name.padEnd(38)} ${p.toFixed(1).padStart(13)} ${d.toFixed(1).padStart(14)}`);
+    console.log(`wasm decode, scalpel / candle kernels: ${(rows[1][2] / rows[0][2]).toFixed(2)}x; prefill ${(rows[1][1] / rows[0][1]).toFixed(2)}x`);
   });
 });

@@ -41,6 +41,33 @@ impl Precision {
     }
 }
 
+/// Which CPU kernels run the quantized matmuls (docs/kernels.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Kernels {
+    /// Scalpel's where they measured faster (in wasm: Scalpel's).
+    #[default]
+    Auto,
+    /// candle's quantized matmul.
+    Candle,
+    /// Scalpel's int8 simd128 kernels (Q4_0, Q4_1, Q8_0).
+    Scalpel,
+}
+
+impl Kernels {
+    pub const ALL: [Kernels; 3] = [Kernels::Auto, Kernels::Candle, Kernels::Scalpel];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kernels::Auto => "auto",
+            Kernels::Candle => "candle",
+            Kernels::Scalpel => "scalpel",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Kernels> {
+        Kernels::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
 /// Where the model comes from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -143,7 +170,14 @@ pub enum Request {
     Ping { text: String },
     /// Fetch the model (from the browser's model cache when it is there) and
     /// load it at `precision`. Answers: `Progress`*, `Loaded` | `Error`.
-    Load { source: ModelSource, precision: Precision },
+    Load {
+        source: ModelSource,
+        precision: Precision,
+        #[serde(default)]
+        kernels: Kernels,
+    },
+    /// Switch the quantized kernels in place (no reload). Answers: `KernelsSet` | `Error`.
+    SetKernels { kernels: Kernels },
     /// Delete every cached model. Answers: `CacheCleared`.
     ClearCache,
     /// Top-k next tokens after `prompt`. Answers: `TopK` | `Error`.
@@ -303,7 +337,10 @@ pub enum Response {
         load_ms: f64,
         from_cache: bool,
         summary: ModelSummary,
+        /// What runs the matmuls: "f32 (candle)", or the quantized kernels in use.
+        backend: String,
     },
+    KernelsSet { backend: String },
     CacheCleared { entries: u32 },
     TopK { prompt_ids: Vec<u32>, top: Vec<TokenLogit> },
     /// One generated token. `text` is the decoded text of all tokens so far
@@ -362,12 +399,16 @@ pub enum Response {
     SaeLatent { name: String, hook: String, latent: u32, d_sae: u32, values: Vec<f32> },
     Bench {
         precision: Precision,
+        backend: String,
         prompt_tokens: u32,
         decode_tokens: u32,
         rounds: u32,
         prefill_tok_s: f64,
         decode_tok_s: f64,
     },
+    /// Loading failed. `kept`: the previous model is still loaded and usable
+    /// (the failure happened before it was replaced, e.g. a bad URL).
+    LoadFailed { message: String, kept: bool },
     /// The work was stopped through the shared stop flag.
     Cancelled,
     Error { message: String },
@@ -407,8 +448,9 @@ mod tests {
     fn requests_round_trip() {
         let reqs = vec![
             Request::Ping { text: "hi".into() },
-            Request::Load { source: ModelSource::Gguf { url: "models/x.gguf".into() }, precision: Precision::F32 },
-            Request::Load { source: ModelSource::HfRepo { base: "https://h/gpt2/resolve/main/".into() }, precision: Precision::F32 },
+            Request::Load { source: ModelSource::Gguf { url: "models/x.gguf".into() }, precision: Precision::F32, kernels: Kernels::Auto },
+            Request::Load { source: ModelSource::HfRepo { base: "https://h/gpt2/resolve/main/".into() }, precision: Precision::Quantized, kernels: Kernels::Scalpel },
+            Request::SetKernels { kernels: Kernels::Candle },
             Request::TopK { prompt: "The capital of France is".into(), k: 5 },
             Request::Generate { prompt: "a".into(), sampling: Sampling::default() },
             Request::Compare {

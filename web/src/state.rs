@@ -3,7 +3,7 @@
 //! fragment as base64url JSON (`#s=…`), is validated on the way in, and
 //! turns into an intervention document (docs/interventions.md) for the worker.
 
-use crate::protocol::{ModelSource, PatchSpec, Precision, Sampling};
+use crate::protocol::{Kernels, ModelSource, PatchSpec, Precision, Sampling};
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -337,6 +337,8 @@ pub struct Shared {
     /// None: the default model.
     pub model: Option<ModelSource>,
     pub precision: Precision,
+    #[serde(default)]
+    pub kernels: Kernels,
     pub panel: Panel,
     pub prompt: String,
     pub chat: bool,
@@ -355,6 +357,7 @@ impl Default for Shared {
             v: STATE_VERSION,
             model: None,
             precision: Precision::F32,
+            kernels: Kernels::Auto,
             panel: Panel::Steer,
             prompt: "I think dogs are".into(),
             chat: false,

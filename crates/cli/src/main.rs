@@ -34,6 +34,9 @@ pub struct ModelArgs {
     /// f32 (exact, dequantized) or quantized (fast).
     #[arg(long, default_value = "f32")]
     pub precision: String,
+    /// Quantized matmul kernels: auto (scalpel where faster), candle or scalpel (docs/kernels.md).
+    #[arg(long, default_value = "auto")]
+    pub kernels: String,
     /// Print JSON instead of a human summary.
     #[arg(long)]
     pub json: bool,
@@ -215,8 +218,9 @@ fn set_threads(n: usize) {
 pub(crate) fn load(m: &ModelArgs) -> Result<Model> {
     set_threads(m.threads);
     let precision: Precision = m.precision.parse()?;
+    let kernels: scalpel_engine::Kernels = m.kernels.parse()?;
     let (name, src) = source::resolve(&m.model)?;
-    let model = Model::load(&name, src, precision)?;
+    let model = Model::load_with(&name, src, precision, kernels)?;
     for w in &model.warnings {
         eprintln!("warning: {w}");
     }

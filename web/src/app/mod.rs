@@ -55,6 +55,7 @@ pub struct ModelInfo {
     pub load_ms: f64,
     pub from_cache: bool,
     pub summary: ModelSummary,
+    pub backend: String,
 }
 
 /// A lane while it streams.
@@ -83,6 +84,7 @@ pub struct Comparison {
 #[derive(Clone, Debug, PartialEq)]
 pub struct BenchResult {
     pub precision: Precision,
+    pub backend: String,
     pub prompt_tokens: u32,
     pub decode_tokens: u32,
     pub rounds: u32,
@@ -106,6 +108,7 @@ fn kind(r: &Request) -> &'static str {
     match r {
         Request::Ping { .. } => "ping",
         Request::Load { .. } => "load",
+        Request::SetKernels { .. } => "kernels",
         Request::ClearCache => "clear-cache",
         Request::TopK { .. } => "top-k",
         Request::Generate { .. } => "generate",
@@ -181,6 +184,10 @@ pub struct Ctx {
     pub asking_item: RwSignal<Option<u32>>,
     /// What the last comparison was sent for, so an unchanged state is not re-run.
     last_compare: StoredValue<String>,
+    /// Models loaded so far (drives the first run of the open panel).
+    loads: RwSignal<u32>,
+    /// The model loaded before the current load request.
+    prev_info: StoredValue<Option<ModelInfo>>,
     /// performance.now() of the page's first generated token.
     first_token_page: RwSignal<Option<f64>>,
 }
@@ -281,12 +288,16 @@ impl Ctx {
     }
 
     pub fn load(self, source: ModelSource, precision: Precision, file: Option<JsValue>) {
+        // Kept in case the worker reports that the old model survived a failed load.
+        let prev = self.info.get_untracked();
+        self.prev_info.set_value(prev);
         self.info.set(None);
         self.comparison.set(Comparison::default());
         self.patch.set(None);
         self.progress.set((0.0, None, now_ms()));
         self.status.set(format!("Loading {} ({})…", source.label(), precision.as_str()));
-        self.send_with(Request::Load { source, precision }, file);
+        let kernels = self.st.with_untracked(|s| s.kernels);
+        self.send_with(Request::Load { source, precision, kernels }, file);
     }
 
     pub fn n_layers(self) -> u32 {
@@ -350,6 +361,9 @@ fn initial_state() -> (Shared, Option<String>) {
     }
     if let Some(p) = query_param("precision").and_then(|p| Precision::parse(&p)) {
         st.precision = p;
+    }
+    if let Some(k) = query_param("kernels").and_then(|k| crate::protocol::Kernels::parse(&k)) {
+        st.kernels = k;
     }
     if let Some(p) = query_param("preset") {
         match presets().into_iter().find(|x| x.id == p) {
@@ -419,6 +433,8 @@ fn App() -> impl IntoView {
         asking_item: RwSignal::new(None),
         last_compare: StoredValue::new(String::new()),
         first_token_page: RwSignal::new(None),
+        prev_info: StoredValue::new(None),
+        loads: RwSignal::new(0),
     };
     provide_context(ctx);
     // A bad link keeps its message visible even after the model loads.
@@ -472,13 +488,22 @@ fn App() -> impl IntoView {
                 }
             }
             Response::Work { done, total } => ctx.work.set((done, total)),
-            Response::Loaded { name, precision, bytes, fetch_ms, load_ms, from_cache, summary } => {
+            Response::KernelsSet { backend } => {
+                ctx.info.update(|i| {
+                    if let Some(i) = i {
+                        i.backend = backend.clone();
+                    }
+                });
+                ctx.status.set(format!("Backend: {backend}"));
+            }
+            Response::Loaded { name, precision, bytes, fetch_ms, load_ms, from_cache, summary, backend } => {
                 ctx.progress.update(|p| {
                     p.0 = bytes;
                     p.1 = Some(bytes);
                 });
                 ctx.status.set(format!("Ready: {name} loaded"));
-                ctx.info.set(Some(ModelInfo { name, precision, bytes, fetch_ms, load_ms, from_cache, summary }));
+                ctx.info.set(Some(ModelInfo { name, precision, bytes, fetch_ms, load_ms, from_cache, summary, backend }));
+                ctx.loads.update(|n| *n += 1);
             }
             Response::CacheCleared { entries } => ctx.status.set(format!("Model cache cleared ({entries} files)")),
             Response::LaneText { lane, ids, text, tok_s } => {
@@ -573,12 +598,24 @@ fn App() -> impl IntoView {
                 }
                 ctx.status.set(format!("SAE latent {latent} loaded from {name}"));
             }
-            Response::Bench { precision, prompt_tokens, decode_tokens, rounds, prefill_tok_s, decode_tok_s } => {
-                ctx.bench.set(Some(BenchResult { precision, prompt_tokens, decode_tokens, rounds, prefill_tok_s, decode_tok_s }));
+            Response::Bench { precision, backend, prompt_tokens, decode_tokens, rounds, prefill_tok_s, decode_tok_s } => {
+                ctx.bench.set(Some(BenchResult { precision, backend, prompt_tokens, decode_tokens, rounds, prefill_tok_s, decode_tok_s }));
                 ctx.status.set("Benchmark finished".into());
             }
             // The thin-slice requests (TopK, Generate) are not used by this page.
             Response::TopK { .. } | Response::Token { .. } | Response::Done { .. } => {}
+            Response::LoadFailed { message, kept } => {
+                let prev = ctx.prev_info.get_value();
+                ctx.error.set(Some(if kept && prev.is_some() { format!("{message} (the previous model is still loaded)") } else { message }));
+                if kept && prev.is_some() {
+                    ctx.info.set(prev);
+                    ctx.progress.update(|p| p.1 = None);
+                    ctx.status.set("Load failed; the previous model is still loaded".into());
+                } else {
+                    ctx.status.set("Load failed".into());
+                    ctx.phase.set(Phase::Failed);
+                }
+            }
             Response::Error { message } => {
                 ctx.error.set(Some(message));
                 ctx.status.set("Error".into());
@@ -641,9 +678,10 @@ fn App() -> impl IntoView {
             Duration::from_millis(450),
         );
     });
-    // First comparison (and the active panel's view) as soon as a model is loaded.
+    // First comparison (and the active panel's view) as soon as a model is
+    // loaded (not when a failed load hands the previous model back).
     Effect::new(move |_| {
-        if ctx.info.with(|i| i.is_some()) {
+        if ctx.loads.get() > 0 {
             let panel = ctx.st.with_untracked(|s| s.panel);
             panels::run_panel(ctx, panel);
         }

@@ -1,7 +1,7 @@
 //! Page chrome (model card, presets, share bar) and shared views (heatmap, bars).
 
 use super::{copy_text, link_for, Ctx, Phase};
-use crate::protocol::{ModelSource, Precision, Request};
+use crate::protocol::{Kernels, ModelSource, Precision, Request};
 use crate::state::presets;
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
@@ -266,7 +266,20 @@ pub fn ModelCard() -> impl IntoView {
                             .collect_view()}
                     </select>
                 </label>
-                <span class="muted">"backend: CPU (wasm, simd128), 1 thread"</span>
+                <Show when=move || ctx.st.with(|s| s.precision == Precision::Quantized)>
+                    <label>
+                        "Kernels "
+                        <select aria-label="Kernels" on:change=move |ev| {
+                            if let Some(k) = Kernels::parse(&event_target_value(&ev)) {
+                                ctx.st.update(|s| s.kernels = k);
+                                ctx.send(Request::SetKernels { kernels: k });
+                            }
+                        } disabled=loading>
+                            {Kernels::ALL.into_iter().map(|k| view! { <option value=k.as_str() selected=move || ctx.st.with(|s| s.kernels) == k>{k.as_str()}</option> }).collect_view()}
+                        </select>
+                    </label>
+                </Show>
+                <span class="muted" aria-label="Backend">{move || ctx.info.get().map(|i| format!("backend: {} · 1 thread", i.backend)).unwrap_or_else(|| "backend: CPU wasm simd128 · 1 thread".into())}</span>
                 <button class="secondary" on:click=move |_| ctx.send(Request::ClearCache) disabled=loading>"Clear cached models"</button>
             </div>
             <div class="row">
@@ -305,10 +318,10 @@ pub fn ModelCard() -> impl IntoView {
                     <button on:click=move |_| { ctx.bench.set(None); ctx.send(Request::Bench { prompt_tokens: 64, decode_tokens: 64, rounds: 3 }) } disabled=move || !ctx.ready()>"Run benchmark"</button>
                     <span class="muted">"64-token prefill + 64 decode steps, median of 3, this tab"</span>
                 </div>
-                <p aria-label="Benchmark result" data-prefill=move || ctx.bench.get().map(|b| b.prefill_tok_s.to_string()).unwrap_or_default() data-decode=move || ctx.bench.get().map(|b| b.decode_tok_s.to_string()).unwrap_or_default()>
+                <p aria-label="Benchmark result" data-backend=move || ctx.bench.get().map(|b| b.backend).unwrap_or_default() data-prefill=move || ctx.bench.get().map(|b| b.prefill_tok_s.to_string()).unwrap_or_default() data-decode=move || ctx.bench.get().map(|b| b.decode_tok_s.to_string()).unwrap_or_default()>
                     {move || ctx.bench.get().map(|b| format!(
                         "{}: prefill {:.1} tok/s ({} tokens) · decode {:.1} tok/s ({} tokens) · median of {}",
-                        b.precision.as_str(), b.prefill_tok_s, b.prompt_tokens, b.decode_tok_s, b.decode_tokens, b.rounds
+                        b.backend, b.prefill_tok_s, b.prompt_tokens, b.decode_tok_s, b.decode_tokens, b.rounds
                     )).unwrap_or_default()}
                 </p>
             </details>

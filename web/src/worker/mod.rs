@@ -128,11 +128,23 @@ async fn handle(req: Request, file: Option<Vec<u8>>) -> Result<(), String> {
             post(&Response::CacheCleared { entries });
             Ok(())
         }
-        Request::Load { source, precision } => {
+        Request::SetKernels { kernels } => ops::set_kernels(kernels),
+        Request::Load { source, precision, kernels } => {
             let t0 = now_ms();
-            let (bytes, from_cache) = bytes_for(&source, file).await?;
+            // The previous model stays loaded until the new files are here,
+            // so a mistyped URL does not cost the user their model.
+            let (bytes, from_cache) = match bytes_for(&source, file).await {
+                Ok(b) => b,
+                Err(message) => {
+                    post(&Response::LoadFailed { message, kept: ops::is_loaded() });
+                    return Ok(());
+                }
+            };
             let fetch_ms = now_ms() - t0;
-            ops::load(&source, bytes, precision, fetch_ms, from_cache)
+            if let Err(message) = ops::load(&source, bytes, precision, kernels, fetch_ms, from_cache) {
+                post(&Response::LoadFailed { message, kept: false });
+            }
+            Ok(())
         }
         Request::TopK { prompt, k } => ops::top_k(&prompt, k),
         Request::Generate { prompt, sampling } => ops::generate(&prompt, &sampling),
@@ -164,10 +176,6 @@ async fn bytes_for(source: &ModelSource, file: Option<Vec<u8>>) -> Result<(Model
     if let Some(b) = held {
         return Ok((b, true));
     }
-    // Drop the old model and bytes first: memory is the tight resource.
-    STATE.with(|s| s.borrow_mut().bytes = None);
-    #[cfg(feature = "engine")]
-    ops::unload();
     let (bytes, from_cache) = match source {
         ModelSource::Gguf { url } => {
             let (b, c) = fetch::fetch_cached(url, true).await?;

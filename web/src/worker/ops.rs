@@ -5,7 +5,7 @@
 use super::{post, stop_requested, ModelBytes, Throttle};
 use crate::js::now_ms;
 use crate::protocol::{
-    DlaItem, ItemSummary, Lane, LaneResult, LensCell, LensRow, ModelSource, ModelSummary, PatchOutcome, PatchSpec,
+    DlaItem, ItemSummary, Kernels, Lane, LaneResult, LensCell, LensRow, ModelSource, ModelSummary, PatchOutcome, PatchSpec,
     Precision, Prompt, Response, Sampling, TokenLogit, TokenProb,
 };
 use scalpel_engine as se;
@@ -38,11 +38,41 @@ fn with_model<T>(f: impl FnOnce(&mut Loaded) -> R<T>) -> R<T> {
     })
 }
 
+pub fn is_loaded() -> bool {
+    MODEL.with(|m| m.borrow().is_some())
+}
+
 pub fn unload() {
     MODEL.with(|m| *m.borrow_mut() = None);
 }
 
-pub fn load(source: &ModelSource, bytes: ModelBytes, precision: Precision, fetch_ms: f64, from_cache: bool) -> R<()> {
+fn engine_kernels(k: Kernels) -> se::Kernels {
+    match k {
+        Kernels::Auto => se::Kernels::Auto,
+        Kernels::Candle => se::Kernels::Candle,
+        Kernels::Scalpel => se::Kernels::Scalpel,
+    }
+}
+
+/// What runs the matmuls, for the UI.
+fn backend(l: &Loaded) -> String {
+    match l.precision {
+        Precision::F32 => "CPU wasm simd128 · f32 matmul (candle)".to_string(),
+        Precision::Quantized => format!("CPU wasm simd128 · quantized kernels: {}", l.model.kernels()),
+    }
+}
+
+pub fn set_kernels(k: Kernels) -> R<()> {
+    with_model(|l| {
+        l.model.set_kernels(engine_kernels(k)).map_err(e)?;
+        // Baseline outputs were made by the other kernels.
+        l.baseline = None;
+        post(&Response::KernelsSet { backend: backend(l) });
+        Ok(())
+    })
+}
+
+pub fn load(source: &ModelSource, bytes: ModelBytes, precision: Precision, kernels: Kernels, fetch_ms: f64, from_cache: bool) -> R<()> {
     let name = source.label();
     unload();
     let t0 = now_ms();
@@ -59,7 +89,7 @@ pub fn load(source: &ModelSource, bytes: ModelBytes, precision: Precision, fetch
             weights: weights.iter().map(|(n, w)| (n.clone(), w.as_ref().clone())).collect(),
         },
     };
-    let model = se::Model::load(&name, src, p).map_err(|err| format!("{name}: {err}"))?;
+    let model = se::Model::load_with(&name, src, p, engine_kernels(kernels)).map_err(|err| format!("{name}: {err}"))?;
     let load_ms = now_ms() - t0;
     let c = &model.config;
     let summary = ModelSummary {
@@ -73,8 +103,10 @@ pub fn load(source: &ModelSource, bytes: ModelBytes, precision: Precision, fetch
         n_ctx: c.n_ctx as u32,
         chat_template: model.tokenizer().chat_template.is_some(),
     };
-    MODEL.with(|m| *m.borrow_mut() = Some(Loaded { model, precision, baseline: None }));
-    post(&Response::Loaded { name, precision, bytes: bytes.len() as f64, fetch_ms, load_ms, from_cache, summary });
+    let loaded = Loaded { model, precision, baseline: None };
+    let backend = backend(&loaded);
+    MODEL.with(|m| *m.borrow_mut() = Some(loaded));
+    post(&Response::Loaded { name, precision, bytes: bytes.len() as f64, fetch_ms, load_ms, from_cache, summary, backend });
     Ok(())
 }
 
@@ -601,6 +633,7 @@ pub fn bench(prompt_tokens: u32, decode_tokens: u32, rounds: u32) -> R<()> {
         }
         post(&Response::Bench {
             precision: l.precision,
+            backend: backend(l),
             prompt_tokens,
             decode_tokens,
             rounds,

@@ -113,11 +113,14 @@ fn compare_hooks(gpu: Arc<Gpu>, name: &str, bytes: &[u8], cpu: &Model, prompt: &
     let out = block_on(g.forward(prompt, &req)).unwrap();
     let (_, cache) = cpu.run_with_cache(prompt, &points).unwrap();
     let mut worst = 0f32;
+    let mut worst_rel = 0f32;
     for hv in &out.hooks {
         let c = cache.get(&hv.point).unwrap();
         assert_eq!(c.dims(), hv.shape.as_slice(), "{}", hv.point.name());
         let cv: Vec<f32> = c.flatten_all().unwrap().to_vec1().unwrap();
         let d = max_diff(&hv.data, &cv);
+        let scale = cv.iter().fold(0f32, |m, x| m.max(x.abs()));
+        worst_rel = worst_rel.max(d / scale.max(1e-6));
         worst = worst.max(d);
         assert!(d < bound, "{name}: {}: max |Δ| {d}", hv.point.name());
     }
@@ -136,7 +139,10 @@ fn compare_hooks(gpu: Arc<Gpu>, name: &str, bytes: &[u8], cpu: &Model, prompt: &
         worst = worst.max(d);
         assert!(d < bound, "{name}: decode {}: max |Δ| {d}", hv.point.name());
     }
-    eprintln!("{name}: {} hook values (prefill + decode), max |Δ| = {worst:.3e}", out.hooks.len() + gout.hooks.len());
+    eprintln!(
+        "{name}: {} hook values (prefill + decode), max |Δ| = {worst:.3e}; prefill max |Δ| / max |value| per hook = {worst_rel:.3e}",
+        out.hooks.len() + gout.hooks.len()
+    );
     worst
 }
 

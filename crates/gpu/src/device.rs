@@ -301,7 +301,7 @@ impl Gpu {
             let req = |force| wgpu::RequestAdapterOptions {
                 power_preference: wgpu::PowerPreference::HighPerformance,
                 force_fallback_adapter: force,
-                compatible_surface: None,
+                ..Default::default()
             };
             if !opts.force_software {
                 if let Ok(a) = instance.request_adapter(&req(false)).await {

@@ -619,7 +619,6 @@ impl GpuModel {
                 }
             }
         }
-        let n_hooks = staged.len();
         if let Some(s) = logits_stage {
             staged.push((s, logits_bytes));
         }
@@ -655,10 +654,9 @@ impl GpuModel {
             let b = it.next().expect("token");
             out.next_token = Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
         }
-        for (b, _) in staged.drain(..) {
+        for (b, _) in staged {
             gpu.give_staging(b);
         }
-        let _ = n_hooks;
         self.len = start + t;
         Ok(out)
     }

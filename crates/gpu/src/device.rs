@@ -330,7 +330,7 @@ impl Gpu {
     /// A storage buffer holding `data` (padded to at least 16 bytes).
     pub fn storage(&self, label: &str, data: &[u8]) -> wgpu::Buffer {
         let mut v;
-        let contents = if data.len() < 16 || data.len() % 4 != 0 {
+        let contents = if data.len() < 16 || !data.len().is_multiple_of(4) {
             v = data.to_vec();
             v.resize(data.len().max(16).div_ceil(4) * 4, 0);
             &v[..]

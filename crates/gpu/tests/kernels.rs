@@ -313,7 +313,8 @@ fn edits_match_reference() {
     let u: Vec<f32> = v.iter().map(|a| a / n).collect();
     let src = r.vec(6 * w, 1.0); // a kept activation for positions 9..15
     // (mode, alpha, src, pos range, col range)
-    let cases: Vec<(u32, f32, Vec<f32>, (u32, u32), (u32, u32))> = vec![
+    type Case = (u32, f32, Vec<f32>, (u32, u32), (u32, u32));
+    let cases: Vec<Case> = vec![
         (0, 2.5, v[..100].to_vec(), (11, 13), (50, 150)),
         (1, -0.5, vec![0.0], (0, u32::MAX), (0, w as u32)),
         (2, 0.0, vec![0.0], (12, 14), (64, 128)),

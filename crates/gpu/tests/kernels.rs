@@ -363,3 +363,22 @@ fn edits_match_reference() {
         }
     }
 }
+
+#[test]
+fn software_adapter_is_not_chosen_by_default() {
+    let Some(gpu) = gpu() else { return };
+    if !gpu.info.software {
+        eprintln!("hardware adapter present ({}): nothing to check", gpu.info.name);
+        return;
+    }
+    // Only software adapters here (lavapipe): the default options refuse them.
+    match block_on(scalpel_gpu::Gpu::new(&scalpel_gpu::GpuOptions::default())) {
+        Ok(g) => assert!(!g.info.software, "picked software adapter {}", g.info.name),
+        Err(e) => {
+            eprintln!("default options: {e}");
+            assert!(e.to_string().contains("software"), "{e}");
+        }
+    }
+    let forced = block_on(scalpel_gpu::Gpu::new(&scalpel_gpu::GpuOptions { allow_software: false, force_software: true })).unwrap();
+    assert!(forced.info.software);
+}

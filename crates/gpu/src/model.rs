@@ -1,0 +1,776 @@
+//! A llama-family model on the GPU: weights dequantized to f32 at load (the
+//! engine's `f32` precision), a KV cache, prefill and decode, TransformerLens
+//! hook points that can be read (copying only that tensor back) or edited on
+//! the GPU, and greedy decoding with a 4-byte readback per token.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+use candle_core::Device;
+use scalpel_engine::gguf::Gguf;
+use scalpel_engine::{Config, HookPoint, Site};
+
+use crate::device::{params, Gpu, Kernel};
+use crate::{GpuError, Result};
+
+/// Sizes chosen at load.
+#[derive(Clone, Debug)]
+pub struct GpuModelOptions {
+    /// KV-cache capacity in positions (clamped to the model's context).
+    pub max_seq: usize,
+}
+
+impl Default for GpuModelOptions {
+    fn default() -> Self {
+        GpuModelOptions { max_seq: 1024 }
+    }
+}
+
+/// Which logits a forward call copies back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LogitsOut {
+    /// None (e.g. decode with GPU argmax).
+    None,
+    /// The last position's row, `[1, vocab]`.
+    #[default]
+    Last,
+    /// Every new position, `[t, vocab]`.
+    All,
+}
+
+/// An activation kept on the GPU (from [`ForwardRequest::keep`]), to patch
+/// into a later run with [`EditOp::Patch`].
+#[derive(Clone, Debug)]
+pub struct GpuTensor {
+    pub buffer: wgpu::Buffer,
+    /// Absolute position of row 0.
+    pub start: usize,
+    pub rows: usize,
+    pub width: usize,
+}
+
+/// A hook edit applied on the GPU, in place, at its hook point.
+#[derive(Clone, Debug)]
+pub enum EditOp {
+    /// x += alpha · v (v spans the column range).
+    Add { v: Vec<f32>, alpha: f32 },
+    /// x *= factor.
+    Scale(f32),
+    /// x = 0.
+    Zero,
+    /// x -= (x·û) û for the unit vector û of `direction`.
+    ProjectOut(Vec<f32>),
+    /// x = the kept activation at the same absolute positions.
+    Patch(GpuTensor),
+}
+
+#[derive(Clone, Debug)]
+pub struct GpuEdit {
+    pub point: HookPoint,
+    pub op: EditOp,
+    /// Absolute positions edited (all when `None`).
+    pub positions: Option<Range<usize>>,
+    /// Columns edited (all when `None`), e.g. one head's slice of `attn.hook_z`.
+    pub cols: Option<Range<usize>>,
+}
+
+/// What one forward call computes and copies back.
+#[derive(Clone, Debug, Default)]
+pub struct ForwardRequest {
+    pub logits: LogitsOut,
+    /// Greedy next token on the GPU (lowest id on ties), 4 bytes back.
+    pub argmax: bool,
+    /// Hook points copied back to the CPU.
+    pub read: Vec<HookPoint>,
+    /// Hook points copied into new GPU buffers (no readback).
+    pub keep: Vec<HookPoint>,
+    pub edits: Vec<GpuEdit>,
+}
+
+/// A hook value read back: `[t, d_model]`, `[t, d_mlp]` or for `attn.hook_z`
+/// `[t, n_heads, d_head]` (no batch axis).
+#[derive(Clone, Debug)]
+pub struct HookValue {
+    pub point: HookPoint,
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+#[derive(Debug, Default)]
+pub struct ForwardOutput {
+    /// Row-major `[rows, vocab]`.
+    pub logits: Option<Vec<f32>>,
+    pub next_token: Option<u32>,
+    pub hooks: Vec<HookValue>,
+    pub kept: Vec<(HookPoint, GpuTensor)>,
+}
+
+struct LayerW {
+    ln1: wgpu::Buffer,
+    wqkv: wgpu::Buffer,
+    wo: wgpu::Buffer,
+    ln2: wgpu::Buffer,
+    wgu: wgpu::Buffer,
+    wdown: wgpu::Buffer,
+    kc: wgpu::Buffer,
+    vc: wgpu::Buffer,
+}
+
+struct Weights {
+    embed: wgpu::Buffer,
+    unembed: Option<wgpu::Buffer>,
+    ln_f: wgpu::Buffer,
+    cos: wgpu::Buffer,
+    sin: wgpu::Buffer,
+    dummy: wgpu::Buffer,
+    layers: Vec<LayerW>,
+}
+
+/// Activation buffers for up to `cap` new tokens per call.
+struct Work {
+    cap: usize,
+    logit_rows: usize,
+    ids: wgpu::Buffer,
+    x: wgpu::Buffer,
+    xn: wgpu::Buffer,
+    qkv: wgpu::Buffer,
+    q: wgpu::Buffer,
+    z: wgpu::Buffer,
+    attn_out: wgpu::Buffer,
+    mid: wgpu::Buffer,
+    gu: wgpu::Buffer,
+    h: wgpu::Buffer,
+    mlp_out: wgpu::Buffer,
+    xf: wgpu::Buffer,
+    logits: wgpu::Buffer,
+}
+
+#[derive(Clone, Copy)]
+enum Wg {
+    /// (x, t, 1): one row of workgroups per new token.
+    Rows(u32),
+    /// A linear layer with n outputs: tiled matmul, or matvec when t == 1.
+    Linear(u32),
+    /// Always matvec (one input row), n outputs.
+    Vec(u32),
+    /// (x, 1, 1).
+    Fixed(u32),
+}
+
+struct Op {
+    k: Kernel,
+    bg: wgpu::BindGroup,
+    wg: Wg,
+}
+
+enum Item {
+    Op(Op),
+    Site(HookPoint),
+}
+
+struct Plan {
+    body: Vec<Item>,
+    tail_last: Vec<Item>,
+    tail_all: Vec<Item>,
+    argmax_last: Op,
+    argmax_all: Op,
+}
+
+enum Cmd<'a> {
+    D(&'a wgpu::ComputePipeline, &'a wgpu::BindGroup, [u32; 3]),
+    C(&'a wgpu::Buffer, &'a wgpu::Buffer, u64),
+}
+
+pub struct GpuModel {
+    pub gpu: Arc<Gpu>,
+    pub config: Config,
+    pub max_seq: usize,
+    len: usize,
+    w: Weights,
+    step: wgpu::Buffer,
+    work: Work,
+    plan: Plan,
+}
+
+const SUPPORTED: [Site; 10] = [
+    Site::ResidPre,
+    Site::Ln1Normalized,
+    Site::Z,
+    Site::AttnOut,
+    Site::ResidMid,
+    Site::Ln2Normalized,
+    Site::MlpPost,
+    Site::MlpOut,
+    Site::ResidPost,
+    Site::LnFinalNormalized,
+];
+
+fn f32s(x: f32) -> u32 {
+    x.to_bits()
+}
+
+impl GpuModel {
+    /// Loads a llama-family GGUF (the engine's parser and config), every
+    /// tensor dequantized to f32 with candle, Q/K rows as stored (interleaved
+    /// RoPE, as the engine does).
+    pub fn from_gguf(gpu: Arc<Gpu>, name: &str, bytes: &[u8], opts: &GpuModelOptions) -> Result<GpuModel> {
+        let g = Gguf::parse(name, bytes)?;
+        let cfg = Config::from_gguf(&g)?;
+        let (d, m, v, dh) = (cfg.d_model, cfg.d_mlp, cfg.d_vocab, cfg.d_head);
+        let nkv = cfg.n_kv_heads;
+        let kv = nkv * dh;
+        if d % 4 != 0 || m % 4 != 0 || dh > 256 {
+            return Err(GpuError::Input(format!(
+                "{name}: the GPU kernels need d_model and d_mlp divisible by 4 and d_head <= 256 (got {d}, {m}, {dh})"
+            )));
+        }
+        let max_seq = opts.max_seq.clamp(1, cfg.n_ctx);
+        let deq = |t: &str, want: &[usize]| -> Result<Vec<f32>> {
+            let q = g.qtensor(t)?;
+            if q.shape().dims() != want {
+                return Err(GpuError::Input(format!("{name}: tensor '{t}' has shape {:?}, expected {want:?}", q.shape().dims())));
+            }
+            Ok(q.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?)
+        };
+        let embed = gpu.storage_f32("token_embd", &deq("token_embd.weight", &[v, d])?);
+        let unembed = match g.info("output.weight") {
+            Some(_) => Some(gpu.storage_f32("output", &deq("output.weight", &[v, d])?)),
+            None => None,
+        };
+        let mut layers = Vec::with_capacity(cfg.n_layers);
+        let cache_bytes = (nkv * max_seq * dh * 4) as u64;
+        for l in 0..cfg.n_layers {
+            let n = |s: &str| format!("blk.{l}.{s}.weight");
+            let mut qkv = deq(&n("attn_q"), &[d, d])?;
+            qkv.extend(deq(&n("attn_k"), &[kv, d])?);
+            qkv.extend(deq(&n("attn_v"), &[kv, d])?);
+            let mut gu = deq(&n("ffn_gate"), &[m, d])?;
+            gu.extend(deq(&n("ffn_up"), &[m, d])?);
+            layers.push(LayerW {
+                ln1: gpu.storage_f32("attn_norm", &deq(&n("attn_norm"), &[d])?),
+                wqkv: gpu.storage_f32("wqkv", &qkv),
+                wo: gpu.storage_f32("wo", &deq(&n("attn_output"), &[d, d])?),
+                ln2: gpu.storage_f32("ffn_norm", &deq(&n("ffn_norm"), &[d])?),
+                wgu: gpu.storage_f32("wgu", &gu),
+                wdown: gpu.storage_f32("wdown", &deq(&n("ffn_down"), &[d, m])?),
+                kc: gpu.storage_zeroed("k cache", cache_bytes),
+                vc: gpu.storage_zeroed("v cache", cache_bytes),
+            });
+        }
+        let ln_f = gpu.storage_f32("output_norm", &deq("output_norm.weight", &[d])?);
+        // RoPE tables exactly as the engine computes them (f32 on the CPU).
+        let theta = cfg.rope_theta;
+        let inv_freq: Vec<f32> = (0..dh).step_by(2).map(|i| 1f32 / theta.powf(i as f32 / dh as f32)).collect();
+        let (mut cos, mut sin) = (Vec::new(), Vec::new());
+        for p in 0..max_seq {
+            for &f in &inv_freq {
+                let a = p as f32 * f;
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+        let w = Weights {
+            embed,
+            unembed,
+            ln_f,
+            cos: gpu.storage_f32("cos", &cos),
+            sin: gpu.storage_f32("sin", &sin),
+            dummy: gpu.storage_zeroed("dummy", 16),
+            layers,
+        };
+        let step = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("step"),
+            size: 16,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let work = Self::make_work(&gpu, &cfg, 16, 1);
+        let plan = Self::make_plan(&gpu, &cfg, max_seq, &w, &work, &step);
+        Ok(GpuModel { gpu, config: cfg, max_seq, len: 0, w, step, work, plan })
+    }
+
+    /// Positions in the KV cache.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Forget positions from `n` on (backtracking); `reset` = `truncate(0)`.
+    pub fn truncate(&mut self, n: usize) {
+        self.len = self.len.min(n);
+    }
+    pub fn reset(&mut self) {
+        self.len = 0;
+    }
+
+    fn make_work(gpu: &Gpu, cfg: &Config, cap: usize, logit_rows: usize) -> Work {
+        let (d, m, dh) = (cfg.d_model, cfg.d_mlp, cfg.d_head);
+        let qkvw = (cfg.n_heads + 2 * cfg.n_kv_heads) * dh;
+        let f = |label: &str, n: usize| gpu.storage_zeroed(label, (n * 4) as u64);
+        Work {
+            cap,
+            logit_rows,
+            ids: f("ids", cap.max(4)),
+            x: f("x", cap * d),
+            xn: f("xn", cap * d),
+            qkv: f("qkv", cap * qkvw),
+            q: f("q", cap * d),
+            z: f("z", cap * d),
+            attn_out: f("attn_out", cap * d),
+            mid: f("mid", cap * d),
+            gu: f("gu", cap * 2 * m),
+            h: f("h", cap * m),
+            mlp_out: f("mlp_out", cap * d),
+            xf: f("xf", cap * d),
+            logits: f("logits", logit_rows * cfg.d_vocab),
+        }
+    }
+
+    fn make_plan(gpu: &Gpu, cfg: &Config, max_seq: usize, w: &Weights, k: &Work, step: &wgpu::Buffer) -> Plan {
+        let (d, m, v, dh) = (cfg.d_model as u32, cfg.d_mlp as u32, cfg.d_vocab as u32, cfg.d_head as u32);
+        let (nh, nkv) = (cfg.n_heads as u32, cfg.n_kv_heads as u32);
+        let qkvw = (nh + 2 * nkv) * dh;
+        let eps = f32s(cfg.norm_eps as f32);
+        let op = |kern: Kernel, p: &[u32], bufs: &[&wgpu::Buffer], wg: Wg| -> Op {
+            let pb = gpu.uniform(&format!("{kern:?} params"), &params(p));
+            Op { k: kern, bg: gpu.bind(kern, step, &pb, bufs), wg }
+        };
+        let dm = &w.dummy;
+        let rows = |n: u32| Wg::Rows(n.div_ceil(256));
+        let mut body = vec![Item::Op(op(Kernel::Embed, &[d], &[&k.ids, &w.embed, &k.x], rows(d)))];
+        for (l, lw) in w.layers.iter().enumerate() {
+            let s = |site| Item::Site(HookPoint::block(l, site));
+            body.push(s(Site::ResidPre));
+            body.push(Item::Op(op(Kernel::Norm, &[d, 0, 0, eps], &[&k.x, &lw.ln1, dm, &k.xn], Wg::Rows(1))));
+            body.push(s(Site::Ln1Normalized));
+            body.push(Item::Op(op(Kernel::Matmul, &[qkvw, d, 0, 0], &[&k.xn, &lw.wqkv, dm, &k.qkv], Wg::Linear(qkvw))));
+            body.push(Item::Op(op(
+                Kernel::RopeKv,
+                &[nh, nkv, dh, max_seq as u32],
+                &[&k.qkv, &w.cos, &w.sin, &k.q, &lw.kc, &lw.vc],
+                Wg::Rows(((nh + 2 * nkv) * dh / 2).div_ceil(64)),
+            )));
+            body.push(Item::Op(op(
+                Kernel::Attention,
+                &[nh, nkv, dh, max_seq as u32, f32s((dh as f32).sqrt())],
+                &[&k.q, &lw.kc, &lw.vc, &k.z],
+                Wg::Rows(nh),
+            )));
+            body.push(s(Site::Z));
+            body.push(Item::Op(op(Kernel::Matmul, &[d, d, 0, 0], &[&k.z, &lw.wo, dm, &k.attn_out], Wg::Linear(d))));
+            body.push(s(Site::AttnOut));
+            body.push(Item::Op(op(Kernel::Add, &[d], &[&k.x, &k.attn_out, &k.mid], rows(d))));
+            body.push(s(Site::ResidMid));
+            body.push(Item::Op(op(Kernel::Norm, &[d, 0, 0, eps], &[&k.mid, &lw.ln2, dm, &k.xn], Wg::Rows(1))));
+            body.push(s(Site::Ln2Normalized));
+            body.push(Item::Op(op(Kernel::Matmul, &[2 * m, d, 0, 0], &[&k.xn, &lw.wgu, dm, &k.gu], Wg::Linear(2 * m))));
+            body.push(Item::Op(op(Kernel::SiluMul, &[m], &[&k.gu, &k.h], rows(m))));
+            body.push(s(Site::MlpPost));
+            body.push(Item::Op(op(Kernel::Matmul, &[d, m, 0, 0], &[&k.h, &lw.wdown, dm, &k.mlp_out], Wg::Linear(d))));
+            body.push(s(Site::MlpOut));
+            body.push(Item::Op(op(Kernel::Add, &[d], &[&k.mid, &k.mlp_out, &k.x], rows(d))));
+            body.push(s(Site::ResidPost));
+        }
+        let un = w.unembed.as_ref().unwrap_or(&w.embed);
+        let lnf = Item::Site(HookPoint::global(Site::LnFinalNormalized));
+        let tail_last = vec![
+            Item::Op(op(Kernel::Norm, &[d, 1, 0, eps], &[&k.x, &w.ln_f, dm, &k.xf], Wg::Fixed(1))),
+            lnf,
+            Item::Op(op(Kernel::Matmul, &[v, d, 0, 0], &[&k.xf, un, dm, &k.logits], Wg::Vec(v))),
+        ];
+        let tail_all = vec![
+            Item::Op(op(Kernel::Norm, &[d, 0, 0, eps], &[&k.x, &w.ln_f, dm, &k.xf], Wg::Rows(1))),
+            Item::Site(HookPoint::global(Site::LnFinalNormalized)),
+            Item::Op(op(Kernel::Matmul, &[v, d, 0, 0], &[&k.xf, un, dm, &k.logits], Wg::Linear(v))),
+        ];
+        Plan {
+            body,
+            tail_last,
+            tail_all,
+            argmax_last: op(Kernel::Argmax, &[v, 0], &[&k.logits, &k.ids], Wg::Fixed(1)),
+            argmax_all: op(Kernel::Argmax, &[v, 1], &[&k.logits, &k.ids], Wg::Fixed(1)),
+        }
+    }
+
+    /// Grows the activation buffers (and rebuilds the bind groups) if needed.
+    fn ensure(&mut self, t: usize, logit_rows: usize) {
+        if t <= self.work.cap && logit_rows <= self.work.logit_rows {
+            return;
+        }
+        let cap = self.work.cap.max(t.next_power_of_two()).min(self.max_seq);
+        let rows = self.work.logit_rows.max(logit_rows);
+        self.work = Self::make_work(&self.gpu, &self.config, cap, rows);
+        self.plan = Self::make_plan(&self.gpu, &self.config, self.max_seq, &self.w, &self.work, &self.step);
+    }
+
+    fn resolve(&self, op: &Op, t: u32) -> (Kernel, [u32; 3]) {
+        let maxd = self.gpu.info.max_compute_workgroups_per_dimension.max(1);
+        let vec2d = |n: u32| {
+            let wgs = n.div_ceil(8);
+            if wgs <= maxd {
+                [wgs, 1, 1]
+            } else {
+                [maxd, wgs.div_ceil(maxd), 1]
+            }
+        };
+        match op.wg {
+            Wg::Rows(x) => (op.k, [x, t, 1]),
+            Wg::Fixed(x) => (op.k, [x, 1, 1]),
+            Wg::Vec(n) => (Kernel::Matvec, vec2d(n)),
+            Wg::Linear(n) if t == 1 => (Kernel::Matvec, vec2d(n)),
+            Wg::Linear(n) => (Kernel::Matmul, [n.div_ceil(64), t.div_ceil(64), 1]),
+        }
+    }
+
+    /// The buffer and row width behind a supported hook point.
+    fn site_buffer(&self, p: HookPoint) -> Option<(&wgpu::Buffer, usize)> {
+        let cfg = &self.config;
+        if let Some(l) = p.layer {
+            if l >= cfg.n_layers {
+                return None;
+            }
+        } else if p.site != Site::LnFinalNormalized {
+            return None;
+        }
+        let k = &self.work;
+        let d = cfg.d_model;
+        Some(match p.site {
+            Site::ResidPre | Site::ResidPost => (&k.x, d),
+            Site::Ln1Normalized | Site::Ln2Normalized => (&k.xn, d),
+            Site::Z => (&k.z, d),
+            Site::AttnOut => (&k.attn_out, d),
+            Site::ResidMid => (&k.mid, d),
+            Site::MlpPost => (&k.h, cfg.d_mlp),
+            Site::MlpOut => (&k.mlp_out, d),
+            Site::LnFinalNormalized => (&k.xf, d),
+            _ => return None,
+        })
+    }
+
+    fn unsupported(&self, p: HookPoint) -> GpuError {
+        GpuError::Input(format!(
+            "hook point '{}' is not available on the GPU path (supported: blocks.{{0..{}}}.{{{}}}, ln_final.hook_normalized)",
+            p.name(),
+            self.config.n_layers,
+            SUPPORTED[..9].iter().map(|s| s.suffix()).collect::<Vec<_>>().join(", ")
+        ))
+    }
+
+    /// Runs `tokens` at positions `len..len + t`, extending the KV cache.
+    pub async fn forward(&mut self, tokens: &[u32], req: &ForwardRequest) -> Result<ForwardOutput> {
+        self.forward_inner(Some(tokens), tokens.len(), req).await
+    }
+
+    async fn forward_inner(&mut self, tokens: Option<&[u32]>, t: usize, req: &ForwardRequest) -> Result<ForwardOutput> {
+        if t == 0 {
+            return Err(GpuError::Input("empty prompt: there are no tokens to run".into()));
+        }
+        if let Some(bad) = tokens.and_then(|ts| ts.iter().find(|&&id| id as usize >= self.config.d_vocab)) {
+            return Err(GpuError::Input(format!(
+                "token id {bad} is out of range: the vocabulary has {} tokens",
+                self.config.d_vocab
+            )));
+        }
+        let start = self.len;
+        if start + t > self.max_seq {
+            return Err(GpuError::Input(format!(
+                "{} tokens ({t} new + {start} cached) exceed the GPU KV cache of {} positions",
+                start + t,
+                self.max_seq
+            )));
+        }
+        let logit_rows = if req.logits == LogitsOut::All { t } else { 1 };
+        self.ensure(t, logit_rows);
+        let gpu = self.gpu.clone();
+        // Edits: one small uniform + source buffer + bind group each.
+        let mut edits: HashMap<HookPoint, Vec<Op>> = HashMap::new();
+        for e in &req.edits {
+            let (target, width) = self.site_buffer(e.point).ok_or_else(|| self.unsupported(e.point))?;
+            if e.point.site == Site::LnFinalNormalized {
+                return Err(GpuError::Input("ln_final.hook_normalized can be read but not edited on the GPU path".into()));
+            }
+            let cols = e.cols.clone().unwrap_or(0..width);
+            if cols.start >= cols.end || cols.end > width {
+                return Err(GpuError::Input(format!("{}: column range {cols:?} is outside 0..{width}", e.point.name())));
+            }
+            let ncols = cols.len();
+            let pos = e.positions.clone().unwrap_or(0..usize::MAX);
+            let (mode, alpha, src, src_pos0, src_rows) = match &e.op {
+                EditOp::Add { v, alpha } => {
+                    if v.len() != ncols {
+                        return Err(GpuError::Input(format!("{}: add vector has {} values, expected {ncols}", e.point.name(), v.len())));
+                    }
+                    (0u32, *alpha, gpu.storage_f32("edit vec", v), 0, 0)
+                }
+                EditOp::Scale(f) => (1, *f, self.w.dummy.clone(), 0, 0),
+                EditOp::Zero => (2, 0.0, self.w.dummy.clone(), 0, 0),
+                EditOp::ProjectOut(dir) => {
+                    if dir.len() != ncols {
+                        return Err(GpuError::Input(format!("{}: direction has {} values, expected {ncols}", e.point.name(), dir.len())));
+                    }
+                    let n = dir.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt();
+                    if !(n > 0.0 && n.is_finite()) {
+                        return Err(GpuError::Input(format!("{}: project_out direction has norm {n}", e.point.name())));
+                    }
+                    let u: Vec<f32> = dir.iter().map(|x| (*x as f64 / n) as f32).collect();
+                    (3, 0.0, gpu.storage_f32("edit dir", &u), 0, 0)
+                }
+                EditOp::Patch(src) => {
+                    if src.width != width {
+                        return Err(GpuError::Input(format!("{}: patch source has width {}, expected {width}", e.point.name(), src.width)));
+                    }
+                    (4, 0.0, src.buffer.clone(), src.start as u32, src.rows as u32)
+                }
+            };
+            let p = [
+                width as u32,
+                mode,
+                pos.start.min(u32::MAX as usize) as u32,
+                pos.end.min(u32::MAX as usize) as u32,
+                cols.start as u32,
+                cols.end as u32,
+                src_pos0,
+                src_rows,
+                f32s(alpha),
+            ];
+            let pb = gpu.uniform("edit params", &params(&p));
+            let bg = gpu.bind(Kernel::Edit, &self.step, &pb, &[&src, target]);
+            edits.entry(e.point).or_default().push(Op { k: Kernel::Edit, bg, wg: Wg::Rows(1) });
+        }
+        // Reads and keeps.
+        let last_rows = if req.logits == LogitsOut::All { t } else { 1 };
+        let rows_of = |p: HookPoint| if p.site == Site::LnFinalNormalized { last_rows } else { t };
+        let mut reads: HashMap<HookPoint, Vec<(wgpu::Buffer, u64, bool)>> = HashMap::new();
+        for (p, keep) in req.read.iter().map(|p| (p, false)).chain(req.keep.iter().map(|p| (p, true))) {
+            let (_, width) = self.site_buffer(*p).ok_or_else(|| self.unsupported(*p))?;
+            let bytes = (rows_of(*p) * width * 4) as u64;
+            let dst = if keep { gpu.storage_zeroed("kept", bytes) } else { gpu.take_staging(bytes) };
+            reads.entry(*p).or_default().push((dst, bytes, keep));
+        }
+
+        // The command list: dispatches, with copies only where a hook is read.
+        let tt = t as u32;
+        let mut cmds: Vec<Cmd> = Vec::with_capacity(self.plan.body.len() + 8);
+        let tail = if req.logits == LogitsOut::All { &self.plan.tail_all } else { &self.plan.tail_last };
+        let want_hooks = !edits.is_empty() || !reads.is_empty();
+        for item in self.plan.body.iter().chain(tail) {
+            match item {
+                Item::Op(op) => {
+                    let (k, wg) = self.resolve(op, tt);
+                    cmds.push(Cmd::D(gpu.pipeline(k), &op.bg, wg));
+                }
+                Item::Site(p) if want_hooks => {
+                    // blocks.0.hook_resid_pre is also what hook_embed shows.
+                    for e in edits.get(p).into_iter().flatten() {
+                        let (k, wg) = self.resolve(e, tt);
+                        cmds.push(Cmd::D(gpu.pipeline(k), &e.bg, wg));
+                    }
+                    if let Some(rs) = reads.get(p) {
+                        let (src, _) = self.site_buffer(*p).expect("checked");
+                        for (dst, bytes, _) in rs {
+                            cmds.push(Cmd::C(src, dst, *bytes));
+                        }
+                    }
+                }
+                Item::Site(_) => {}
+            }
+        }
+        let argmax = if req.logits == LogitsOut::All { &self.plan.argmax_all } else { &self.plan.argmax_last };
+        if req.argmax {
+            cmds.push(Cmd::D(gpu.pipeline(Kernel::Argmax), &argmax.bg, [1, 1, 1]));
+        }
+        let mut staged: Vec<(wgpu::Buffer, u64)> = Vec::new();
+        let logits_bytes = (logit_rows * self.config.d_vocab * 4) as u64;
+        let logits_stage = (req.logits != LogitsOut::None).then(|| gpu.take_staging(logits_bytes));
+        if let Some(s) = &logits_stage {
+            cmds.push(Cmd::C(&self.work.logits, s, logits_bytes));
+        }
+        let tok_stage = req.argmax.then(|| gpu.take_staging(4));
+        if let Some(s) = &tok_stage {
+            cmds.push(Cmd::C(&self.work.ids, s, 4));
+        }
+
+        if let Some(ts) = tokens {
+            gpu.queue.write_buffer(&self.work.ids, 0, bytemuck::cast_slice(ts));
+        }
+        gpu.queue.write_buffer(&self.step, 0, bytemuck::cast_slice(&[start as u32, tt, 0, 0]));
+        let cb = encode(&gpu.device, &cmds);
+        drop(cmds);
+        gpu.queue.submit(Some(cb));
+
+        // Read back (one wait for everything).
+        let mut order: Vec<(HookPoint, usize)> = Vec::new();
+        let mut kept = Vec::new();
+        for p in req.read.iter().chain(&req.keep) {
+            if let Some(v) = reads.get_mut(p) {
+                if !v.is_empty() {
+                    let (b, bytes, keep) = v.remove(0);
+                    let width = self.site_buffer(*p).expect("checked").1;
+                    if keep {
+                        let rows = rows_of(*p);
+                        let row0 = if rows == t { start } else { start + t - rows };
+                        kept.push((*p, GpuTensor { buffer: b, start: row0, rows, width }));
+                    } else {
+                        order.push((*p, width));
+                        staged.push((b, bytes));
+                    }
+                }
+            }
+        }
+        if let Some(s) = logits_stage {
+            staged.push((s, logits_bytes));
+        }
+        if let Some(s) = tok_stage {
+            staged.push((s, 4));
+        }
+        let data = if staged.is_empty() {
+            #[cfg(not(target_arch = "wasm32"))]
+            gpu.device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| GpuError::Device(format!("poll: {e}")))?;
+            Vec::new()
+        } else {
+            gpu.read_staging(&staged).await?
+        };
+        let mut out = ForwardOutput { kept, ..Default::default() };
+        let mut it = data.into_iter();
+        for (p, width) in order {
+            let bytes = it.next().expect("one per read");
+            let vals: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
+            let rows = vals.len() / width;
+            let shape = if p.site == Site::Z {
+                vec![rows, self.config.n_heads, self.config.d_head]
+            } else {
+                vec![rows, width]
+            };
+            out.hooks.push(HookValue { point: p, shape, data: vals });
+        }
+        if req.logits != LogitsOut::None {
+            out.logits = Some(bytemuck::pod_collect_to_vec(&it.next().expect("logits")));
+        }
+        if req.argmax {
+            let b = it.next().expect("token");
+            out.next_token = Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        }
+        for (b, _) in staged {
+            gpu.give_staging(b);
+        }
+        self.len = start + t;
+        Ok(out)
+    }
+
+    /// Greedy next token after `tokens` (appended to the cache): one command
+    /// buffer, argmax on the GPU, a 4-byte readback.
+    pub async fn next_token(&mut self, tokens: &[u32]) -> Result<u32> {
+        let req = ForwardRequest { logits: LogitsOut::None, argmax: true, ..Default::default() };
+        Ok(self.forward(tokens, &req).await?.next_token.expect("argmax requested"))
+    }
+
+    /// Greedy generation: prefill `prompt`, then decode up to `max_new`
+    /// tokens, stopping after any id in `stop`. Decode steps are submitted
+    /// `ahead` at a time: each step's embedding reads the token id the
+    /// previous step's argmax wrote on the GPU, so the CPU waits once per
+    /// `ahead` tokens (4 bytes each); tokens past a stop id are discarded and
+    /// the cache is rolled back. `on_token` returns false to stop.
+    pub async fn generate_greedy(
+        &mut self,
+        prompt: &[u32],
+        max_new: usize,
+        stop: &[u32],
+        ahead: usize,
+        mut on_token: impl FnMut(u32) -> bool,
+    ) -> Result<Vec<u32>> {
+        let mut out = Vec::new();
+        if max_new == 0 {
+            return Ok(out);
+        }
+        let first = self.next_token(prompt).await?;
+        out.push(first);
+        if stop.contains(&first) || !on_token(first) {
+            return Ok(out);
+        }
+        let ahead = ahead.max(1);
+        'outer: while out.len() < max_new {
+            let n = ahead.min(max_new - out.len()).min(self.max_seq.saturating_sub(self.len));
+            if n == 0 {
+                return Err(GpuError::Input(format!("generation reached the GPU KV cache size of {} positions", self.max_seq)));
+            }
+            let base = self.len;
+            let toks = self.decode_chain(n).await?;
+            for (i, tok) in toks.into_iter().enumerate() {
+                out.push(tok);
+                if stop.contains(&tok) || !on_token(tok) || out.len() >= max_new {
+                    // The cache holds the inputs of steps 0..=i.
+                    self.truncate(base + i + 1);
+                    break 'outer;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `n` decode steps back to back with GPU feedback (the ids buffer
+    /// already holds the input token: written by the last argmax).
+    async fn decode_chain(&mut self, n: usize) -> Result<Vec<u32>> {
+        let gpu = self.gpu.clone();
+        self.ensure(1, 1);
+        let stage = gpu.take_staging((4 * n) as u64);
+        for i in 0..n {
+            let mut cmds: Vec<Cmd> = Vec::with_capacity(self.plan.body.len() + 4);
+            for item in self.plan.body.iter().chain(&self.plan.tail_last) {
+                if let Item::Op(op) = item {
+                    let (k, wg) = self.resolve(op, 1);
+                    cmds.push(Cmd::D(gpu.pipeline(k), &op.bg, wg));
+                }
+            }
+            cmds.push(Cmd::D(gpu.pipeline(Kernel::Argmax), &self.plan.argmax_last.bg, [1, 1, 1]));
+            let cb = {
+                let mut enc = gpu.device.create_command_encoder(&Default::default());
+                encode_into(&mut enc, &cmds);
+                enc.copy_buffer_to_buffer(&self.work.ids, 0, &stage, (4 * i) as u64, 4);
+                enc.finish()
+            };
+            // Ordered before this submit, after the previous one.
+            gpu.queue.write_buffer(&self.step, 0, bytemuck::cast_slice(&[(self.len + i) as u32, 1, 0, 0]));
+            gpu.queue.submit(Some(cb));
+        }
+        let bytes = gpu.read_staging(&[(stage.clone(), (4 * n) as u64)]).await?.remove(0);
+        gpu.give_staging(stage);
+        self.len += n;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    /// Dispatches per decode step with no hooks (for docs and the bench).
+    pub fn dispatches_per_token(&self) -> usize {
+        self.plan.body.iter().chain(&self.plan.tail_last).filter(|i| matches!(i, Item::Op(_))).count() + 1
+    }
+}
+
+fn encode_into(enc: &mut wgpu::CommandEncoder, cmds: &[Cmd]) {
+    let mut i = 0;
+    while i < cmds.len() {
+        match &cmds[i] {
+            Cmd::D(..) => {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+                while let Some(Cmd::D(pipe, bg, wg)) = cmds.get(i) {
+                    pass.set_pipeline(pipe);
+                    pass.set_bind_group(0, *bg, &[]);
+                    pass.dispatch_workgroups(wg[0], wg[1], wg[2]);
+                    i += 1;
+                }
+            }
+            Cmd::C(src, dst, bytes) => {
+                enc.copy_buffer_to_buffer(src, 0, dst, 0, *bytes);
+                i += 1;
+            }
+        }
+    }
+}
+
+fn encode(device: &wgpu::Device, cmds: &[Cmd]) -> wgpu::CommandBuffer {
+    let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("forward") });
+    encode_into(&mut enc, cmds);
+    enc.finish()
+}

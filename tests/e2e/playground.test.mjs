@@ -394,6 +394,46 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
     }
   });
 
+  test('WebGPU (SwiftShader): the default model on the GPU gives the CPU path\'s top-5 next tokens and greedy tokens', { timeout: 15 * MINUTE }, async () => {
+    const gpu = await launch(['--enable-unsafe-webgpu']);
+    try {
+      const p = gpu.page;
+      await open(p, URL);
+      await waitState(p, 'ready', 10 * MINUTE, gpu.logs);
+      await waitCompare(p, 5 * MINUTE, gpu.logs);
+      await p.getByText('WebGPU backend', { exact: true }).click();
+      const max = p.getByRole('spinbutton', { name: 'Max new tokens' });
+      await max.fill('4');
+      await max.press('Enter');
+      await p.getByRole('checkbox', { name: 'Re-run on change' }).uncheck();
+      await p.getByRole('checkbox', { name: 'Allow a software GPU adapter' }).check();
+      const t0 = Date.now();
+      await p.getByRole('button', { name: 'Start WebGPU' }).click();
+      await until(p, async () => !/not started/.test(await p.getByLabel('WebGPU adapter').textContent()), 10 * MINUTE, 'the WebGPU backend');
+      await waitState(p, 'ready', MINUTE, gpu.logs);
+      console.log(`${await p.getByLabel('WebGPU adapter').textContent()} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+      assert.equal(await p.getByLabel('WebGPU adapter').getAttribute('data-software'), 'true');
+      await p.getByRole('button', { name: 'Run on WebGPU' }).click();
+      await until(p, async () => (await p.getByLabel('WebGPU result').count()) > 0, 10 * MINUTE, 'the WebGPU run');
+      const res = p.getByLabel('WebGPU result');
+      const next = (await res.getAttribute('data-next-ids')).split(',').map(Number);
+      const ids = (await res.getAttribute('data-ids')).split(',').map(Number);
+      const want = cli(['logits', '--prompt', 'I think dogs are', '--top-k', '5', '--json']).top.map((t) => t.id);
+      const wantIds = cli(['generate', '--prompt', 'I think dogs are', '--max-new-tokens', '4', '--json']).ids;
+      console.log(`WebGPU next ${next} (CPU ${want}); greedy ${ids} (CPU ${wantIds}); ${await res.locator('p.muted').textContent()}`);
+      assert.deepEqual(next, want);
+      assert.deepEqual(ids, wantIds);
+      await screenshot(p, '10-webgpu');
+      await p.getByRole('button', { name: 'Benchmark WebGPU' }).click();
+      await p.waitForTimeout(300);
+      await waitState(p, 'ready', 10 * MINUTE, gpu.logs);
+      const b = p.getByLabel('Benchmark result');
+      console.log(`WebGPU benchmark on SwiftShader (32-token prefill, 8 decode steps): prefill ${Number(await b.getAttribute('data-prefill')).toFixed(1)} tok/s, decode ${Number(await b.getAttribute('data-decode')).toFixed(2)} tok/s (${await b.getAttribute('data-backend')})`);
+    } finally {
+      await gpu.close();
+    }
+  });
+
   test('benchmark: wasm (single thread) next to native, per backend', { timeout: 20 * MINUTE }, async () => {
     const rows = [];
     await page.getByText('Benchmark', { exact: true }).click();

@@ -209,6 +209,15 @@ pub enum Request {
     /// bytes of sae_weights.safetensors travel in the envelope's `file` field.
     /// Answers: `SaeLatent` | `Error`.
     SaeLatent { name: String, cfg_json: String, latent: u32 },
+    /// Start the WebGPU backend on the loaded GGUF (f32 weights on the GPU).
+    /// `allow_software`: accept a software adapter (SwiftShader), which is
+    /// never picked otherwise. Answers: `GpuReady` | `Error`.
+    GpuInit { allow_software: bool },
+    /// On the WebGPU backend: next-token distribution after `prompt`, then
+    /// greedy generation (argmax on the GPU). Answers: `GpuResult` | `Error`.
+    GpuRun { prompt: Prompt, max_new_tokens: u32, top_k: u32 },
+    /// `Bench` on the WebGPU backend (greedy decode with GPU argmax).
+    GpuBench { prompt_tokens: u32, decode_tokens: u32, rounds: u32 },
     /// Timing, measured exactly like `scalpel bench` (crates/cli/src/bench.rs):
     /// [`BENCH_SEED_TEXT`] cycled to `prompt_tokens`, one prefill forward pass,
     /// then `decode_tokens` greedy KV-cached steps; median over `rounds`.
@@ -409,6 +418,8 @@ pub enum Response {
     /// Loading failed. `kept`: the previous model is still loaded and usable
     /// (the failure happened before it was replaced, e.g. a bad URL).
     LoadFailed { message: String, kept: bool },
+    GpuReady { adapter: String, software: bool, detail: String, load_ms: f64 },
+    GpuResult { next: Vec<TokenProb>, ids: Vec<u32>, text: String, first_token_ms: f64, decode_tok_s: f64 },
     /// The work was stopped through the shared stop flag.
     Cancelled,
     Error { message: String },

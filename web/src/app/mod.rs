@@ -122,11 +122,14 @@ fn kind(r: &Request) -> &'static str {
         Request::ImportControlVector { .. } => "control-vector",
         Request::SaeLatent { .. } => "sae",
         Request::Bench { .. } => "bench",
+        Request::GpuInit { .. } => "gpu-init",
+        Request::GpuRun { .. } => "gpu-run",
+        Request::GpuBench { .. } => "bench",
     }
 }
 
 fn stoppable(kind: &str) -> bool {
-    matches!(kind, "compare" | "patch" | "generate")
+    matches!(kind, "compare" | "patch" | "generate" | "gpu-run")
 }
 
 impl Engine {
@@ -184,6 +187,9 @@ pub struct Ctx {
     pub asking_item: RwSignal<Option<u32>>,
     /// What the last comparison was sent for, so an unchanged state is not re-run.
     last_compare: StoredValue<String>,
+    /// The WebGPU backend once started: the `GpuReady` message.
+    pub gpu: RwSignal<Option<Response>>,
+    pub gpu_result: RwSignal<Option<Response>>,
     /// Models loaded so far (drives the first run of the open panel).
     loads: RwSignal<u32>,
     /// The model loaded before the current load request.
@@ -435,6 +441,8 @@ fn App() -> impl IntoView {
         first_token_page: RwSignal::new(None),
         prev_info: StoredValue::new(None),
         loads: RwSignal::new(0),
+        gpu: RwSignal::new(None),
+        gpu_result: RwSignal::new(None),
     };
     provide_context(ctx);
     // A bad link keeps its message visible even after the model loads.
@@ -504,6 +512,8 @@ fn App() -> impl IntoView {
                 ctx.status.set(format!("Ready: {name} loaded"));
                 ctx.info.set(Some(ModelInfo { name, precision, bytes, fetch_ms, load_ms, from_cache, summary, backend }));
                 ctx.loads.update(|n| *n += 1);
+                ctx.gpu.set(None);
+                ctx.gpu_result.set(None);
             }
             Response::CacheCleared { entries } => ctx.status.set(format!("Model cache cleared ({entries} files)")),
             Response::LaneText { lane, ids, text, tok_s } => {
@@ -604,6 +614,14 @@ fn App() -> impl IntoView {
             }
             // The thin-slice requests (TopK, Generate) are not used by this page.
             Response::TopK { .. } | Response::Token { .. } | Response::Done { .. } => {}
+            r @ Response::GpuReady { .. } => {
+                ctx.status.set("WebGPU backend ready".into());
+                ctx.gpu.set(Some(r));
+            }
+            r @ Response::GpuResult { .. } => {
+                ctx.status.set("WebGPU run finished".into());
+                ctx.gpu_result.set(Some(r));
+            }
             Response::LoadFailed { message, kept } => {
                 let prev = ctx.prev_info.get_value();
                 ctx.error.set(Some(if kept && prev.is_some() { format!("{message} (the previous model is still loaded)") } else { message }));

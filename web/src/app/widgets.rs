@@ -1,7 +1,7 @@
 //! Page chrome (model card, presets, share bar) and shared views (heatmap, bars).
 
 use super::{copy_text, link_for, Ctx, Phase};
-use crate::protocol::{Kernels, ModelSource, Precision, Request};
+use crate::protocol::{Kernels, ModelSource, Precision, Request, Response};
 use crate::state::presets;
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
@@ -312,6 +312,7 @@ pub fn ModelCard() -> impl IntoView {
                     ),
                 }}
             </p>
+            <GpuSection/>
             <details class="bench">
                 <summary>"Benchmark"</summary>
                 <div class="row">
@@ -434,4 +435,61 @@ pub fn EmbedStatus() -> impl IntoView {
 
 pub fn event_target<T: JsCast>(ev: &web_sys::Event) -> T {
     ev.target().expect("event target").unchecked_into()
+}
+
+/// The WebGPU backend: start it on the loaded GGUF, run next tokens and a
+/// greedy generation on it, benchmark it. Interventions and readouts run on
+/// the CPU engine.
+#[component]
+fn GpuSection() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let allow_sw = RwSignal::new(false);
+    let has_webgpu = js_sys::Reflect::get(&js_sys::global(), &"navigator".into())
+        .ok()
+        .and_then(|n| js_sys::Reflect::get(&n, &"gpu".into()).ok())
+        .is_some_and(|g| !g.is_undefined());
+    let gpu_ready = move || ctx.gpu.with(|g| g.is_some());
+    let on_start = move |_| ctx.send(Request::GpuInit { allow_software: allow_sw.get_untracked() });
+    let on_run = move |_| {
+        let (prompt, max_new) = ctx.st.with_untracked(|s| (crate::protocol::Prompt { text: s.prompt.clone(), chat: s.chat }, s.sampling.max_new_tokens));
+        ctx.gpu_result.set(None);
+        ctx.send(Request::GpuRun { prompt, max_new_tokens: max_new, top_k: 5 });
+    };
+    let on_bench = move |_| {
+        ctx.bench.set(None);
+        ctx.send(Request::GpuBench { prompt_tokens: 32, decode_tokens: 8, rounds: 1 });
+    };
+    view! {
+        <details class="gpu">
+            <summary>"WebGPU backend"</summary>
+            <p class="muted">{if has_webgpu { "This browser offers WebGPU. The GPU runs the model with f32 weights: next tokens, greedy generation and the benchmark; interventions and readouts run on the CPU engine." } else { "This browser does not offer WebGPU (navigator.gpu); the CPU engine runs everything." }}</p>
+            <div class="row">
+                <label class="check"><input type="checkbox" aria-label="Allow a software GPU adapter" prop:checked=move || allow_sw.get() on:change=move |ev| allow_sw.set(event_target_checked(&ev)) />"allow a software adapter (slow; for testing)"</label>
+                <button class="secondary" on:click=on_start disabled=move || !ctx.ready() || !has_webgpu>"Start WebGPU"</button>
+                <button class="secondary" on:click=on_run disabled=move || !ctx.ready() || !gpu_ready()>"Run on WebGPU"</button>
+                <button class="secondary" on:click=on_bench disabled=move || !ctx.ready() || !gpu_ready()>"Benchmark WebGPU"</button>
+            </div>
+            <p aria-label="WebGPU adapter" data-software=move || ctx.gpu.with(|g| match g { Some(Response::GpuReady { software, .. }) => software.to_string(), _ => String::new() })>
+                {move || ctx.gpu.with(|g| match g {
+                    Some(Response::GpuReady { detail, load_ms, .. }) => format!("WebGPU: {detail} · weights uploaded in {:.1} s", load_ms / 1e3),
+                    _ => "WebGPU: not started".to_string(),
+                })}
+            </p>
+            {move || ctx.gpu_result.with(|r| match r {
+                Some(Response::GpuResult { next, ids, text, first_token_ms, decode_tok_s }) => {
+                    let items: Vec<(String, f32)> = next.iter().map(|t| (t.text.clone(), t.prob)).collect();
+                    let next_ids = next.iter().map(|t| t.id.to_string()).collect::<Vec<_>>().join(",");
+                    let gen_ids = ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+                    Some(view! {
+                        <div aria-label="WebGPU result" data-next-ids=next_ids data-ids=gen_ids>
+                            <Bars label="WebGPU next-token probabilities".into() items=items percent=true/>
+                            <p class="generation">{text.clone()}</p>
+                            <p class="muted">{format!("first token after {first_token_ms:.0} ms · {decode_tok_s:.1} tokens/s")}</p>
+                        </div>
+                    })
+                }
+                _ => None,
+            })}
+        </details>
+    }
 }

@@ -6,6 +6,8 @@
 
 mod fetch;
 #[cfg(feature = "engine")]
+mod gpu;
+#[cfg(feature = "engine")]
 mod ops;
 
 use crate::js::{get, js_err, now_ms};
@@ -164,6 +166,16 @@ async fn handle(req: Request, file: Option<Vec<u8>>) -> Result<(), String> {
             ops::sae_latent(&name, &cfg_json, &bytes, latent)
         }
         Request::Bench { prompt_tokens, decode_tokens, rounds } => ops::bench(prompt_tokens, decode_tokens, rounds),
+        Request::GpuInit { allow_software } => {
+            let bytes = STATE.with(|s| match &s.borrow().bytes {
+                Some((src, ModelBytes::Gguf(b))) => Ok((src.label(), b.clone())),
+                Some(_) => Err("the WebGPU backend runs GGUF models only".to_string()),
+                None => Err("no model loaded yet".to_string()),
+            })?;
+            gpu::init(&bytes.0, &bytes.1, allow_software).await
+        }
+        Request::GpuRun { prompt, max_new_tokens, top_k } => gpu::run(&prompt, max_new_tokens, top_k).await,
+        Request::GpuBench { prompt_tokens, decode_tokens, rounds } => gpu::bench(prompt_tokens, decode_tokens, rounds).await,
     }
 }
 

@@ -114,6 +114,18 @@ pub fn load(source: &ModelSource, bytes: ModelBytes, precision: Precision, kerne
 /// context length bounds tokens).
 const MAX_PROMPT_CHARS: usize = 20_000;
 
+/// The loaded model's tokenizer and the prompt's ids (for the GPU backend).
+pub fn encode_with_tokenizer(prompt: &Prompt) -> R<(Vec<u32>, se::Tokenizer)> {
+    with_model(|l| Ok((encode(&l.model, prompt)?, l.model.tokenizer().clone())))
+}
+
+pub fn bench_prompt(n: usize) -> R<Vec<u32>> {
+    with_model(|l| {
+        let base = l.model.tokenizer().encode(crate::protocol::BENCH_SEED_TEXT).map_err(e)?;
+        Ok(base.iter().copied().cycle().take(n).collect())
+    })
+}
+
 fn encode(m: &se::Model, prompt: &Prompt) -> R<Vec<u32>> {
     if prompt.text.is_empty() {
         return Err("the prompt is empty".into());

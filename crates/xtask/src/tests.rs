@@ -120,10 +120,12 @@ pub fn cmd_test(args: &[String]) -> R<()> {
     if want_cargo {
         timed(&mut rep, "cargo test --workspace --release", || {
             step("Native tests (cargo test --workspace --release)");
-            // The model is fetched above: tests that need it must not skip.
+            // The model is fetched above and Mesa's lavapipe installed: tests
+            // that need either must not skip.
             run(Command::new("cargo")
                 .args(["test", "--workspace", "--release"])
                 .env("SCALPEL_REQUIRE_MODEL", "1")
+                .env("SCALPEL_REQUIRE_GPU", "1")
                 .env("SCALPEL_MODEL_DIR", ctx.models_dir()))
         });
     }

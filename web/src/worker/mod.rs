@@ -102,23 +102,8 @@ pub fn start() {
     post(&Response::Ready { engine: cfg!(feature = "engine") });
 }
 
-#[cfg(not(feature = "engine"))]
-async fn handle(req: Request, _file: Option<Vec<u8>>) -> Result<(), String> {
-    match req {
-        Request::Ping { text } => {
-            post(&Response::Pong { text });
-            Ok(())
-        }
-        Request::ClearCache => {
-            let entries = fetch::clear_cache().await?;
-            post(&Response::CacheCleared { entries });
-            Ok(())
-        }
-        _ => Err("this worker was built without the engine (feature `engine`)".into()),
-    }
-}
-
-#[cfg(feature = "engine")]
+/// Answers one request. Without the engine (feature `engine`) only the
+/// plumbing (Ping, ClearCache) works.
 async fn handle(req: Request, file: Option<Vec<u8>>) -> Result<(), String> {
     match req {
         Request::Ping { text } => {
@@ -130,6 +115,20 @@ async fn handle(req: Request, file: Option<Vec<u8>>) -> Result<(), String> {
             post(&Response::CacheCleared { entries });
             Ok(())
         }
+        #[cfg(not(feature = "engine"))]
+        _ => {
+            let _ = file;
+            Err("this worker was built without the engine (feature `engine`)".into())
+        }
+        #[cfg(feature = "engine")]
+        other => engine_request(other, file).await,
+    }
+}
+
+#[cfg(feature = "engine")]
+async fn engine_request(req: Request, file: Option<Vec<u8>>) -> Result<(), String> {
+    match req {
+        Request::Ping { .. } | Request::ClearCache => unreachable!("handled by `handle`"),
         Request::SetKernels { kernels } => ops::set_kernels(kernels),
         Request::Load { source, precision, kernels } => {
             let t0 = now_ms();

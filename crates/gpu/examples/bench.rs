@@ -37,7 +37,7 @@ fn main() {
         i.name, i.backend, i.device_type, i.software, i.shader_f16, i.subgroups, i.max_storage_buffer_binding_size >> 20
     );
     let t0 = Instant::now();
-    let mut g = GpuModel::from_gguf(gpu.clone(), &name, &bytes, &GpuModelOptions { max_seq: n_prompt + n_new + 8 }).expect("GPU model");
+    let mut g = GpuModel::from_gguf(gpu.clone(), &name, &bytes, &GpuModelOptions { max_seq: n_prompt + n_new + 8, ..Default::default() }).expect("GPU model");
     println!("GPU load (dequantize + upload): {:.2} s; {} dispatches per decode step", t0.elapsed().as_secs_f64(), g.dispatches_per_token());
     println!("prompt {n_prompt} tokens, then {n_new} greedy tokens");
 

@@ -5,6 +5,7 @@
 //! RAYON_NUM_THREADS=1 cargo run --release -p scalpel-gpu --example bench [-- MODEL.gguf [PROMPT_TOKENS [NEW_TOKENS]]]
 //! ```
 //! Software adapters (lavapipe) are allowed here; the adapter is printed.
+//! `SCALPEL_GPU_QUANTIZED=1` loads with `GpuModelOptions::quantized`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -36,8 +37,10 @@ fn main() {
         "adapter: {} ({}, {}, software: {}, shader-f16: {}, subgroups: {}, max storage binding {} MB)",
         i.name, i.backend, i.device_type, i.software, i.shader_f16, i.subgroups, i.max_storage_buffer_binding_size >> 20
     );
+    let quantized = std::env::var("SCALPEL_GPU_QUANTIZED").as_deref() == Ok("1");
     let t0 = Instant::now();
-    let mut g = GpuModel::from_gguf(gpu.clone(), &name, &bytes, &GpuModelOptions { max_seq: n_prompt + n_new + 8 }).expect("GPU model");
+    let mut g = GpuModel::from_gguf(gpu.clone(), &name, &bytes, &GpuModelOptions { max_seq: n_prompt + n_new + 8, quantized }).expect("GPU model");
+    println!("GPU weights: {:.1} MB (quantized: {quantized})", g.weight_bytes() as f64 / 1e6);
     println!("GPU load (dequantize + upload): {:.2} s; {} dispatches per decode step", t0.elapsed().as_secs_f64(), g.dispatches_per_token());
     println!("prompt {n_prompt} tokens, then {n_new} greedy tokens");
 

@@ -51,6 +51,8 @@ pub struct GpuInfo {
 pub enum Kernel {
     Matmul,
     Matvec,
+    MatvecQ,
+    EmbedQ,
     Norm,
     RopeKv,
     Attention,
@@ -63,9 +65,11 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 11] = [
+    pub const ALL: [Kernel; 13] = [
         Kernel::Matmul,
         Kernel::Matvec,
+        Kernel::MatvecQ,
+        Kernel::EmbedQ,
         Kernel::Norm,
         Kernel::RopeKv,
         Kernel::Attention,
@@ -80,6 +84,8 @@ impl Kernel {
         match self {
             Kernel::Matmul => include_str!("shaders/matmul.wgsl"),
             Kernel::Matvec => include_str!("shaders/matvec.wgsl"),
+            Kernel::MatvecQ => include_str!("shaders/matvec_q.wgsl"),
+            Kernel::EmbedQ => include_str!("shaders/embed_q.wgsl"),
             Kernel::Norm => include_str!("shaders/norm.wgsl"),
             Kernel::RopeKv => include_str!("shaders/rope_kv.wgsl"),
             Kernel::Attention => include_str!("shaders/attention.wgsl"),
@@ -94,10 +100,10 @@ impl Kernel {
     /// (read-only storage bindings, read-write storage bindings).
     pub fn bindings(self) -> (usize, usize) {
         match self {
-            Kernel::Matmul | Kernel::Matvec | Kernel::Norm | Kernel::Attention => (3, 1),
+            Kernel::Matmul | Kernel::Matvec | Kernel::MatvecQ | Kernel::Norm | Kernel::Attention => (3, 1),
             Kernel::RopeKv => (3, 3),
             Kernel::SiluMul | Kernel::Gelu | Kernel::Argmax | Kernel::Edit => (1, 1),
-            Kernel::Add | Kernel::Embed => (2, 1),
+            Kernel::Add | Kernel::Embed | Kernel::EmbedQ => (2, 1),
         }
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod device;
 pub mod model;
+pub mod quant;
 
 pub use device::{params, Gpu, GpuInfo, GpuOptions, Kernel, Params};
 pub use model::{EditOp, ForwardOutput, ForwardRequest, GpuEdit, GpuModel, GpuModelOptions, GpuTensor, HookValue, LogitsOut};

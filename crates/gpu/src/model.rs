@@ -19,11 +19,15 @@ use crate::{GpuError, Result};
 pub struct GpuModelOptions {
     /// KV-cache capacity in positions (clamped to the model's context).
     pub max_seq: usize,
+    /// Keep Q8_0 and Q4_1 matrices quantized on the GPU (repacked into
+    /// 4-byte words, dequantized on the fly by `matvec_q` / `embed_q`)
+    /// instead of dequantizing everything to f32 at load. Off by default.
+    pub quantized: bool,
 }
 
 impl Default for GpuModelOptions {
     fn default() -> Self {
-        GpuModelOptions { max_seq: 1024 }
+        GpuModelOptions { max_seq: 1024, quantized: false }
     }
 }
 
@@ -106,20 +110,27 @@ pub struct ForwardOutput {
     pub kept: Vec<(HookPoint, GpuTensor)>,
 }
 
+/// A weight matrix `[out, in]` on the GPU: f32, or repacked blocks of a
+/// quantized format (`fmt`, see `quant.rs`).
+struct Mat {
+    buf: wgpu::Buffer,
+    fmt: Option<u32>,
+}
+
 struct LayerW {
     ln1: wgpu::Buffer,
-    wqkv: wgpu::Buffer,
-    wo: wgpu::Buffer,
+    wqkv: Mat,
+    wo: Mat,
     ln2: wgpu::Buffer,
-    wgu: wgpu::Buffer,
-    wdown: wgpu::Buffer,
+    wgu: Mat,
+    wdown: Mat,
     kc: wgpu::Buffer,
     vc: wgpu::Buffer,
 }
 
 struct Weights {
-    embed: wgpu::Buffer,
-    unembed: Option<wgpu::Buffer>,
+    embed: Mat,
+    unembed: Option<Mat>,
     ln_f: wgpu::Buffer,
     cos: wgpu::Buffer,
     sin: wgpu::Buffer,
@@ -152,6 +163,10 @@ enum Wg {
     Rows(u32),
     /// A linear layer with n outputs: tiled matmul, or matvec when t == 1.
     Linear(u32),
+    /// A quantized linear layer with n outputs: `matvec_q`, z = t rows.
+    QLinear(u32),
+    /// `matvec_q` on x row 0 only (z = 1), n outputs.
+    QVec(u32),
     /// Always matvec (one input row), n outputs.
     Vec(u32),
     /// (x, 1, 1).
@@ -233,27 +248,53 @@ impl GpuModel {
             }
             Ok(q.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?)
         };
-        let embed = gpu.storage_f32("token_embd", &deq("token_embd.weight", &[v, d])?);
+        // A matrix made of the rows of `parts` (fused QKV, gate/up): kept
+        // quantized when asked for and every part has the same Q8_0/Q4_1
+        // type and whole blocks per row; f32 otherwise.
+        let mat = |label: &str, parts: &[(String, [usize; 2])]| -> Result<Mat> {
+            let infos = parts
+                .iter()
+                .map(|(t, _)| g.info(t).ok_or_else(|| GpuError::Input(format!("{name}: missing tensor '{t}'"))))
+                .collect::<Result<Vec<_>>>()?;
+            let fmt = crate::quant::gpu_format(infos[0].dtype);
+            let quant = opts.quantized
+                && fmt.is_some()
+                && infos.iter().zip(parts).all(|(i, (_, want))| {
+                    i.dtype == infos[0].dtype && i.shape == want[..] && want[1] % 32 == 0
+                });
+            if quant {
+                let fmt = fmt.expect("checked");
+                let mut words = Vec::new();
+                for i in &infos {
+                    words.extend(crate::quant::repack(fmt, g.raw(i)));
+                }
+                Ok(Mat { buf: gpu.storage(label, bytemuck::cast_slice(&words)), fmt: Some(fmt) })
+            } else {
+                let mut all = Vec::new();
+                for (t, want) in parts {
+                    all.extend(deq(t, want)?);
+                }
+                Ok(Mat { buf: gpu.storage_f32(label, &all), fmt: None })
+            }
+        };
+        let embed = mat("token_embd", &[("token_embd.weight".into(), [v, d])])?;
         let unembed = match g.info("output.weight") {
-            Some(_) => Some(gpu.storage_f32("output", &deq("output.weight", &[v, d])?)),
+            Some(_) => Some(mat("output", &[("output.weight".into(), [v, d])])?),
             None => None,
         };
         let mut layers = Vec::with_capacity(cfg.n_layers);
         let cache_bytes = (nkv * max_seq * dh * 4) as u64;
         for l in 0..cfg.n_layers {
             let n = |s: &str| format!("blk.{l}.{s}.weight");
-            let mut qkv = deq(&n("attn_q"), &[d, d])?;
-            qkv.extend(deq(&n("attn_k"), &[kv, d])?);
-            qkv.extend(deq(&n("attn_v"), &[kv, d])?);
-            let mut gu = deq(&n("ffn_gate"), &[m, d])?;
-            gu.extend(deq(&n("ffn_up"), &[m, d])?);
+            let wqkv = mat("wqkv", &[(n("attn_q"), [d, d]), (n("attn_k"), [kv, d]), (n("attn_v"), [kv, d])])?;
+            let wgu = mat("wgu", &[(n("ffn_gate"), [m, d]), (n("ffn_up"), [m, d])])?;
             layers.push(LayerW {
                 ln1: gpu.storage_f32("attn_norm", &deq(&n("attn_norm"), &[d])?),
-                wqkv: gpu.storage_f32("wqkv", &qkv),
-                wo: gpu.storage_f32("wo", &deq(&n("attn_output"), &[d, d])?),
+                wqkv,
+                wo: mat("wo", &[(n("attn_output"), [d, d])])?,
                 ln2: gpu.storage_f32("ffn_norm", &deq(&n("ffn_norm"), &[d])?),
-                wgu: gpu.storage_f32("wgu", &gu),
-                wdown: gpu.storage_f32("wdown", &deq(&n("ffn_down"), &[d, m])?),
+                wgu,
+                wdown: mat("wdown", &[(n("ffn_down"), [d, m])])?,
                 kc: gpu.storage_zeroed("k cache", cache_bytes),
                 vc: gpu.storage_zeroed("v cache", cache_bytes),
             });
@@ -339,13 +380,25 @@ impl GpuModel {
         };
         let dm = &w.dummy;
         let rows = |n: u32| Wg::Rows(n.div_ceil(256));
-        let mut body = vec![Item::Op(op(Kernel::Embed, &[d], &[&k.ids, &w.embed, &k.x], rows(d)))];
+        // y[t, n] = x[t, kk] · matᵀ: tiled matmul / matvec for f32, matvec_q
+        // (one z slice per row) for quantized weights.
+        let lin = |mat: &Mat, n: u32, kk: u32, x: &wgpu::Buffer, y: &wgpu::Buffer| -> Op {
+            match mat.fmt {
+                None => op(Kernel::Matmul, &[n, kk, 0, 0], &[x, &mat.buf, dm, y], Wg::Linear(n)),
+                Some(f) => op(Kernel::MatvecQ, &[n, kk, 0, f], &[x, &mat.buf, dm, y], Wg::QLinear(n)),
+            }
+        };
+        let embed = match w.embed.fmt {
+            None => op(Kernel::Embed, &[d], &[&k.ids, &w.embed.buf, &k.x], rows(d)),
+            Some(f) => op(Kernel::EmbedQ, &[d, f], &[&k.ids, &w.embed.buf, &k.x], rows(d)),
+        };
+        let mut body = vec![Item::Op(embed)];
         for (l, lw) in w.layers.iter().enumerate() {
             let s = |site| Item::Site(HookPoint::block(l, site));
             body.push(s(Site::ResidPre));
             body.push(Item::Op(op(Kernel::Norm, &[d, 0, 0, eps], &[&k.x, &lw.ln1, dm, &k.xn], Wg::Rows(1))));
             body.push(s(Site::Ln1Normalized));
-            body.push(Item::Op(op(Kernel::Matmul, &[qkvw, d, 0, 0], &[&k.xn, &lw.wqkv, dm, &k.qkv], Wg::Linear(qkvw))));
+            body.push(Item::Op(lin(&lw.wqkv, qkvw, d, &k.xn, &k.qkv)));
             body.push(Item::Op(op(
                 Kernel::RopeKv,
                 &[nh, nkv, dh, max_seq as u32],
@@ -359,16 +412,16 @@ impl GpuModel {
                 Wg::Rows(nh),
             )));
             body.push(s(Site::Z));
-            body.push(Item::Op(op(Kernel::Matmul, &[d, d, 0, 0], &[&k.z, &lw.wo, dm, &k.attn_out], Wg::Linear(d))));
+            body.push(Item::Op(lin(&lw.wo, d, d, &k.z, &k.attn_out)));
             body.push(s(Site::AttnOut));
             body.push(Item::Op(op(Kernel::Add, &[d], &[&k.x, &k.attn_out, &k.mid], rows(d))));
             body.push(s(Site::ResidMid));
             body.push(Item::Op(op(Kernel::Norm, &[d, 0, 0, eps], &[&k.mid, &lw.ln2, dm, &k.xn], Wg::Rows(1))));
             body.push(s(Site::Ln2Normalized));
-            body.push(Item::Op(op(Kernel::Matmul, &[2 * m, d, 0, 0], &[&k.xn, &lw.wgu, dm, &k.gu], Wg::Linear(2 * m))));
+            body.push(Item::Op(lin(&lw.wgu, 2 * m, d, &k.xn, &k.gu)));
             body.push(Item::Op(op(Kernel::SiluMul, &[m], &[&k.gu, &k.h], rows(m))));
             body.push(s(Site::MlpPost));
-            body.push(Item::Op(op(Kernel::Matmul, &[d, m, 0, 0], &[&k.h, &lw.wdown, dm, &k.mlp_out], Wg::Linear(d))));
+            body.push(Item::Op(lin(&lw.wdown, d, m, &k.h, &k.mlp_out)));
             body.push(s(Site::MlpOut));
             body.push(Item::Op(op(Kernel::Add, &[d], &[&k.mid, &k.mlp_out, &k.x], rows(d))));
             body.push(s(Site::ResidPost));
@@ -378,12 +431,15 @@ impl GpuModel {
         let tail_last = vec![
             Item::Op(op(Kernel::Norm, &[d, 1, 0, eps], &[&k.x, &w.ln_f, dm, &k.xf], Wg::Fixed(1))),
             lnf,
-            Item::Op(op(Kernel::Matmul, &[v, d, 0, 0], &[&k.xf, un, dm, &k.logits], Wg::Vec(v))),
+            Item::Op(match un.fmt {
+                None => op(Kernel::Matmul, &[v, d, 0, 0], &[&k.xf, &un.buf, dm, &k.logits], Wg::Vec(v)),
+                Some(f) => op(Kernel::MatvecQ, &[v, d, 0, f], &[&k.xf, &un.buf, dm, &k.logits], Wg::QVec(v)),
+            }),
         ];
         let tail_all = vec![
             Item::Op(op(Kernel::Norm, &[d, 0, 0, eps], &[&k.x, &w.ln_f, dm, &k.xf], Wg::Rows(1))),
             Item::Site(HookPoint::global(Site::LnFinalNormalized)),
-            Item::Op(op(Kernel::Matmul, &[v, d, 0, 0], &[&k.xf, un, dm, &k.logits], Wg::Linear(v))),
+            Item::Op(lin(un, v, d, &k.xf, &k.logits)),
         ];
         Plan {
             body,
@@ -421,6 +477,11 @@ impl GpuModel {
             Wg::Vec(n) => (Kernel::Matvec, vec2d(n)),
             Wg::Linear(n) if t == 1 => (Kernel::Matvec, vec2d(n)),
             Wg::Linear(n) => (Kernel::Matmul, [n.div_ceil(64), t.div_ceil(64), 1]),
+            Wg::QLinear(n) => {
+                let [x, y, _] = vec2d(n);
+                (op.k, [x, y, t])
+            }
+            Wg::QVec(n) => (op.k, vec2d(n)),
         }
     }
 
@@ -740,6 +801,22 @@ impl GpuModel {
         gpu.give_staging(stage);
         self.len += n;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    /// Bytes of weights on the GPU (matrices, embedding/unembedding, norms;
+    /// not the KV cache, RoPE tables or activations).
+    pub fn weight_bytes(&self) -> u64 {
+        let w = &self.w;
+        let mut b = w.embed.buf.size() + w.unembed.as_ref().map_or(0, |u| u.buf.size()) + w.ln_f.size();
+        for l in &w.layers {
+            b += l.ln1.size() + l.ln2.size() + l.wqkv.buf.size() + l.wo.buf.size() + l.wgu.buf.size() + l.wdown.buf.size();
+        }
+        b
+    }
+
+    /// Whether any matrix is kept quantized on the GPU.
+    pub fn is_quantized(&self) -> bool {
+        self.w.embed.fmt.is_some() || self.w.layers.iter().any(|l| l.wqkv.fmt.is_some() || l.wgu.fmt.is_some() || l.wo.fmt.is_some() || l.wdown.fmt.is_some())
     }
 
     /// Dispatches per decode step with no hooks (for docs and the bench).

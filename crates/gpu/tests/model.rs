@@ -40,7 +40,7 @@ fn cpu_greedy(cpu: &Model, prompt: &[u32], n: usize) -> Vec<u32> {
 /// Compares GPU and CPU on `prompt`: all-position logits, `decode` cached
 /// steps, greedy generation of 16 tokens. Returns the worst |Δlogit|.
 fn compare_logits(gpu: Arc<Gpu>, name: &str, bytes: &[u8], cpu: &Model, prompt: &[u32], decode: usize, bound: f32) -> f32 {
-    let mut g = GpuModel::from_gguf(gpu, name, bytes, &GpuModelOptions { max_seq: 256 }).unwrap();
+    let mut g = GpuModel::from_gguf(gpu, name, bytes, &GpuModelOptions { max_seq: 256, ..Default::default() }).unwrap();
     let v = cpu.config.d_vocab;
     let out = block_on(g.forward(prompt, &ForwardRequest { logits: LogitsOut::All, argmax: true, ..Default::default() })).unwrap();
     let gl = out.logits.unwrap();
@@ -107,7 +107,7 @@ fn block_points(cfg: &scalpel_engine::Config, layers: &[usize]) -> Vec<HookPoint
 /// Reads hooks on the GPU (prefill, then one decode step) and compares
 /// them with the CPU engine's values. Returns the worst |Δ|.
 fn compare_hooks(gpu: Arc<Gpu>, name: &str, bytes: &[u8], cpu: &Model, prompt: &[u32], layers: &[usize], bound: f32) -> f32 {
-    let mut g = GpuModel::from_gguf(gpu, name, bytes, &GpuModelOptions { max_seq: 128 }).unwrap();
+    let mut g = GpuModel::from_gguf(gpu, name, bytes, &GpuModelOptions { max_seq: 128, ..Default::default() }).unwrap();
     let points = block_points(&cpu.config, layers);
     let req = ForwardRequest { logits: LogitsOut::All, read: points.clone(), ..Default::default() };
     let out = block_on(g.forward(prompt, &req)).unwrap();
@@ -274,4 +274,57 @@ fn default_model_matches_cpu() {
     eprintln!("default model: max |Δlogit| (prefill + decode) = {worst:.3e}");
     let hw = compare_hooks(gpu, name, &bytes, &cpu, &prompt, &[0, 14, 29], 2e-2);
     eprintln!("default model: hooks max |Δ| = {hw:.3e}");
+}
+
+/// The default model with `quantized: true` (Q4_1 matrices and the Q8_0 tied
+/// embedding kept quantized, dequantized on the fly) against the CPU engine
+/// at f32: the same weight values, only the summation order differs.
+#[test]
+fn default_model_quantized_matches_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let Some(bytes) = default_model() else { return };
+    let name = "SmolLM2-135M-Instruct.Q4_1.gguf";
+    let cpu = Model::load(name, ModelSource::Gguf(bytes.clone()), Precision::F32).unwrap();
+    let prompt = cpu.tokenizer().encode("The capital of France is").unwrap();
+    let f32_bytes = GpuModel::from_gguf(gpu.clone(), name, &bytes, &GpuModelOptions { max_seq: 64, ..Default::default() }).unwrap().weight_bytes();
+    let opts = GpuModelOptions { max_seq: 64, quantized: true };
+    let mut g = GpuModel::from_gguf(gpu, name, &bytes, &opts).unwrap();
+    assert!(g.is_quantized());
+    let qb = g.weight_bytes();
+    eprintln!("default model GPU weight memory: f32 {f32_bytes} B ({:.1} MB), quantized {qb} B ({:.1} MB), {:.2}x smaller",
+        f32_bytes as f64 / 1e6, qb as f64 / 1e6, f32_bytes as f64 / qb as f64);
+    assert!(qb * 4 < f32_bytes);
+    let v = cpu.config.d_vocab;
+    // Prefill, all positions (matvec_q with z = t).
+    let out = block_on(g.forward(&prompt, &ForwardRequest { logits: LogitsOut::All, argmax: true, ..Default::default() })).unwrap();
+    let gl = out.logits.unwrap();
+    let cl: Vec<f32> = cpu.logits(&prompt).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let mut worst = max_diff(&gl, &cl);
+    for r in 0..prompt.len() {
+        assert_eq!(top5(&gl[r * v..(r + 1) * v]), top5(&cl[r * v..(r + 1) * v]), "quantized: top-5 at position {r}");
+    }
+    eprintln!("quantized: prefill of {} tokens: max |Δlogit| = {worst:.3e}", prompt.len());
+    // KV-cached decode (t = 1).
+    let mut cache = KvCache::new(&cpu.config);
+    let last = &cl[(prompt.len() - 1) * v..];
+    assert_eq!(out.next_token, Some(scalpel_engine::argmax(last)));
+    cpu.forward(&cpu.ids_tensor(&prompt).unwrap(), Some(&mut cache), None, Logits::Last).unwrap();
+    let mut tok = scalpel_engine::argmax(last);
+    for s in 0..4 {
+        let out = block_on(g.forward(&[tok], &ForwardRequest { logits: LogitsOut::Last, argmax: true, ..Default::default() })).unwrap();
+        let gl = out.logits.unwrap();
+        let cl: Vec<f32> = cpu.forward(&cpu.ids_tensor(&[tok]).unwrap(), Some(&mut cache), None, Logits::Last).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        worst = worst.max(max_diff(&gl, &cl));
+        assert_eq!(top5(&gl), top5(&cl), "quantized: top-5 at decode step {s}");
+        tok = scalpel_engine::argmax(&cl);
+        assert_eq!(out.next_token, Some(tok), "quantized: decode step {s}");
+    }
+    eprintln!("quantized: prefill + 4 decode steps: max |Δlogit| = {worst:.3e}");
+    assert!(worst < 2e-2, "quantized: max |Δlogit| {worst}");
+    // Greedy 8 tokens.
+    g.reset();
+    let want = cpu_greedy(&cpu, &prompt, 8);
+    let got = block_on(g.generate_greedy(&prompt, 8, &[], 4, |_| true)).unwrap();
+    assert_eq!(got, want, "quantized: greedy generation");
+    eprintln!("quantized: greedy 8 tokens equal: {got:?}");
 }

@@ -38,6 +38,10 @@ fn with_model<T>(f: impl FnOnce(&mut Loaded) -> R<T>) -> R<T> {
     })
 }
 
+pub fn precision() -> Option<Precision> {
+    MODEL.with(|m| m.borrow().as_ref().map(|l| l.precision))
+}
+
 pub fn is_loaded() -> bool {
     MODEL.with(|m| m.borrow().is_some())
 }

@@ -12,7 +12,7 @@ pub mod model;
 pub mod quant;
 
 pub use device::{params, Gpu, GpuInfo, GpuOptions, Kernel, Params};
-pub use model::{EditOp, ForwardOutput, ForwardRequest, GpuEdit, GpuModel, GpuModelOptions, GpuTensor, HookValue, LogitsOut};
+pub use model::{EditOp, ForwardOutput, ForwardRequest, GpuEdit, GpuModel, GpuModelOptions, GpuTensor, HookValue, LogitsOut, READABLE_SITES};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GpuError {

@@ -208,7 +208,8 @@ pub struct GpuModel {
     plan: Plan,
 }
 
-const SUPPORTED: [Site; 10] = [
+/// Hook sites a forward call can read, keep and edit.
+pub const READABLE_SITES: [Site; 10] = [
     Site::ResidPre,
     Site::Ln1Normalized,
     Site::Z,
@@ -515,7 +516,7 @@ impl GpuModel {
             "hook point '{}' is not available on the GPU path (supported: blocks.{{0..{}}}.{{{}}}, ln_final.hook_normalized)",
             p.name(),
             self.config.n_layers,
-            SUPPORTED[..9].iter().map(|s| s.suffix()).collect::<Vec<_>>().join(", ")
+            READABLE_SITES[..9].iter().map(|s| s.suffix()).collect::<Vec<_>>().join(", ")
         ))
     }
 

@@ -87,17 +87,8 @@ fn tiny_llama_logits_decode_generation() {
 }
 
 fn block_points(cfg: &scalpel_engine::Config, layers: &[usize]) -> Vec<HookPoint> {
-    let sites = [
-        Site::ResidPre,
-        Site::Ln1Normalized,
-        Site::Z,
-        Site::AttnOut,
-        Site::ResidMid,
-        Site::Ln2Normalized,
-        Site::MlpPost,
-        Site::MlpOut,
-        Site::ResidPost,
-    ];
+    // Every readable site that belongs to a block (ln_final has no layer).
+    let sites: Vec<Site> = scalpel_gpu::READABLE_SITES.into_iter().filter(|s| *s != Site::LnFinalNormalized).collect();
     let mut v: Vec<HookPoint> = layers.iter().flat_map(|&l| sites.iter().map(move |&s| HookPoint::block(l, s))).collect();
     v.push(HookPoint::global(Site::LnFinalNormalized));
     assert!(layers.iter().all(|&l| l < cfg.n_layers));

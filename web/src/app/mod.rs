@@ -181,7 +181,6 @@ pub struct Ctx {
     pub bench: RwSignal<Option<BenchResult>>,
     pub embed: bool,
     pub auto_run: RwSignal<bool>,
-    pub opened_at: f64,
     engine: StoredValue<Engine, LocalStorage>,
     /// Which stack item asked for a separation scan / control vector import.
     pub asking_item: RwSignal<Option<u32>>,
@@ -320,21 +319,30 @@ impl Ctx {
         }
     }
 
-    pub fn run_compare(self) {
-        let Some(doc) = self.document() else { return };
+    /// The comparison request for the current state (its document may be invalid).
+    fn compare_request(self) -> Result<Request, String> {
+        let doc = self.st.with_untracked(|s| s.document())?;
         let (prompt, sampling) = self.st.with_untracked(|s| (crate::protocol::Prompt { text: s.prompt.clone(), chat: s.chat }, s.sampling.clone()));
-        let req = Request::Compare { prompt, sampling, doc, top_k: 8 };
+        Ok(Request::Compare { prompt, sampling, doc, top_k: 8 })
+    }
+
+    fn send_compare(self, req: Request) {
         self.last_compare.set_value(compare_key(&req));
         self.send(req);
     }
 
+    pub fn run_compare(self) {
+        match self.compare_request() {
+            Ok(req) => self.send_compare(req),
+            Err(e) => self.error.set(Some(e)),
+        }
+    }
+
     /// Re-runs the comparison only if its inputs changed since the last one.
     fn rerun_compare_if_changed(self) {
-        let Ok(doc) = self.st.with_untracked(|s| s.document()) else { return };
-        let (prompt, sampling) = self.st.with_untracked(|s| (crate::protocol::Prompt { text: s.prompt.clone(), chat: s.chat }, s.sampling.clone()));
-        let key = compare_key(&Request::Compare { prompt, sampling, doc, top_k: 8 });
-        if key != self.last_compare.get_value() {
-            self.run_compare();
+        let Ok(req) = self.compare_request() else { return };
+        if compare_key(&req) != self.last_compare.get_value() {
+            self.send_compare(req);
         }
     }
 }
@@ -427,7 +435,6 @@ fn App() -> impl IntoView {
         bench: RwSignal::new(None),
         embed,
         auto_run: RwSignal::new(true),
-        opened_at: now_ms(),
         engine: StoredValue::new_local(Engine {
             worker: None,
             stop: None,
@@ -462,10 +469,9 @@ fn App() -> impl IntoView {
         let enc = ctx.st.with(|s| s.encode());
         if let Some(w) = web_sys::window() {
             if let Ok(h) = w.history() {
-                let search = w.location().search().unwrap_or_default();
-                // Keep only `embed`; presets and panel params are folded into the state.
+                // Keep only `embed`; preset, panel and precision parameters
+                // are folded into the state.
                 let q = if embed { "?embed=1" } else { "" };
-                let _ = search;
                 let url = format!("{}{q}#s={enc}", w.location().pathname().unwrap_or_else(|_| "/".into()));
                 let _ = h.replace_state_with_url(&JsValue::NULL, "", Some(&url));
             }
@@ -679,9 +685,10 @@ fn App() -> impl IntoView {
     // change (debounced), once a model is loaded.
     let tick = StoredValue::new(0u64);
     Effect::new(move |prev: Option<()>| {
-        let key = ctx.st.with(|s| (s.prompt.clone(), s.chat, s.sampling.clone(), s.stack.clone()));
+        // Any state change schedules a check; `rerun_compare_if_changed`
+        // runs only if the comparison's inputs really changed.
+        ctx.st.track();
         let loaded = ctx.info.with(|i| i.is_some());
-        let _ = key;
         if prev.is_none() || !loaded || !ctx.auto_run.get_untracked() || ctx.st.with_untracked(|s| s.panel) != Panel::Steer {
             return;
         }

@@ -120,7 +120,7 @@ pub fn SteerPanel() -> impl IntoView {
                 <Lane which=false/>
                 <Lane which=true/>
             </div>
-            <p class="speed" aria-label="Tokens per second">{move || speed_line(&ctx.comparison.get(), ctx.opened_at)}</p>
+            <p class="speed" aria-label="Tokens per second">{move || speed_line(&ctx.comparison.get())}</p>
             <Report/>
             <Show when=move || !ctx.embed>
                 <Stack/>
@@ -129,7 +129,7 @@ pub fn SteerPanel() -> impl IntoView {
     }
 }
 
-fn speed_line(c: &Comparison, opened_at: f64) -> String {
+fn speed_line(c: &Comparison) -> String {
     let mut parts = Vec::new();
     if let Some(b) = &c.result_baseline {
         if b.reused {
@@ -146,7 +146,6 @@ fn speed_line(c: &Comparison, opened_at: f64) -> String {
         parts.push(format!("intervened {:.1} tokens/s", c.intervened.tok_s));
     }
     // performance.now() counts from the navigation start: page open.
-    let _ = opened_at;
     if let Some(t) = c.first_token_at {
         parts.push(format!("first token {t:.0} ms after page open"));
     }

@@ -55,6 +55,14 @@ impl Sampler {
         Sampler { rng: StdRng::seed_from_u64(opts.seed), opts: opts.clone() }
     }
 
+    /// The next number of the seeded uniform stream in [0, 1): `sample`
+    /// draws exactly one per token when `temperature > 0`. The GPU sampler
+    /// (crates/gpu) draws from the same stream, so a seed picks the same
+    /// tokens on both paths.
+    pub fn next_uniform(&mut self) -> f32 {
+        self.rng.random()
+    }
+
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
         if self.opts.temperature == 0.0 {
             return argmax(logits);
@@ -84,7 +92,7 @@ impl Sampler {
             let s: f32 = probs.iter().sum();
             probs.iter_mut().for_each(|p| *p /= s);
         }
-        let r: f32 = self.rng.random();
+        let r = self.next_uniform();
         let mut acc = 0.0;
         for (i, p) in probs.iter().enumerate() {
             acc += p;

@@ -61,11 +61,12 @@ pub enum Kernel {
     Add,
     Embed,
     Argmax,
+    Sample,
     Edit,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 13] = [
+    pub const ALL: [Kernel; 14] = [
         Kernel::Matmul,
         Kernel::Matvec,
         Kernel::MatvecQ,
@@ -78,6 +79,7 @@ impl Kernel {
         Kernel::Add,
         Kernel::Embed,
         Kernel::Argmax,
+        Kernel::Sample,
         Kernel::Edit,
     ];
     fn source(self) -> &'static str {
@@ -94,6 +96,7 @@ impl Kernel {
             Kernel::Add => include_str!("shaders/add.wgsl"),
             Kernel::Embed => include_str!("shaders/embed.wgsl"),
             Kernel::Argmax => include_str!("shaders/argmax.wgsl"),
+            Kernel::Sample => include_str!("shaders/sample.wgsl"),
             Kernel::Edit => include_str!("shaders/edit.wgsl"),
         }
     }
@@ -102,6 +105,7 @@ impl Kernel {
         match self {
             Kernel::Matmul | Kernel::Matvec | Kernel::MatvecQ | Kernel::Norm | Kernel::Attention => (3, 1),
             Kernel::RopeKv => (3, 3),
+            Kernel::Sample => (2, 2),
             Kernel::SiluMul | Kernel::Gelu | Kernel::Argmax | Kernel::Edit => (1, 1),
             Kernel::Add | Kernel::Embed | Kernel::EmbedQ => (2, 1),
         }

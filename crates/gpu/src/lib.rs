@@ -1,18 +1,23 @@
 //! Scalpel on the GPU: WGSL compute kernels run through `wgpu` (WebGPU in
 //! the browser, Vulkan/Metal/DX12 natively) and a llama-family forward pass
 //! that keeps everything on the device: weights, KV cache, activations,
-//! hook edits and greedy sampling. Reading a hook copies only that tensor
+//! hook edits and greedy or seeded sampling. Reading a hook copies only that tensor
 //! back; a decode step reads back 4 bytes (the next token id).
 //!
 //! Every entry point that waits for the GPU is `async` (a Web Worker awaits
 //! it); natively, wrap calls in [`block_on`]. See `docs/gpu.md`.
 
 pub mod device;
+pub mod interventions;
 pub mod model;
 pub mod quant;
 
 pub use device::{params, Gpu, GpuInfo, GpuOptions, Kernel, Params};
-pub use model::{EditOp, ForwardOutput, ForwardRequest, GpuEdit, GpuModel, GpuModelOptions, GpuTensor, HookValue, LogitsOut, READABLE_SITES};
+pub use interventions::gpu_edits;
+pub use model::{
+    EditOp, ForwardOutput, ForwardRequest, GenerateRequest, GpuEdit, GpuGeneration, GpuModel, GpuModelOptions, GpuTensor, HookValue, LogitsOut,
+    SampleStep, READABLE_SITES,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GpuError {

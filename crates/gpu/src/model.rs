@@ -1,7 +1,8 @@
 //! A llama-family model on the GPU: weights dequantized to f32 at load (the
 //! engine's `f32` precision), a KV cache, prefill and decode, TransformerLens
 //! hook points that can be read (copying only that tensor back) or edited on
-//! the GPU, and greedy decoding with a 4-byte readback per token.
+//! the GPU, and greedy or seeded sampled decoding with a 4-byte readback per
+//! token.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 
 use candle_core::Device;
 use scalpel_engine::gguf::Gguf;
-use scalpel_engine::{Config, HookPoint, Site};
+use scalpel_engine::{Config, GenerateOptions, HookPoint, Sampler, Site};
 
 use crate::device::{params, Gpu, Kernel};
 use crate::{GpuError, Result};
@@ -79,17 +80,53 @@ pub struct GpuEdit {
     pub cols: Option<Range<usize>>,
 }
 
+/// Sampling of one next token on the GPU (`sample.wgsl`), with the CPU
+/// engine's semantics (`scalpel_engine::Sampler`): temperature, then top-k,
+/// then top-p, then the first token whose cumulative probability exceeds
+/// `uniform` (a number in [0, 1) from `Sampler::next_uniform`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SampleStep {
+    /// > 0 (0 is greedy: use `argmax`).
+    pub temperature: f32,
+    pub top_k: Option<usize>,
+    pub top_p: Option<f32>,
+    pub uniform: f32,
+}
+
 /// What one forward call computes and copies back.
 #[derive(Clone, Debug, Default)]
 pub struct ForwardRequest {
     pub logits: LogitsOut,
     /// Greedy next token on the GPU (lowest id on ties), 4 bytes back.
     pub argmax: bool,
+    /// A sampled next token on the GPU instead of the greedy one, 4 bytes back.
+    pub sample: Option<SampleStep>,
     /// Hook points copied back to the CPU.
     pub read: Vec<HookPoint>,
     /// Hook points copied into new GPU buffers (no readback).
     pub keep: Vec<HookPoint>,
     pub edits: Vec<GpuEdit>,
+}
+
+/// A generation on the GPU: see [`GpuModel::generate`].
+#[derive(Clone, Debug)]
+pub struct GenerateRequest<'a> {
+    /// Length, temperature, top-k, top-p and seed (`stop_at_eos` is the
+    /// caller's: the GPU model has no tokenizer, so pass its ids in `stop`).
+    pub opts: &'a GenerateOptions,
+    /// Stop after any of these ids (kept in the output, as on the CPU).
+    pub stop: &'a [u32],
+    pub edits: &'a [GpuEdit],
+    /// Decode steps submitted per readback (1..=64).
+    pub ahead: usize,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct GpuGeneration {
+    pub ids: Vec<u32>,
+    /// The absolute positions each forward call ran (the prompt, then one
+    /// per kept decode step), to count which edits applied.
+    pub calls: Vec<Range<usize>>,
 }
 
 /// A hook value read back: `[t, d_model]`, `[t, d_mlp]` or for `attn.hook_z`
@@ -155,7 +192,14 @@ struct Work {
     mlp_out: wgpu::Buffer,
     xf: wgpu::Buffer,
     logits: wgpu::Buffer,
+    /// Sampling scratch: exp((l - max) / T) of one row.
+    probs: wgpu::Buffer,
+    /// The sampler's uniform numbers, by absolute position % RND_RING.
+    rnd: wgpu::Buffer,
 }
+
+/// Sampled steps that can be chained before the host writes new numbers.
+const RND_RING: usize = 64;
 
 #[derive(Clone, Copy)]
 enum Wg {
@@ -367,6 +411,8 @@ impl GpuModel {
             mlp_out: f("mlp_out", cap * d),
             xf: f("xf", cap * d),
             logits: f("logits", logit_rows * cfg.d_vocab),
+            probs: f("probs", cfg.d_vocab),
+            rnd: f("rnd", RND_RING),
         }
     }
 
@@ -520,35 +566,14 @@ impl GpuModel {
         ))
     }
 
-    /// Runs `tokens` at positions `len..len + t`, extending the KV cache.
-    pub async fn forward(&mut self, tokens: &[u32], req: &ForwardRequest) -> Result<ForwardOutput> {
-        self.forward_inner(Some(tokens), tokens.len(), req).await
-    }
-
-    async fn forward_inner(&mut self, tokens: Option<&[u32]>, t: usize, req: &ForwardRequest) -> Result<ForwardOutput> {
-        if t == 0 {
-            return Err(GpuError::Input("empty prompt: there are no tokens to run".into()));
-        }
-        if let Some(bad) = tokens.and_then(|ts| ts.iter().find(|&&id| id as usize >= self.config.d_vocab)) {
-            return Err(GpuError::Input(format!(
-                "token id {bad} is out of range: the vocabulary has {} tokens",
-                self.config.d_vocab
-            )));
-        }
-        let start = self.len;
-        if start + t > self.max_seq {
-            return Err(GpuError::Input(format!(
-                "{} tokens ({t} new + {start} cached) exceed the GPU KV cache of {} positions",
-                start + t,
-                self.max_seq
-            )));
-        }
-        let logit_rows = if req.logits == LogitsOut::All { t } else { 1 };
-        self.ensure(t, logit_rows);
-        let gpu = self.gpu.clone();
+    /// One `edit` dispatch (its own small uniform and bind group) per edit,
+    /// grouped by hook point; positions are absolute, so the ops serve every
+    /// later call (decode steps) unchanged.
+    fn edit_ops(&self, list: &[GpuEdit]) -> Result<HashMap<HookPoint, Vec<Op>>> {
+        let gpu = &self.gpu;
         // Edits: one small uniform + source buffer + bind group each.
         let mut edits: HashMap<HookPoint, Vec<Op>> = HashMap::new();
-        for e in &req.edits {
+        for e in list {
             let (target, width) = self.site_buffer(e.point).ok_or_else(|| self.unsupported(e.point))?;
             if e.point.site == Site::LnFinalNormalized {
                 return Err(GpuError::Input("ln_final.hook_normalized can be read but not edited on the GPU path".into()));
@@ -601,6 +626,62 @@ impl GpuModel {
             let bg = gpu.bind(Kernel::Edit, &self.step, &pb, &[&src, target]);
             edits.entry(e.point).or_default().push(Op { k: Kernel::Edit, bg, wg: Wg::Rows(1) });
         }
+        Ok(edits)
+    }
+
+    /// The `sample` dispatch for these settings (row 0, or the last of `t`
+    /// rows when every row's logits were computed).
+    fn sample_op(&self, smp: &SampleStep, all_rows: bool) -> Result<Op> {
+        if !(smp.temperature.is_finite() && smp.temperature > 0.0) {
+            return Err(GpuError::Input(format!("sampling temperature {} must be a finite number > 0 (0 is greedy: argmax)", smp.temperature)));
+        }
+        if smp.top_k == Some(0) {
+            return Err(GpuError::Input("top_k must be at least 1".into()));
+        }
+        if let Some(tp) = smp.top_p {
+            if !(tp > 0.0 && tp <= 1.0) {
+                return Err(GpuError::Input(format!("top_p {tp} must be in (0, 1]")));
+            }
+        }
+        if !(0.0..1.0).contains(&smp.uniform) {
+            return Err(GpuError::Input(format!("the sampler's uniform number {} must be in [0, 1)", smp.uniform)));
+        }
+        let v = self.config.d_vocab;
+        let top_k = smp.top_k.map_or(v, |k| k.min(v)) as u32;
+        let p = [v as u32, all_rows as u32, f32s(smp.temperature), top_k, f32s(smp.top_p.unwrap_or(1.0))];
+        let pb = self.gpu.uniform("sample params", &params(&p));
+        let k = &self.work;
+        let bg = self.gpu.bind(Kernel::Sample, &self.step, &pb, &[&k.logits, &k.rnd, &k.ids, &k.probs]);
+        Ok(Op { k: Kernel::Sample, bg, wg: Wg::Fixed(1) })
+    }
+
+    /// Runs `tokens` at positions `len..len + t`, extending the KV cache.
+    pub async fn forward(&mut self, tokens: &[u32], req: &ForwardRequest) -> Result<ForwardOutput> {
+        self.forward_inner(Some(tokens), tokens.len(), req).await
+    }
+
+    async fn forward_inner(&mut self, tokens: Option<&[u32]>, t: usize, req: &ForwardRequest) -> Result<ForwardOutput> {
+        if t == 0 {
+            return Err(GpuError::Input("empty prompt: there are no tokens to run".into()));
+        }
+        if let Some(bad) = tokens.and_then(|ts| ts.iter().find(|&&id| id as usize >= self.config.d_vocab)) {
+            return Err(GpuError::Input(format!(
+                "token id {bad} is out of range: the vocabulary has {} tokens",
+                self.config.d_vocab
+            )));
+        }
+        let start = self.len;
+        if start + t > self.max_seq {
+            return Err(GpuError::Input(format!(
+                "{} tokens ({t} new + {start} cached) exceed the GPU KV cache of {} positions",
+                start + t,
+                self.max_seq
+            )));
+        }
+        let logit_rows = if req.logits == LogitsOut::All { t } else { 1 };
+        self.ensure(t, logit_rows);
+        let gpu = self.gpu.clone();
+        let edits = self.edit_ops(&req.edits)?;
         // Reads and keeps.
         let last_rows = if req.logits == LogitsOut::All { t } else { 1 };
         let rows_of = |p: HookPoint| if p.site == Site::LnFinalNormalized { last_rows } else { t };
@@ -640,16 +721,23 @@ impl GpuModel {
             }
         }
         let argmax = if req.logits == LogitsOut::All { &self.plan.argmax_all } else { &self.plan.argmax_last };
-        if req.argmax {
+        let sampler = match req.sample {
+            Some(smp) => Some(self.sample_op(&smp, req.logits == LogitsOut::All)?),
+            None => None,
+        };
+        if let Some(op) = &sampler {
+            cmds.push(Cmd::D(gpu.pipeline(Kernel::Sample), &op.bg, [1, 1, 1]));
+        } else if req.argmax {
             cmds.push(Cmd::D(gpu.pipeline(Kernel::Argmax), &argmax.bg, [1, 1, 1]));
         }
+        let want_token = req.argmax || sampler.is_some();
         let mut staged: Vec<(wgpu::Buffer, u64)> = Vec::new();
         let logits_bytes = (logit_rows * self.config.d_vocab * 4) as u64;
         let logits_stage = (req.logits != LogitsOut::None).then(|| gpu.take_staging(logits_bytes));
         if let Some(s) = &logits_stage {
             cmds.push(Cmd::C(&self.work.logits, s, logits_bytes));
         }
-        let tok_stage = req.argmax.then(|| gpu.take_staging(4));
+        let tok_stage = want_token.then(|| gpu.take_staging(4));
         if let Some(s) = &tok_stage {
             cmds.push(Cmd::C(&self.work.ids, s, 4));
         }
@@ -658,6 +746,10 @@ impl GpuModel {
             gpu.queue.write_buffer(&self.work.ids, 0, bytemuck::cast_slice(ts));
         }
         gpu.queue.write_buffer(&self.step, 0, bytemuck::cast_slice(&[start as u32, tt, 0, 0]));
+        if let Some(smp) = &req.sample {
+            let slot = (start + t - 1) % RND_RING;
+            gpu.queue.write_buffer(&self.work.rnd, (slot * 4) as u64, bytemuck::cast_slice(&[smp.uniform]));
+        }
         let cb = encode(&gpu.device, &cmds);
         drop(cmds);
         gpu.queue.submit(Some(cb));
@@ -712,7 +804,7 @@ impl GpuModel {
         if req.logits != LogitsOut::None {
             out.logits = Some(bytemuck::pod_collect_to_vec(&it.next().expect("logits")));
         }
-        if req.argmax {
+        if want_token {
             let b = it.next().expect("token");
             out.next_token = Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
         }
@@ -742,28 +834,68 @@ impl GpuModel {
         max_new: usize,
         stop: &[u32],
         ahead: usize,
-        mut on_token: impl FnMut(u32) -> bool,
+        on_token: impl FnMut(u32) -> bool,
     ) -> Result<Vec<u32>> {
-        let mut out = Vec::new();
-        if max_new == 0 {
+        let opts = GenerateOptions { max_new_tokens: max_new, ..Default::default() };
+        let req = GenerateRequest { opts: &opts, stop, edits: &[], ahead };
+        Ok(self.generate(prompt, &req, on_token).await?.ids)
+    }
+
+    /// Generation with the engine's options (greedy, or seeded temperature /
+    /// top-k / top-p sampling on the GPU, drawing the same uniform numbers
+    /// as `scalpel_engine::Sampler`, so a seed picks the same tokens as the
+    /// CPU path) under hook `edits` applied on the GPU at every step
+    /// (positions are absolute: the prompt is `0..prompt.len()`). Starts from
+    /// an empty cache. Decode steps are chained `ahead` (≤ 64) per readback
+    /// as in [`generate_greedy`](Self::generate_greedy).
+    pub async fn generate(&mut self, prompt: &[u32], req: &GenerateRequest<'_>, mut on_token: impl FnMut(u32) -> bool) -> Result<GpuGeneration> {
+        req.opts.validate()?;
+        self.reset();
+        let mut out = GpuGeneration::default();
+        if req.opts.max_new_tokens == 0 {
             return Ok(out);
         }
-        let first = self.next_token(prompt).await?;
-        out.push(first);
-        if stop.contains(&first) || !on_token(first) {
+        if prompt.len() >= self.max_seq {
+            return Err(GpuError::Input(format!(
+                "the prompt has {} tokens; the GPU KV cache holds {} positions, leaving no room to generate",
+                prompt.len(),
+                self.max_seq
+            )));
+        }
+        let mut sampler = Sampler::new(req.opts);
+        let greedy = req.opts.temperature == 0.0;
+        let settings = SampleStep { temperature: req.opts.temperature, top_k: req.opts.top_k, top_p: req.opts.top_p, uniform: 0.0 };
+        let first_req = ForwardRequest {
+            logits: LogitsOut::None,
+            argmax: greedy,
+            sample: (!greedy).then(|| SampleStep { uniform: sampler.next_uniform(), ..settings }),
+            edits: req.edits.to_vec(),
+            ..Default::default()
+        };
+        let first = self.forward(prompt, &first_req).await?.next_token.expect("a token was requested");
+        out.calls.push(0..prompt.len());
+        out.ids.push(first);
+        if req.stop.contains(&first) || !on_token(first) {
             return Ok(out);
         }
-        let ahead = ahead.max(1);
-        'outer: while out.len() < max_new {
-            let n = ahead.min(max_new - out.len()).min(self.max_seq.saturating_sub(self.len));
+        // Built once for every decode step (after the prefill sized the
+        // buffers); the sampler op holds the settings, and each step's
+        // uniform number is written to the ring.
+        let edits = self.edit_ops(req.edits)?;
+        let sampler_op = if greedy { None } else { Some(self.sample_op(&settings, false)?) };
+        let ahead = req.ahead.clamp(1, RND_RING);
+        'outer: while out.ids.len() < req.opts.max_new_tokens {
+            let n = ahead.min(req.opts.max_new_tokens - out.ids.len()).min(self.max_seq.saturating_sub(self.len));
             if n == 0 {
-                return Err(GpuError::Input(format!("generation reached the GPU KV cache size of {} positions", self.max_seq)));
+                break;
             }
             let base = self.len;
-            let toks = self.decode_chain(n).await?;
+            let uniforms: Vec<f32> = if greedy { Vec::new() } else { (0..n).map(|_| sampler.next_uniform()).collect() };
+            let toks = self.decode_chain(n, &edits, sampler_op.as_ref(), &uniforms).await?;
             for (i, tok) in toks.into_iter().enumerate() {
-                out.push(tok);
-                if stop.contains(&tok) || !on_token(tok) || out.len() >= max_new {
+                out.ids.push(tok);
+                out.calls.push(base + i..base + i + 1);
+                if req.stop.contains(&tok) || !on_token(tok) || out.ids.len() >= req.opts.max_new_tokens {
                     // The cache holds the inputs of steps 0..=i.
                     self.truncate(base + i + 1);
                     break 'outer;
@@ -774,20 +906,37 @@ impl GpuModel {
     }
 
     /// `n` decode steps back to back with GPU feedback (the ids buffer
-    /// already holds the input token: written by the last argmax).
-    async fn decode_chain(&mut self, n: usize) -> Result<Vec<u32>> {
+    /// already holds the input token: written by the last argmax/sample),
+    /// with `edits` at their sites, and `sampler` (one uniform number per
+    /// step) instead of argmax when given.
+    async fn decode_chain(&mut self, n: usize, edits: &HashMap<HookPoint, Vec<Op>>, sampler: Option<&Op>, uniforms: &[f32]) -> Result<Vec<u32>> {
         let gpu = self.gpu.clone();
         self.ensure(1, 1);
         let stage = gpu.take_staging((4 * n) as u64);
+        for (i, u) in uniforms.iter().enumerate() {
+            let slot = (self.len + i) % RND_RING;
+            gpu.queue.write_buffer(&self.work.rnd, (slot * 4) as u64, bytemuck::cast_slice(&[*u]));
+        }
         for i in 0..n {
             let mut cmds: Vec<Cmd> = Vec::with_capacity(self.plan.body.len() + 4);
             for item in self.plan.body.iter().chain(&self.plan.tail_last) {
-                if let Item::Op(op) = item {
-                    let (k, wg) = self.resolve(op, 1);
-                    cmds.push(Cmd::D(gpu.pipeline(k), &op.bg, wg));
+                match item {
+                    Item::Op(op) => {
+                        let (k, wg) = self.resolve(op, 1);
+                        cmds.push(Cmd::D(gpu.pipeline(k), &op.bg, wg));
+                    }
+                    Item::Site(p) => {
+                        for e in edits.get(p).into_iter().flatten() {
+                            let (k, wg) = self.resolve(e, 1);
+                            cmds.push(Cmd::D(gpu.pipeline(k), &e.bg, wg));
+                        }
+                    }
                 }
             }
-            cmds.push(Cmd::D(gpu.pipeline(Kernel::Argmax), &self.plan.argmax_last.bg, [1, 1, 1]));
+            match sampler {
+                Some(op) => cmds.push(Cmd::D(gpu.pipeline(Kernel::Sample), &op.bg, [1, 1, 1])),
+                None => cmds.push(Cmd::D(gpu.pipeline(Kernel::Argmax), &self.plan.argmax_last.bg, [1, 1, 1])),
+            }
             let cb = {
                 let mut enc = gpu.device.create_command_encoder(&Default::default());
                 encode_into(&mut enc, &cmds);

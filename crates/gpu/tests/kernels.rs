@@ -2,7 +2,8 @@
 //! Tolerances are absolute, on inputs of order 1:
 //! - matmul / matvec (K ≤ 600): 1e-4 (different summation order);
 //! - norms, attention: 1e-5; elementwise (exp/tanh): 1e-5;
-//! - RoPE, embedding, add, argmax, edits (except project_out): exact or 1e-6.
+//! - RoPE, embedding, add, argmax, edits (except project_out): exact or 1e-6;
+//! - sample: the exact (f64, sorted) pick and the CPU sampler's.
 
 mod common;
 
@@ -381,4 +382,187 @@ fn software_adapter_is_not_chosen_by_default() {
     }
     let forced = block_on(scalpel_gpu::Gpu::new(&scalpel_gpu::GpuOptions { allow_software: false, force_software: true })).unwrap();
     assert!(forced.info.software);
+}
+
+/// Runs the `sample` kernel on one row (mode 0) with uniform number `u`.
+fn gpu_sample(
+    gpu: &scalpel_gpu::Gpu,
+    row: &[f32],
+    temperature: f32,
+    top_k: Option<usize>,
+    top_p: Option<f32>,
+    u: f32,
+) -> u32 {
+    let v = row.len();
+    // The row sampled is at absolute position start + t - 1 = 5: slot 5.
+    let mut rnd = vec![0f32; 64];
+    rnd[5] = u;
+    let p = params(&[
+        v as u32,
+        0,
+        temperature.to_bits(),
+        top_k.map_or(v, |k| k.min(v)) as u32,
+        top_p.unwrap_or(1.0).to_bits(),
+    ]);
+    let out = block_on(gpu.run_kernel(
+        Kernel::Sample,
+        [5, 1, 0, 0],
+        p,
+        &[&bytes(row), &bytes(&rnd)],
+        &[&[0u8; 16], &vec![0u8; v * 4]],
+        [1, 1, 1],
+    ))
+    .unwrap();
+    u32::from_le_bytes(out[0][..4].try_into().unwrap())
+}
+
+/// The exact pick in f64 (highest first, ties by id; top-k, then top-p),
+/// and the distance from `u` to the nearest cumulative-probability boundary.
+fn sample_ref(
+    row: &[f32],
+    temperature: f32,
+    top_k: Option<usize>,
+    top_p: Option<f32>,
+    u: f32,
+) -> (u32, f64) {
+    let mut c: Vec<(u32, f32)> = row
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| (i as u32, l / temperature))
+        .collect();
+    c.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    if let Some(k) = top_k {
+        c.truncate(k);
+    }
+    let e: Vec<f64> = c.iter().map(|x| ((x.1 - c[0].1) as f64).exp()).collect();
+    let z: f64 = e.iter().sum();
+    let mut keep = e.len();
+    let mut margin = f64::INFINITY;
+    if let Some(p) = top_p {
+        let mut acc = 0.0;
+        for (i, x) in e.iter().enumerate() {
+            acc += x / z;
+            margin = margin.min((acc - p as f64).abs());
+            if acc >= p as f64 {
+                keep = i + 1;
+                break;
+            }
+        }
+    }
+    let z2: f64 = e[..keep].iter().sum();
+    let mut acc = 0.0;
+    for i in 0..keep {
+        acc += e[i] / z2;
+        margin = margin.min((acc - u as f64).abs());
+        if (u as f64) < acc {
+            return (c[i].0, margin);
+        }
+    }
+    (c[keep - 1].0, margin)
+}
+
+/// The GPU sampler against the exact inverse CDF (f64, sorted) on flat and
+/// peaked rows of 4999 and 49152 (the default model's vocabulary) logits,
+/// every combination of temperature / top-k / top-p; and against the CPU
+/// engine's `Sampler` for the same seed (its first uniform number is the one
+/// `Sampler::sample` draws) on peaked rows, like a language model's. On flat
+/// rows the CPU's sequential f32 cumulative sum over thousands of tokens
+/// drifts by more than one token's probability, so only the exact
+/// reference is asserted there; draws within 1e-5 of a boundary are skipped.
+#[test]
+fn sample_matches_exact_and_cpu_sampler() {
+    use scalpel_engine::{GenerateOptions, Sampler};
+    let Some(gpu) = gpu() else { return };
+    let mut r = Rng::new(21);
+    let settings: [(f32, Option<usize>, Option<f32>); 6] = [
+        (1.0, None, None),
+        (0.7, None, None),
+        (1.0, Some(40), None),
+        (1.3, None, Some(0.9)),
+        (0.8, Some(50), Some(0.8)),
+        (1.0, Some(1), None),
+    ];
+    let (mut exact, mut same_as_cpu, mut skipped) = (0, 0, 0);
+    for v in [4999usize, 49152] {
+        for row_seed in 0..4u64 {
+            let peaked = row_seed % 2 == 1;
+            let mut row = r.vec(v, 3.0);
+            if peaked {
+                // A handful of likely tokens over a long tail.
+                for j in 0..12 {
+                    row[(j * 7919 + row_seed as usize * 131) % v] += 9.0 + j as f32 * 0.5;
+                }
+            }
+            for &(temperature, top_k, top_p) in &settings {
+                for seed in [row_seed, 100 + row_seed, 7777] {
+                    let o = GenerateOptions {
+                        temperature,
+                        top_k,
+                        top_p,
+                        seed,
+                        ..Default::default()
+                    };
+                    let u = Sampler::new(&o).next_uniform();
+                    let (want, margin) = sample_ref(&row, temperature, top_k, top_p, u);
+                    if margin < 1e-5 {
+                        skipped += 1;
+                        continue;
+                    }
+                    let got = gpu_sample(&gpu, &row, temperature, top_k, top_p, u);
+                    let what = format!("v {v}, peaked {peaked}, T {temperature}, top_k {top_k:?}, top_p {top_p:?}, seed {seed}, u {u}");
+                    assert_eq!(got, want, "exact: {what}");
+                    exact += 1;
+                    if peaked {
+                        assert_eq!(got, Sampler::new(&o).sample(&row), "CPU sampler: {what}");
+                        same_as_cpu += 1;
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("sample: {exact} draws equal to the exact pick, {same_as_cpu} of them also checked equal to the CPU sampler's, {skipped} skipped (within 1e-5 of a boundary)");
+    assert!(
+        exact >= 100 && same_as_cpu >= 60,
+        "too few draws checked: {exact} exact, {same_as_cpu} vs the CPU"
+    );
+}
+
+/// Inverse-CDF exactness: with N uniform numbers on a grid, each token is
+/// picked round(N·p) ± 1 times; ties are walked in id order; NaN is never
+/// picked; top_k = 1 is the argmax.
+#[test]
+fn sample_distribution_ties_and_nan() {
+    let Some(gpu) = gpu() else { return };
+    let row = [0.5f32, -1.0, 2.0, 0.0, 1.5, -3.0, 0.25, 1.0, -0.5, 0.75];
+    let t = 1.5f32;
+    let e: Vec<f64> = row.iter().map(|&x| ((x / t) as f64).exp()).collect();
+    let z: f64 = e.iter().sum();
+    let n = 500;
+    let mut counts = [0usize; 10];
+    for i in 0..n {
+        let u = (i as f32 + 0.5) / n as f32;
+        counts[gpu_sample(&gpu, &row, t, None, None, u) as usize] += 1;
+    }
+    for (j, c) in counts.iter().enumerate() {
+        let want = e[j] / z * n as f64;
+        assert!(
+            (*c as f64 - want).abs() <= 1.0 + 1e-9,
+            "token {j}: {c} picks, expected {want:.1}"
+        );
+    }
+    eprintln!("sample: {n} grid draws, counts {counts:?}");
+    // Four tokens tied at the top: u in quarter i picks the i-th tie by id.
+    let tied = [1.0f32, 3.0, 0.0, 3.0, 3.0, -2.0, 3.0];
+    let picks: Vec<u32> = [0.05f32, 0.3, 0.55, 0.8]
+        .iter()
+        .map(|&u| gpu_sample(&gpu, &tied, 1e-3, None, None, u))
+        .collect();
+    assert_eq!(picks, vec![1, 3, 4, 6]);
+    // NaN never wins; top_k = 1 is the argmax (lowest id on ties).
+    let nan = [f32::NAN, 0.1, f32::NAN, 0.3, 0.2];
+    for u in [0.0f32, 0.5, 0.999] {
+        assert_ne!(gpu_sample(&gpu, &nan, 1.0, None, None, u), 0);
+        assert_ne!(gpu_sample(&gpu, &nan, 1.0, None, None, u), 2);
+        assert_eq!(gpu_sample(&gpu, &nan, 1.0, Some(1), None, u), 3);
+    }
 }

@@ -240,20 +240,6 @@ fn tiny_llama_edits_match_cpu_hooks() {
     assert!(dp < 1e-4, "{dp}");
 }
 
-fn default_model() -> Option<Vec<u8>> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    match std::fs::read(&path) {
-        Ok(b) => Some(b),
-        Err(e) => {
-            if std::env::var("SCALPEL_REQUIRE_MODEL").as_deref() == Ok("1") {
-                panic!("SCALPEL_REQUIRE_MODEL=1 but {}: {e}", path.display());
-            }
-            eprintln!("SKIP: {} not found ({e}); `cargo xtask serve` downloads it", path.display());
-            None
-        }
-    }
-}
-
 #[test]
 fn default_model_matches_cpu() {
     let Some(gpu) = gpu() else { return };

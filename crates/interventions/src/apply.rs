@@ -8,6 +8,8 @@ use serde::Serialize;
 
 use crate::spec::{Document, NamedPositions, Op, Positions, Vector, VectorSource, When};
 
+pub mod lower;
+
 type Res<T> = Result<T, String>;
 
 /// Absolute positions an item covers.

@@ -53,3 +53,18 @@ pub fn u32s(b: &[u8]) -> Vec<u32> {
     b.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
 
+/// The default model's bytes, if `cargo xtask serve`/`test` fetched it
+/// (SCALPEL_REQUIRE_MODEL=1 makes its absence a failure).
+pub fn default_model() -> Option<Vec<u8>> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    match std::fs::read(&path) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            if std::env::var("SCALPEL_REQUIRE_MODEL").as_deref() == Ok("1") {
+                panic!("SCALPEL_REQUIRE_MODEL=1 but {}: {e}", path.display());
+            }
+            eprintln!("SKIP: {} not found ({e}); `cargo xtask serve` downloads it", path.display());
+            None
+        }
+    }
+}

@@ -52,6 +52,7 @@ pub enum Kernel {
     Matmul,
     Matvec,
     MatvecQ,
+    MatmulQ,
     EmbedQ,
     Norm,
     RopeKv,
@@ -70,6 +71,7 @@ impl Kernel {
         Kernel::Matmul,
         Kernel::Matvec,
         Kernel::MatvecQ,
+        Kernel::MatmulQ,
         Kernel::EmbedQ,
         Kernel::Norm,
         Kernel::RopeKv,
@@ -87,6 +89,7 @@ impl Kernel {
             Kernel::Matmul => include_str!("shaders/matmul.wgsl"),
             Kernel::Matvec => include_str!("shaders/matvec.wgsl"),
             Kernel::MatvecQ => include_str!("shaders/matvec_q.wgsl"),
+            Kernel::MatmulQ => include_str!("shaders/matmul_q.wgsl"),
             Kernel::EmbedQ => include_str!("shaders/embed_q.wgsl"),
             Kernel::Norm => include_str!("shaders/norm.wgsl"),
             Kernel::RopeKv => include_str!("shaders/rope_kv.wgsl"),
@@ -103,7 +106,9 @@ impl Kernel {
     /// (read-only storage bindings, read-write storage bindings).
     pub fn bindings(self) -> (usize, usize) {
         match self {
-            Kernel::Matmul | Kernel::Matvec | Kernel::MatvecQ | Kernel::Norm | Kernel::Attention => (3, 1),
+            Kernel::Matmul | Kernel::Matvec | Kernel::MatvecQ | Kernel::MatmulQ | Kernel::Norm | Kernel::Attention => {
+                (3, 1)
+            }
             Kernel::RopeKv => (3, 3),
             Kernel::Sample => (2, 2),
             Kernel::SiluMul | Kernel::Gelu | Kernel::Argmax | Kernel::Edit => (1, 1),
@@ -200,9 +205,10 @@ impl Gpu {
             max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
             max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
         };
-        if info.max_compute_invocations_per_workgroup < 256 || info.max_compute_workgroup_storage_size < 4096 {
+        // The WebGPU defaults: `matmul_q` uses 16 KiB of workgroup memory.
+        if info.max_compute_invocations_per_workgroup < 256 || info.max_compute_workgroup_storage_size < 16384 {
             return Err(GpuError::Device(format!(
-                "adapter '{}' allows {} invocations and {} bytes of workgroup memory per workgroup; the kernels need 256 and 4096",
+                "adapter '{}' allows {} invocations and {} bytes of workgroup memory per workgroup; the kernels need 256 and 16384",
                 info.name, info.max_compute_invocations_per_workgroup, info.max_compute_workgroup_storage_size
             )));
         }

@@ -207,7 +207,8 @@ enum Wg {
     Rows(u32),
     /// A linear layer with n outputs: tiled matmul, or matvec when t == 1.
     Linear(u32),
-    /// A quantized linear layer with n outputs: `matvec_q`, z = t rows.
+    /// A quantized linear layer with n outputs: `matmul_q`, or `matvec_q`
+    /// when t == 1.
     QLinear(u32),
     /// `matvec_q` on x row 0 only (z = 1), n outputs.
     QVec(u32),
@@ -427,8 +428,8 @@ impl GpuModel {
         };
         let dm = &w.dummy;
         let rows = |n: u32| Wg::Rows(n.div_ceil(256));
-        // y[t, n] = x[t, kk] · matᵀ: tiled matmul / matvec for f32, matvec_q
-        // (one z slice per row) for quantized weights.
+        // y[t, n] = x[t, kk] · matᵀ: tiled matmul / matvec for f32,
+        // matmul_q / matvec_q for quantized weights (chosen per call by t).
         let lin = |mat: &Mat, n: u32, kk: u32, x: &wgpu::Buffer, y: &wgpu::Buffer| -> Op {
             match mat.fmt {
                 None => op(Kernel::Matmul, &[n, kk, 0, 0], &[x, &mat.buf, dm, y], Wg::Linear(n)),
@@ -524,10 +525,8 @@ impl GpuModel {
             Wg::Vec(n) => (Kernel::Matvec, vec2d(n)),
             Wg::Linear(n) if t == 1 => (Kernel::Matvec, vec2d(n)),
             Wg::Linear(n) => (Kernel::Matmul, [n.div_ceil(64), t.div_ceil(64), 1]),
-            Wg::QLinear(n) => {
-                let [x, y, _] = vec2d(n);
-                (op.k, [x, y, t])
-            }
+            Wg::QLinear(n) if t == 1 => (Kernel::MatvecQ, vec2d(n)),
+            Wg::QLinear(n) => (Kernel::MatmulQ, [n.div_ceil(64), t.div_ceil(64), 1]),
             Wg::QVec(n) => (op.k, vec2d(n)),
         }
     }

@@ -1,6 +1,7 @@
-//! The quantized kernels (`matvec_q`, `embed_q`) on random GGUF Q8_0 and
-//! Q4_1 blocks against a Rust reference that dequantizes the raw GGUF bytes
-//! (f64 accumulation). Bound: max |Δ| / max |y| < 1e-4.
+//! The quantized kernels (`matvec_q`, `matmul_q`, `embed_q`) on random GGUF
+//! Q8_0 and Q4_1 blocks against a Rust reference that dequantizes the raw
+//! GGUF bytes (f64 accumulation). Bound: max |Δ| / max |y| < 1e-4 for
+//! `matvec_q`, 2e-6 for `matmul_q`.
 
 mod common;
 
@@ -99,6 +100,76 @@ fn matvec_q_matches_reference() {
             eprintln!("matvec_q {name} {n}x{k} mode {mode} t {t}: max |Δ| / max |y| = {worst:.2e}");
             assert!(worst < 1e-4, "matvec_q {name} {n}x{k}: {worst}");
         }
+    }
+}
+
+#[test]
+fn matmul_q_matches_reference() {
+    let Some(gpu) = gpu() else { return };
+    let mut r = Rng::new(23);
+    for (fmt, name) in [(FMT_Q8_0, "Q8_0"), (FMT_Q4_1, "Q4_1")] {
+        // (m, n, k, mode): tile edges in M and N, one and many K blocks, and
+        // mode 1 (only x row m-1 → y row 0).
+        for &(m, n, k, mode) in &[
+            (70usize, 130usize, 192usize, 0u32),
+            (3, 64, 32, 0),
+            (130, 65, 576, 0),
+            (64, 200, 96, 0),
+            (5, 70, 160, 1),
+        ] {
+            let (raw, w) = random_blocks(&mut r, fmt, n, k);
+            let x = r.vec(m * k, 1.0);
+            let words = repack(fmt, &raw);
+            let wbytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+            let rows = if mode == 1 { 1 } else { m };
+            let out = block_on(gpu.run_kernel(
+                Kernel::MatmulQ,
+                [0, m as u32, 0, 0],
+                params(&[n as u32, k as u32, mode, fmt]),
+                &[&bytes(&x), &wbytes, &[0u8; 16]],
+                &[&vec![0u8; rows * n * 4]],
+                [(n as u32).div_ceil(64), (rows as u32).div_ceil(64), 1],
+            ))
+            .unwrap();
+            let got = floats(&out[0]);
+            let mut want = Vec::with_capacity(rows * n);
+            for row in 0..rows {
+                let xr = if mode == 1 { m - 1 } else { row };
+                want.extend(dot_ref(&w, &x[xr * k..(xr + 1) * k], n, k));
+            }
+            let rel = rel_diff(&got, &want);
+            eprintln!("matmul_q {name} {m}x{n}x{k} mode {mode}: max |Δ| / max |y| = {rel:.2e} (max |Δ| {:.2e})", max_diff(&got, &want));
+            assert!(rel < 2e-6, "matmul_q {name} {m}x{n}x{k} mode {mode}: {rel}");
+        }
+    }
+}
+
+/// x = identity (M = K) makes y = wᵀ: every dequantized weight must equal
+/// the reference's f32 value exactly (only summation order may differ).
+#[test]
+fn matmul_q_dequantizes_exactly() {
+    let Some(gpu) = gpu() else { return };
+    let mut r = Rng::new(24);
+    for (fmt, name) in [(FMT_Q8_0, "Q8_0"), (FMT_Q4_1, "Q4_1")] {
+        let (n, k) = (130usize, 96usize);
+        let (raw, w) = random_blocks(&mut r, fmt, n, k);
+        let eye: Vec<f32> = (0..k * k).map(|i| if i / k == i % k { 1.0 } else { 0.0 }).collect();
+        let words = repack(fmt, &raw);
+        let wbytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let out = block_on(gpu.run_kernel(
+            Kernel::MatmulQ,
+            [0, k as u32, 0, 0],
+            params(&[n as u32, k as u32, 0, fmt]),
+            &[&bytes(&eye), &wbytes, &[0u8; 16]],
+            &[&vec![0u8; k * n * 4]],
+            [(n as u32).div_ceil(64), (k as u32).div_ceil(64), 1],
+        ))
+        .unwrap();
+        let got = floats(&out[0]);
+        let wt: Vec<f32> = (0..k * n).map(|i| w[(i % n) * k + i / n]).collect();
+        let dmax = max_diff(&got, &wt);
+        eprintln!("matmul_q {name} identity {k}x{n}x{k}: max |Δ| = {dmax:.2e}");
+        assert_eq!(dmax, 0.0, "matmul_q {name}: dequantized weights differ");
     }
 }
 

@@ -394,13 +394,17 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
     }
   });
 
-  test('WebGPU (SwiftShader): the default model on the GPU gives the CPU path\'s top-5 next tokens and greedy tokens', { timeout: 15 * MINUTE }, async () => {
+  test('WebGPU (SwiftShader): the default model on the GPU gives the CPU path\'s top-5 next tokens and greedy tokens, and runs a steering comparison with the CLI\'s tokens', { timeout: 15 * MINUTE }, async () => {
     const gpu = await launch(['--enable-unsafe-webgpu']);
     try {
       const p = gpu.page;
       await open(p, URL);
       await waitState(p, 'ready', 10 * MINUTE, gpu.logs);
       await waitCompare(p, 5 * MINUTE, gpu.logs);
+      // The steering preset, first on the CPU engine (16 tokens).
+      await preset(p, '"Love − Hate" steering', gpu.logs);
+      await waitCompare(p, 5 * MINUTE, gpu.logs);
+      const prompt = await p.getByRole('textbox', { name: 'Prompt', exact: true }).inputValue();
       await p.getByText('WebGPU backend', { exact: true }).click();
       const max = p.getByRole('spinbutton', { name: 'Max new tokens' });
       await max.fill('4');
@@ -418,12 +422,40 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
       const res = p.getByLabel('WebGPU result');
       const next = (await res.getAttribute('data-next-ids')).split(',').map(Number);
       const ids = (await res.getAttribute('data-ids')).split(',').map(Number);
-      const want = cli(['logits', '--prompt', 'I think dogs are', '--top-k', '5', '--json']).top.map((t) => t.id);
-      const wantIds = cli(['generate', '--prompt', 'I think dogs are', '--max-new-tokens', '4', '--json']).ids;
+      const want = cli(['logits', '--prompt', prompt, '--top-k', '5', '--json']).top.map((t) => t.id);
+      const wantIds = cli(['generate', '--prompt', prompt, '--max-new-tokens', '4', '--json']).ids;
       console.log(`WebGPU next ${next} (CPU ${want}); greedy ${ids} (CPU ${wantIds}); ${await res.locator('p.muted').textContent()}`);
       assert.deepEqual(next, want);
       assert.deepEqual(ids, wantIds);
+      // The comparison on WebGPU: sampling and the steering edit on the GPU.
+      assert.equal(await p.getByRole('radio', { name: 'WebGPU' }).isChecked(), true, 'comparisons switch to WebGPU once it is started');
+      const t1 = Date.now();
+      await p.getByRole('button', { name: 'Run', exact: true }).click();
+      await p.waitForTimeout(300);
+      await waitCompare(p, 10 * MINUTE, gpu.logs);
+      const speed = await p.getByLabel('Tokens per second').textContent();
+      console.log(`WebGPU comparison (4 tokens per lane) in ${((Date.now() - t1) / 1000).toFixed(1)} s: ${speed}`);
+      assert.match(speed, /on WebGPU · /);
+      const doc = await p.getByLabel('Intervention document', { exact: true }).textContent();
+      const file = join(tmp, 'steer-gpu.json');
+      writeFileSync(file, doc);
+      const args = ['generate', '--prompt', prompt, '--max-new-tokens', '4', '--temperature', '0', '--json'];
+      const gpuBase = await readIds(p, 'Baseline output');
+      const gpuSteered = await readIds(p, 'Intervened output');
+      const cliSteered = cli([...args, '--interventions', file]).ids;
+      console.log(`WebGPU steered ${gpuSteered} (CLI ${cliSteered}); baseline ${gpuBase}`);
+      assert.deepEqual(gpuBase, cli(args).ids, 'GPU baseline equals the CLI');
+      assert.deepEqual(gpuSteered, cliSteered, 'GPU steered output equals the CLI with the page\'s document');
+      assert.notDeepEqual(gpuSteered, gpuBase);
+      assert.match(await p.getByLabel('Intervention report').textContent(), /#1 add: [1-9]\d* hook call\(s\) changed at blocks\.4\.hook_resid_pre/);
       await screenshot(p, '10-webgpu');
+      // Switching back runs the same comparison on the CPU engine.
+      await p.getByRole('radio', { name: 'CPU engine' }).check();
+      await p.getByRole('button', { name: 'Run', exact: true }).click();
+      await p.waitForTimeout(300);
+      await waitCompare(p, 5 * MINUTE, gpu.logs);
+      assert.match(await p.getByLabel('Tokens per second').textContent(), /on CPU wasm/);
+      assert.deepEqual(await readIds(p, 'Intervened output'), cliSteered);
       await p.getByRole('button', { name: 'Benchmark WebGPU' }).click();
       await p.waitForTimeout(300);
       await waitState(p, 'ready', 10 * MINUTE, gpu.logs);

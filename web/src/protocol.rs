@@ -188,7 +188,16 @@ pub enum Request {
     /// then per-token probabilities and next-token top-k for both.
     /// `doc` is an intervention document (docs/interventions.md).
     /// Answers: `LaneText`*, `Compared` | `Cancelled` | `Error`.
-    Compare { prompt: Prompt, sampling: Sampling, doc: String, top_k: u32 },
+    Compare {
+        prompt: Prompt,
+        sampling: Sampling,
+        doc: String,
+        top_k: u32,
+        /// Run on the WebGPU backend (when started; documents with an op
+        /// that has no GPU form run on the CPU engine, with a note).
+        #[serde(default)]
+        gpu: bool,
+    },
     /// A patching sweep. Answers: `Progress`*, `Patched` | `Cancelled` | `Error`.
     Patch { spec: PatchSpec },
     /// Logit lens, under the document's interventions. Answers: `Lens` | `Error`.
@@ -374,6 +383,8 @@ pub enum Response {
         intervened: Option<LaneResult>,
         report: Vec<ItemSummary>,
         warnings: Vec<String>,
+        /// What ran both lanes: the CPU engine and its kernels, or WebGPU.
+        backend: String,
     },
     Patched { outcome: PatchOutcome },
     Lens { tokens: Vec<String>, target: Option<String>, rows: Vec<LensRow> },
@@ -469,6 +480,7 @@ mod tests {
                 sampling: Sampling::default(),
                 doc: r#"{"version":1,"interventions":[]}"#.into(),
                 top_k: 5,
+                gpu: true,
             },
             Request::Patch {
                 spec: PatchSpec {

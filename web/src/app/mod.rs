@@ -75,6 +75,8 @@ pub struct Comparison {
     pub result_intervened: Option<LaneResult>,
     pub report: Vec<crate::protocol::ItemSummary>,
     pub warnings: Vec<String>,
+    /// What ran it (CPU engine and kernels, or WebGPU and its adapter).
+    pub backend: String,
     pub done: bool,
     pub stopped: bool,
     /// performance.now() when the first token of this comparison arrived.
@@ -189,6 +191,8 @@ pub struct Ctx {
     /// The WebGPU backend once started: the `GpuReady` message.
     pub gpu: RwSignal<Option<Response>>,
     pub gpu_result: RwSignal<Option<Response>>,
+    /// Run comparisons on the WebGPU backend (once it is started).
+    pub use_gpu: RwSignal<bool>,
     /// Models loaded so far (drives the first run of the open panel).
     loads: RwSignal<u32>,
     /// The model loaded before the current load request.
@@ -323,7 +327,8 @@ impl Ctx {
     fn compare_request(self) -> Result<Request, String> {
         let doc = self.st.with_untracked(|s| s.document())?;
         let (prompt, sampling) = self.st.with_untracked(|s| (crate::protocol::Prompt { text: s.prompt.clone(), chat: s.chat }, s.sampling.clone()));
-        Ok(Request::Compare { prompt, sampling, doc, top_k: 8 })
+        let gpu = self.use_gpu.get_untracked() && self.gpu.with_untracked(|g| g.is_some());
+        Ok(Request::Compare { prompt, sampling, doc, top_k: 8, gpu })
     }
 
     fn send_compare(self, req: Request) {
@@ -450,6 +455,7 @@ fn App() -> impl IntoView {
         loads: RwSignal::new(0),
         gpu: RwSignal::new(None),
         gpu_result: RwSignal::new(None),
+        use_gpu: RwSignal::new(false),
     };
     provide_context(ctx);
     // A bad link keeps its message visible even after the model loads.
@@ -519,6 +525,7 @@ fn App() -> impl IntoView {
                 ctx.info.set(Some(ModelInfo { name, precision, bytes, fetch_ms, load_ms, from_cache, summary, backend }));
                 ctx.loads.update(|n| *n += 1);
                 ctx.gpu.set(None);
+                ctx.use_gpu.set(false);
                 ctx.gpu_result.set(None);
             }
             Response::CacheCleared { entries } => ctx.status.set(format!("Model cache cleared ({entries} files)")),
@@ -540,7 +547,7 @@ fn App() -> impl IntoView {
                     }
                 });
             }
-            Response::Compared { prompt_tokens, baseline, intervened, report, warnings } => {
+            Response::Compared { prompt_tokens, baseline, intervened, report, warnings, backend } => {
                 ctx.comparison.update(|c| {
                     c.baseline = Stream { ids: baseline.ids.clone(), text: baseline.text.clone(), tok_s: baseline.decode_tok_s };
                     if let Some(i) = &intervened {
@@ -551,6 +558,7 @@ fn App() -> impl IntoView {
                     c.result_intervened = intervened;
                     c.report = report;
                     c.warnings = warnings;
+                    c.backend = backend;
                     c.done = true;
                 });
                 ctx.status.set("Comparison finished".into());
@@ -621,8 +629,9 @@ fn App() -> impl IntoView {
             // The thin-slice requests (TopK, Generate) are not used by this page.
             Response::TopK { .. } | Response::Token { .. } | Response::Done { .. } => {}
             r @ Response::GpuReady { .. } => {
-                ctx.status.set("WebGPU backend ready".into());
+                ctx.status.set("WebGPU backend ready: comparisons run on it".into());
                 ctx.gpu.set(Some(r));
+                ctx.use_gpu.set(true);
             }
             r @ Response::GpuResult { .. } => {
                 ctx.status.set("WebGPU run finished".into());

@@ -152,6 +152,9 @@ fn speed_line(c: &Comparison) -> String {
     if c.stopped {
         parts.push("stopped".into());
     }
+    if !c.backend.is_empty() {
+        parts.push(format!("on {}", c.backend));
+    }
     if parts.is_empty() {
         "—".into()
     } else {

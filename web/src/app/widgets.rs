@@ -462,13 +462,18 @@ fn GpuSection() -> impl IntoView {
     view! {
         <details class="gpu">
             <summary>"WebGPU backend"</summary>
-            <p class="muted">{if has_webgpu { "This browser offers WebGPU. The GPU runs the model with f32 weights: next tokens, greedy generation and the benchmark; interventions and readouts run on the CPU engine." } else { "This browser does not offer WebGPU (navigator.gpu); the CPU engine runs everything." }}</p>
+            <p class="muted">{if has_webgpu { "This browser offers WebGPU. Once started, the GPU runs comparisons (generation with the sampling settings; steering, scaling, zeroing, mean, patching and projecting out applied on the GPU), next tokens and the benchmark, with the model's weights in the precision chosen above. Documents with other ops, patching sweeps and readouts run on the CPU engine." } else { "This browser does not offer WebGPU (navigator.gpu); the CPU engine runs everything." }}</p>
             <div class="row">
                 <label class="check"><input type="checkbox" aria-label="Allow a software GPU adapter" prop:checked=move || allow_sw.get() on:change=move |ev| allow_sw.set(event_target_checked(&ev)) />"allow a software adapter (slow; for testing)"</label>
                 <button class="secondary" on:click=on_start disabled=move || !ctx.ready() || !has_webgpu>"Start WebGPU"</button>
                 <button class="secondary" on:click=on_run disabled=move || !ctx.ready() || !gpu_ready()>"Run on WebGPU"</button>
                 <button class="secondary" on:click=on_bench disabled=move || !ctx.ready() || !gpu_ready()>"Benchmark WebGPU"</button>
             </div>
+            <fieldset class="row" aria-label="Run comparisons on" disabled=move || !gpu_ready()>
+                <legend>"Run comparisons on"</legend>
+                <label class="check"><input type="radio" name="compare-backend" aria-label="CPU engine" prop:checked=move || !ctx.use_gpu.get() on:change=move |_| ctx.use_gpu.set(false) />"CPU engine (wasm)"</label>
+                <label class="check"><input type="radio" name="compare-backend" aria-label="WebGPU" prop:checked=move || ctx.use_gpu.get() on:change=move |_| ctx.use_gpu.set(true) />"WebGPU"</label>
+            </fieldset>
             <p aria-label="WebGPU adapter" data-software=move || ctx.gpu.with(|g| match g { Some(Response::GpuReady { software, .. }) => software.to_string(), _ => String::new() })>
                 {move || ctx.gpu.with(|g| match g {
                     Some(Response::GpuReady { detail, load_ms, .. }) => format!("WebGPU: {detail} · weights uploaded in {:.1} s", load_ms / 1e3),

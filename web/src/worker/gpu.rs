@@ -1,16 +1,37 @@
 //! The WebGPU backend in the worker: the loaded GGUF's weights on the GPU
-//! (crates/gpu), run for next tokens, greedy generation and the benchmark.
-//! Interventions and readouts stay on the CPU engine.
+//! (crates/gpu), run for comparisons (generation with sampling and the
+//! document's interventions applied on the GPU), next tokens and the
+//! benchmark. The CPU engine compiles documents (building vectors and source
+//! runs) and lowers them to GPU edits; documents with an op that has no GPU
+//! form, patching and readouts run on the CPU engine.
 
+use super::ops::{self, GpuPrep, Scored};
 use super::post;
 use crate::js::now_ms;
-use crate::protocol::{Precision, Prompt, Response, TokenProb};
-use scalpel_gpu::{ForwardRequest, Gpu, GpuModel, GpuModelOptions, GpuOptions, LogitsOut};
+use crate::protocol::{ItemSummary, Lane, LaneResult, Precision, Prompt, Response, Sampling, TokenProb};
+use scalpel_gpu::{gpu_edits, ForwardRequest, GenerateRequest, Gpu, GpuEdit, GpuModel, GpuModelOptions, GpuOptions, LogitsOut};
 use std::cell::RefCell;
+use std::ops::Range;
 use std::sync::Arc;
 
 thread_local! {
     static GPU: RefCell<Option<GpuModel>> = const { RefCell::new(None) };
+    /// The last baseline lane on the GPU, reused while prompt and sampling stay the same.
+    static BASELINE: RefCell<Option<(Vec<u32>, Sampling, LaneResult)>> = const { RefCell::new(None) };
+}
+
+/// Decode steps chained per readback in comparisons (tokens stream in
+/// groups of this size).
+const AHEAD: usize = 4;
+
+pub fn started() -> bool {
+    GPU.with(|g| g.borrow().is_some())
+}
+
+/// Drops the GPU model (a new model was loaded).
+pub fn stop() {
+    GPU.with(|g| *g.borrow_mut() = None);
+    BASELINE.with(|b| *b.borrow_mut() = None);
 }
 
 type R<T> = Result<T, String>;
@@ -33,6 +54,7 @@ pub async fn init(name: &str, bytes: &[u8], allow_software: bool) -> R<()> {
     // (about 5x less GPU memory); f32 uploads dequantized weights.
     let quantized = super::ops::precision() == Some(Precision::Quantized);
     GPU.with(|g| *g.borrow_mut() = None);
+    BASELINE.with(|b| *b.borrow_mut() = None);
     let t0 = now_ms();
     let opts = GpuOptions { allow_software, force_software: false };
     let gpu = Gpu::new(&opts).await.map_err(|err| format!("WebGPU: {err}"))?;
@@ -93,6 +115,139 @@ async fn run_inner(m: &mut GpuModel, ids: &[u32], tok: &scalpel_engine::Tokenize
     }
     let decode_tok_s = if gen.len() > 1 { (gen.len() - 1) as f64 / ((now_ms() - t1) / 1e3) } else { 0.0 };
     Ok((next, gen, first_token_ms, decode_tok_s))
+}
+
+fn label(m: &GpuModel) -> String {
+    let i = &m.gpu.info;
+    // Browsers do not expose adapter names.
+    let adapter = match (i.name.is_empty(), i.software) {
+        (false, _) => i.name.clone(),
+        (true, true) => "software adapter".into(),
+        (true, false) => "browser adapter".into(),
+    };
+    format!("WebGPU · {adapter} · {} weights", if m.is_quantized() { "quantized" } else { "f32" })
+}
+
+/// Baseline, then intervened, generation on the GPU (sampling and the
+/// document's edits on the GPU), both scored by one GPU forward pass over
+/// prompt + output, as `ops::compare` does on the CPU engine.
+pub async fn compare(prompt: &Prompt, s: &Sampling, doc: &str, top_k: u32) -> R<()> {
+    let prep = match ops::gpu_prep(prompt, doc)? {
+        Ok(p) => p,
+        Err(why) => return ops::compare(prompt, s, doc, top_k, Some(format!("ran on the CPU engine, not WebGPU: {why}"))),
+    };
+    let mut m = take()?;
+    let out = compare_inner(&mut m, prep, s, top_k).await;
+    put(m);
+    out
+}
+
+async fn compare_inner(m: &mut GpuModel, prep: GpuPrep, s: &Sampling, top_k: u32) -> R<()> {
+    let GpuPrep { ids, tok, prompt_tokens, doc, warnings } = prep;
+    let cached = BASELINE.with(|b| match &*b.borrow() {
+        Some((i, smp, res)) if *i == ids && smp == s => Some(LaneResult { reused: true, ..res.clone() }),
+        _ => None,
+    });
+    let baseline = match cached {
+        Some(b) => b,
+        None => {
+            let Some((res, _)) = lane(m, &tok, &ids, s, &[], Lane::Baseline, top_k).await? else {
+                post(&Response::Cancelled);
+                return Ok(());
+            };
+            BASELINE.with(|b| *b.borrow_mut() = Some((ids.clone(), s.clone(), res.clone())));
+            res
+        }
+    };
+    let (intervened, report) = match doc {
+        None => (None, vec![]),
+        Some((mut iv, specs)) => {
+            let edits = gpu_edits(m, &specs);
+            let Some((res, calls)) = lane(m, &tok, &ids, s, &edits, Lane::Intervened, top_k).await? else {
+                post(&Response::Cancelled);
+                return Ok(());
+            };
+            for c in calls {
+                iv.count_applications(&specs, c);
+            }
+            let report = iv
+                .report()
+                .into_iter()
+                .map(|r| ItemSummary { index: r.index as u32, op: r.op, hooks: r.hooks, applications: r.applications as u32 })
+                .collect();
+            (Some(res), report)
+        }
+    };
+    post(&Response::Compared { prompt_tokens, baseline, intervened, report, warnings, backend: label(m) });
+    Ok(())
+}
+
+/// One generation on the GPU, streamed as `LaneText`, then scored by one
+/// GPU forward pass over prompt + output under the same edits. None if stopped.
+async fn lane(
+    m: &mut GpuModel,
+    tok: &scalpel_engine::Tokenizer,
+    ids: &[u32],
+    s: &Sampling,
+    edits: &[GpuEdit],
+    which: Lane,
+    top_k: u32,
+) -> R<Option<(LaneResult, Vec<Range<usize>>)>> {
+    let opts = ops::options_of(s);
+    let stop = if opts.stop_at_eos { tok.eos_ids.clone() } else { Vec::new() };
+    let t0 = now_ms();
+    let mut first: Option<f64> = None;
+    let mut seq: Vec<u32> = Vec::new();
+    let mut stopped = false;
+    let on_token = |id: u32| -> bool {
+        seq.push(id);
+        let t = now_ms();
+        let t1 = *first.get_or_insert(t);
+        let n = seq.len();
+        let tok_s = if n > 1 { (n - 1) as f64 / ((t - t1) / 1e3) } else { 0.0 };
+        post(&Response::LaneText { lane: which, ids: seq.clone(), text: tok.decode(&seq), tok_s });
+        if super::stop_requested() {
+            stopped = true;
+            return false;
+        }
+        true
+    };
+    let req = GenerateRequest { opts: &opts, stop: &stop, edits, ahead: AHEAD };
+    let g = m.generate(ids, &req, on_token).await.map_err(e)?;
+    let t_end = now_ms();
+    if stopped {
+        return Ok(None);
+    }
+    let first_token_ms = first.map(|t| t - t0).unwrap_or(0.0);
+    let decode_tok_s = match first {
+        Some(t1) if g.ids.len() > 1 => (g.ids.len() - 1) as f64 / ((t_end - t1) / 1e3),
+        _ => 0.0,
+    };
+    // Score: every row's logits over prompt + output, under the same edits.
+    let n = ids.len();
+    let mut full = ids.to_vec();
+    full.extend(&g.ids);
+    full.truncate(m.max_seq);
+    m.reset();
+    let out = m.forward(&full, &ForwardRequest { logits: LogitsOut::All, edits: edits.to_vec(), ..Default::default() }).await.map_err(e)?;
+    let logits = out.logits.ok_or("WebGPU: no logits came back")?;
+    let v = m.config.d_vocab;
+    let rows: Vec<Vec<f32>> = logits.chunks(v).skip(n - 1).map(<[f32]>::to_vec).collect();
+    let Scored { pieces, probs, alternatives, next } = ops::score(tok, &g.ids, &rows, top_k);
+    let res = LaneResult {
+        text: tok.decode(&g.ids),
+        inserted: vec![false; g.ids.len()],
+        ids: g.ids,
+        pieces,
+        probs,
+        alternatives,
+        next,
+        backtracked: 0,
+        first_token_ms,
+        decode_tok_s,
+        reused: false,
+    };
+    Ok(Some((res, g.calls)))
 }
 
 /// Like the CPU benchmark: prefill `prompt_tokens`, then `decode_tokens`

@@ -142,6 +142,8 @@ async fn engine_request(req: Request, file: Option<Vec<u8>>) -> Result<(), Strin
                 }
             };
             let fetch_ms = now_ms() - t0;
+            // The GPU holds the previous model's weights: it is started again on request.
+            gpu::stop();
             if let Err(message) = ops::load(&source, bytes, precision, kernels, fetch_ms, from_cache) {
                 post(&Response::LoadFailed { message, kept: false });
             }
@@ -149,7 +151,11 @@ async fn engine_request(req: Request, file: Option<Vec<u8>>) -> Result<(), Strin
         }
         Request::TopK { prompt, k } => ops::top_k(&prompt, k),
         Request::Generate { prompt, sampling } => ops::generate(&prompt, &sampling),
-        Request::Compare { prompt, sampling, doc, top_k } => ops::compare(&prompt, &sampling, &doc, top_k),
+        Request::Compare { prompt, sampling, doc, top_k, gpu: true } if gpu::started() => gpu::compare(&prompt, &sampling, &doc, top_k).await,
+        Request::Compare { prompt, sampling, doc, top_k, gpu } => {
+            let note = gpu.then(|| "ran on the CPU engine: the WebGPU backend is not started".to_string());
+            ops::compare(&prompt, &sampling, &doc, top_k, note)
+        }
         Request::Patch { spec } => ops::patch(&spec),
         Request::Lens { prompt, doc, target } => ops::lens(&prompt, &doc, &target),
         Request::Attention { prompt, doc } => ops::attention(&prompt, &doc),

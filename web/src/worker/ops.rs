@@ -186,9 +186,39 @@ fn token_text(m: &se::Model, id: u32) -> String {
     m.tokenizer().decode(&[id])
 }
 
-fn probs_top(m: &se::Model, row: &[f32], k: usize) -> Vec<TokenProb> {
+fn probs_top(tok: &se::Tokenizer, row: &[f32], k: usize) -> Vec<TokenProb> {
     let lse = se::logsumexp(row);
-    se::top_k(row, k).into_iter().map(|(id, l)| TokenProb { id, text: token_text(m, id), prob: (l - lse).exp() }).collect()
+    se::top_k(row, k).into_iter().map(|(id, l)| TokenProb { id, text: tok.decode(&[id]), prob: (l - lse).exp() }).collect()
+}
+
+/// A generation scored: the text each token adds, its probability where it
+/// was chosen and the top alternatives there, and the next-token
+/// distribution after the prompt. `rows[k]` is the logits row that
+/// predicted `gen[k]` (row 0: right after the prompt).
+pub struct Scored {
+    pub pieces: Vec<String>,
+    pub probs: Vec<f32>,
+    pub alternatives: Vec<Vec<TokenProb>>,
+    pub next: Vec<TokenProb>,
+}
+
+pub fn score(tok: &se::Tokenizer, gen: &[u32], rows: &[Vec<f32>], top_k: u32) -> Scored {
+    let mut out = Scored { pieces: Vec::new(), probs: Vec::new(), alternatives: Vec::new(), next: Vec::new() };
+    let mut prev = String::new();
+    for (k, &id) in gen.iter().enumerate().take(rows.len()) {
+        let row = &rows[k];
+        let lse = se::logsumexp(row);
+        out.probs.push((row[id as usize] - lse).exp());
+        out.alternatives.push(probs_top(tok, row, 5));
+        let text = tok.decode(&gen[..=k]);
+        let piece = text.strip_prefix(prev.as_str()).map(str::to_string).unwrap_or_else(|| tok.decode(&[id]));
+        out.pieces.push(piece);
+        prev = text;
+    }
+    if let Some(row) = rows.first() {
+        out.next = probs_top(tok, row, top_k.clamp(1, 50) as usize);
+    }
+    out
 }
 
 pub fn top_k(prompt: &str, k: u32) -> R<()> {
@@ -237,8 +267,9 @@ pub fn generate(prompt: &str, s: &Sampling) -> R<()> {
     })
 }
 
-/// Baseline, then intervened, generation; then both scored.
-pub fn compare(prompt: &Prompt, s: &Sampling, doc: &str, top_k: u32) -> R<()> {
+/// Baseline, then intervened, generation; then both scored. `note` (why a
+/// comparison asked for on WebGPU runs here) is shown with the warnings.
+pub fn compare(prompt: &Prompt, s: &Sampling, doc: &str, top_k: u32, note: Option<String>) -> R<()> {
     with_model(|l| {
         let ids = encode(&l.model, prompt)?;
         // Compile first: a bad document is reported before any generation.
@@ -272,9 +303,44 @@ pub fn compare(prompt: &Prompt, s: &Sampling, doc: &str, top_k: u32) -> R<()> {
                 (Some(res), report, warnings)
             }
         };
-        post(&Response::Compared { prompt_tokens, baseline, intervened, report, warnings });
+        let warnings = note.into_iter().chain(warnings).collect();
+        post(&Response::Compared { prompt_tokens, baseline, intervened, report, warnings, backend: backend(l) });
         Ok(())
     })
+}
+
+/// What a comparison on the GPU needs from the CPU engine: the prompt ids,
+/// the tokenizer, and the document compiled (vectors and source runs
+/// resolved by the engine) and lowered to in-place edits. `Err(why)` inside
+/// when the document has an op with no GPU form: the caller runs the
+/// comparison here instead and says why.
+pub struct GpuPrep {
+    pub ids: Vec<u32>,
+    pub tok: se::Tokenizer,
+    pub prompt_tokens: Vec<String>,
+    pub doc: Option<(Interventions, Vec<si::EditSpec>)>,
+    pub warnings: Vec<String>,
+}
+
+pub fn gpu_prep(prompt: &Prompt, doc: &str) -> R<Result<GpuPrep, String>> {
+    with_model(|l| {
+        let m = &l.model;
+        let ids = encode(m, prompt)?;
+        let iv = compile(m, doc, ids.len())?;
+        let warnings = iv.as_ref().map(|iv| iv.warnings.clone()).unwrap_or_default();
+        let doc = match iv {
+            None => None,
+            Some(iv) => match iv.lower(m) {
+                Ok(specs) => Some((iv, specs)),
+                Err(why) => return Ok(Err(why)),
+            },
+        };
+        Ok(Ok(GpuPrep { prompt_tokens: m.tokenizer().token_strings(&ids), tok: m.tokenizer().clone(), ids, doc, warnings }))
+    })
+}
+
+pub fn options_of(s: &Sampling) -> se::GenerateOptions {
+    options(s)
 }
 
 /// One generation, streamed as `LaneText`, then scored by one forward pass
@@ -349,21 +415,7 @@ fn lane(
     };
     let logits = run::logits(m, &full, &mut scoring).map_err(e)?;
     let rows: Vec<Vec<f32>> = logits.to_vec2().map_err(e)?;
-    let mut probs = Vec::new();
-    let mut alternatives = Vec::new();
-    let mut pieces = Vec::new();
-    let mut prev = String::new();
-    for (k, &id) in g.ids.iter().enumerate() {
-        let row = &rows[n - 1 + k];
-        let lse = se::logsumexp(row);
-        probs.push((row[id as usize] - lse).exp());
-        alternatives.push(probs_top(m, row, 5));
-        let text = m.tokenizer().decode(&g.ids[..=k]);
-        let piece = text.strip_prefix(prev.as_str()).map(str::to_string).unwrap_or_else(|| token_text(m, id));
-        pieces.push(piece);
-        prev = text;
-    }
-    let next = probs_top(m, &rows[n - 1], top_k.clamp(1, 50) as usize);
+    let Scored { pieces, probs, alternatives, next } = score(m.tokenizer(), &g.ids, &rows[n - 1..], top_k);
     Ok(Some(LaneResult {
         text: m.tokenizer().decode(&g.ids),
         ids: g.ids,

@@ -254,18 +254,35 @@ pub struct GpuModel {
 }
 
 /// Hook sites a forward call can read, keep and edit.
-pub const READABLE_SITES: [Site; 10] = [
+pub const READABLE_SITES: [Site; 16] = [
     Site::ResidPre,
     Site::Ln1Normalized,
+    Site::Q,
+    Site::K,
+    Site::V,
+    Site::RotQ,
     Site::Z,
     Site::AttnOut,
     Site::ResidMid,
     Site::Ln2Normalized,
+    Site::MlpPre,
+    Site::MlpPreLinear,
     Site::MlpPost,
     Site::MlpOut,
     Site::ResidPost,
     Site::LnFinalNormalized,
 ];
+
+/// Where a hook's values live: columns `off..off + width` of rows `row`
+/// floats wide (q, k and v share the fused qkv rows; the gate and up
+/// pre-activations share the gate/up rows).
+#[derive(Clone, Copy)]
+struct SiteView<'a> {
+    buf: &'a wgpu::Buffer,
+    row: usize,
+    off: usize,
+    width: usize,
+}
 
 fn f32s(x: f32) -> u32 {
     x.to_bits()
@@ -273,8 +290,11 @@ fn f32s(x: f32) -> u32 {
 
 impl GpuModel {
     /// Loads a llama-family GGUF (the engine's parser and config), every
-    /// tensor dequantized to f32 with candle, Q/K rows as stored (interleaved
-    /// RoPE, as the engine does).
+    /// tensor dequantized to f32 with candle (or kept quantized, see
+    /// [`GpuModelOptions::quantized`]). GGUF stores each head's Q/K rows
+    /// permuted for interleaved RoPE; they are put back in Hugging Face order
+    /// (RoPE on pairs i, i + d_head/2), so `attn.hook_q`/`hook_k`/`hook_rot_q`
+    /// hold the values the engine shows, with no permutation per read or edit.
     pub fn from_gguf(gpu: Arc<Gpu>, name: &str, bytes: &[u8], opts: &GpuModelOptions) -> Result<GpuModel> {
         let g = Gguf::parse(name, bytes)?;
         let cfg = Config::from_gguf(&g)?;
@@ -297,50 +317,72 @@ impl GpuModel {
         // A matrix made of the rows of `parts` (fused QKV, gate/up): kept
         // quantized when asked for and every part has the same Q8_0/Q4_1
         // type and whole blocks per row; f32 otherwise.
-        let mat = |label: &str, parts: &[(String, [usize; 2])]| -> Result<Mat> {
+        // The stored row behind Hugging Face row r of a Q/K matrix (within
+        // each head, stored rows 2i, 2i+1 are HF rows i, i + d_head/2), as
+        // the engine's `qk_perm`.
+        let half = dh / 2;
+        let stored_row = |r: usize| (r / dh) * dh + 2 * (r % dh % half) + (r % dh) / half;
+        let hf_order = |rows: usize, row_len: usize, data: Vec<u32>| -> Vec<u32> {
+            let mut out = Vec::with_capacity(data.len());
+            for r in 0..rows {
+                let s = stored_row(r);
+                out.extend_from_slice(&data[s * row_len..(s + 1) * row_len]);
+            }
+            out
+        };
+        // Parts: (tensor, [rows, cols], Q/K rows to put in HF order).
+        let mat = |label: &str, parts: &[(String, [usize; 2], bool)]| -> Result<Mat> {
             let infos = parts
                 .iter()
-                .map(|(t, _)| g.info(t).ok_or_else(|| GpuError::Input(format!("{name}: missing tensor '{t}'"))))
+                .map(|(t, _, _)| g.info(t).ok_or_else(|| GpuError::Input(format!("{name}: missing tensor '{t}'"))))
                 .collect::<Result<Vec<_>>>()?;
             let fmt = crate::quant::gpu_format(infos[0].dtype);
             let quant = opts.quantized
                 && fmt.is_some()
-                && infos.iter().zip(parts).all(|(i, (_, want))| {
+                && infos.iter().zip(parts).all(|(i, (_, want, _))| {
                     i.dtype == infos[0].dtype && i.shape == want[..] && want[1] % 32 == 0
                 });
             if quant {
                 let fmt = fmt.expect("checked");
                 let mut words = Vec::new();
-                for i in &infos {
-                    words.extend(crate::quant::repack(fmt, g.raw(i)));
+                for (i, (_, [rows, cols], hf)) in infos.iter().zip(parts) {
+                    let w = crate::quant::repack(fmt, g.raw(i));
+                    let row_len = cols / 32 * crate::quant::block_words(fmt);
+                    words.extend(if *hf { hf_order(*rows, row_len, w) } else { w });
                 }
                 Ok(Mat { buf: gpu.storage(label, bytemuck::cast_slice(&words)), fmt: Some(fmt) })
             } else {
                 let mut all = Vec::new();
-                for (t, want) in parts {
-                    all.extend(deq(t, want)?);
+                for (t, want, hf) in parts {
+                    let w = deq(t, want)?;
+                    if *hf {
+                        let bits = hf_order(want[0], want[1], w.iter().map(|x| x.to_bits()).collect());
+                        all.extend(bits.into_iter().map(f32::from_bits));
+                    } else {
+                        all.extend(w);
+                    }
                 }
                 Ok(Mat { buf: gpu.storage_f32(label, &all), fmt: None })
             }
         };
-        let embed = mat("token_embd", &[("token_embd.weight".into(), [v, d])])?;
+        let embed = mat("token_embd", &[("token_embd.weight".into(), [v, d], false)])?;
         let unembed = match g.info("output.weight") {
-            Some(_) => Some(mat("output", &[("output.weight".into(), [v, d])])?),
+            Some(_) => Some(mat("output", &[("output.weight".into(), [v, d], false)])?),
             None => None,
         };
         let mut layers = Vec::with_capacity(cfg.n_layers);
         let cache_bytes = (nkv * max_seq * dh * 4) as u64;
         for l in 0..cfg.n_layers {
             let n = |s: &str| format!("blk.{l}.{s}.weight");
-            let wqkv = mat("wqkv", &[(n("attn_q"), [d, d]), (n("attn_k"), [kv, d]), (n("attn_v"), [kv, d])])?;
-            let wgu = mat("wgu", &[(n("ffn_gate"), [m, d]), (n("ffn_up"), [m, d])])?;
+            let wqkv = mat("wqkv", &[(n("attn_q"), [d, d], true), (n("attn_k"), [kv, d], true), (n("attn_v"), [kv, d], false)])?;
+            let wgu = mat("wgu", &[(n("ffn_gate"), [m, d], false), (n("ffn_up"), [m, d], false)])?;
             layers.push(LayerW {
                 ln1: gpu.storage_f32("attn_norm", &deq(&n("attn_norm"), &[d])?),
                 wqkv,
-                wo: mat("wo", &[(n("attn_output"), [d, d])])?,
+                wo: mat("wo", &[(n("attn_output"), [d, d], false)])?,
                 ln2: gpu.storage_f32("ffn_norm", &deq(&n("ffn_norm"), &[d])?),
                 wgu,
-                wdown: mat("wdown", &[(n("ffn_down"), [d, m])])?,
+                wdown: mat("wdown", &[(n("ffn_down"), [d, m], false)])?,
                 kc: gpu.storage_zeroed("k cache", cache_bytes),
                 vc: gpu.storage_zeroed("v cache", cache_bytes),
             });
@@ -447,12 +489,16 @@ impl GpuModel {
             body.push(Item::Op(op(Kernel::Norm, &[d, 0, 0, eps], &[&k.x, &lw.ln1, dm, &k.xn], Wg::Rows(1))));
             body.push(s(Site::Ln1Normalized));
             body.push(Item::Op(lin(&lw.wqkv, qkvw, d, &k.xn, &k.qkv)));
+            body.push(s(Site::Q));
+            body.push(s(Site::K));
+            body.push(s(Site::V));
             body.push(Item::Op(op(
                 Kernel::RopeKv,
                 &[nh, nkv, dh, max_seq as u32],
                 &[&k.qkv, &w.cos, &w.sin, &k.q, &lw.kc, &lw.vc],
                 Wg::Rows(((nh + 2 * nkv) * dh / 2).div_ceil(64)),
             )));
+            body.push(s(Site::RotQ));
             body.push(Item::Op(op(
                 Kernel::Attention,
                 &[nh, nkv, dh, max_seq as u32, f32s((dh as f32).sqrt())],
@@ -467,6 +513,8 @@ impl GpuModel {
             body.push(Item::Op(op(Kernel::Norm, &[d, 0, 0, eps], &[&k.mid, &lw.ln2, dm, &k.xn], Wg::Rows(1))));
             body.push(s(Site::Ln2Normalized));
             body.push(Item::Op(lin(&lw.wgu, 2 * m, d, &k.xn, &k.gu)));
+            body.push(s(Site::MlpPre));
+            body.push(s(Site::MlpPreLinear));
             body.push(Item::Op(op(Kernel::SiluMul, &[m], &[&k.gu, &k.h], rows(m))));
             body.push(s(Site::MlpPost));
             body.push(Item::Op(lin(&lw.wdown, d, m, &k.h, &k.mlp_out)));
@@ -531,8 +579,8 @@ impl GpuModel {
         }
     }
 
-    /// The buffer and row width behind a supported hook point.
-    fn site_buffer(&self, p: HookPoint) -> Option<(&wgpu::Buffer, usize)> {
+    /// Where the values of a supported hook point live.
+    fn site_view(&self, p: HookPoint) -> Option<SiteView<'_>> {
         let cfg = &self.config;
         if let Some(l) = p.layer {
             if l >= cfg.n_layers {
@@ -542,16 +590,25 @@ impl GpuModel {
             return None;
         }
         let k = &self.work;
-        let d = cfg.d_model;
+        let (d, m, dh) = (cfg.d_model, cfg.d_mlp, cfg.d_head);
+        let (q, kv) = (cfg.n_heads * dh, cfg.n_kv_heads * dh);
+        let whole = |buf, width| SiteView { buf, row: width, off: 0, width };
+        let part = |buf, row, off, width| SiteView { buf, row, off, width };
         Some(match p.site {
-            Site::ResidPre | Site::ResidPost => (&k.x, d),
-            Site::Ln1Normalized | Site::Ln2Normalized => (&k.xn, d),
-            Site::Z => (&k.z, d),
-            Site::AttnOut => (&k.attn_out, d),
-            Site::ResidMid => (&k.mid, d),
-            Site::MlpPost => (&k.h, cfg.d_mlp),
-            Site::MlpOut => (&k.mlp_out, d),
-            Site::LnFinalNormalized => (&k.xf, d),
+            Site::ResidPre | Site::ResidPost => whole(&k.x, d),
+            Site::Ln1Normalized | Site::Ln2Normalized => whole(&k.xn, d),
+            Site::Q => part(&k.qkv, q + 2 * kv, 0, q),
+            Site::K => part(&k.qkv, q + 2 * kv, q, kv),
+            Site::V => part(&k.qkv, q + 2 * kv, q + kv, kv),
+            Site::RotQ => whole(&k.q, q),
+            Site::Z => whole(&k.z, q),
+            Site::AttnOut => whole(&k.attn_out, d),
+            Site::ResidMid => whole(&k.mid, d),
+            Site::MlpPre => part(&k.gu, 2 * m, 0, m),
+            Site::MlpPreLinear => part(&k.gu, 2 * m, m, m),
+            Site::MlpPost => whole(&k.h, m),
+            Site::MlpOut => whole(&k.mlp_out, d),
+            Site::LnFinalNormalized => whole(&k.xf, d),
             _ => return None,
         })
     }
@@ -561,7 +618,7 @@ impl GpuModel {
             "hook point '{}' is not available on the GPU path (supported: blocks.{{0..{}}}.{{{}}}, ln_final.hook_normalized)",
             p.name(),
             self.config.n_layers,
-            READABLE_SITES[..9].iter().map(|s| s.suffix()).collect::<Vec<_>>().join(", ")
+            READABLE_SITES[..READABLE_SITES.len() - 1].iter().map(|s| s.suffix()).collect::<Vec<_>>().join(", ")
         ))
     }
 
@@ -573,7 +630,8 @@ impl GpuModel {
         // Edits: one small uniform + source buffer + bind group each.
         let mut edits: HashMap<HookPoint, Vec<Op>> = HashMap::new();
         for e in list {
-            let (target, width) = self.site_buffer(e.point).ok_or_else(|| self.unsupported(e.point))?;
+            let view = self.site_view(e.point).ok_or_else(|| self.unsupported(e.point))?;
+            let (target, width) = (view.buf, view.width);
             if e.point.site == Site::LnFinalNormalized {
                 return Err(GpuError::Input("ln_final.hook_normalized can be read but not edited on the GPU path".into()));
             }
@@ -604,22 +662,29 @@ impl GpuModel {
                     (3, 0.0, gpu.storage_f32("edit dir", &u), 0, 0)
                 }
                 EditOp::Patch(src) => {
-                    if src.width != width {
+                    // Kept from this site (whole rows) or uploaded (the hook's own width).
+                    if src.width != view.row && src.width != width {
                         return Err(GpuError::Input(format!("{}: patch source has width {}, expected {width}", e.point.name(), src.width)));
                     }
                     (4, 0.0, src.buffer.clone(), src.start as u32, src.rows as u32)
                 }
             };
+            let (src_width, src_off) = match &e.op {
+                EditOp::Patch(src) if src.width != view.row => (width, view.off),
+                _ => (view.row, 0),
+            };
             let p = [
-                width as u32,
+                view.row as u32,
                 mode,
                 pos.start.min(u32::MAX as usize) as u32,
                 pos.end.min(u32::MAX as usize) as u32,
-                cols.start as u32,
-                cols.end as u32,
+                (view.off + cols.start) as u32,
+                (view.off + cols.end) as u32,
                 src_pos0,
                 src_rows,
                 f32s(alpha),
+                src_width as u32,
+                src_off as u32,
             ];
             let pb = gpu.uniform("edit params", &params(&p));
             let bg = gpu.bind(Kernel::Edit, &self.step, &pb, &[&src, target]);
@@ -686,7 +751,7 @@ impl GpuModel {
         let rows_of = |p: HookPoint| if p.site == Site::LnFinalNormalized { last_rows } else { t };
         let mut reads: HashMap<HookPoint, Vec<(wgpu::Buffer, u64, bool)>> = HashMap::new();
         for (p, keep) in req.read.iter().map(|p| (p, false)).chain(req.keep.iter().map(|p| (p, true))) {
-            let (_, width) = self.site_buffer(*p).ok_or_else(|| self.unsupported(*p))?;
+            let width = self.site_view(*p).ok_or_else(|| self.unsupported(*p))?.row;
             let bytes = (rows_of(*p) * width * 4) as u64;
             let dst = if keep { gpu.storage_zeroed("kept", bytes) } else { gpu.take_staging(bytes) };
             reads.entry(*p).or_default().push((dst, bytes, keep));
@@ -710,7 +775,7 @@ impl GpuModel {
                         cmds.push(Cmd::D(gpu.pipeline(k), &e.bg, wg));
                     }
                     if let Some(rs) = reads.get(p) {
-                        let (src, _) = self.site_buffer(*p).expect("checked");
+                        let src = self.site_view(*p).expect("checked").buf;
                         for (dst, bytes, _) in rs {
                             cmds.push(Cmd::C(src, dst, *bytes));
                         }
@@ -760,7 +825,7 @@ impl GpuModel {
             if let Some(v) = reads.get_mut(p) {
                 if !v.is_empty() {
                     let (b, bytes, keep) = v.remove(0);
-                    let width = self.site_buffer(*p).expect("checked").1;
+                    let width = self.site_view(*p).expect("checked").row;
                     if keep {
                         let rows = rows_of(*p);
                         let row0 = if rows == t { start } else { start + t - rows };
@@ -789,14 +854,20 @@ impl GpuModel {
         };
         let mut out = ForwardOutput { kept, ..Default::default() };
         let mut it = data.into_iter();
-        for (p, width) in order {
+        for (p, row) in order {
             let bytes = it.next().expect("one per read");
-            let vals: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
-            let rows = vals.len() / width;
-            let shape = if p.site == Site::Z {
-                vec![rows, self.config.n_heads, self.config.d_head]
-            } else {
-                vec![rows, width]
+            let mut vals: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
+            let rows = vals.len() / row;
+            let view = self.site_view(p).expect("checked");
+            if view.width != row {
+                // Whole rows were copied: keep this hook's columns.
+                vals = vals.chunks(row).flat_map(|r| r[view.off..view.off + view.width].iter().copied()).collect();
+            }
+            let (cfg, width) = (&self.config, view.width);
+            let shape = match p.site {
+                Site::Q | Site::RotQ | Site::Z => vec![rows, cfg.n_heads, cfg.d_head],
+                Site::K | Site::V => vec![rows, cfg.n_kv_heads, cfg.d_head],
+                _ => vec![rows, width],
             };
             out.hooks.push(HookValue { point: p, shape, data: vals });
         }

@@ -181,6 +181,13 @@ fn tiny_documents_on_gpu_match_engine_hooks() {
         format!(r#"{{"hook":"blocks.0.attn.hook_z","op":"add","vector":{},"heads":[0,2],"neurons":[0,1,2,9]}}"#, literal(d, 3.0, 2.0)),
         format!(r#"{{"hook":"blocks.1.attn.hook_z","op":"project_out","direction":{},"heads":[2]}}"#, literal(16, 0.5, 1.0)),
         format!(r#"{{"hook":"blocks.1.hook_mlp_out","op":"add","vector":{},"positions":{{"start":-2,"end":9}}}}"#, literal(d, 4.0, 2.0)),
+        // q/k/v (shared qkv rows on the GPU), rot_q, the gate and up pre-activations.
+        format!(r#"{{"hook":"blocks.0.attn.hook_q","op":"add","vector":{},"heads":[3]}}"#, literal(16, 1.5, 3.0)),
+        r#"{"hook":"blocks.*.attn.hook_k","op":"scale","factor":2.5,"heads":[1]}"#.to_string(),
+        format!(r#"{{"hook":"blocks.1.attn.hook_v","op":"patch","source":"{source}","heads":[0],"positions":[0,1,2,3]}}"#),
+        format!(r#"{{"hook":"blocks.0.attn.hook_rot_q","op":"project_out","direction":{}}}"#, literal(16, 2.5, 1.0)),
+        r#"{"hook":"blocks.1.mlp.hook_pre","op":"zero","neurons":[1,2,3,50,51]}"#.to_string(),
+        format!(r#"{{"hook":"blocks.0.mlp.hook_pre_linear","op":"add","vector":{},"scale":2}}"#, literal(128, 0.7, 1.0)),
     ];
     let mut docs: Vec<String> = items
         .iter()
@@ -214,8 +221,8 @@ fn tiny_documents_on_gpu_match_engine_hooks() {
             "op 'kv_add'",
         ),
         (
-            r#"{"hook":"blocks.0.attn.hook_q","op":"scale","factor":2}"#,
-            "hook 'blocks.0.attn.hook_q' is not on the GPU path",
+            r#"{"hook":"blocks.0.attn.hook_rot_k","op":"scale","factor":2}"#,
+            "hook 'blocks.0.attn.hook_rot_k' is not on the GPU path",
         ),
     ] {
         let doc = format!(r#"{{"version":1,"interventions":[{doc}]}}"#);

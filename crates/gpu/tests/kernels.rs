@@ -117,7 +117,7 @@ fn norms_match_reference() {
 }
 
 #[test]
-fn rope_kv_matches_interleaved_rope() {
+fn rope_kv_matches_reference_rope() {
     let Some(gpu) = gpu() else { return };
     let mut r = Rng::new(4);
     let (nh, nkv, dh, max_seq, start, t) = (3usize, 1usize, 8usize, 16usize, 5usize, 3usize);
@@ -146,8 +146,9 @@ fn rope_kv_matches_interleaved_rope() {
         let mut o = vec![0f32; dh];
         for i in 0..half {
             let (c, s) = (cos[pos * half + i], sin[pos * half + i]);
-            o[2 * i] = x[2 * i] * c - x[2 * i + 1] * s;
-            o[2 * i + 1] = x[2 * i] * s + x[2 * i + 1] * c;
+            // Hugging Face order: pairs (i, i + dh/2).
+            o[i] = x[i] * c - x[i + half] * s;
+            o[i + half] = x[i] * s + x[i + half] * c;
         }
         o
     };
@@ -313,20 +314,24 @@ fn edits_match_reference() {
     let n = v.iter().map(|a| a * a).sum::<f32>().sqrt();
     let u: Vec<f32> = v.iter().map(|a| a / n).collect();
     let src = r.vec(6 * w, 1.0); // a kept activation for positions 9..15
-    // (mode, alpha, src, pos range, col range)
-    type Case = (u32, f32, Vec<f32>, (u32, u32), (u32, u32));
+    // The same, uploaded at a hook's own width: columns 50..150 of the row
+    // (as hook_k within the fused qkv rows).
+    let narrow: Vec<f32> = (0..6).flat_map(|r| src[r * w + 50..r * w + 150].to_vec()).collect();
+    // (mode, alpha, src, pos range, col range, src width and column offset)
+    type Case = (u32, f32, Vec<f32>, (u32, u32), (u32, u32), (u32, u32));
     let cases: Vec<Case> = vec![
-        (0, 2.5, v[..100].to_vec(), (11, 13), (50, 150)),
-        (1, -0.5, vec![0.0], (0, u32::MAX), (0, w as u32)),
-        (2, 0.0, vec![0.0], (12, 14), (64, 128)),
-        (3, 0.0, u.clone(), (0, u32::MAX), (0, w as u32)),
-        (4, 0.0, src.clone(), (10, 12), (0, w as u32)),
+        (0, 2.5, v[..100].to_vec(), (11, 13), (50, 150), (w as u32, 0)),
+        (1, -0.5, vec![0.0], (0, u32::MAX), (0, w as u32), (w as u32, 0)),
+        (2, 0.0, vec![0.0], (12, 14), (64, 128), (w as u32, 0)),
+        (3, 0.0, u.clone(), (0, u32::MAX), (0, w as u32), (w as u32, 0)),
+        (4, 0.0, src.clone(), (10, 12), (0, w as u32), (w as u32, 0)),
+        (4, 0.0, narrow, (10, 13), (70, 150), (100, 50)),
     ];
-    for (mode, alpha, s, (plo, phi), (clo, chi)) in cases {
+    for (mode, alpha, s, (plo, phi), (clo, chi), (sw, soff)) in cases {
         let out = block_on(gpu.run_kernel(
             Kernel::Edit,
             [start as u32, t as u32, 0, 0],
-            params(&[w as u32, mode, plo, phi, clo, chi, 9, 6, alpha.to_bits()]),
+            params(&[w as u32, mode, plo, phi, clo, chi, 9, 6, alpha.to_bits(), sw, soff]),
             &[&bytes(&s)],
             &[&bytes(&x)],
             [1, t as u32, 1],
@@ -353,7 +358,7 @@ fn edits_match_reference() {
             }
         }
         let d = max_diff(&got, &want);
-        eprintln!("edit mode {mode}: max |Δ| = {d:.2e}");
+        eprintln!("edit mode {mode} (source width {sw}, offset {soff}): max |Δ| = {d:.2e}");
         assert!(d < 1e-5, "edit mode {mode}: {d}");
         if mode == 3 {
             // The projection is gone.

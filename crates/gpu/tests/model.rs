@@ -194,6 +194,14 @@ fn tiny_llama_edits_match_cpu_hooks() {
         GpuEdit { point: HookPoint::block(1, Site::AttnOut), op: EditOp::Scale(-2.0), positions: None, cols: None },
         GpuEdit { point: HookPoint::block(0, Site::MlpOut), op: EditOp::Zero, positions: Some(0..3), cols: Some(0..16) },
         GpuEdit { point: HookPoint::block(1, Site::Z), op: EditOp::Zero, positions: None, cols: Some(dh..2 * dh) },
+        // Sites that share buffers: q/k/v in the fused qkv rows, the gate and
+        // up pre-activations in the gate/up rows.
+        GpuEdit { point: HookPoint::block(0, Site::Q), op: EditOp::Add { v: rng.vec(dh, 1.0), alpha: 2.0 }, positions: None, cols: Some(dh..2 * dh) },
+        GpuEdit { point: HookPoint::block(1, Site::K), op: EditOp::Scale(1.7), positions: Some(1..4), cols: None },
+        GpuEdit { point: HookPoint::block(0, Site::V), op: EditOp::Zero, positions: None, cols: Some(0..dh) },
+        GpuEdit { point: HookPoint::block(1, Site::RotQ), op: EditOp::ProjectOut(rng.vec(dh, 1.0)), positions: None, cols: Some(2 * dh..3 * dh) },
+        GpuEdit { point: HookPoint::block(0, Site::MlpPre), op: EditOp::Add { v: rng.vec(16, 1.0), alpha: 1.5 }, positions: None, cols: Some(8..24) },
+        GpuEdit { point: HookPoint::block(1, Site::MlpPreLinear), op: EditOp::Scale(0.25), positions: None, cols: Some(0..40) },
     ];
     // Prefill then 3 decode steps with the same edits; the CPU engine runs the
     // same edits as hooks, with its KV cache.
@@ -213,7 +221,7 @@ fn tiny_llama_edits_match_cpu_hooks() {
         assert_eq!(top5(&gl), top5(&cl), "step {step}");
         ids = vec![out.next_token.unwrap()];
     }
-    eprintln!("edits (add, project_out, scale, zero, z head zero), prefill + 3 decode: max |Δlogit| = {worst:.3e}");
+    eprintln!("edits (add, project_out, scale, zero, z head zero; q, k, v, rot_q, mlp pre/pre_linear), prefill + 3 decode: max |Δlogit| = {worst:.3e}");
     assert!(worst < 1e-4, "{worst}");
     // The edits change the logits (they are applied at all).
     g.reset();
@@ -238,6 +246,24 @@ fn tiny_llama_edits_match_cpu_hooks() {
     let dp = max_diff(&gl, &cl);
     eprintln!("patch from a GPU-kept source: max |Δlogit| = {dp:.3e}");
     assert!(dp < 1e-4, "{dp}");
+    // The same for hook_v (kept as whole qkv rows; one head patched), and
+    // from a source uploaded at the hook's own width (as documents do).
+    let point = HookPoint::block(0, Site::V);
+    g.reset();
+    let kept = block_on(g.forward(&a, &ForwardRequest { keep: vec![point], ..Default::default() })).unwrap().kept.remove(0).1;
+    let (_, ca) = cpu.run_with_cache(&a, &[point]).unwrap();
+    let src: Vec<f32> = ca.get(&point).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let uploaded = scalpel_gpu::GpuTensor { buffer: g.gpu.storage_f32("v source", &src), start: 0, rows: a.len(), width: cfg.n_kv_heads * dh };
+    for (what, source) in [("kept", kept), ("uploaded", uploaded)] {
+        g.reset();
+        let patch = GpuEdit { point, op: EditOp::Patch(source), positions: Some(2..5), cols: Some(dh..2 * dh) };
+        let gl = block_on(g.forward(&prompt, &ForwardRequest { logits: LogitsOut::All, edits: vec![patch.clone()], ..Default::default() })).unwrap().logits.unwrap();
+        let mut h = cpu_edit(&patch, Some((0, src.clone())));
+        let cl: Vec<f32> = cpu.forward(&cpu.ids_tensor(&prompt).unwrap(), None, Some(&mut h), Logits::All).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let dp = max_diff(&gl, &cl);
+        eprintln!("patch hook_v head 1 from a {what} source: max |Δlogit| = {dp:.3e}");
+        assert!(dp < 1e-4, "{dp}");
+    }
 }
 
 #[test]

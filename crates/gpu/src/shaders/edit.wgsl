@@ -5,9 +5,12 @@
 //   mode 1 scale:       x *= alpha
 //   mode 2 zero:        x = 0
 //   mode 3 project_out: x -= (x·u) u, u = src (unit vector over the columns)
-//   mode 4 patch:       x = src[(pos - src_pos0) * width + col] (a cached
-//                       activation of the same hook point, kept on the GPU)
-struct P { width: u32, mode: u32, pos_lo: u32, pos_hi: u32, col_lo: u32, col_hi: u32, src_pos0: u32, src_rows: u32, alpha: f32 }
+//   mode 4 patch:       x = src[(pos - src_pos0) * src_width + col - src_off]
+//                       (a cached activation of the same hook point, kept
+//                       on the GPU as whole rows: src_width = width,
+//                       src_off = 0; or uploaded at the hook's own width,
+//                       offset within the row: q/k/v share the qkv rows)
+struct P { width: u32, mode: u32, pos_lo: u32, pos_hi: u32, col_lo: u32, col_hi: u32, src_pos0: u32, src_rows: u32, alpha: f32, src_width: u32, src_off: u32 }
 @group(0) @binding(1) var<uniform> p: P;
 @group(0) @binding(2) var<storage, read> src: array<f32>;
 @group(0) @binding(3) var<storage, read_write> x: array<f32>;
@@ -39,7 +42,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
         for (var c = p.col_lo + li; c < p.col_hi; c += 256u) { x[base + c] -= dotv * src[c - p.col_lo]; }
     } else {
         if (pos < p.src_pos0 || pos - p.src_pos0 >= p.src_rows) { return; }
-        let sb = (pos - p.src_pos0) * p.width;
-        for (var c = p.col_lo + li; c < p.col_hi; c += 256u) { x[base + c] = src[sb + c]; }
+        let sb = (pos - p.src_pos0) * p.src_width;
+        for (var c = p.col_lo + li; c < p.col_hi; c += 256u) { x[base + c] = src[sb + c - p.src_off]; }
     }
 }

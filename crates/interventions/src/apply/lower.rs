@@ -17,20 +17,26 @@ use super::{Interventions, Kind, ProjMode, Sel};
 
 /// Sites an edit can be lowered to: the ones the GPU forward pass exposes
 /// (`scalpel_gpu::READABLE_SITES` without the final norm).
-pub const EDITABLE_SITES: [Site; 9] = [
+pub const EDITABLE_SITES: [Site; 15] = [
     Site::ResidPre,
     Site::Ln1Normalized,
+    Site::Q,
+    Site::K,
+    Site::V,
+    Site::RotQ,
     Site::Z,
     Site::AttnOut,
     Site::ResidMid,
     Site::Ln2Normalized,
+    Site::MlpPre,
+    Site::MlpPreLinear,
     Site::MlpPost,
     Site::MlpOut,
     Site::ResidPost,
 ];
 
 /// One in-place edit at a hook point, on rows of the hook's flat width
-/// (`attn.hook_z` is `n_heads · d_head` wide, head-major).
+/// (per-head hooks are `heads · d_head` wide, head-major).
 #[derive(Clone, Debug)]
 pub struct EditSpec {
     /// Which compiled item it comes from (for the application counts).
@@ -149,9 +155,15 @@ impl Interventions {
                     ));
                 }
             }
-            let per_head = it.points[0].site == Site::Z;
+            let n_heads = match it.points[0].site {
+                Site::Q | Site::RotQ | Site::Z => Some(cfg.n_heads),
+                Site::K | Site::V => Some(cfg.n_kv_heads),
+                _ => None,
+            };
+            let per_head = n_heads.is_some();
+            let n_heads = n_heads.unwrap_or(1);
             let (width, unit) = if per_head {
-                (cfg.n_heads * cfg.d_head, cfg.d_head)
+                (n_heads * cfg.d_head, cfg.d_head)
             } else {
                 (site_width(model, it.points[0].site), 0)
             };
@@ -165,7 +177,7 @@ impl Interventions {
             let heads: Vec<usize> = if per_head {
                 it.heads
                     .clone()
-                    .unwrap_or_else(|| (0..cfg.n_heads).collect())
+                    .unwrap_or_else(|| (0..n_heads).collect())
             } else {
                 vec![0]
             };
@@ -276,7 +288,7 @@ impl Interventions {
 
 fn site_width(model: &Model, site: Site) -> usize {
     match site {
-        Site::MlpPost => model.config.d_mlp,
+        Site::MlpPre | Site::MlpPreLinear | Site::MlpPost => model.config.d_mlp,
         _ => model.config.d_model,
     }
 }

@@ -462,7 +462,7 @@ fn GpuSection() -> impl IntoView {
     view! {
         <details class="gpu">
             <summary>"WebGPU backend"</summary>
-            <p class="muted">{if has_webgpu { "This browser offers WebGPU. Once started, the GPU runs comparisons (generation with the sampling settings; steering, scaling, zeroing, mean, patching and projecting out applied on the GPU), next tokens and the benchmark, with the model's weights in the precision chosen above. Documents with other ops, patching sweeps and readouts run on the CPU engine." } else { "This browser does not offer WebGPU (navigator.gpu); the CPU engine runs everything." }}</p>
+            <p class="muted">{if has_webgpu { "This browser offers WebGPU. Once started, the GPU runs comparisons (generation with the sampling settings; steer, scale, zero, mean over prompts, patch, project out and set a projection to a value, at residual, attention q/k/v/z and MLP hooks, applied on the GPU), next tokens and the benchmark, with the model's weights in the precision chosen above. Documents with other ops run on the CPU engine, with a note; so do patching sweeps and readouts." } else { "This browser does not offer WebGPU (navigator.gpu); the CPU engine runs everything." }}</p>
             <div class="row">
                 <label class="check"><input type="checkbox" aria-label="Allow a software GPU adapter" prop:checked=move || allow_sw.get() on:change=move |ev| allow_sw.set(event_target_checked(&ev)) />"allow a software adapter (slow; for testing)"</label>
                 <button class="secondary" on:click=on_start disabled=move || !ctx.ready() || !has_webgpu>"Start WebGPU"</button>

@@ -394,7 +394,7 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
     }
   });
 
-  test('WebGPU (SwiftShader): the default model on the GPU gives the CPU path\'s top-5 next tokens and greedy tokens, and runs a steering comparison with the CLI\'s tokens', { timeout: 15 * MINUTE }, async () => {
+  test('WebGPU (SwiftShader): the default model on the GPU gives the CPU path\'s top-5 next tokens and greedy tokens, and runs a steering comparison with the CLI\'s tokens; quantized weights on the GPU too', { timeout: 15 * MINUTE }, async () => {
     const gpu = await launch(['--enable-unsafe-webgpu']);
     try {
       const p = gpu.page;
@@ -461,6 +461,21 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
       await waitState(p, 'ready', 10 * MINUTE, gpu.logs);
       const b = p.getByLabel('Benchmark result');
       console.log(`WebGPU benchmark on SwiftShader (32-token prefill, 8 decode steps): prefill ${Number(await b.getAttribute('data-prefill')).toFixed(1)} tok/s, decode ${Number(await b.getAttribute('data-decode')).toFixed(2)} tok/s (${await b.getAttribute('data-backend')})`);
+      // Quantized precision: the GGUF's Q8_0/Q4_1 blocks stay quantized on
+      // the GPU (dequantized inside matvec_q/matmul_q, f32 activations), so
+      // the tokens are the f32 CPU path's.
+      await loadPrecision(p, 'quantized', gpu.logs);
+      await p.getByRole('button', { name: 'Start WebGPU' }).click();
+      await until(p, async () => /quantized weights/.test(await p.getByLabel('WebGPU adapter').textContent()), 10 * MINUTE, 'the quantized WebGPU backend');
+      await waitState(p, 'ready', 5 * MINUTE, gpu.logs);
+      await p.getByRole('button', { name: 'Run on WebGPU' }).click();
+      await until(p, async () => (await p.getByLabel('WebGPU result').count()) > 0, 10 * MINUTE, 'the quantized WebGPU run');
+      const qres = p.getByLabel('WebGPU result');
+      const qnext = (await qres.getAttribute('data-next-ids')).split(',').map(Number);
+      const qids = (await qres.getAttribute('data-ids')).split(',').map(Number);
+      console.log(`${await p.getByLabel('WebGPU adapter').textContent()}: next ${qnext}; greedy ${qids}; ${await qres.locator('p.muted').textContent()}`);
+      assert.deepEqual(qnext, want);
+      assert.deepEqual(qids, wantIds);
     } finally {
       await gpu.close();
     }

@@ -257,12 +257,12 @@ pub async fn bench(prompt_tokens: u32, decode_tokens: u32, rounds: u32) -> R<()>
     let mut m = take()?;
     let out = bench_inner(&mut m, &prompt, decode_tokens, rounds.max(1)).await;
     let quantized = super::ops::precision() == Some(Precision::Quantized);
-    let adapter = if m.gpu.info.name.is_empty() { m.gpu.info.device_type.clone() } else { m.gpu.info.name.clone() };
+    let backend = label(&m);
     put(m);
     let (prefill_tok_s, decode_tok_s) = out?;
     post(&Response::Bench {
-        precision: Precision::F32,
-        backend: format!("WebGPU · {adapter} · {} weights", if quantized { "quantized" } else { "f32" }),
+        precision: if quantized { Precision::Quantized } else { Precision::F32 },
+        backend,
         prompt_tokens,
         decode_tokens,
         rounds,

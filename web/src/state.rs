@@ -468,15 +468,16 @@ impl Shared {
                 VectorSpec::Sets { positive, negative, .. } if positive.len() > MAX_TEXT || negative.len() > MAX_TEXT => {
                     return Err(format!("intervention {n}: a prompt set is too long"));
                 }
-                VectorSpec::Literal { label, values } => {
-                    if label.len() > 512 || values.len() > MAX_VECTOR || values.iter().any(|x| !x.is_finite()) {
-                        return Err(format!("intervention {n}: the vector is malformed"));
-                    }
+                VectorSpec::Literal { label, values }
+                    if label.len() > 512 || values.len() > MAX_VECTOR || values.iter().any(|x| !x.is_finite()) =>
+                {
+                    return Err(format!("intervention {n}: the vector is malformed"));
                 }
-                VectorSpec::Control { directions, .. } => {
-                    if directions.len() > 512 || directions.iter().any(|(_, v)| v.len() > MAX_VECTOR || v.iter().any(|x| !x.is_finite())) {
-                        return Err(format!("intervention {n}: the control vector is malformed"));
-                    }
+                VectorSpec::Control { directions, .. }
+                    if directions.len() > 512
+                        || directions.iter().any(|(_, v)| v.len() > MAX_VECTOR || v.iter().any(|x| !x.is_finite())) =>
+                {
+                    return Err(format!("intervention {n}: the control vector is malformed"));
                 }
                 _ => {}
             }

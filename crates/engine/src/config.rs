@@ -88,7 +88,7 @@ impl Config {
                 return bad(format!("{name} = {v} is outside 1..={max}"));
             }
         }
-        if self.n_kv_heads == 0 || self.n_heads % self.n_kv_heads != 0 {
+        if self.n_kv_heads == 0 || !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad(format!(
                 "{} query heads cannot be grouped over {} key/value heads",
                 self.n_heads, self.n_kv_heads
@@ -100,7 +100,7 @@ impl Config {
                 self.d_model, self.n_heads, self.d_head
             ));
         }
-        if self.pos_embedding == PosEmbedding::Rope && self.d_head % 2 != 0 {
+        if self.pos_embedding == PosEmbedding::Rope && !self.d_head.is_multiple_of(2) {
             return bad(format!("RoPE needs an even head size, got {}", self.d_head));
         }
         if !(self.norm_eps > 0.0 && self.norm_eps < 1.0) {
@@ -136,7 +136,7 @@ impl Config {
             })? as usize,
             None => n_heads,
         };
-        let d_head = if n_heads == 0 { 0 } else { d_model / n_heads };
+        let d_head = d_model.checked_div(n_heads).unwrap_or(0);
         let d_vocab = match g.get(&key("vocab_size")).and_then(|v| v.as_u64()) {
             Some(v) => v as usize,
             None => g
@@ -203,7 +203,7 @@ impl Config {
                     d_model,
                     n_heads,
                     n_kv_heads: n_heads,
-                    d_head: if n_heads == 0 { 0 } else { d_model / n_heads },
+                    d_head: d_model.checked_div(n_heads).unwrap_or(0),
                     d_mlp: v.get("n_inner").and_then(|x| x.as_u64()).map(|x| x as usize).unwrap_or(d_model.saturating_mul(4)),
                     d_vocab: get("vocab_size")?,
                     n_ctx: get("n_positions").or_else(|_| get("n_ctx"))?,
@@ -223,7 +223,7 @@ impl Config {
                     .get("head_dim")
                     .and_then(|x| x.as_u64())
                     .map(|x| x as usize)
-                    .unwrap_or(if n_heads == 0 { 0 } else { d_model / n_heads });
+                    .unwrap_or(d_model.checked_div(n_heads).unwrap_or(0));
                 if v.get("rope_scaling").is_some_and(|r| !r.is_null()) {
                     return Err(Error::load(file, "rope_scaling is not supported yet"));
                 }

@@ -199,7 +199,7 @@ impl<'a> Reader<'a> {
                 let min_elem = match elem_ty {
                     0 | 1 | 7 => 1,
                     2 | 3 => 2,
-                    4 | 5 | 6 => 4,
+                    4..=6 => 4,
                     10..=12 => 8,
                     8 => 8,  // a string is at least its u64 length
                     9 => 12, // an array is at least its type and count
@@ -422,7 +422,7 @@ impl<'a> Gguf<'a> {
         // candle reinterprets the bytes as blocks in place; blocks hold f32 or
         // f16 fields, so the slice must be 4-byte aligned. Copy if it is not.
         let aligned;
-        let raw: &[u8] = if (raw.as_ptr() as usize) % 4 == 0 {
+        let raw: &[u8] = if (raw.as_ptr() as usize).is_multiple_of(4) {
             raw
         } else {
             let mut words = vec![0u32; raw.len().div_ceil(4)];

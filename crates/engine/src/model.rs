@@ -756,7 +756,6 @@ impl Model {
         if layer > cfg.n_layers {
             return Err(Error::input(format!("layer {layer} is out of range (the model has {} layers)", cfg.n_layers)));
         }
-        let cache = cache;
         match cache.as_deref() {
             Some(c) if c.layers.len() != cfg.n_layers => {
                 return Err(Error::input(format!(

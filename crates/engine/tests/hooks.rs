@@ -315,22 +315,22 @@ fn a_replacement_of_the_wrong_shape_or_dtype_is_an_error_naming_the_hook() {
     let ids = m.ids_tensor(&PROMPT).unwrap();
     let target = m.hook_point("blocks.0.hook_resid_post").unwrap();
     let mut wrong_shape = FnHook::new([target], |_, v: &Tensor| Ok(Some(v.narrow(2, 0, 63)?)));
-    let msg = m.forward(&ids, None, Some(&mut wrong_shape), Logits::All).err().expect("rejected").to_string();
+    let msg = m.forward(&ids, None, Some(&mut wrong_shape), Logits::All).expect_err("rejected").to_string();
     assert!(msg.contains("blocks.0.hook_resid_post") && msg.contains("shape"), "{msg}");
 
     let z = m.hook_point("blocks.1.attn.hook_z").unwrap();
     let mut wrong_dtype = FnHook::new([z], |_, v: &Tensor| Ok(Some(v.to_dtype(DType::F16)?)));
-    let msg = m.forward(&ids, None, Some(&mut wrong_dtype), Logits::All).err().expect("rejected").to_string();
+    let msg = m.forward(&ids, None, Some(&mut wrong_dtype), Logits::All).expect_err("rejected").to_string();
     assert!(msg.contains("blocks.1.attn.hook_z") && msg.contains("F16"), "{msg}");
 
     let pat = m.hook_point("blocks.0.attn.hook_pattern").unwrap();
     let mut transposed = FnHook::new([pat], |_, v: &Tensor| Ok(Some(v.unsqueeze(0)?)));
-    let msg = m.forward(&ids, None, Some(&mut transposed), Logits::All).err().expect("rejected").to_string();
+    let msg = m.forward(&ids, None, Some(&mut transposed), Logits::All).expect_err("rejected").to_string();
     assert!(msg.contains("blocks.0.attn.hook_pattern"), "{msg}");
 
     // A hook's own error stops the pass and comes back unchanged.
     let mut failing = FnHook::new([target], |_, _: &Tensor| Err(scalpel_engine::Error::input("stop here")));
-    let msg = m.forward(&ids, None, Some(&mut failing), Logits::All).err().expect("rejected").to_string();
+    let msg = m.forward(&ids, None, Some(&mut failing), Logits::All).expect_err("rejected").to_string();
     assert!(msg.contains("stop here"), "{msg}");
 
     // The model still works afterwards, and a KV cache is not left half-updated

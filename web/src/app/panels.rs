@@ -193,7 +193,8 @@ fn Lane(which: bool) -> impl IntoView {
         let c = ctx.comparison.get();
         mine(&c).map(|r| {
             let items: Vec<(String, f32)> = r.next.iter().map(|t| (t.text.clone(), t.prob)).collect();
-            view! { <Bars label=format!("{title} next-token probabilities") items=items percent=true/> }
+            let ids = r.next.iter().map(|t| t.id.to_string()).collect::<Vec<_>>().join(",");
+            view! { <div aria-label=format!("{title} next tokens") data-ids=ids><Bars label=format!("{title} next-token probabilities") items=items percent=true/></div> }
         })
     };
     view! {

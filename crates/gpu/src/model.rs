@@ -13,6 +13,7 @@ use scalpel_engine::gguf::Gguf;
 use scalpel_engine::{Config, GenerateOptions, HookPoint, Sampler, Site};
 
 use crate::device::{params, Gpu, Kernel};
+use scalpel_interventions::EDITABLE_SITES;
 use crate::{GpuError, Result};
 
 /// Sizes chosen at load.
@@ -253,25 +254,18 @@ pub struct GpuModel {
     plan: Plan,
 }
 
-/// Hook sites a forward call can read, keep and edit.
-pub const READABLE_SITES: [Site; 16] = [
-    Site::ResidPre,
-    Site::Ln1Normalized,
-    Site::Q,
-    Site::K,
-    Site::V,
-    Site::RotQ,
-    Site::Z,
-    Site::AttnOut,
-    Site::ResidMid,
-    Site::Ln2Normalized,
-    Site::MlpPre,
-    Site::MlpPreLinear,
-    Site::MlpPost,
-    Site::MlpOut,
-    Site::ResidPost,
-    Site::LnFinalNormalized,
-];
+/// Hook sites a forward call can read and keep: the ones it can edit
+/// (`scalpel_interventions::EDITABLE_SITES`, the list documents are lowered
+/// to) and `ln_final.hook_normalized`, which is read only.
+pub const READABLE_SITES: [Site; EDITABLE_SITES.len() + 1] = {
+    let mut all = [Site::LnFinalNormalized; EDITABLE_SITES.len() + 1];
+    let mut i = 0;
+    while i < EDITABLE_SITES.len() {
+        all[i] = EDITABLE_SITES[i];
+        i += 1;
+    }
+    all
+};
 
 /// Where a hook's values live: columns `off..off + width` of rows `row`
 /// floats wide (q, k and v share the fused qkv rows; the gate and up
@@ -618,7 +612,7 @@ impl GpuModel {
             "hook point '{}' is not available on the GPU path (supported: blocks.{{0..{}}}.{{{}}}, ln_final.hook_normalized)",
             p.name(),
             self.config.n_layers,
-            READABLE_SITES[..READABLE_SITES.len() - 1].iter().map(|s| s.suffix()).collect::<Vec<_>>().join(", ")
+            EDITABLE_SITES.iter().map(|s| s.suffix()).collect::<Vec<_>>().join(", ")
         ))
     }
 

@@ -193,18 +193,14 @@ async fn lane(
     which: Lane,
     top_k: u32,
 ) -> R<Option<(LaneResult, Vec<Range<usize>>)>> {
-    let opts = ops::options_of(s);
+    let opts = ops::options(s);
     let stop = if opts.stop_at_eos { tok.eos_ids.clone() } else { Vec::new() };
-    let t0 = now_ms();
-    let mut first: Option<f64> = None;
+    let mut clock = ops::TokenClock::start();
     let mut seq: Vec<u32> = Vec::new();
     let mut stopped = false;
     let on_token = |id: u32| -> bool {
         seq.push(id);
-        let t = now_ms();
-        let t1 = *first.get_or_insert(t);
-        let n = seq.len();
-        let tok_s = if n > 1 { (n - 1) as f64 / ((t - t1) / 1e3) } else { 0.0 };
+        let tok_s = clock.tick(seq.len());
         post(&Response::LaneText { lane: which, ids: seq.clone(), text: tok.decode(&seq), tok_s });
         if super::stop_requested() {
             stopped = true;
@@ -214,15 +210,10 @@ async fn lane(
     };
     let req = GenerateRequest { opts: &opts, stop: &stop, edits, ahead: AHEAD };
     let g = m.generate(ids, &req, on_token).await.map_err(e)?;
-    let t_end = now_ms();
+    let (first_token_ms, decode_tok_s) = clock.finish(g.ids.len());
     if stopped {
         return Ok(None);
     }
-    let first_token_ms = first.map(|t| t - t0).unwrap_or(0.0);
-    let decode_tok_s = match first {
-        Some(t1) if g.ids.len() > 1 => (g.ids.len() - 1) as f64 / ((t_end - t1) / 1e3),
-        _ => 0.0,
-    };
     // Score: every row's logits over prompt + output, under the same edits.
     let n = ids.len();
     let mut full = ids.to_vec();

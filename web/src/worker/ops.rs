@@ -171,7 +171,7 @@ fn empty_doc(m: &se::Model, prompt_len: usize) -> R<Interventions> {
     Interventions::compile(m, &si::Document { version: si::VERSION, interventions: vec![] }, prompt_len).map_err(e)
 }
 
-fn options(s: &Sampling) -> se::GenerateOptions {
+pub fn options(s: &Sampling) -> se::GenerateOptions {
     se::GenerateOptions {
         max_new_tokens: s.max_new_tokens as usize,
         temperature: s.temperature,
@@ -232,22 +232,52 @@ pub fn top_k(prompt: &str, k: u32) -> R<()> {
     })
 }
 
+/// The timing of a streamed generation: time to the first token, and the
+/// decode speed over the tokens after it.
+pub struct TokenClock {
+    t0: f64,
+    first: Option<f64>,
+}
+
+impl TokenClock {
+    pub fn start() -> Self {
+        TokenClock { t0: now_ms(), first: None }
+    }
+
+    /// Records the `n`th sampled token; the decode speed so far.
+    pub fn tick(&mut self, n: usize) -> f64 {
+        let t = now_ms();
+        let t1 = *self.first.get_or_insert(t);
+        if n > 1 {
+            (n - 1) as f64 / ((t - t1) / 1e3)
+        } else {
+            0.0
+        }
+    }
+
+    /// (time to the first token in ms, decode tokens/s) after `n` sampled tokens.
+    pub fn finish(&self, n: usize) -> (f64, f64) {
+        let t_end = now_ms();
+        let decode = match self.first {
+            Some(t1) if n > 1 => (n - 1) as f64 / ((t_end - t1) / 1e3),
+            _ => 0.0,
+        };
+        (self.first.map(|t| t - self.t0).unwrap_or(0.0), decode)
+    }
+}
+
 pub fn generate(prompt: &str, s: &Sampling) -> R<()> {
     with_model(|l| {
         let m = &l.model;
         let prompt_ids = encode(m, &plain(prompt))?;
         let opts = options(s);
-        let t0 = now_ms();
-        let mut first_ms: Option<f64> = None;
+        let mut clock = TokenClock::start();
         let mut ids: Vec<u32> = Vec::new();
         let mut stopped = false;
         let mut on_token = |id: u32| -> bool {
-            let t = now_ms();
-            let t1 = *first_ms.get_or_insert(t);
             ids.push(id);
-            let n = ids.len() as u32;
-            let tok_s = if n > 1 { (n - 1) as f64 / ((t - t1) / 1e3) } else { 0.0 };
-            post(&Response::Token { id, text: m.tokenizer().decode(&ids), n, tok_s });
+            let tok_s = clock.tick(ids.len());
+            post(&Response::Token { id, text: m.tokenizer().decode(&ids), n: ids.len() as u32, tok_s });
             if stop_requested() {
                 stopped = true;
                 return false;
@@ -255,12 +285,7 @@ pub fn generate(prompt: &str, s: &Sampling) -> R<()> {
             true
         };
         se::generate(m, &prompt_ids, &opts, None, &mut on_token).map_err(e)?;
-        let t_end = now_ms();
-        let first_token_ms = first_ms.map(|t| t - t0).unwrap_or(0.0);
-        let decode_tok_s = match (first_ms, ids.len()) {
-            (Some(t1), n) if n > 1 => (n - 1) as f64 / ((t_end - t1) / 1e3),
-            _ => 0.0,
-        };
+        let (first_token_ms, decode_tok_s) = clock.finish(ids.len());
         let text = m.tokenizer().decode(&ids);
         post(&Response::Done { prompt_ids, ids, text, stopped, first_token_ms, decode_tok_s });
         Ok(())
@@ -339,9 +364,6 @@ pub fn gpu_prep(prompt: &Prompt, doc: &str) -> R<Result<GpuPrep, String>> {
     })
 }
 
-pub fn options_of(s: &Sampling) -> se::GenerateOptions {
-    options(s)
-}
 
 /// One generation, streamed as `LaneText`, then scored by one forward pass
 /// over prompt + output (under the document when there is one). None if stopped.
@@ -355,8 +377,7 @@ fn lane(
     top_k: u32,
 ) -> R<Option<LaneResult>> {
     let opts = options(s);
-    let t0 = now_ms();
-    let mut first: Option<f64> = None;
+    let mut clock = TokenClock::start();
     let mut seq: Vec<u32> = Vec::new();
     let mut inserted: Vec<bool> = Vec::new();
     let mut backtracked = 0u32;
@@ -381,9 +402,7 @@ fn lane(
                 backtracked += *removed as u32;
             }
         }
-        let t = now_ms();
-        let t1 = *first.get_or_insert(t);
-        let tok_s = if count > 1 { (count - 1) as f64 / ((t - t1) / 1e3) } else { 0.0 };
+        let tok_s = clock.tick(count);
         post(&Response::LaneText { lane: which, ids: seq.clone(), text: tok.decode(&seq), tok_s });
         if stop_requested() {
             stopped = true;
@@ -392,15 +411,10 @@ fn lane(
         true
     };
     let g = run::generate(m, ids, &opts, iv, &mut on_event).map_err(e)?;
-    let t_end = now_ms();
+    let (first_token_ms, decode_tok_s) = clock.finish(count);
     if stopped {
         return Ok(None);
     }
-    let first_token_ms = first.map(|t| t - t0).unwrap_or(0.0);
-    let decode_tok_s = match first {
-        Some(t1) if count > 1 => (count - 1) as f64 / ((t_end - t1) / 1e3),
-        _ => 0.0,
-    };
     // Score: the probability of each output token where it was chosen, and
     // the next-token distribution after the prompt.
     let n = ids.len();

@@ -198,14 +198,20 @@ impl Interventions {
                 Sel::Generated(n) => vec![Some(*n..usize::MAX)],
                 Sel::Set(s) => runs(s.iter().copied()).into_iter().map(Some).collect(),
             };
+            // The item's vector or direction, read once.
+            let item_vec = match &it.kind {
+                Kind::Add(v) | Kind::ProjectOut(v) | Kind::SetProjection(v, _) => flat(v)?,
+                _ => Vec::new(),
+            };
             for &point in &it.points {
-                // The source run's value at this point, shared by its edits.
-                let patch = match &it.kind {
-                    Kind::Patch(src) => {
-                        let s = &src[&point];
-                        Some((s.dim(1).map_err(|e| e.to_string())?, Arc::new(flat(s)?)))
+                // The per-point value (a mean, or the source run's value for a
+                // patch: `rows` positions), read once and shared by its edits.
+                let (rows, point_vec) = match &it.kind {
+                    Kind::MeanOver(m) | Kind::Patch(m) => {
+                        let t = &m[&point];
+                        (t.dim(1).map_err(|e| e.to_string())?, Arc::new(flat(t)?))
                     }
-                    _ => None,
+                    _ => (0, Arc::default()),
                 };
                 for pos in &positions {
                     for (h, r) in &cols {
@@ -218,8 +224,8 @@ impl Interventions {
                             op,
                         };
                         match &it.kind {
-                            Kind::Add(v) => {
-                                let v = flat(v)?;
+                            Kind::Add(_) => {
+                                let v = &item_vec;
                                 // A per-head vector holds one d_head block per head.
                                 let base = if v.len() == width && per_head {
                                     h * unit
@@ -233,24 +239,18 @@ impl Interventions {
                             }
                             Kind::Scale(f) => out.push(spec(EditSpecOp::Scale(*f))),
                             Kind::Zero => out.push(spec(EditSpecOp::Zero)),
-                            Kind::MeanOver(means) => {
-                                let m = flat(&means[&point])?;
+                            Kind::MeanOver(_) => {
                                 out.push(spec(EditSpecOp::Zero));
                                 out.push(spec(EditSpecOp::Add {
-                                    v: m[c.clone()].to_vec(),
+                                    v: point_vec[c.clone()].to_vec(),
                                     alpha: 1.0,
                                 }));
                             }
-                            Kind::Patch(_) => {
-                                let (rows, data) = patch.clone().expect("set above");
-                                out.push(spec(EditSpecOp::Patch { rows, width, data }));
-                            }
-                            Kind::ProjectOut(u) => {
-                                out.push(spec(EditSpecOp::ProjectOut(flat(u)?[r.clone()].to_vec())))
-                            }
-                            Kind::SetProjection(u, ProjMode::Value(c)) => {
+                            Kind::Patch(_) => out.push(spec(EditSpecOp::Patch { rows, width, data: point_vec.clone() })),
+                            Kind::ProjectOut(_) => out.push(spec(EditSpecOp::ProjectOut(item_vec[r.clone()].to_vec()))),
+                            Kind::SetProjection(_, ProjMode::Value(c)) => {
                                 // x + (c − x·û) û = (x − (x·û) û) + c û.
-                                let u = flat(u)?[r.clone()].to_vec();
+                                let u = item_vec[r.clone()].to_vec();
                                 out.push(spec(EditSpecOp::ProjectOut(u.clone())));
                                 out.push(spec(EditSpecOp::Add { v: u, alpha: *c }));
                             }

@@ -94,7 +94,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let (name, src) = crate::source::resolve(&a.model)?;
     let ModelSource::Gguf(bytes) = src else { bail!("bench compares against candle's GGUF llama: pass a .gguf file") };
     let precision: Precision = a.precision.parse()?;
-    let kernels: Vec<Kernels> = a.kernels.split(',').map(|k| k.trim().parse()).collect::<scalpel_engine::Result<_>>()?;
+    let kernels: Vec<Kernels> = a.kernels.split(',').map(|k| k.trim().parse()).collect::<Result<_, _>>()?;
     if kernels.is_empty() {
         bail!("--kernels lists no kernels");
     }

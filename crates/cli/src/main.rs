@@ -93,8 +93,8 @@ fn interventions(model: &Model, i: &InputArgs, prompt_len: usize) -> Result<Opti
     let Some(path) = &i.interventions else { return Ok(None) };
     let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
     let doc = scalpel_interventions::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let doc = vectors::resolve_doc(model, doc, &i.sae, path)?;
-    let iv = scalpel_interventions::Interventions::compile(model, &doc, prompt_len)
+    let (doc, saes) = vectors::resolve_doc(model, doc, &i.sae, path)?;
+    let iv = scalpel_interventions::Interventions::compile_with(model, &doc, prompt_len, &saes)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     for w in &iv.warnings {
         eprintln!("warning: {w}");

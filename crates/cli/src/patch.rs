@@ -163,7 +163,7 @@ pub const BENCH_CLEAN: &str = "When Mary and John went to the store, John gave a
 pub const BENCH_CORRUPT: &str = "When Mary and John went to the store, Mary gave a drink to";
 
 pub fn bench(m: &ModelArgs, hooks: &str) -> Result<()> {
-    let sites: Vec<PatchSite> = hooks.split(',').map(|h| PatchSite::parse(h.trim())).collect::<scalpel_engine::Result<_>>()?;
+    let sites: Vec<PatchSite> = hooks.split(',').map(|h| PatchSite::parse(h.trim())).collect::<Result<_, _>>()?;
     let model = load(m)?;
     let mut req = PatchRequest {
         clean: model.tokenizer().encode(BENCH_CLEAN)?,

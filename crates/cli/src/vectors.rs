@@ -445,7 +445,7 @@ pub fn load_sae(dir: &Path) -> Result<Sae> {
 
 /// Resolves `{"from": "sae"}`, `{"from": "file"}` and `sae_clamp` in a
 /// document read from `doc_path` (relative file paths are relative to it).
-pub fn resolve_doc(model: &Model, doc: Document, sae_dirs: &[PathBuf], doc_path: &Path) -> Result<Document> {
+pub fn resolve_doc(model: &Model, doc: Document, sae_dirs: &[PathBuf], doc_path: &Path) -> Result<(Document, vectors::SaeTable)> {
     let saes = sae_dirs.iter().map(|d| load_sae(d).map(Arc::new)).collect::<Result<Vec<_>>>()?;
     let base = doc_path.parent().map(Path::to_path_buf).unwrap_or_default();
     let read = |p: &str| -> Result<Vec<u8>, String> {

@@ -27,3 +27,9 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<scalpel_types::ParseError> for Error {
+    fn from(e: scalpel_types::ParseError) -> Self {
+        Error::Input(e.0)
+    }
+}

@@ -1,47 +1,12 @@
 //! Text generation: KV-cached decoding with greedy or seeded sampling.
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::hooks::Hook;
 use crate::model::{KvCache, Logits, Model};
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct GenerateOptions {
-    pub max_new_tokens: usize,
-    /// 0 = greedy (argmax, lowest id on ties).
-    pub temperature: f32,
-    pub top_k: Option<usize>,
-    pub top_p: Option<f32>,
-    pub seed: u64,
-    /// Stop when the model emits one of its end-of-sequence tokens.
-    pub stop_at_eos: bool,
-}
-
-impl Default for GenerateOptions {
-    fn default() -> Self {
-        GenerateOptions { max_new_tokens: 32, temperature: 0.0, top_k: None, top_p: None, seed: 0, stop_at_eos: true }
-    }
-}
-
-impl GenerateOptions {
-    pub fn validate(&self) -> Result<()> {
-        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
-            return Err(Error::input(format!("temperature {} must be a finite number >= 0", self.temperature)));
-        }
-        if let Some(p) = self.top_p {
-            if !(p > 0.0 && p <= 1.0) {
-                return Err(Error::input(format!("top_p {p} must be in (0, 1]")));
-            }
-        }
-        if self.top_k == Some(0) {
-            return Err(Error::input("top_k must be at least 1"));
-        }
-        Ok(())
-    }
-}
+pub use scalpel_types::GenerateOptions;
 
 /// Picks the next token from logits; deterministic for a given seed on
 /// every platform (ChaCha-based `StdRng`).
@@ -124,7 +89,7 @@ pub fn generate(
     mut hooks: Option<&mut (dyn Hook + '_)>,
     on_token: &mut dyn FnMut(u32) -> bool,
 ) -> Result<Vec<u32>> {
-    opts.validate()?;
+    opts.validate().map_err(Error::Input)?;
     let n_ctx = model.config.n_ctx;
     if prompt.len() >= n_ctx {
         return Err(Error::input(format!(

@@ -13,194 +13,25 @@ use std::collections::{HashMap, HashSet};
 use candle_core::Tensor;
 
 use crate::config::{Config, PosEmbedding};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
-/// Where in a block (or outside the blocks) a hook sits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Site {
-    Embed,
-    PosEmbed,
-    ResidPre,
-    Ln1Normalized,
-    Q,
-    K,
-    V,
-    RotQ,
-    RotK,
-    AttnScores,
-    Pattern,
-    Z,
-    AttnOut,
-    ResidMid,
-    Ln2Normalized,
-    MlpPre,
-    MlpPreLinear,
-    MlpPost,
-    MlpOut,
-    ResidPost,
-    LnFinalNormalized,
-}
+pub use scalpel_types::hooks::{HookLayout, HookPoint, Site};
 
-impl Site {
-    pub const ALL: [Site; 21] = [
-        Site::Embed,
-        Site::PosEmbed,
-        Site::ResidPre,
-        Site::Ln1Normalized,
-        Site::Q,
-        Site::K,
-        Site::V,
-        Site::RotQ,
-        Site::RotK,
-        Site::AttnScores,
-        Site::Pattern,
-        Site::Z,
-        Site::AttnOut,
-        Site::ResidMid,
-        Site::Ln2Normalized,
-        Site::MlpPre,
-        Site::MlpPreLinear,
-        Site::MlpPost,
-        Site::MlpOut,
-        Site::ResidPost,
-        Site::LnFinalNormalized,
-    ];
-
-    /// The name inside `blocks.{l}.` (or the whole name for global sites).
-    pub fn suffix(self) -> &'static str {
-        match self {
-            Site::Embed => "hook_embed",
-            Site::PosEmbed => "hook_pos_embed",
-            Site::ResidPre => "hook_resid_pre",
-            Site::Ln1Normalized => "ln1.hook_normalized",
-            Site::Q => "attn.hook_q",
-            Site::K => "attn.hook_k",
-            Site::V => "attn.hook_v",
-            Site::RotQ => "attn.hook_rot_q",
-            Site::RotK => "attn.hook_rot_k",
-            Site::AttnScores => "attn.hook_attn_scores",
-            Site::Pattern => "attn.hook_pattern",
-            Site::Z => "attn.hook_z",
-            Site::AttnOut => "hook_attn_out",
-            Site::ResidMid => "hook_resid_mid",
-            Site::Ln2Normalized => "ln2.hook_normalized",
-            Site::MlpPre => "mlp.hook_pre",
-            Site::MlpPreLinear => "mlp.hook_pre_linear",
-            Site::MlpPost => "mlp.hook_post",
-            Site::MlpOut => "hook_mlp_out",
-            Site::ResidPost => "hook_resid_post",
-            Site::LnFinalNormalized => "ln_final.hook_normalized",
-        }
+impl HookLayout for Config {
+    fn n_layers(&self) -> usize {
+        self.n_layers
     }
-
-    pub fn is_global(self) -> bool {
-        matches!(self, Site::Embed | Site::PosEmbed | Site::LnFinalNormalized)
-    }
-
-    /// Per-head hooks: the axis that indexes heads (with the batch axis).
-    pub fn head_axis(self) -> Option<usize> {
-        match self {
-            Site::Q | Site::K | Site::V | Site::RotQ | Site::RotK | Site::Z => Some(2),
-            Site::AttnScores | Site::Pattern => Some(1),
-            _ => None,
-        }
-    }
-
     /// Whether this model computes the site at all.
-    pub fn exists_in(self, cfg: &Config) -> bool {
-        match self {
-            Site::PosEmbed => cfg.pos_embedding == PosEmbedding::Learned,
-            Site::RotQ | Site::RotK => cfg.pos_embedding == PosEmbedding::Rope,
-            Site::MlpPreLinear => cfg.gated_mlp,
+    fn has_site(&self, site: Site) -> bool {
+        match site {
+            Site::PosEmbed => self.pos_embedding == PosEmbedding::Learned,
+            Site::RotQ | Site::RotK => self.pos_embedding == PosEmbedding::Rope,
+            Site::MlpPreLinear => self.gated_mlp,
             _ => true,
         }
     }
-}
-
-/// A hook point: a site, in a block unless the site is global.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct HookPoint {
-    pub layer: Option<usize>,
-    pub site: Site,
-}
-
-impl HookPoint {
-    pub fn global(site: Site) -> Self {
-        HookPoint { layer: None, site }
-    }
-    pub fn block(layer: usize, site: Site) -> Self {
-        HookPoint { layer: Some(layer), site }
-    }
-
-    pub fn name(&self) -> String {
-        match self.layer {
-            None => self.site.suffix().to_owned(),
-            Some(l) => format!("blocks.{l}.{}", self.site.suffix()),
-        }
-    }
-
-    /// Parses a TransformerLens hook name and checks it against the model.
-    pub fn parse(name: &str, cfg: &Config) -> Result<HookPoint> {
-        let unknown = || {
-            Error::input(format!(
-                "unknown hook '{name}': expected e.g. 'blocks.0.hook_resid_pre', 'blocks.3.attn.hook_z', \
-                 'hook_embed' or 'ln_final.hook_normalized' (see `hook_names()` / `scalpel hooks`)"
-            ))
-        };
-        let point = if let Some(rest) = name.strip_prefix("blocks.") {
-            let (layer, suffix) = rest.split_once('.').ok_or_else(unknown)?;
-            let layer: usize = layer
-                .parse()
-                .ok()
-                .filter(|l: &usize| l.to_string() == layer)
-                .ok_or_else(|| Error::input(format!("hook '{name}': '{layer}' is not a layer number")))?;
-            let site = Site::ALL
-                .iter()
-                .copied()
-                .find(|s| !s.is_global() && s.suffix() == suffix)
-                .ok_or_else(unknown)?;
-            if layer >= cfg.n_layers {
-                return Err(Error::input(format!(
-                    "hook '{name}': layer {layer} is out of range; the model has {} layers (0..={})",
-                    cfg.n_layers,
-                    cfg.n_layers - 1
-                )));
-            }
-            HookPoint::block(layer, site)
-        } else {
-            let site = Site::ALL
-                .iter()
-                .copied()
-                .find(|s| s.is_global() && s.suffix() == name)
-                .ok_or_else(unknown)?;
-            HookPoint::global(site)
-        };
-        if !point.site.exists_in(cfg) {
-            return Err(Error::input(format!(
-                "hook '{name}' does not exist in this {} model",
-                cfg.arch.name()
-            )));
-        }
-        Ok(point)
-    }
-
-    /// Every hook point of a model, in forward order.
-    pub fn all(cfg: &Config) -> Vec<HookPoint> {
-        let mut v = Vec::new();
-        for s in [Site::Embed, Site::PosEmbed] {
-            if s.exists_in(cfg) {
-                v.push(HookPoint::global(s));
-            }
-        }
-        for l in 0..cfg.n_layers {
-            for s in Site::ALL {
-                if !s.is_global() && s.exists_in(cfg) {
-                    v.push(HookPoint::block(l, s));
-                }
-            }
-        }
-        v.push(HookPoint::global(Site::LnFinalNormalized));
-        v
+    fn arch_name(&self) -> &str {
+        self.arch.name()
     }
 }
 

@@ -6,60 +6,10 @@
 use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use scalpel_kernels::{QActs, QMatrix, QType};
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// Kernel choice for quantized matmuls.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Kernels {
-    /// Scalpel's kernels where they measured faster than candle's, else candle.
-    /// Resolved at load: see [`Kernels::resolve`].
-    #[default]
-    Auto,
-    /// candle's `QMatMul` (bit-identical to candle-transformers).
-    Candle,
-    /// Scalpel's kernels (Q4_0, Q4_1, Q8_0; other types stay on candle).
-    Scalpel,
-}
-
-impl Kernels {
-    /// `Auto` becomes what measured fastest on this target: Scalpel in wasm32
-    /// (candle has no simd128 path for Q4_1 and does not tile prefill) and
-    /// natively (candle's Q4_1 kernel is scalar; see docs/kernels.md).
-    pub fn resolve(self) -> Kernels {
-        match self {
-            Kernels::Auto => Kernels::Scalpel,
-            k => k,
-        }
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            Kernels::Auto => "auto",
-            Kernels::Candle => "candle",
-            Kernels::Scalpel => "scalpel",
-        }
-    }
-}
-
-impl std::fmt::Display for Kernels {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for Kernels {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "auto" => Ok(Kernels::Auto),
-            "candle" => Ok(Kernels::Candle),
-            "scalpel" => Ok(Kernels::Scalpel),
-            other => Err(Error::input(format!("kernels '{other}' is not one of: auto, candle, scalpel"))),
-        }
-    }
-}
+pub use scalpel_types::Kernels;
 
 fn qtype(t: GgmlDType) -> Option<QType> {
     match t {

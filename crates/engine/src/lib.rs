@@ -22,7 +22,7 @@ pub use config::{Arch, Config};
 pub use error::{Error, Result};
 pub use generate::{argmax, generate, GenerateOptions, Sampler};
 pub use kernels::Kernels;
-pub use hooks::{ActivationCache, FnHook, Hook, HookCtx, HookList, HookPoint, Site};
+pub use hooks::{ActivationCache, FnHook, Hook, HookCtx, HookLayout, HookList, HookPoint, Site};
 pub use loader::shard_files;
 pub use model::{KvCache, Logits, Matrix, Model, ModelSource, Precision, SavedWeight};
 pub use tokenizer::Tokenizer;

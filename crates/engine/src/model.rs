@@ -11,37 +11,14 @@
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
-use serde::{Deserialize, Serialize};
 
 use crate::config::{Activation, Config, NormKind, PosEmbedding};
 use crate::error::{Error, Result};
 use crate::gguf::Gguf;
 use crate::hooks::{ActivationCache, Hook, HookCtx, HookPoint, Site};
 use crate::kernels::Kernels;
+pub use scalpel_types::{Matrix, Precision};
 use crate::tokenizer::Tokenizer;
-
-/// How weights are held and multiplied.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    /// Every weight dequantized to f32; exact arithmetic (interpretability).
-    #[default]
-    F32,
-    /// Matrices kept quantized (GGUF types as stored; safetensors → Q8_0);
-    /// activations are rounded to 8 bits inside each matmul. Fast.
-    Quantized,
-}
-
-impl std::str::FromStr for Precision {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "f32" => Ok(Precision::F32),
-            "quantized" | "q" => Ok(Precision::Quantized),
-            other => Err(Error::input(format!("precision '{other}' is not one of: f32, quantized"))),
-        }
-    }
-}
 
 /// Where the model's bytes come from. The engine does no I/O of its own.
 pub enum ModelSource {
@@ -146,23 +123,6 @@ impl Linear {
             Linear::Quant { b, .. } | Linear::Scalpel { b, .. } => b.as_ref(),
         }
     }
-}
-
-/// A block's weight matrices, by role.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Matrix {
-    Q,
-    K,
-    V,
-    O,
-    Gate,
-    Up,
-    Down,
-}
-
-impl Matrix {
-    pub const ALL: [Matrix; 7] = [Matrix::Q, Matrix::K, Matrix::V, Matrix::O, Matrix::Gate, Matrix::Up, Matrix::Down];
 }
 
 /// A weight taken out by `Model::replace_weight`, to put back with `restore_weight`.
@@ -612,7 +572,7 @@ impl Model {
     }
 
     pub fn hook_point(&self, name: &str) -> Result<HookPoint> {
-        HookPoint::parse(name, &self.config)
+        HookPoint::parse(name, &self.config).map_err(Error::Input)
     }
 
     /// Checks ids and makes a `[1, t]` tensor.

@@ -13,10 +13,11 @@ pub mod model;
 pub mod quant;
 
 pub use device::{params, Gpu, GpuInfo, GpuOptions, Kernel, Params};
-pub use interventions::gpu_edits;
+pub use interventions::upload_edits;
+pub use scalpel_types::{Edit, EditOp};
 pub use model::{
-    EditOp, ForwardOutput, ForwardRequest, GenerateRequest, GpuEdit, GpuGeneration, GpuModel, GpuModelOptions, GpuTensor, HookValue, LogitsOut,
-    SampleStep, READABLE_SITES,
+    ForwardOutput, ForwardRequest, GenerateRequest, GpuEdit, GpuGeneration, GpuModel, GpuModelOptions, GpuTensor, HookValue, LogitsOut,
+    SampleStep,
 };
 
 #[derive(Debug, thiserror::Error)]

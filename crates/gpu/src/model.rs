@@ -13,7 +13,7 @@ use scalpel_engine::gguf::Gguf;
 use scalpel_engine::{Config, GenerateOptions, HookPoint, Sampler, Site};
 
 use crate::device::{params, Gpu, Kernel};
-use scalpel_interventions::EDITABLE_SITES;
+use scalpel_types::{Edit, EditOp};
 use crate::{GpuError, Result};
 
 /// Sizes chosen at load.
@@ -56,30 +56,10 @@ pub struct GpuTensor {
     pub width: usize,
 }
 
-/// A hook edit applied on the GPU, in place, at its hook point.
-#[derive(Clone, Debug)]
-pub enum EditOp {
-    /// x += alpha · v (v spans the column range).
-    Add { v: Vec<f32>, alpha: f32 },
-    /// x *= factor.
-    Scale(f32),
-    /// x = 0.
-    Zero,
-    /// x -= (x·û) û for the unit vector û of `direction`.
-    ProjectOut(Vec<f32>),
-    /// x = the kept activation at the same absolute positions.
-    Patch(GpuTensor),
-}
-
-#[derive(Clone, Debug)]
-pub struct GpuEdit {
-    pub point: HookPoint,
-    pub op: EditOp,
-    /// Absolute positions edited (all when `None`).
-    pub positions: Option<Range<usize>>,
-    /// Columns edited (all when `None`), e.g. one head's slice of `attn.hook_z`.
-    pub cols: Option<Range<usize>>,
-}
+/// A hook edit applied on the GPU, in place, at its hook point: the
+/// lowered form of an intervention (`scalpel_types::Edit`), its patch source
+/// on the GPU (kept from a run, or uploaded by [`upload_edits`](crate::upload_edits)).
+pub type GpuEdit = Edit<GpuTensor>;
 
 /// Sampling of one next token on the GPU (`sample.wgsl`), with the CPU
 /// engine's semantics (`scalpel_engine::Sampler`): temperature, then top-k,
@@ -253,19 +233,6 @@ pub struct GpuModel {
     work: Work,
     plan: Plan,
 }
-
-/// Hook sites a forward call can read and keep: the ones it can edit
-/// (`scalpel_interventions::EDITABLE_SITES`, the list documents are lowered
-/// to) and `ln_final.hook_normalized`, which is read only.
-pub const READABLE_SITES: [Site; EDITABLE_SITES.len() + 1] = {
-    let mut all = [Site::LnFinalNormalized; EDITABLE_SITES.len() + 1];
-    let mut i = 0;
-    while i < EDITABLE_SITES.len() {
-        all[i] = EDITABLE_SITES[i];
-        i += 1;
-    }
-    all
-};
 
 /// Where a hook's values live: columns `off..off + width` of rows `row`
 /// floats wide (q, k and v share the fused qkv rows; the gate and up
@@ -612,7 +579,7 @@ impl GpuModel {
             "hook point '{}' is not available on the GPU path (supported: blocks.{{0..{}}}.{{{}}}, ln_final.hook_normalized)",
             p.name(),
             self.config.n_layers,
-            EDITABLE_SITES.iter().map(|s| s.suffix()).collect::<Vec<_>>().join(", ")
+            Site::gpu_readable().iter().map(|s| s.suffix()).collect::<Vec<_>>().join(", ")
         ))
     }
 
@@ -913,7 +880,7 @@ impl GpuModel {
     /// an empty cache. Decode steps are chained `ahead` (≤ 64) per readback
     /// as in [`generate_greedy`](Self::generate_greedy).
     pub async fn generate(&mut self, prompt: &[u32], req: &GenerateRequest<'_>, mut on_token: impl FnMut(u32) -> bool) -> Result<GpuGeneration> {
-        req.opts.validate()?;
+        req.opts.validate().map_err(GpuError::Input)?;
         self.reset();
         let mut out = GpuGeneration::default();
         if req.opts.max_new_tokens == 0 {

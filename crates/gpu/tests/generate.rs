@@ -9,7 +9,7 @@ mod common;
 
 use common::*;
 use scalpel_engine::{GenerateOptions, Model, ModelSource, Precision};
-use scalpel_gpu::{block_on, gpu_edits, GenerateRequest, GpuModel, GpuModelOptions};
+use scalpel_gpu::{block_on, upload_edits, GenerateRequest, GpuModel, GpuModelOptions};
 use scalpel_interventions::{parse, run, Interventions};
 
 fn tiny() -> (Vec<u8>, Model) {
@@ -45,7 +45,7 @@ fn gpu_run(
 ) -> (Vec<u32>, Vec<usize>) {
     let mut iv = Interventions::compile(cpu, &parse(doc).unwrap(), prompt.len()).unwrap();
     let specs = iv.lower(cpu).unwrap();
-    let edits = gpu_edits(g, &specs);
+    let edits = upload_edits(g, &specs);
     let req = GenerateRequest {
         opts,
         stop: &[],

@@ -88,7 +88,7 @@ fn tiny_llama_logits_decode_generation() {
 
 fn block_points(cfg: &scalpel_engine::Config, layers: &[usize]) -> Vec<HookPoint> {
     // Every readable site that belongs to a block (ln_final has no layer).
-    let sites: Vec<Site> = scalpel_gpu::READABLE_SITES.into_iter().filter(|s| *s != Site::LnFinalNormalized).collect();
+    let sites: Vec<Site> = Site::gpu_readable().iter().copied().filter(|s| *s != Site::LnFinalNormalized).collect();
     let mut v: Vec<HookPoint> = layers.iter().flat_map(|&l| sites.iter().map(move |&s| HookPoint::block(l, s))).collect();
     v.push(HookPoint::global(Site::LnFinalNormalized));
     assert!(layers.iter().all(|&l| l < cfg.n_layers));
@@ -189,19 +189,19 @@ fn tiny_llama_edits_match_cpu_hooks() {
     let mut g = GpuModel::from_gguf(gpu, "tiny.gguf", &bytes, &GpuModelOptions::default()).unwrap();
     let prompt = [10u32, 20, 30, 40, 50, 60];
     let edits = vec![
-        GpuEdit { point: HookPoint::block(0, Site::ResidPost), op: EditOp::Add { v: rng.vec(d, 1.0), alpha: 3.0 }, positions: Some(2..5), cols: None },
-        GpuEdit { point: HookPoint::block(1, Site::ResidPre), op: EditOp::ProjectOut(rng.vec(d, 1.0)), positions: None, cols: None },
-        GpuEdit { point: HookPoint::block(1, Site::AttnOut), op: EditOp::Scale(-2.0), positions: None, cols: None },
-        GpuEdit { point: HookPoint::block(0, Site::MlpOut), op: EditOp::Zero, positions: Some(0..3), cols: Some(0..16) },
-        GpuEdit { point: HookPoint::block(1, Site::Z), op: EditOp::Zero, positions: None, cols: Some(dh..2 * dh) },
+        GpuEdit { item: 0, point: HookPoint::block(0, Site::ResidPost), op: EditOp::Add { v: rng.vec(d, 1.0), alpha: 3.0 }, positions: Some(2..5), cols: None },
+        GpuEdit { item: 0, point: HookPoint::block(1, Site::ResidPre), op: EditOp::ProjectOut(rng.vec(d, 1.0)), positions: None, cols: None },
+        GpuEdit { item: 0, point: HookPoint::block(1, Site::AttnOut), op: EditOp::Scale(-2.0), positions: None, cols: None },
+        GpuEdit { item: 0, point: HookPoint::block(0, Site::MlpOut), op: EditOp::Zero, positions: Some(0..3), cols: Some(0..16) },
+        GpuEdit { item: 0, point: HookPoint::block(1, Site::Z), op: EditOp::Zero, positions: None, cols: Some(dh..2 * dh) },
         // Sites that share buffers: q/k/v in the fused qkv rows, the gate and
         // up pre-activations in the gate/up rows.
-        GpuEdit { point: HookPoint::block(0, Site::Q), op: EditOp::Add { v: rng.vec(dh, 1.0), alpha: 2.0 }, positions: None, cols: Some(dh..2 * dh) },
-        GpuEdit { point: HookPoint::block(1, Site::K), op: EditOp::Scale(1.7), positions: Some(1..4), cols: None },
-        GpuEdit { point: HookPoint::block(0, Site::V), op: EditOp::Zero, positions: None, cols: Some(0..dh) },
-        GpuEdit { point: HookPoint::block(1, Site::RotQ), op: EditOp::ProjectOut(rng.vec(dh, 1.0)), positions: None, cols: Some(2 * dh..3 * dh) },
-        GpuEdit { point: HookPoint::block(0, Site::MlpPre), op: EditOp::Add { v: rng.vec(16, 1.0), alpha: 1.5 }, positions: None, cols: Some(8..24) },
-        GpuEdit { point: HookPoint::block(1, Site::MlpPreLinear), op: EditOp::Scale(0.25), positions: None, cols: Some(0..40) },
+        GpuEdit { item: 0, point: HookPoint::block(0, Site::Q), op: EditOp::Add { v: rng.vec(dh, 1.0), alpha: 2.0 }, positions: None, cols: Some(dh..2 * dh) },
+        GpuEdit { item: 0, point: HookPoint::block(1, Site::K), op: EditOp::Scale(1.7), positions: Some(1..4), cols: None },
+        GpuEdit { item: 0, point: HookPoint::block(0, Site::V), op: EditOp::Zero, positions: None, cols: Some(0..dh) },
+        GpuEdit { item: 0, point: HookPoint::block(1, Site::RotQ), op: EditOp::ProjectOut(rng.vec(dh, 1.0)), positions: None, cols: Some(2 * dh..3 * dh) },
+        GpuEdit { item: 0, point: HookPoint::block(0, Site::MlpPre), op: EditOp::Add { v: rng.vec(16, 1.0), alpha: 1.5 }, positions: None, cols: Some(8..24) },
+        GpuEdit { item: 0, point: HookPoint::block(1, Site::MlpPreLinear), op: EditOp::Scale(0.25), positions: None, cols: Some(0..40) },
     ];
     // Prefill then 3 decode steps with the same edits; the CPU engine runs the
     // same edits as hooks, with its KV cache.
@@ -237,7 +237,7 @@ fn tiny_llama_edits_match_cpu_hooks() {
     g.reset();
     let kept = block_on(g.forward(&a, &ForwardRequest { keep: vec![point], ..Default::default() })).unwrap().kept.remove(0).1;
     g.reset();
-    let patch = GpuEdit { point, op: EditOp::Patch(kept), positions: Some(3..4), cols: None };
+    let patch = GpuEdit { item: 0, point, op: EditOp::Patch(kept), positions: Some(3..4), cols: None };
     let gl = block_on(g.forward(&prompt, &ForwardRequest { logits: LogitsOut::All, edits: vec![patch.clone()], ..Default::default() })).unwrap().logits.unwrap();
     let (_, ca) = cpu.run_with_cache(&a, &[point]).unwrap();
     let src: Vec<f32> = ca.get(&point).unwrap().flatten_all().unwrap().to_vec1().unwrap();
@@ -256,7 +256,7 @@ fn tiny_llama_edits_match_cpu_hooks() {
     let uploaded = scalpel_gpu::GpuTensor { buffer: g.gpu.storage_f32("v source", &src), start: 0, rows: a.len(), width: cfg.n_kv_heads * dh };
     for (what, source) in [("kept", kept), ("uploaded", uploaded)] {
         g.reset();
-        let patch = GpuEdit { point, op: EditOp::Patch(source), positions: Some(2..5), cols: Some(dh..2 * dh) };
+        let patch = GpuEdit { item: 0, point, op: EditOp::Patch(source), positions: Some(2..5), cols: Some(dh..2 * dh) };
         let gl = block_on(g.forward(&prompt, &ForwardRequest { logits: LogitsOut::All, edits: vec![patch.clone()], ..Default::default() })).unwrap().logits.unwrap();
         let mut h = cpu_edit(&patch, Some((0, src.clone())));
         let cl: Vec<f32> = cpu.forward(&cpu.ids_tensor(&prompt).unwrap(), None, Some(&mut h), Logits::All).unwrap().flatten_all().unwrap().to_vec1().unwrap();

@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use scalpel_engine::{Hook, HookCtx, HookPoint, Model, Site, Tensor};
-use serde::Serialize;
+pub use scalpel_types::run::{ConditionalTrace, ItemReport};
 
 use crate::spec::{Document, NamedPositions, Op, Positions, Vector, VectorSource, When};
 
@@ -111,16 +111,6 @@ struct Item {
     applications: usize,
 }
 
-/// What each intervention touched, for the user.
-#[derive(Clone, Debug, Serialize)]
-pub struct ItemReport {
-    pub index: usize,
-    pub op: String,
-    pub hooks: Vec<String>,
-    /// Hook calls this intervention changed.
-    pub applications: usize,
-}
-
 pub struct Interventions {
     items: Vec<Item>,
     ops: Vec<String>,
@@ -128,17 +118,6 @@ pub struct Interventions {
     pub low_ranks: Vec<LowRank>,
     pub inserts: Vec<Insert>,
     pub warnings: Vec<String>,
-}
-
-/// What a conditional intervention saw while generating.
-#[derive(Clone, Debug, Serialize)]
-pub struct ConditionalTrace {
-    pub index: usize,
-    /// (absolute position, projection) per monitored token.
-    pub readings: Vec<(usize, f32)>,
-    /// Positions where the condition turned on.
-    pub fired: Vec<usize>,
-    pub backtrack: usize,
 }
 
 fn site_axes(site: Site) -> (usize, Option<usize>) {
@@ -318,6 +297,11 @@ fn unit(i: usize, field: &str, v: Vec<f32>) -> Res<Tensor> {
 impl Interventions {
     /// Compiles `doc` for `model` and a prompt of `prompt_len` tokens.
     pub fn compile(model: &Model, doc: &Document, prompt_len: usize) -> Res<Interventions> {
+        Self::compile_with(model, doc, prompt_len, &crate::vectors::SaeTable::new())
+    }
+
+    /// Compiles with the SAEs the document's `sae_clamp` ops read (from `vectors::resolve`).
+    pub fn compile_with(model: &Model, doc: &Document, prompt_len: usize, saes: &crate::vectors::SaeTable) -> Res<Interventions> {
         let mut items = Vec::new();
         let mut ops = Vec::new();
         let mut warnings = Vec::new();
@@ -548,7 +532,7 @@ impl Interventions {
                         }
                     }
                     let inner_doc = Document { version: doc.version, interventions: then.clone() };
-                    let inner = Interventions::compile(model, &inner_doc, prompt_len)
+                    let inner = Interventions::compile_with(model, &inner_doc, prompt_len, saes)
                         .map_err(|e| e.replacen("intervention ", &format!("intervention {i}.then."), 1))?;
                     warnings.extend(inner.warnings.iter().cloned());
                     let c = Conditional {
@@ -564,22 +548,22 @@ impl Interventions {
                     };
                     (Kind::Conditional(Box::new(c)), "conditional")
                 }
-                Op::SaeClamp { latent, value, sae } => {
+                Op::SaeClamp { latent, value } => {
                     check_finite(i, "value", &[*value])?;
-                    let sae = sae.as_ref().ok_or(format!(
+                    let sae = points.first().and_then(|p| saes.get(p)).ok_or(format!(
                         "intervention {i}: op 'sae_clamp' needs the SAE for '{hook_name}' loaded (vectors::resolve; CLI: --sae DIR)"
                     ))?;
-                    let at = sae.0.point(model).map_err(|e| format!("intervention {i}: {e}"))?;
+                    let at = sae.point(model).map_err(|e| format!("intervention {i}: {e}"))?;
                     if points != [at] {
                         return Err(format!("intervention {i}: field 'hook': the SAE reads '{}', not '{hook_name}'", at.name()));
                     }
                     if iv.heads.is_some() || iv.neurons.is_some() {
                         return Err(format!("intervention {i}: op 'sae_clamp' selects positions only (no 'heads' or 'neurons')"));
                     }
-                    if *latent >= sae.0.d_sae {
-                        return Err(format!("intervention {i}: field 'latent': {latent} is out of range (the SAE has {} latents)", sae.0.d_sae));
+                    if *latent >= sae.d_sae {
+                        return Err(format!("intervention {i}: field 'latent': {latent} is out of range (the SAE has {} latents)", sae.d_sae));
                     }
-                    (Kind::SaeClamp(crate::vectors::SaeClamp { sae: sae.0.clone(), latent: *latent, value: *value }), "sae_clamp")
+                    (Kind::SaeClamp(crate::vectors::SaeClamp { sae: sae.clone(), latent: *latent, value: *value }), "sae_clamp")
                 }
                 Op::Insert { .. } | Op::LowRank { .. } => unreachable!("handled above"),
             };

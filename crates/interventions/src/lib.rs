@@ -11,6 +11,5 @@ pub mod run;
 pub mod spec;
 pub mod vectors;
 
-pub use apply::lower::{EditSpec, EditSpecOp, EDITABLE_SITES};
 pub use apply::{Interventions, ItemReport};
 pub use spec::{parse, Document, Intervention, NamedPositions, Op, Positions, Vector, VectorSource, VERSION};

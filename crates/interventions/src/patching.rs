@@ -26,87 +26,9 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use scalpel_engine::{
     ActivationCache, Error, Hook, HookCtx, HookList, HookPoint, KvCache, Logits, Model, Result, Site,
 };
-use serde::{Deserialize, Serialize};
+pub use scalpel_types::patching::*;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PatchSite {
-    ResidPre,
-    ResidMid,
-    ResidPost,
-    AttnOut,
-    MlpOut,
-    /// `attn.hook_z`, one cell per (layer, head), all positions.
-    HeadZ,
-    /// `attn.hook_z`, one cell per (layer, head, position).
-    HeadZPos,
-}
 
-impl PatchSite {
-    pub fn site(self) -> Site {
-        match self {
-            PatchSite::ResidPre => Site::ResidPre,
-            PatchSite::ResidMid => Site::ResidMid,
-            PatchSite::ResidPost => Site::ResidPost,
-            PatchSite::AttnOut => Site::AttnOut,
-            PatchSite::MlpOut => Site::MlpOut,
-            PatchSite::HeadZ | PatchSite::HeadZPos => Site::Z,
-        }
-    }
-    pub fn parse(s: &str) -> Result<Self> {
-        serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| {
-            Error::input(format!("hook family '{s}' is not one of: resid_pre, resid_mid, resid_post, attn_out, mlp_out, head_z, head_z_pos"))
-        })
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Metric {
-    /// (LD − LD_corrupt) / (LD_clean − LD_corrupt), LD = logit[answer] − logit[wrong].
-    LogitDiffNorm,
-    LogitDiff,
-    /// Probability of the answer token.
-    Prob,
-    /// KL(clean ‖ patched) of the next-token distribution.
-    Kl,
-}
-
-impl Metric {
-    pub fn parse(s: &str) -> Result<Self> {
-        serde_json::from_value(serde_json::Value::String(s.to_owned()))
-            .map_err(|_| Error::input(format!("metric '{s}' is not one of: logit_diff_norm, logit_diff, prob, kl")))
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Strategy {
-    #[default]
-    Fast,
-    Naive,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    /// Patch clean activations into the corrupted run.
-    #[default]
-    Denoise,
-    /// Patch corrupted activations into the clean run.
-    Noise,
-}
-
-/// How the corrupted run differs from the clean one.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Corruption {
-    /// A minimal-pair prompt of the same token length (STR).
-    Prompt(Vec<u32>),
-    /// Seeded Gaussian noise added to the embeddings at `positions`;
-    /// `std` defaults to 3× the embedding matrix's standard deviation (ROME).
-    Noise { positions: Vec<usize>, std: Option<f32>, seed: u64 },
-}
 
 #[derive(Clone, Debug)]
 pub struct PatchRequest {
@@ -118,31 +40,6 @@ pub struct PatchRequest {
     pub metric: Metric,
     pub strategy: Strategy,
     pub direction: Direction,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct PatchResult {
-    pub site: PatchSite,
-    pub metric: Metric,
-    /// Layers, or layers × heads for `head_z_pos` (row r: layer r / heads_per_layer,
-    /// head r % heads_per_layer).
-    pub rows: usize,
-    /// Positions, or heads for `head_z`.
-    pub cols: usize,
-    /// For `head_z_pos`: the heads per layer, to label row r `L{r / h}.H{r % h}`.
-    pub heads_per_layer: Option<usize>,
-    pub values: Vec<Vec<f32>>,
-    /// The metric on the unpatched clean and corrupted runs.
-    pub clean: f32,
-    pub corrupt: f32,
-    /// Cells computed by a forward pass (the rest equal the base run exactly).
-    pub computed_cells: usize,
-    pub seconds: f64,
-    /// Logit differences of the clean and corrupted runs.
-    pub clean_ld: f32,
-    pub corrupt_ld: f32,
-    #[serde(skip)]
-    pub clean_logprobs: Vec<f32>,
 }
 
 /// Adds fixed noise to `hook_embed` at chosen positions.
@@ -516,18 +413,6 @@ impl Hook for GradProbe {
         self.taken.push((ctx.point, zero, x.detach()));
         Ok(Some(out))
     }
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct AttributionResult {
-    /// First-order estimates of the patched metric, same layout as the sweep.
-    pub estimate: PatchResult,
-    /// The exact sweep (fast strategy) the estimate is compared with.
-    pub exact: PatchResult,
-    /// Pearson correlation between estimate and exact over all cells.
-    pub correlation: f64,
-    /// Seconds for the gradient estimate alone (one forward + one backward).
-    pub attribution_seconds: f64,
 }
 
 /// Attribution patching (Nanda; Syed et al.): metric(patched) ≈

@@ -17,16 +17,9 @@ use scalpel_engine::{
     logsumexp, top_k, ActivationCache, Error, GenerateOptions, Hook, HookCtx, HookList, HookPoint, KvCache, Logits,
     Matrix, Model, Result, Sampler, Site,
 };
-use serde::Serialize;
+pub use scalpel_types::readouts::*;
 
 // ------------------------------------------------------------------ shared
-
-/// A token id with its text (the id decoded on its own).
-#[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct TokenRef {
-    pub id: u32,
-    pub token: String,
-}
 
 pub fn token_ref(model: &Model, id: u32) -> TokenRef {
     TokenRef { id, token: model.tokenizer().decode(&[id]) }
@@ -163,54 +156,6 @@ impl Default for LensOptions {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
-pub struct TokenProb {
-    pub id: u32,
-    pub token: String,
-    pub prob: f32,
-    pub logit: f32,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct TargetStat {
-    pub prob: f32,
-    pub logprob: f32,
-    pub logit: f32,
-    /// 1 = the most likely token (1 + the number of tokens with a higher logit).
-    pub rank: usize,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct LensCell {
-    pub position: usize,
-    pub top: Vec<TokenProb>,
-    pub target: Option<TargetStat>,
-    /// Entropy of the decoded distribution (nats).
-    pub entropy: f32,
-    /// KL(model's next-token distribution ‖ this decoded one) at this position (nats).
-    pub kl_to_final: f32,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct LensRow {
-    /// "embed" or "L{layer}".
-    pub label: String,
-    /// The hook decoded: `blocks.0.hook_resid_pre` or `blocks.{l}.hook_resid_post`.
-    pub hook: String,
-    pub layer: Option<usize>,
-    pub cells: Vec<LensCell>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct LensResult {
-    pub ids: Vec<u32>,
-    pub tokens: Vec<String>,
-    pub positions: Vec<usize>,
-    pub target: Option<TokenRef>,
-    pub rows: Vec<LensRow>,
-    pub seconds: f64,
-}
-
 fn lens_cell(model: &Model, position: usize, row: &[f32], final_lp: &[f32], opts: &LensOptions) -> LensCell {
     let lse = logsumexp(row);
     let top = top_k(row, opts.top_k)
@@ -302,73 +247,6 @@ pub struct DlaRequest {
     pub position: i64,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq)]
-#[serde(rename_all = "snake_case")]
-pub enum ComponentKind {
-    Embed,
-    PosEmbed,
-    Head,
-    AttnBias,
-    Mlp,
-    LnFinalBias,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct DlaComponent {
-    /// "embed", "pos_embed", "L{l}H{h}", "L{l}.attn_bias", "L{l}.mlp", "ln_final.bias".
-    pub name: String,
-    pub kind: ComponentKind,
-    pub layer: Option<usize>,
-    pub head: Option<usize>,
-    pub value: f32,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct DlaLayer {
-    pub layer: usize,
-    /// One value per query head.
-    pub heads: Vec<f32>,
-    /// The attention output bias (GPT-2), if the model has one.
-    pub attn_bias: Option<f32>,
-    /// `hook_attn_out` through the same linear map (= Σ heads + bias, up to
-    /// rounding; in `quantized` precision the heads are computed from
-    /// dequantized weights and differ slightly).
-    pub attn_out: f32,
-    /// `hook_mlp_out` through the linear map.
-    pub mlp: f32,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct DlaResult {
-    pub ids: Vec<u32>,
-    pub tokens: Vec<String>,
-    pub position: usize,
-    pub answer: TokenRef,
-    pub wrong: Option<TokenRef>,
-    /// "logit_diff" (with a wrong token) or "logit".
-    pub metric: String,
-    /// The metric from the model's real logits.
-    pub total: f32,
-    /// Σ of every component below.
-    pub sum_of_components: f32,
-    /// total − sum_of_components: rounding, or whatever an intervention added
-    /// directly to the residual stream.
-    pub unexplained: f32,
-    /// "rms" or "layer".
-    pub norm: String,
-    /// The frozen scale s of the final norm at `position`:
-    /// sqrt(mean(x²) + eps) (RMSNorm) or sqrt(var(x) + eps) (LayerNorm),
-    /// x = the final residual stream.
-    pub norm_scale: f32,
-    pub embed: f32,
-    pub pos_embed: Option<f32>,
-    pub ln_final_bias: Option<f32>,
-    pub layers: Vec<DlaLayer>,
-    /// Every component in forward order; they sum to `sum_of_components`.
-    pub components: Vec<DlaComponent>,
-    pub seconds: f64,
-}
-
 /// Direct logit attribution at one position.
 ///
 /// With x the final residual stream, s the final norm's scale computed from x
@@ -390,7 +268,7 @@ pub fn direct_logit_attribution(model: &Model, req: &DlaRequest, extra: Option<&
     }
     let pos = resolve_position(req.position, req.ids.len())?;
     let (nl, nh, dh, d) = (cfg.n_layers, cfg.n_heads, cfg.d_head, cfg.d_model);
-    let has_pos = Site::PosEmbed.exists_in(cfg);
+    let has_pos = scalpel_engine::HookLayout::has_site(cfg, Site::PosEmbed);
     let mut points = vec![HookPoint::global(Site::Embed), HookPoint::block(nl - 1, Site::ResidPost)];
     if has_pos {
         points.push(HookPoint::global(Site::PosEmbed));
@@ -502,28 +380,6 @@ pub fn direct_logit_attribution(model: &Model, req: &DlaRequest, extra: Option<&
 
 // ------------------------------------------------------------------ attention patterns
 
-#[derive(Clone, Debug, Serialize)]
-pub struct AttentionHead {
-    pub head: usize,
-    /// `[q][k]`: how much query position q attends to key position k (rows
-    /// sum to 1; entries above the diagonal are 0).
-    pub pattern: Vec<Vec<f32>>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct AttentionLayer {
-    pub layer: usize,
-    pub heads: Vec<AttentionHead>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct AttentionResult {
-    pub ids: Vec<u32>,
-    pub tokens: Vec<String>,
-    pub layers: Vec<AttentionLayer>,
-    pub seconds: f64,
-}
-
 /// Attention patterns (`attn.hook_pattern`) of the chosen layers and heads
 /// (default: all).
 pub fn attention_patterns(
@@ -574,44 +430,6 @@ pub struct NeuronRequest {
     pub through_final_norm: bool,
     /// Also report the neuron's activation on this prompt, per position.
     pub prompt: Option<Vec<u32>>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct TokenScore {
-    pub id: u32,
-    pub token: String,
-    /// W_U[id] · v, v = the neuron's output weights (optionally through the
-    /// final norm weight): the logit change per unit of activation.
-    pub score: f32,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct NeuronActivations {
-    pub ids: Vec<u32>,
-    pub tokens: Vec<String>,
-    /// `mlp.hook_post[:, neuron]`: the coefficient of the output weights.
-    pub post: Vec<f32>,
-    /// `mlp.hook_pre[:, neuron]` (gate pre-activation for gated MLPs).
-    pub pre: Vec<f32>,
-    /// `mlp.hook_pre_linear[:, neuron]` (gated MLPs only).
-    pub pre_linear: Option<Vec<f32>>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct NeuronResult {
-    pub layer: usize,
-    pub neuron: usize,
-    /// The hook whose unit this is: `blocks.{l}.mlp.hook_post`.
-    pub hook: String,
-    pub through_final_norm: bool,
-    /// L2 norm of the neuron's output weights W_down[:, neuron].
-    pub output_norm: f32,
-    /// Highest scores first.
-    pub promoted: Vec<TokenScore>,
-    /// Lowest (most negative) scores first.
-    pub suppressed: Vec<TokenScore>,
-    pub activations: Option<NeuronActivations>,
-    pub seconds: f64,
 }
 
 /// The neuron's output weights (column `neuron` of the down projection)
@@ -700,19 +518,6 @@ pub fn hook_width(model: &Model, point: HookPoint) -> Option<usize> {
     }
 }
 
-/// One position's reading.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq)]
-pub struct Projection {
-    /// Absolute position.
-    pub position: usize,
-    /// value · direction / |direction|.
-    pub projection: f32,
-    /// |value|.
-    pub norm: f32,
-    /// projection / |value|.
-    pub cosine: f32,
-}
-
 /// A hook that records each position's projection onto a direction at one
 /// hook point (batch item 0), during a forward pass or KV-cached generation
 /// (positions come from `HookCtx::start_pos`). When a position is seen again
@@ -777,34 +582,6 @@ impl Hook for ProjectionMonitor {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
-pub struct MonitorRow {
-    pub position: usize,
-    pub id: u32,
-    pub token: String,
-    /// Whether this token was generated (false: part of the prompt).
-    pub generated: bool,
-    /// The reading at this position, while the model reads this token.
-    pub projection: f32,
-    pub norm: f32,
-    pub cosine: f32,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct MonitorResult {
-    pub hook: String,
-    pub direction_norm: f32,
-    pub prompt_len: usize,
-    pub generated_ids: Vec<u32>,
-    pub text: String,
-    /// One row per token, prompt and generated.
-    pub rows: Vec<MonitorRow>,
-    pub mean_prompt: f32,
-    /// Mean over generated tokens (null if none).
-    pub mean_generated: Option<f32>,
-    pub seconds: f64,
-}
-
 /// Generates from `prompt` (KV cache; the engine's sampler, so the same ids as
 /// `scalpel_engine::generate` for the same options) and reports every
 /// token's projection onto `direction` at `hook`. The last generated token is
@@ -820,7 +597,7 @@ pub fn monitor(
 ) -> Result<MonitorResult> {
     let t0 = Instant::now();
     check_ids(model, prompt)?;
-    opts.validate()?;
+    opts.validate().map_err(Error::Input)?;
     let point = model.hook_point(hook)?;
     let mut mon = ProjectionMonitor::new(model, point, direction)?;
     let n_ctx = model.config.n_ctx;

@@ -5,7 +5,7 @@
 
 use candle_core::{Device, Tensor};
 use scalpel_engine::{Error, GenerateOptions, KvCache, Logits, Model, Result, Sampler, SavedWeight};
-use serde::Serialize;
+pub use scalpel_types::run::{GenEvent, Generation};
 
 use crate::apply::Interventions;
 
@@ -63,25 +63,6 @@ pub fn logits(model: &mut Model, ids: &[u32], iv: &mut Interventions) -> Result<
     out
 }
 
-/// Something that happened while generating, in order.
-#[derive(Clone, Debug, Serialize, PartialEq)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum GenEvent {
-    /// A sampled token.
-    Token { id: u32 },
-    /// Tokens forced in by an `insert` intervention.
-    Inserted { ids: Vec<u32>, index: usize },
-    /// The last `removed` tokens were discarded (conditional backtracking).
-    Backtrack { removed: usize, index_fired_at: usize },
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Generation {
-    /// The final generated ids (inserted tokens included, discarded ones not).
-    pub ids: Vec<u32>,
-    pub events: Vec<GenEvent>,
-}
-
 /// Generates under the interventions. `on_event` sees each event as it
 /// happens and returns false to stop.
 pub fn generate(
@@ -91,7 +72,7 @@ pub fn generate(
     iv: &mut Interventions,
     on_event: &mut dyn FnMut(&GenEvent) -> bool,
 ) -> Result<Generation> {
-    opts.validate()?;
+    opts.validate().map_err(Error::Input)?;
     if prompt.is_empty() {
         return Err(Error::input("empty prompt: there are no tokens to run"));
     }

@@ -25,7 +25,8 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use scalpel_engine::{ActivationCache, HookPoint, Logits, Model, Site};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+pub use scalpel_types::vectors::{LayerScore, Method, Pool};
 
 use crate::spec::{Document, Intervention, Op, Positions, Vector, VectorSource};
 
@@ -37,37 +38,7 @@ fn ce(e: impl fmt::Display) -> String {
 
 // ------------------------------------------------------------------ reading
 
-/// Which token of each prompt a vector is read from.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Pool {
-    /// A position; negative counts from the end (−1 = last token).
-    At(i64),
-    /// The mean over every token of the prompt.
-    Mean,
-}
 
-impl Pool {
-    /// `-1`, `3`, or `mean`.
-    pub fn parse(s: &str) -> Res<Pool> {
-        if s == "mean" {
-            return Ok(Pool::Mean);
-        }
-        s.trim()
-            .parse::<i64>()
-            .map(Pool::At)
-            .map_err(|_| format!("position '{s}' is neither an integer (e.g. -1 for the last token) nor 'mean'"))
-    }
-}
-
-impl fmt::Display for Pool {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Pool::At(p) => write!(f, "{p}"),
-            Pool::Mean => write!(f, "mean"),
-        }
-    }
-}
 
 /// The warning every reader of position 0 gets.
 pub fn sink_warning(what: &str) -> String {
@@ -196,31 +167,6 @@ pub fn sweep_points(model: &Model, hook: &str) -> Res<(Vec<HookPoint>, Option<us
 
 // ------------------------------------------------------------------ methods
 
-/// How a direction is computed from the two sets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Method {
-    /// One prompt pair: act(plus) − act(minus) (Turner et al.).
-    Actadd,
-    /// mean(positive) − mean(negative) (CAA, persona vectors).
-    MeanDiff,
-    /// First principal component of the paired differences pos[i] − neg[i] (RepE).
-    Pca,
-    /// Weight of a logistic-regression probe (L2, standardized features), in activation space.
-    Probe,
-}
-
-impl Method {
-    pub fn parse(s: &str) -> Res<Method> {
-        Ok(match s {
-            "actadd" | "prompt_diff" => Method::Actadd,
-            "mean_diff" | "caa" => Method::MeanDiff,
-            "pca" | "repe" => Method::Pca,
-            "probe" => Method::Probe,
-            _ => return Err(format!("method '{s}' is not one of: actadd, mean_diff, pca, probe")),
-        })
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct MethodOptions {
@@ -370,25 +316,6 @@ fn unit_direction_opt(method: Method, pos: &[&[f32]], neg: &[&[f32]], opts: &Met
         u.iter_mut().for_each(|x| *x = -*x);
     }
     Ok(Some(u))
-}
-
-/// How well a direction separates the sets at one hook point.
-#[derive(Clone, Debug, Serialize)]
-pub struct LayerScore {
-    pub hook: String,
-    pub layer: Option<usize>,
-    /// |vector| = mean(pos)·u − mean(neg)·u.
-    pub norm: f64,
-    /// Mean L2 norm of the examples' activations (to size a steering scale).
-    pub act_norm: f64,
-    /// (mean_pos − mean_neg) / pooled std of the projections on u (in-sample; null with < 3 examples).
-    pub cohens_d: Option<f64>,
-    /// Leave-one-out accuracy (one pair out for pca) of the direction as a
-    /// classifier thresholded at the midpoint of the training class means;
-    /// null when a set has fewer than 2 examples.
-    pub loo_accuracy: Option<f64>,
-    /// The same classifier on all examples (in-sample).
-    pub accuracy: f64,
 }
 
 fn projections(u: &[f64], xs: &[&[f32]]) -> Vec<f64> {
@@ -1124,22 +1051,6 @@ impl Sae {
     }
 }
 
-/// A loaded SAE shared by the interventions that use it (compared by identity).
-#[derive(Clone)]
-pub struct SaeHandle(pub Arc<Sae>);
-
-impl fmt::Debug for SaeHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl PartialEq for SaeHandle {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-}
-
 /// The `sae_clamp` op compiled: x' = x + decode(f with f_i = v) − decode(f)
 /// at the selected positions.
 pub struct SaeClamp {
@@ -1289,7 +1200,11 @@ fn resolve_vector(model: &Model, res: &Resources, v: &mut Vector, hook: Option<&
     Ok(())
 }
 
-fn resolve_items(model: &Model, res: &Resources, items: &mut [Intervention], path: &str) -> Res<()> {
+/// The SAEs a document's `sae_clamp` ops use, by the hook each reads: kept
+/// beside the document (which stays plain data) and given to the compiler.
+pub type SaeTable = std::collections::HashMap<HookPoint, Arc<Sae>>;
+
+fn resolve_items(model: &Model, res: &Resources, items: &mut [Intervention], saes: &mut SaeTable, path: &str) -> Res<()> {
     for (i, iv) in items.iter_mut().enumerate() {
         let what = format!("intervention {path}{i}");
         let hook = iv.hook.clone();
@@ -1302,15 +1217,15 @@ fn resolve_items(model: &Model, res: &Resources, items: &mut [Intervention], pat
             }
             Op::Conditional { direction, then, .. } => {
                 resolve_vector(model, res, direction, hook.as_deref(), &format!("{what}: field 'direction'"))?;
-                resolve_items(model, res, then, &format!("{path}{i}.then."))?;
+                resolve_items(model, res, then, saes, &format!("{path}{i}.then."))?;
             }
-            Op::SaeClamp { sae, .. } => {
+            Op::SaeClamp { .. } => {
                 let h = hook.as_deref().ok_or(format!("{what}: missing field 'hook'"))?;
                 if h.contains('*') {
                     return Err(format!("{what}: 'sae_clamp' works at one hook (an SAE reads one layer), not '{h}'"));
                 }
                 let p = model.hook_point(h).map_err(|e| format!("{what}: field 'hook': {e}"))?;
-                *sae = Some(SaeHandle(sae_at(model, res, p, &what)?.clone()));
+                saes.insert(p, sae_at(model, res, p, &what)?.clone());
             }
             _ => {}
         }
@@ -1319,11 +1234,13 @@ fn resolve_items(model: &Model, res: &Resources, items: &mut [Intervention], pat
 }
 
 /// Replaces the vector sources that need resources (`sae`, `file`) by their
-/// values and attaches SAEs to `sae_clamp` ops. Run before `Interventions::compile`.
-pub fn resolve(model: &Model, doc: &Document, res: &Resources) -> Res<Document> {
+/// values, and finds the SAEs of `sae_clamp` ops. Run before
+/// `Interventions::compile_with`, which takes the SAE table.
+pub fn resolve(model: &Model, doc: &Document, res: &Resources) -> Res<(Document, SaeTable)> {
     let mut out = doc.clone();
-    resolve_items(model, res, &mut out.interventions, "")?;
-    Ok(out)
+    let mut saes = SaeTable::new();
+    resolve_items(model, res, &mut out.interventions, &mut saes, "")?;
+    Ok((out, saes))
 }
 
 #[cfg(test)]

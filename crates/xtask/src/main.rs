@@ -11,7 +11,7 @@
 
 mod server;
 mod setup;
-mod tests;
+mod run_tests;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,7 +41,7 @@ fn main() -> ExitCode {
     let rest = &args[1..];
     let result = match cmd.as_str() {
         "serve" => cmd_serve(rest),
-        "test" => tests::cmd_test(rest),
+        "test" => run_tests::cmd_test(rest),
         // Not in the README (serve and test do it themselves); the CLI's
         // "default model not found" message points here.
         "fetch-model" => setup::Ctx::new().and_then(|c| c.ensure_model()),

@@ -9,7 +9,7 @@ use super::ops::{self, GpuPrep, Scored};
 use super::post;
 use crate::js::now_ms;
 use crate::protocol::{ItemSummary, Lane, LaneResult, Precision, Prompt, Response, Sampling, TokenProb};
-use scalpel_gpu::{gpu_edits, ForwardRequest, GenerateRequest, Gpu, GpuEdit, GpuModel, GpuModelOptions, GpuOptions, LogitsOut};
+use scalpel_gpu::{upload_edits, ForwardRequest, GenerateRequest, Gpu, GpuEdit, GpuModel, GpuModelOptions, GpuOptions, LogitsOut};
 use std::cell::RefCell;
 use std::ops::Range;
 use std::sync::Arc;
@@ -162,7 +162,7 @@ async fn compare_inner(m: &mut GpuModel, prep: GpuPrep, s: &Sampling, top_k: u32
     let (intervened, report) = match doc {
         None => (None, vec![]),
         Some((mut iv, specs)) => {
-            let edits = gpu_edits(m, &specs);
+            let edits = upload_edits(m, &specs);
             let Some((res, calls)) = lane(m, &tok, &ids, s, &edits, Lane::Intervened, top_k).await? else {
                 post(&Response::Cancelled);
                 return Ok(());

@@ -163,8 +163,8 @@ fn compile(m: &se::Model, doc: &str, prompt_len: usize) -> R<Option<Intervention
     if !d.interventions.iter().any(|i| i.enabled) {
         return Ok(None);
     }
-    let d = vectors::resolve(m, &d, &vectors::Resources::default()).map_err(|err| format!("interventions: {err}"))?;
-    Interventions::compile(m, &d, prompt_len).map(Some).map_err(|err| format!("interventions: {err}"))
+    let (d, saes) = vectors::resolve(m, &d, &vectors::Resources::default()).map_err(|err| format!("interventions: {err}"))?;
+    Interventions::compile_with(m, &d, prompt_len, &saes).map(Some).map_err(|err| format!("interventions: {err}"))
 }
 
 fn empty_doc(m: &se::Model, prompt_len: usize) -> R<Interventions> {
@@ -343,7 +343,7 @@ pub struct GpuPrep {
     pub ids: Vec<u32>,
     pub tok: se::Tokenizer,
     pub prompt_tokens: Vec<String>,
-    pub doc: Option<(Interventions, Vec<si::EditSpec>)>,
+    pub doc: Option<(Interventions, Vec<scalpel_types::Edit>)>,
     pub warnings: Vec<String>,
 }
 

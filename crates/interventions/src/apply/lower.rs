@@ -11,64 +11,11 @@ use std::collections::BTreeSet;
 use std::ops::Range;
 use std::sync::Arc;
 
-use scalpel_engine::{HookPoint, Model, Site};
+use scalpel_types::edit::{Edit, EditOp, Rows};
+
+use scalpel_engine::{Model, Site};
 
 use super::{Interventions, Kind, ProjMode, Sel};
-
-/// Sites an edit can be lowered to: the ones the GPU forward pass exposes
-/// (`scalpel_gpu::READABLE_SITES` without the final norm).
-pub const EDITABLE_SITES: [Site; 15] = [
-    Site::ResidPre,
-    Site::Ln1Normalized,
-    Site::Q,
-    Site::K,
-    Site::V,
-    Site::RotQ,
-    Site::Z,
-    Site::AttnOut,
-    Site::ResidMid,
-    Site::Ln2Normalized,
-    Site::MlpPre,
-    Site::MlpPreLinear,
-    Site::MlpPost,
-    Site::MlpOut,
-    Site::ResidPost,
-];
-
-/// One in-place edit at a hook point, on rows of the hook's flat width
-/// (per-head hooks are `heads · d_head` wide, head-major).
-#[derive(Clone, Debug)]
-pub struct EditSpec {
-    /// Which compiled item it comes from (for the application counts).
-    pub item: usize,
-    pub point: HookPoint,
-    /// Absolute positions (all when `None`).
-    pub positions: Option<Range<usize>>,
-    /// Columns (all when `None`).
-    pub cols: Option<Range<usize>>,
-    pub op: EditSpecOp,
-}
-
-#[derive(Clone, Debug)]
-pub enum EditSpecOp {
-    /// x += alpha · v over the columns.
-    Add {
-        v: Vec<f32>,
-        alpha: f32,
-    },
-    Scale(f32),
-    Zero,
-    /// x -= (x·û) û over the columns (û a unit vector).
-    ProjectOut(Vec<f32>),
-    /// x = the source run's value at the same position, `rows × width`
-    /// (the whole hook; the columns select what is copied). Positions past
-    /// `rows` are left alone, as on the CPU.
-    Patch {
-        rows: usize,
-        width: usize,
-        data: Arc<Vec<f32>>,
-    },
-}
 
 /// Contiguous runs of a sorted set.
 fn runs(set: impl IntoIterator<Item = usize>) -> Vec<Range<usize>> {
@@ -92,7 +39,7 @@ impl Interventions {
     /// The document as in-place edits, in the order the engine applies them
     /// (document order at each hook point), or an error naming the first
     /// intervention that has no such form.
-    pub fn lower(&self, model: &Model) -> Result<Vec<EditSpec>, String> {
+    pub fn lower(&self, model: &Model) -> Result<Vec<Edit>, String> {
         let cfg = &model.config;
         let no = |index: usize, op: &str, why: &str| {
             Err(format!(
@@ -142,12 +89,12 @@ impl Interventions {
                 _ => {}
             }
             for &p in &it.points {
-                if !EDITABLE_SITES.contains(&p.site) {
+                if !Site::gpu_editable().contains(&p.site) {
                     return Err(format!(
                         "intervention {}: hook '{}' is not on the GPU path (there: {})",
                         it.index,
                         p.name(),
-                        EDITABLE_SITES
+                        Site::gpu_editable()
                             .iter()
                             .map(|s| s.suffix())
                             .collect::<Vec<_>>()
@@ -216,7 +163,7 @@ impl Interventions {
                 for pos in &positions {
                     for (h, r) in &cols {
                         let c = h * unit + r.start..h * unit + r.end;
-                        let spec = |op| EditSpec {
+                        let spec = |op| Edit {
                             item: n,
                             point,
                             positions: pos.clone(),
@@ -232,27 +179,27 @@ impl Interventions {
                                 } else {
                                     0
                                 };
-                                out.push(spec(EditSpecOp::Add {
+                                out.push(spec(EditOp::Add {
                                     v: v[base + r.start..base + r.end].to_vec(),
                                     alpha: 1.0,
                                 }));
                             }
-                            Kind::Scale(f) => out.push(spec(EditSpecOp::Scale(*f))),
-                            Kind::Zero => out.push(spec(EditSpecOp::Zero)),
+                            Kind::Scale(f) => out.push(spec(EditOp::Scale(*f))),
+                            Kind::Zero => out.push(spec(EditOp::Zero)),
                             Kind::MeanOver(_) => {
-                                out.push(spec(EditSpecOp::Zero));
-                                out.push(spec(EditSpecOp::Add {
+                                out.push(spec(EditOp::Zero));
+                                out.push(spec(EditOp::Add {
                                     v: point_vec[c.clone()].to_vec(),
                                     alpha: 1.0,
                                 }));
                             }
-                            Kind::Patch(_) => out.push(spec(EditSpecOp::Patch { rows, width, data: point_vec.clone() })),
-                            Kind::ProjectOut(_) => out.push(spec(EditSpecOp::ProjectOut(item_vec[r.clone()].to_vec()))),
+                            Kind::Patch(_) => out.push(spec(EditOp::Patch(Rows { rows, width, data: point_vec.clone() }))),
+                            Kind::ProjectOut(_) => out.push(spec(EditOp::ProjectOut(item_vec[r.clone()].to_vec()))),
                             Kind::SetProjection(_, ProjMode::Value(c)) => {
                                 // x + (c − x·û) û = (x − (x·û) û) + c û.
                                 let u = item_vec[r.clone()].to_vec();
-                                out.push(spec(EditSpecOp::ProjectOut(u.clone())));
-                                out.push(spec(EditSpecOp::Add { v: u, alpha: *c }));
+                                out.push(spec(EditOp::ProjectOut(u.clone())));
+                                out.push(spec(EditOp::Add { v: u, alpha: *c }));
                             }
                             _ => unreachable!("rejected above"),
                         }
@@ -267,13 +214,13 @@ impl Interventions {
     /// point for a forward call over the absolute positions `call` in which
     /// one of its edits (from [`lower`](Self::lower)) selects a position.
     /// A patch applies only while the call lies within its source.
-    pub fn count_applications(&mut self, specs: &[EditSpec], call: Range<usize>) {
+    pub fn count_applications(&mut self, specs: &[Edit], call: Range<usize>) {
         let mut hit: BTreeSet<(usize, String)> = BTreeSet::new();
         for s in specs {
             let pos = s.positions.clone().unwrap_or(0..usize::MAX);
             let overlaps = pos.start < call.end && call.start < pos.end;
             let in_source = match &s.op {
-                EditSpecOp::Patch { rows, .. } => call.end <= *rows,
+                EditOp::Patch(src) => call.end <= src.rows,
                 _ => true,
             };
             if overlaps && in_source {

@@ -7,8 +7,7 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use scalpel_engine::{Model, ModelSource, Precision};
 
-#[path = "common.rs"]
-mod common;
+use scalpel_fuzz as common;
 
 static TOKENIZER: OnceLock<Vec<u8>> = OnceLock::new();
 
@@ -17,10 +16,10 @@ fuzz_target!(|data: &[u8]| {
     let config = if sel & 1 == 0 { common::GPT2_CONFIG } else { common::LLAMA_CONFIG };
     let precision = if sel & 2 == 0 { Precision::F32 } else { Precision::Quantized };
     let source = ModelSource::HuggingFace {
-        config: config.as_bytes().to_vec(),
-        tokenizer: Some(TOKENIZER.get_or_init(common::tokenizer_json).clone()),
+        config: config.as_bytes(),
+        tokenizer: Some(TOKENIZER.get_or_init(common::tokenizer_json)),
         tokenizer_config: None,
-        weights: vec![("model.safetensors".to_owned(), weights.to_vec())],
+        weights: vec![("model.safetensors".to_owned(), weights)],
     };
     match Model::load("fuzz-hf", source, precision) {
         Ok(m) => common::exercise(&m),

@@ -1,9 +1,10 @@
 //! Typed messages between the page and the engine worker.
 //!
 //! Both sides serialize these with serde (serde-wasm-bindgen, so they travel
-//! as structured-clone objects). One request is in flight at a time; the
-//! worker answers with zero or more progress/stream messages and then exactly
-//! one final message (see [`Response::is_final`]).
+//! as structured-clone objects); what a readout or a sweep returns is the
+//! engine's own result type (`scalpel_types`). One request is in flight at a
+//! time; the worker answers with zero or more progress/stream messages and
+//! then exactly one final message (see [`Response::is_final`]).
 //!
 //! Stopping long work cannot be a message (the worker is busy inside the
 //! engine): the page shares an `Int32Array` over a `SharedArrayBuffer` (see
@@ -12,66 +13,16 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Engine precision as offered in the UI.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Precision {
-    /// All weights dequantized to f32: exact arithmetic (interpretability).
-    F32,
-    /// Weights kept quantized: less memory, small numeric differences.
-    Quantized,
-}
+pub use scalpel_types::patching::{Metric, PatchResult, PatchSite};
+pub use scalpel_types::readouts::{AttentionResult, DlaResult, LensResult, NeuronResult, TokenProb};
+pub use scalpel_types::run::ItemReport;
+pub use scalpel_types::vectors::LayerScore;
+pub use scalpel_types::{GenerateOptions, Kernels, Precision};
 
-impl Precision {
-    pub const ALL: [Precision; 2] = [Precision::F32, Precision::Quantized];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Precision::F32 => "f32",
-            Precision::Quantized => "quantized",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Precision> {
-        match s {
-            "f32" => Some(Precision::F32),
-            "quantized" => Some(Precision::Quantized),
-            _ => None,
-        }
-    }
-}
-
-/// Which CPU kernels run the quantized matmuls (docs/kernels.md).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Kernels {
-    /// Scalpel's where they measured faster (in wasm: Scalpel's).
-    #[default]
-    Auto,
-    /// candle's quantized matmul.
-    Candle,
-    /// Scalpel's int8 simd128 kernels (Q4_0, Q4_1, Q8_0).
-    Scalpel,
-}
-
-impl Kernels {
-    pub const ALL: [Kernels; 3] = [Kernels::Auto, Kernels::Candle, Kernels::Scalpel];
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kernels::Auto => "auto",
-            Kernels::Candle => "candle",
-            Kernels::Scalpel => "scalpel",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Kernels> {
-        Kernels::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-}
-
-/// Where the model comes from.
+/// Where the model comes from (a link carries it; the worker fetches it).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum ModelSource {
+pub enum ModelLocation {
     /// A GGUF file at a URL (relative URLs are served next to the page).
     Gguf { url: String },
     /// A Hugging Face repository: `base` is the folder URL the files resolve
@@ -85,18 +36,18 @@ pub enum ModelSource {
     File { name: String },
 }
 
-impl ModelSource {
+impl ModelLocation {
     /// Short name for the UI.
     pub fn label(&self) -> String {
         match self {
-            ModelSource::Gguf { url } => last_segment(url),
-            ModelSource::HfRepo { base } => {
+            ModelLocation::Gguf { url } => last_segment(url),
+            ModelLocation::HfRepo { base } => {
                 let t = base.trim_end_matches('/');
                 let t = t.strip_suffix("/resolve/main").unwrap_or(t);
                 let parts: Vec<&str> = t.rsplit('/').take(2).collect();
                 parts.into_iter().rev().collect::<Vec<_>>().join("/")
             }
-            ModelSource::File { name } => name.clone(),
+            ModelLocation::File { name } => name.clone(),
         }
     }
 }
@@ -113,22 +64,6 @@ pub struct Prompt {
     pub text: String,
     #[serde(default)]
     pub chat: bool,
-}
-
-/// Sampling settings. `temperature == 0` is greedy.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Sampling {
-    pub max_new_tokens: u32,
-    pub temperature: f32,
-    pub top_k: Option<u32>,
-    pub top_p: Option<f32>,
-    pub seed: u64,
-}
-
-impl Default for Sampling {
-    fn default() -> Self {
-        Sampling { max_new_tokens: 32, temperature: 0.0, top_k: None, top_p: None, seed: 0 }
-    }
 }
 
 /// Which run a streamed token belongs to.
@@ -148,11 +83,9 @@ pub struct PatchSpec {
     pub corrupt: String,
     pub answer: String,
     pub wrong: String,
-    /// resid_pre | resid_mid | resid_post | attn_out | mlp_out | head_z
-    /// (layer × head) | head_z_pos (layer·head × position).
-    pub family: String,
-    /// logit_diff_norm | logit_diff | prob | kl.
-    pub metric: String,
+    /// Which hook family the sweep patches (rows × columns).
+    pub family: PatchSite,
+    pub metric: Metric,
     /// Patch corrupted activations into the clean run instead (noising).
     #[serde(default)]
     pub noising: bool,
@@ -169,9 +102,9 @@ pub enum Request {
     /// Health check of the plumbing; answered with `Pong` carrying the same text.
     Ping { text: String },
     /// Fetch the model (from the browser's model cache when it is there) and
-    /// load it at `precision`. Answers: `Progress`*, `Loaded` | `Error`.
+    /// load it at `precision`. Answers: `Progress`*, `Loaded` | `LoadFailed`.
     Load {
-        source: ModelSource,
+        source: ModelLocation,
         precision: Precision,
         #[serde(default)]
         kernels: Kernels,
@@ -180,17 +113,13 @@ pub enum Request {
     SetKernels { kernels: Kernels },
     /// Delete every cached model. Answers: `CacheCleared`.
     ClearCache,
-    /// Top-k next tokens after `prompt`. Answers: `TopK` | `Error`.
-    TopK { prompt: String, k: u32 },
-    /// Generate from `prompt` without interventions. Answers: `Token`*, `Done` | `Error`.
-    Generate { prompt: String, sampling: Sampling },
     /// Baseline and intervened generation from the same prompt and sampling,
     /// then per-token probabilities and next-token top-k for both.
     /// `doc` is an intervention document (docs/interventions.md).
     /// Answers: `LaneText`*, `Compared` | `Cancelled` | `Error`.
     Compare {
         prompt: Prompt,
-        sampling: Sampling,
+        sampling: GenerateOptions,
         doc: String,
         top_k: u32,
         /// Run on the WebGPU backend (when started; documents with an op
@@ -198,7 +127,7 @@ pub enum Request {
         #[serde(default)]
         gpu: bool,
     },
-    /// A patching sweep. Answers: `Progress`*, `Patched` | `Cancelled` | `Error`.
+    /// A patching sweep. Answers: `Work`*, `Patched` | `Cancelled` | `Error`.
     Patch { spec: PatchSpec },
     /// Logit lens, under the document's interventions. Answers: `Lens` | `Error`.
     Lens { prompt: Prompt, doc: String, target: String },
@@ -218,9 +147,10 @@ pub enum Request {
     /// bytes of sae_weights.safetensors travel in the envelope's `file` field.
     /// Answers: `SaeLatent` | `Error`.
     SaeLatent { name: String, cfg_json: String, latent: u32 },
-    /// Start the WebGPU backend on the loaded GGUF (f32 weights on the GPU).
-    /// `allow_software`: accept a software adapter (SwiftShader), which is
-    /// never picked otherwise. Answers: `GpuReady` | `Error`.
+    /// Start the WebGPU backend on the loaded model (its weights on the
+    /// GPU, f32 or quantized as the CPU model). `allow_software`: accept a
+    /// software adapter (SwiftShader), which is never picked otherwise.
+    /// Answers: `GpuReady` | `Error`.
     GpuInit { allow_software: bool },
     /// On the WebGPU backend: next-token distribution after `prompt`, then
     /// greedy generation (argmax on the GPU). Answers: `GpuResult` | `Error`.
@@ -234,21 +164,33 @@ pub enum Request {
     Bench { prompt_tokens: u32, decode_tokens: u32, rounds: u32 },
 }
 
-/// One entry of a top-k list.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TokenLogit {
-    pub id: u32,
-    /// Decoded text of the single token.
-    pub text: String,
-    pub logit: f32,
-}
+impl Request {
+    /// A short name for status lines, and whether the work polls the stop flag.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Ping { .. } => "ping",
+            Request::Load { .. } => "load",
+            Request::SetKernels { .. } => "kernels",
+            Request::ClearCache => "clear-cache",
+            Request::Compare { .. } => "compare",
+            Request::Patch { .. } => "patch",
+            Request::Lens { .. } => "lens",
+            Request::Attention { .. } => "attention",
+            Request::Dla { .. } => "dla",
+            Request::Neuron { .. } => "neuron",
+            Request::Separation { .. } => "separation",
+            Request::ImportControlVector { .. } => "control-vector",
+            Request::SaeLatent { .. } => "sae",
+            Request::Bench { .. } | Request::GpuBench { .. } => "bench",
+            Request::GpuInit { .. } => "gpu-init",
+            Request::GpuRun { .. } => "gpu-run",
+        }
+    }
 
-/// A token with its probability (softmax at temperature 1).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TokenProb {
-    pub id: u32,
-    pub text: String,
-    pub prob: f32,
+    /// Whether the worker polls the stop flag while doing it.
+    pub fn stoppable(&self) -> bool {
+        matches!(self, Request::Compare { .. } | Request::Patch { .. } | Request::GpuRun { .. })
+    }
 }
 
 /// What the model is, for pickers and labels.
@@ -263,6 +205,21 @@ pub struct ModelSummary {
     pub vocab: u32,
     pub n_ctx: u32,
     pub chat_template: bool,
+}
+
+/// A model the worker loaded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoadedModel {
+    pub name: String,
+    pub precision: Precision,
+    pub bytes: f64,
+    /// Time to download or read from the cache, then to build the model.
+    pub fetch_ms: f64,
+    pub load_ms: f64,
+    pub from_cache: bool,
+    pub summary: ModelSummary,
+    /// What runs the matmuls: "f32 (candle)", or the quantized kernels in use.
+    pub backend: String,
 }
 
 /// One generation (baseline or intervened), scored.
@@ -289,51 +246,29 @@ pub struct LaneResult {
     pub reused: bool,
 }
 
-/// What one intervention touched.
+/// Both lanes of a comparison.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ItemSummary {
-    pub index: u32,
-    pub op: String,
-    pub hooks: Vec<String>,
-    pub applications: u32,
+pub struct Comparison {
+    pub prompt_tokens: Vec<String>,
+    pub baseline: LaneResult,
+    /// None when the document has no enabled intervention.
+    pub intervened: Option<LaneResult>,
+    pub report: Vec<ItemReport>,
+    pub warnings: Vec<String>,
+    /// What ran both lanes: the CPU engine and its kernels, or WebGPU.
+    pub backend: String,
 }
 
+/// Prefill and decode speed, measured like `scalpel bench`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PatchOutcome {
-    pub family: String,
-    pub metric: String,
-    pub rows: u32,
-    pub cols: u32,
-    /// `values[row][col]`; rows are layers (layer·head for head_z_pos);
-    /// cols positions (heads for head_z).
-    pub values: Vec<Vec<f32>>,
-    pub row_labels: Vec<String>,
-    pub col_labels: Vec<String>,
-    /// The metric on the unpatched clean and corrupted runs.
-    pub clean: f32,
-    pub corrupt: f32,
-    pub computed_cells: u32,
-    pub seconds: f64,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct LensRow {
-    pub label: String,
-    /// Per position: top tokens, and the target's probability if a target was given.
-    pub cells: Vec<LensCell>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct LensCell {
-    pub top: Vec<TokenProb>,
-    pub target_prob: Option<f32>,
-    pub target_rank: Option<u32>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DlaItem {
-    pub name: String,
-    pub value: f32,
+pub struct BenchResult {
+    pub precision: Precision,
+    pub backend: String,
+    pub prompt_tokens: u32,
+    pub decode_tokens: u32,
+    pub rounds: u32,
+    pub prefill_tok_s: f64,
+    pub decode_tok_s: f64,
 }
 
 /// Worker → page.
@@ -346,86 +281,24 @@ pub enum Response {
     Progress { loaded: f64, total: Option<f64> },
     /// Progress of a sweep (cells done of total).
     Work { done: u32, total: u32 },
-    Loaded {
-        name: String,
-        precision: Precision,
-        bytes: f64,
-        /// Time to download or read from the cache, then to build the model.
-        fetch_ms: f64,
-        load_ms: f64,
-        from_cache: bool,
-        summary: ModelSummary,
-        /// What runs the matmuls: "f32 (candle)", or the quantized kernels in use.
-        backend: String,
-    },
+    Loaded(Box<LoadedModel>),
     KernelsSet { backend: String },
     CacheCleared { entries: u32 },
-    TopK { prompt_ids: Vec<u32>, top: Vec<TokenLogit> },
-    /// One generated token. `text` is the decoded text of all tokens so far
-    /// (decoding incrementally could split multi-byte characters).
-    Token { id: u32, text: String, n: u32, tok_s: f64 },
-    Done {
-        prompt_ids: Vec<u32>,
-        ids: Vec<u32>,
-        text: String,
-        stopped: bool,
-        /// Time to the first new token (prefill + one sampling step).
-        first_token_ms: f64,
-        /// Tokens/s over the tokens after the first (decode speed).
-        decode_tok_s: f64,
-    },
     /// A comparison lane's text so far (whole, since backtracking can remove tokens).
     LaneText { lane: Lane, ids: Vec<u32>, text: String, tok_s: f64 },
-    Compared {
-        prompt_tokens: Vec<String>,
-        baseline: LaneResult,
-        /// None when the document has no enabled intervention.
-        intervened: Option<LaneResult>,
-        report: Vec<ItemSummary>,
-        warnings: Vec<String>,
-        /// What ran both lanes: the CPU engine and its kernels, or WebGPU.
-        backend: String,
-    },
-    Patched { outcome: PatchOutcome },
-    Lens { tokens: Vec<String>, target: Option<String>, rows: Vec<LensRow> },
-    /// `patterns[layer][head]` is the q × k matrix flattened row-major.
-    Attention { tokens: Vec<String>, patterns: Vec<Vec<Vec<f32>>> },
-    Dla {
-        tokens: Vec<String>,
-        metric: String,
-        answer: String,
-        wrong: Option<String>,
-        total: f32,
-        /// `heads[layer][head]`.
-        heads: Vec<Vec<f32>>,
-        mlps: Vec<f32>,
-        embed: f32,
-        unexplained: f32,
-        top: Vec<DlaItem>,
-    },
-    Neuron {
-        layer: u32,
-        neuron: u32,
-        promoted: Vec<(String, f32)>,
-        suppressed: Vec<(String, f32)>,
-        tokens: Vec<String>,
-        activations: Vec<f32>,
-        output_norm: f32,
-    },
-    Separation { site: String, method: String, layers: Vec<u32>, accuracy: Vec<Option<f32>>, cohens_d: Vec<Option<f32>>, best: Option<u32> },
+    Compared(Box<Comparison>),
+    Patched(Box<PatchResult>),
+    Lens(Box<LensResult>),
+    Attention(Box<AttentionResult>),
+    Dla(Box<DlaResult>),
+    Neuron(Box<NeuronResult>),
+    /// How well each layer separates the two sets, and the best one.
+    Separation { site: String, method: String, scores: Vec<LayerScore>, best: Option<u32> },
     /// A control vector's directions: `(k, values)`, each added at `blocks.{k}.hook_resid_post`.
     ControlVector { name: String, directions: Vec<(u32, Vec<f32>)>, warnings: Vec<String> },
     /// An SAE decoder row and the hook the SAE reads (`blocks.{l}.{site}`).
     SaeLatent { name: String, hook: String, latent: u32, d_sae: u32, values: Vec<f32> },
-    Bench {
-        precision: Precision,
-        backend: String,
-        prompt_tokens: u32,
-        decode_tokens: u32,
-        rounds: u32,
-        prefill_tok_s: f64,
-        decode_tok_s: f64,
-    },
+    Bench(Box<BenchResult>),
     /// Loading failed. `kept`: the previous model is still loaded and usable
     /// (the failure happened before it was replaced, e.g. a bad URL).
     LoadFailed { message: String, kept: bool },
@@ -439,10 +312,7 @@ pub enum Response {
 impl Response {
     /// Whether this message ends the current request.
     pub fn is_final(&self) -> bool {
-        !matches!(
-            self,
-            Response::Ready { .. } | Response::Progress { .. } | Response::Work { .. } | Response::Token { .. } | Response::LaneText { .. }
-        )
+        !matches!(self, Response::Ready { .. } | Response::Progress { .. } | Response::Work { .. } | Response::LaneText { .. })
     }
 }
 
@@ -466,35 +336,35 @@ impl Envelope {
 mod tests {
     use super::*;
 
+    fn spec() -> PatchSpec {
+        PatchSpec {
+            clean: "a".into(),
+            corrupt: "b".into(),
+            answer: " x".into(),
+            wrong: " y".into(),
+            family: PatchSite::ResidPre,
+            metric: Metric::LogitDiffNorm,
+            noising: false,
+            noise: None,
+            seed: 0,
+        }
+    }
+
     #[test]
     fn requests_round_trip() {
         let reqs = vec![
             Request::Ping { text: "hi".into() },
-            Request::Load { source: ModelSource::Gguf { url: "models/x.gguf".into() }, precision: Precision::F32, kernels: Kernels::Auto },
-            Request::Load { source: ModelSource::HfRepo { base: "https://h/gpt2/resolve/main/".into() }, precision: Precision::Quantized, kernels: Kernels::Scalpel },
+            Request::Load { source: ModelLocation::Gguf { url: "models/x.gguf".into() }, precision: Precision::F32, kernels: Kernels::Auto },
+            Request::Load { source: ModelLocation::HfRepo { base: "https://h/gpt2/resolve/main/".into() }, precision: Precision::Quantized, kernels: Kernels::Scalpel },
             Request::SetKernels { kernels: Kernels::Candle },
-            Request::TopK { prompt: "The capital of France is".into(), k: 5 },
-            Request::Generate { prompt: "a".into(), sampling: Sampling::default() },
             Request::Compare {
                 prompt: Prompt { text: "I think".into(), chat: true },
-                sampling: Sampling::default(),
+                sampling: GenerateOptions::default(),
                 doc: r#"{"version":1,"interventions":[]}"#.into(),
                 top_k: 5,
                 gpu: true,
             },
-            Request::Patch {
-                spec: PatchSpec {
-                    clean: "a".into(),
-                    corrupt: "b".into(),
-                    answer: " x".into(),
-                    wrong: " y".into(),
-                    family: "resid_pre".into(),
-                    metric: "logit_diff_norm".into(),
-                    noising: false,
-                    noise: None,
-                    seed: 0,
-                },
-            },
+            Request::Patch { spec: spec() },
             Request::Bench { prompt_tokens: 64, decode_tokens: 64, rounds: 3 },
         ];
         for r in reqs {
@@ -508,7 +378,7 @@ mod tests {
         let rs = vec![
             Response::Ready { engine: true },
             Response::Progress { loaded: 1.0, total: Some(2.0) },
-            Response::TopK { prompt_ids: vec![1, 2], top: vec![TokenLogit { id: 3, text: " Paris".into(), logit: 17.5 }] },
+            Response::GpuResult { next: vec![TokenProb { id: 3, token: " Paris".into(), prob: 0.5, logit: 17.5 }], ids: vec![3], text: " Paris".into(), first_token_ms: 1.0, decode_tok_s: 2.0 },
             Response::Error { message: "bad".into() },
             Response::Cancelled,
         ];
@@ -523,14 +393,21 @@ mod tests {
     #[test]
     fn precision_names() {
         for p in Precision::ALL {
-            assert_eq!(Precision::parse(p.as_str()), Some(p));
+            assert_eq!(p.as_str().parse::<Precision>(), Ok(p));
         }
-        assert_eq!(Precision::parse("f16"), None);
+        assert!("f16".parse::<Precision>().is_err());
     }
 
     #[test]
     fn source_labels() {
-        assert_eq!(ModelSource::Gguf { url: "models/a.gguf?x=1".into() }.label(), "a.gguf");
-        assert_eq!(ModelSource::HfRepo { base: "https://huggingface.co/org/repo/resolve/main/".into() }.label(), "org/repo");
+        assert_eq!(ModelLocation::Gguf { url: "models/a.gguf?x=1".into() }.label(), "a.gguf");
+        assert_eq!(ModelLocation::HfRepo { base: "https://huggingface.co/org/repo/resolve/main/".into() }.label(), "org/repo");
+    }
+
+    #[test]
+    fn patch_spec_keeps_its_link_names() {
+        let v = serde_json::to_value(spec()).unwrap();
+        assert_eq!(v["family"], "resid_pre");
+        assert_eq!(v["metric"], "logit_diff_norm");
     }
 }

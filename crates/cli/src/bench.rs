@@ -11,7 +11,8 @@ use candle_transformers::models::quantized_llama::ModelWeights;
 use clap::Args;
 use serde_json::json;
 
-use scalpel_engine::{argmax, Hook, HookCtx, HookPoint, Kernels, KvCache, Logits, Model, ModelSource, Precision};
+use scalpel_engine::{argmax, Hook, HookCtx, HookPoint, Kernels, Model, ModelSource, Precision};
+use scalpel_experiments::bench::{self, median, Speeds};
 
 #[derive(Args, Clone)]
 pub struct BenchArgs {
@@ -48,25 +49,6 @@ impl Hook for NoOpHook {
     }
 }
 
-struct Speeds {
-    prefill: f64,
-    decode: f64,
-}
-
-fn ours(model: &Model, prompt: &[u32], decode: usize, mut hook: Option<&mut dyn Hook>) -> Result<Speeds> {
-    let t0 = Instant::now();
-    let mut cache = KvCache::new(&model.config);
-    let logits = model.forward(&model.ids_tensor(prompt)?, Some(&mut cache), hook.as_deref_mut(), Logits::Last)?;
-    let mut next = argmax(&logits.flatten_all()?.to_vec1::<f32>()?);
-    let prefill = prompt.len() as f64 / t0.elapsed().as_secs_f64();
-    let t1 = Instant::now();
-    for _ in 0..decode {
-        let logits = model.forward(&model.ids_tensor(&[next])?, Some(&mut cache), hook.as_deref_mut(), Logits::Last)?;
-        next = argmax(&logits.flatten_all()?.to_vec1::<f32>()?);
-    }
-    Ok(Speeds { prefill, decode: decode as f64 / t1.elapsed().as_secs_f64() })
-}
-
 fn reference(bytes: &[u8], prompt: &[u32], decode: usize) -> Result<Speeds> {
     let mut reader = Cursor::new(bytes);
     let content = candle_core::quantized::gguf_file::Content::read(&mut reader)?;
@@ -85,14 +67,9 @@ fn reference(bytes: &[u8], prompt: &[u32], decode: usize) -> Result<Speeds> {
     Ok(Speeds { prefill, decode: decode as f64 / t1.elapsed().as_secs_f64() })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 pub fn run(a: &BenchArgs) -> Result<()> {
-    let (name, src) = crate::source::resolve(&a.model)?;
-    let ModelSource::Gguf(bytes) = src else { bail!("bench compares against candle's GGUF llama: pass a .gguf file") };
+    let (name, files) = crate::source::resolve(&a.model)?;
+    let scalpel_engine::ModelFiles::Gguf(bytes) = files else { bail!("bench compares against candle's GGUF llama: pass a .gguf file") };
     let precision: Precision = a.precision.parse()?;
     let kernels: Vec<Kernels> = a.kernels.split(',').map(|k| k.trim().parse()).collect::<Result<_, _>>()?;
     if kernels.is_empty() {
@@ -100,18 +77,13 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     }
     let mut models = Vec::new();
     for &k in &kernels {
-        models.push(Model::load_with(&name, ModelSource::Gguf(bytes.clone()), precision, k)?);
+        models.push(Model::load_with(&name, ModelSource::Gguf(&bytes), precision, k)?);
     }
-    if a.rounds == 0 || a.prompt_tokens == 0 {
-        bail!("--rounds and --prompt-tokens must be at least 1");
+    if a.rounds == 0 {
+        bail!("--rounds must be at least 1");
     }
     let model = &models[0];
-    let seed_text = "The quick brown fox jumps over the lazy dog. In 1905, Einstein published four papers that changed physics. ";
-    let base = model.tokenizer().encode(seed_text)?;
-    let prompt: Vec<u32> = base.iter().copied().cycle().take(a.prompt_tokens).collect();
-    if prompt.len() + a.decode_tokens + 1 > model.config.n_ctx {
-        bail!("prompt + decode tokens exceed the model's context length {}", model.config.n_ctx);
-    }
+    let prompt = bench::prompt(model, a.prompt_tokens, a.decode_tokens)?;
     let n = models.len();
     let (mut op, mut od) = (vec![vec![]; n], vec![vec![]; n]);
     let (mut hp, mut hd, mut rp, mut rd) = (vec![], vec![], vec![], vec![]);
@@ -120,14 +92,14 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             eprintln!("round {}/{}...", round + 1, a.rounds);
         }
         for (i, m) in models.iter().enumerate() {
-            let s = ours(m, &prompt, a.decode_tokens, None)?;
+            let s = bench::measure(m, &prompt, a.decode_tokens, None)?;
             op[i].push(s.prefill);
             od[i].push(s.decode);
         }
         let s = reference(&bytes, &prompt, a.decode_tokens)?;
         rp.push(s.prefill);
         rd.push(s.decode);
-        let s = ours(model, &prompt, a.decode_tokens, Some(&mut NoOpHook))?;
+        let s = bench::measure(model, &prompt, a.decode_tokens, Some(&mut NoOpHook))?;
         hp.push(s.prefill);
         hd.push(s.decode);
     }

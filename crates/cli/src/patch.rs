@@ -7,10 +7,11 @@ use clap::Args;
 use serde_json::json;
 
 use scalpel_engine::{generate, GenerateOptions, Model};
-use scalpel_interventions::patching::{sweep, Corruption, Direction, Metric, PatchRequest, PatchResult, PatchSite, Strategy};
+use scalpel_experiments::patching::{sweep, Corruption, Direction, Metric, PatchRequest, PatchResult, PatchSite, Strategy};
+use scalpel_experiments::readouts::first_token;
 use scalpel_interventions::{parse, Interventions};
 
-use crate::{load, print_json, ModelArgs};
+use crate::args::{load, print_json, ModelArgs};
 
 #[derive(Args, Clone)]
 pub struct PatchArgs {
@@ -51,13 +52,6 @@ pub struct PatchArgs {
     direction: String,
 }
 
-fn first_token(model: &Model, what: &str, text: &str) -> Result<u32> {
-    let ids = model.tokenizer().encode(text)?;
-    match ids.first() {
-        Some(&id) => Ok(id),
-        None => bail!("--{what} {text:?} tokenizes to nothing"),
-    }
-}
 
 fn request(model: &Model, a: &PatchArgs) -> Result<PatchRequest> {
     let clean = model.tokenizer().encode(&a.clean)?;
@@ -89,8 +83,8 @@ fn request(model: &Model, a: &PatchArgs) -> Result<PatchRequest> {
     Ok(PatchRequest {
         clean,
         corruption,
-        answer: first_token(model, "answer", &a.answer)?,
-        wrong: first_token(model, "wrong", &a.wrong)?,
+        answer: first_token(model, "--answer", &a.answer)?,
+        wrong: first_token(model, "--wrong", &a.wrong)?,
         site: PatchSite::parse(&a.hook)?,
         metric: Metric::parse(&a.metric)?,
         strategy,
@@ -98,29 +92,17 @@ fn request(model: &Model, a: &PatchArgs) -> Result<PatchRequest> {
     })
 }
 
-/// `L{l}` per row, or `L{l}.H{h}` when rows are layer × head (`head_z_pos`).
-fn row_labels(r: &PatchResult) -> Vec<String> {
-    match r.heads_per_layer {
-        Some(h) => (0..r.rows).map(|i| format!("L{}.H{}", i / h, i % h)).collect(),
-        None => (0..r.rows).map(|l| format!("L{l}")).collect(),
-    }
-}
-
-fn result_json(model: &Model, req: &PatchRequest, r: &PatchResult) -> serde_json::Value {
+/// The sweep's result as JSON, with the answer and wrong tokens.
+fn result_json(model: &Model, req: &PatchRequest, r: &PatchResult) -> Result<serde_json::Value> {
     let tok = model.tokenizer();
-    let labels: Vec<String> = if r.site == PatchSite::HeadZ {
-        (0..r.cols).map(|h| format!("H{h}")).collect()
-    } else {
-        tok.token_strings(&req.clean)
-    };
-    json!({"hook": r.site, "metric": r.metric, "rows": r.rows, "cols": r.cols, "values": r.values,
-        "heads_per_layer": r.heads_per_layer, "row_labels": row_labels(r),
-        "clean": r.clean, "corrupt": r.corrupt, "seconds": r.seconds, "computed_cells": r.computed_cells,
-        "col_labels": labels, "answer": tok.decode(&[req.answer]), "wrong": tok.decode(&[req.wrong])})
+    let mut v = serde_json::to_value(r)?;
+    v["answer"] = json!(tok.decode(&[req.answer]));
+    v["wrong"] = json!(tok.decode(&[req.wrong]));
+    Ok(v)
 }
 
 fn print_matrix(r: &PatchResult) {
-    for (label, row) in row_labels(r).iter().zip(&r.values) {
+    for (label, row) in r.row_labels.iter().zip(&r.values) {
         let cells: Vec<String> = row.iter().map(|v| format!("{v:>6.2}")).collect();
         println!("{label:<8}{}", cells.join(" "));
     }
@@ -130,9 +112,9 @@ pub fn run(a: &PatchArgs) -> Result<()> {
     let mut model = load(&a.m)?;
     let req = request(&model, a)?;
     if a.strategy == "attribution" {
-        let r = scalpel_interventions::patching::attribution(&mut model, &req)?;
+        let r = scalpel_experiments::patching::attribution(&mut model, &req)?;
         if a.m.json {
-            let mut v = result_json(&model, &req, &r.estimate);
+            let mut v = result_json(&model, &req, &r.estimate)?;
             v["strategy"] = json!("attribution");
             v["exact_values"] = json!(r.exact.values);
             v["correlation_with_exact"] = json!(r.correlation);
@@ -149,7 +131,7 @@ pub fn run(a: &PatchArgs) -> Result<()> {
     }
     let r = sweep(&model, &req, &mut |_, _| true)?;
     if a.m.json {
-        print_json(&result_json(&model, &req, &r))?;
+        print_json(&result_json(&model, &req, &r)?)?;
     } else {
         println!("{:?} patching, metric {:?}: clean {:.4}, corrupt {:.4}; {} cells computed in {:.2} s",
             r.site, r.metric, r.clean, r.corrupt, r.computed_cells, r.seconds);
@@ -162,7 +144,17 @@ pub fn run(a: &PatchArgs) -> Result<()> {
 pub const BENCH_CLEAN: &str = "When Mary and John went to the store, John gave a drink to";
 pub const BENCH_CORRUPT: &str = "When Mary and John went to the store, Mary gave a drink to";
 
-pub fn bench(m: &ModelArgs, hooks: &str) -> Result<()> {
+#[derive(Args, Clone)]
+pub struct BenchInterventionsArgs {
+    #[command(flatten)]
+    m: ModelArgs,
+    /// Hook families to sweep, comma separated.
+    #[arg(long, default_value = "resid_pre,attn_out,head_z,head_z_pos")]
+    hooks: String,
+}
+
+pub fn bench(a: &BenchInterventionsArgs) -> Result<()> {
+    let (m, hooks) = (&a.m, &a.hooks);
     let sites: Vec<PatchSite> = hooks.split(',').map(|h| PatchSite::parse(h.trim())).collect::<Result<_, _>>()?;
     let model = load(m)?;
     let mut req = PatchRequest {

@@ -8,13 +8,13 @@ use clap::Args;
 use serde_json::json;
 
 use scalpel_engine::{Hook, Model};
-use scalpel_interventions::readout::{
+use scalpel_experiments::readouts::{
     attention_patterns, direct_logit_attribution, first_token, logit_lens, monitor, neuron_vocab, read_vector,
     DlaRequest, LensOptions, NeuronRequest,
 };
 use scalpel_interventions::{run, Interventions};
 
-use crate::{input_ids, load, print_json, InputArgs, ModelArgs, SamplingArgs};
+use crate::args::{input_ids, load, print_json, InputArgs, ModelArgs, SamplingArgs};
 
 #[derive(Args, Clone)]
 pub struct LensArgs {
@@ -160,7 +160,7 @@ fn with_interventions<T>(
     prompt_len: usize,
     f: impl FnOnce(&Model, Option<&mut dyn Hook>) -> scalpel_engine::Result<T>,
 ) -> Result<(T, serde_json::Value)> {
-    let Some(mut iv) = crate::interventions(model, i, prompt_len)? else {
+    let Some(mut iv) = crate::args::interventions(model, i, prompt_len)? else {
         return Ok((f(&*model, None)?, serde_json::Value::Null));
     };
     check_forward_only(&iv)?;
@@ -308,7 +308,7 @@ pub fn neuron(a: &NeuronArgs) -> Result<()> {
         return print_json(&v);
     }
     println!("{} neuron {} (output weights norm {:.4}):", r.hook, r.neuron, r.output_norm);
-    let fmt = |v: &[scalpel_interventions::readout::TokenScore]| -> String {
+    let fmt = |v: &[scalpel_experiments::readouts::TokenScore]| -> String {
         v.iter().map(|t| format!("{:?} {:+.3}", t.token, t.score)).collect::<Vec<_>>().join("  ")
     };
     println!("  promotes:   {}", fmt(&r.promoted));

@@ -4,7 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use scalpel_engine::{shard_files, ModelSource};
+use scalpel_engine::{shard_files, ModelFiles};
+
+/// A model's files, read into memory.
+pub type Files = ModelFiles<Vec<u8>>;
 
 pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
@@ -43,8 +46,8 @@ fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))
 }
 
-/// Returns a display name and the bytes.
-pub fn resolve(model: &str) -> Result<(String, ModelSource)> {
+/// Returns a display name and the files.
+pub fn resolve(model: &str) -> Result<(String, Files)> {
     let path = if model == "default" { default_model_path()? } else { PathBuf::from(model) };
     if !path.exists() {
         bail!("{}: no such file or directory", path.display());
@@ -52,10 +55,10 @@ pub fn resolve(model: &str) -> Result<(String, ModelSource)> {
     if path.is_dir() {
         return hf_dir(&path);
     }
-    Ok((path.display().to_string(), ModelSource::Gguf(read(&path)?)))
+    Ok((path.display().to_string(), ModelFiles::Gguf(read(&path)?)))
 }
 
-fn hf_dir(dir: &Path) -> Result<(String, ModelSource)> {
+fn hf_dir(dir: &Path) -> Result<(String, Files)> {
     let name = dir.display().to_string();
     let config_path = dir.join("config.json");
     if !config_path.is_file() {
@@ -77,7 +80,7 @@ fn hf_dir(dir: &Path) -> Result<(String, ModelSource)> {
     }
     Ok((
         name,
-        ModelSource::HuggingFace {
+        ModelFiles::HuggingFace {
             config: read(&config_path)?,
             tokenizer: opt("tokenizer.json")?,
             tokenizer_config: opt("tokenizer_config.json")?,

@@ -10,11 +10,12 @@ use clap::Args;
 use serde_json::json;
 
 use scalpel_engine::{ActivationCache, Logits, Model, Tensor};
-use scalpel_interventions::probes::{self, ItiDirection, ProbeOptions};
-use scalpel_interventions::vectors::{self, Method, MethodOptions, Pool, Resources, Sae};
+use scalpel_experiments::probes::{self, ItiDirection, ProbeOptions};
+use scalpel_dictionaries::Sae;
+use scalpel_interventions::vectors::{self, Method, MethodOptions, Pool, Resources};
 use scalpel_interventions::Document;
 
-use crate::{input_ids, load, print_json, InputArgs, ModelArgs};
+use crate::args::{input_ids, load, print_json, InputArgs, ModelArgs};
 
 #[derive(Args, Clone)]
 pub struct VectorArgs {

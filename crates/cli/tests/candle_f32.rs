@@ -3,8 +3,6 @@
 //! through an independently written forward pass. Its own test binary because
 //! candle reads that variable once per thread.
 
-mod common;
-
 use std::io::Cursor;
 
 use candle_core::{Device, Tensor};
@@ -15,9 +13,9 @@ use scalpel_engine::{Model, ModelSource, Precision};
 fn f32_logits_match_candle_dequantized() {
     std::env::set_var("RAYON_NUM_THREADS", "1");
     std::env::set_var("CANDLE_DEQUANTIZE_ALL", "1");
-    let Some(path) = common::default_model() else { return };
+    let Some(path) = scalpel_testkit::default_model_path() else { return };
     let bytes = std::fs::read(&path).unwrap();
-    let ours = Model::load("smollm2", ModelSource::Gguf(bytes.clone()), Precision::F32).unwrap();
+    let ours = Model::load("smollm2", ModelSource::Gguf(&bytes), Precision::F32).unwrap();
     let mut worst = 0f32;
     for prompt in ["The capital of France is", "Alice and Bob went to the store. Bob gave a drink to"] {
         let ids = ours.tokenizer().encode(prompt).unwrap();

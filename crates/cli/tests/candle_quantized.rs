@@ -3,8 +3,6 @@
 //! the logits agree to float rounding (max abs diff < 1e-3), on a prefill and
 //! on every step of KV-cached decoding.
 
-mod common;
-
 use std::io::Cursor;
 
 use candle_core::{Device, Tensor};
@@ -19,9 +17,9 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn quantized_logits_match_candle_transformers() {
     std::env::set_var("RAYON_NUM_THREADS", "1");
-    let Some(path) = common::default_model() else { return };
+    let Some(path) = scalpel_testkit::default_model_path() else { return };
     let bytes = std::fs::read(&path).unwrap();
-    let ours = Model::load("smollm2", ModelSource::Gguf(bytes.clone()), Precision::Quantized).unwrap();
+    let ours = Model::load("smollm2", ModelSource::Gguf(&bytes), Precision::Quantized).unwrap();
     let prompts = [
         "The capital of France is",
         "<|im_start|>user\nWrite a haiku about rust.<|im_end|>\n<|im_start|>assistant\n",

@@ -3,16 +3,14 @@
 //! within float rounding (the kernels use candle's block order; only candle's
 //! AVX2 Q8_0 unembedding sums in another order), on prefill and KV-cached decode.
 
-mod common;
-
 use scalpel_engine::{Kernels, KvCache, Logits, Model, ModelSource, Precision};
 
 #[test]
 fn scalpel_kernels_match_candle_on_default_model() {
     std::env::set_var("RAYON_NUM_THREADS", "1");
-    let Some(path) = common::default_model() else { return };
+    let Some(path) = scalpel_testkit::default_model_path() else { return };
     let bytes = std::fs::read(&path).unwrap();
-    let load = |k| Model::load_with("smollm2", ModelSource::Gguf(bytes.clone()), Precision::Quantized, k).unwrap();
+    let load = |k| Model::load_with("smollm2", ModelSource::Gguf(&bytes), Precision::Quantized, k).unwrap();
     let (candle, scalpel) = (load(Kernels::Candle), load(Kernels::Scalpel));
     assert_eq!(scalpel.kernels(), Kernels::Scalpel);
     let prompts = [

@@ -1,9 +1,10 @@
-//! Model hyperparameters, read from GGUF metadata or a Hugging Face config.json.
+//! Model hyperparameters: what the forward pass needs to know about an
+//! architecture. `arch/` reads them from GGUF metadata or a Hugging Face
+//! `config.json`.
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::gguf::Gguf;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -111,158 +112,47 @@ impl Config {
         }
         Ok(())
     }
+}
 
-    pub fn from_gguf(g: &Gguf) -> Result<Config> {
-        let arch = g
-            .require("general.architecture")?
-            .as_str()
-            .ok_or_else(|| Error::load(&g.file, "general.architecture is not a string"))?
-            .to_owned();
-        // The llama family layout; Mistral-style GGUFs use the same tensors.
-        if !matches!(arch.as_str(), "llama" | "mistral") {
-            return Err(Error::load(
-                &g.file,
-                format!("architecture '{arch}' is not supported (GGUF: llama family; safetensors: llama, gpt2)"),
-            ));
-        }
-        let key = |k: &str| format!("{arch}.{k}");
-        let u = |k: &str| -> Result<usize> { Ok(g.require_u64(&key(k))? as usize) };
-        let f = |k: &str| -> Option<f64> { g.get(&key(k)).and_then(|v| v.as_f64()) };
-        let n_heads = u("attention.head_count")?;
-        let d_model = u("embedding_length")?;
-        let n_kv_heads = match g.get(&key("attention.head_count_kv")) {
-            Some(v) => v.as_u64().ok_or_else(|| {
-                Error::load(&g.file, format!("{} is not an integer", key("attention.head_count_kv")))
-            })? as usize,
-            None => n_heads,
-        };
-        let d_head = d_model.checked_div(n_heads).unwrap_or(0);
-        let d_vocab = match g.get(&key("vocab_size")).and_then(|v| v.as_u64()) {
-            Some(v) => v as usize,
-            None => g
-                .info("token_embd.weight")
-                .map(|t| t.shape[0])
-                .ok_or_else(|| Error::load(&g.file, "missing tensor 'token_embd.weight'"))?,
-        };
-        let cfg = Config {
-            arch: Arch::Llama,
-            n_layers: u("block_count")?,
-            d_model,
-            n_heads,
-            n_kv_heads,
-            d_head,
-            d_mlp: u("feed_forward_length")?,
-            d_vocab,
-            n_ctx: u("context_length")?,
-            norm: NormKind::Rms,
-            norm_eps: f("attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
-            pos_embedding: PosEmbedding::Rope,
-            rope_theta: f("rope.freq_base").unwrap_or(10000.0) as f32,
-            gated_mlp: true,
-            act: Activation::Silu,
-            tied_embeddings: g.info("output.weight").is_none(),
-        };
-        cfg.validate(&g.file)?;
-        if let Some(rope_dim) = g.get(&key("rope.dimension_count")).and_then(|v| v.as_u64()) {
-            if rope_dim != cfg.d_head as u64 {
-                return Err(Error::load(
-                    &g.file,
-                    format!("rope dimension {rope_dim} differs from the head dimension {}; partial rotary embeddings are not supported", cfg.d_head),
-                ));
-            }
-        }
-        Ok(cfg)
+/// The size of a hook's value at one position: per-head hooks hold `heads`
+/// blocks of `width` units; attention scores and patterns hold `heads` rows
+/// over the keys (no fixed width); every other hook is `width` wide.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SiteShape {
+    pub heads: Option<usize>,
+    pub width: Option<usize>,
+}
+
+impl SiteShape {
+    /// Units per position with the heads flattened (`None` for scores and patterns).
+    pub fn flat(&self) -> Option<usize> {
+        Some(self.heads.unwrap_or(1) * self.width?)
     }
+}
 
-    /// From a Hugging Face `config.json` (gpt2 or llama families).
-    pub fn from_hf_json(file: &str, json: &[u8]) -> Result<Config> {
-        let v: serde_json::Value = serde_json::from_slice(json)
-            .map_err(|e| Error::load(file, format!("not valid JSON: {e}")))?;
-        let model_type = v.get("model_type").and_then(|m| m.as_str()).unwrap_or("");
-        let get = |k: &str| -> Result<usize> {
-            v.get(k)
-                .and_then(|x| x.as_u64())
-                .map(|x| x as usize)
-                .ok_or_else(|| Error::load(file, format!("missing or non-integer field '{k}'")))
+impl Config {
+    pub fn site_shape(&self, site: crate::hooks::Site) -> SiteShape {
+        use crate::hooks::Site;
+        let (heads, width) = match site {
+            Site::Q | Site::RotQ | Site::Z => (Some(self.n_heads), Some(self.d_head)),
+            Site::K | Site::V | Site::RotK => (Some(self.n_kv_heads), Some(self.d_head)),
+            Site::AttnScores | Site::Pattern => (Some(self.n_heads), None),
+            Site::MlpPre | Site::MlpPreLinear | Site::MlpPost => (None, Some(self.d_mlp)),
+            _ => (None, Some(self.d_model)),
         };
-        let getf = |k: &str| v.get(k).and_then(|x| x.as_f64());
-        let cfg = match model_type {
-            "gpt2" => {
-                let d_model = get("n_embd")?;
-                let n_heads = get("n_head")?;
-                let act = match v.get("activation_function").and_then(|a| a.as_str()).unwrap_or("gelu_new") {
-                    "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluTanh,
-                    "gelu" => Activation::Gelu,
-                    other => {
-                        return Err(Error::load(file, format!("activation_function '{other}' is not supported")))
-                    }
-                };
-                Config {
-                    arch: Arch::Gpt2,
-                    n_layers: get("n_layer")?,
-                    d_model,
-                    n_heads,
-                    n_kv_heads: n_heads,
-                    d_head: d_model.checked_div(n_heads).unwrap_or(0),
-                    d_mlp: v.get("n_inner").and_then(|x| x.as_u64()).map(|x| x as usize).unwrap_or(d_model.saturating_mul(4)),
-                    d_vocab: get("vocab_size")?,
-                    n_ctx: get("n_positions").or_else(|_| get("n_ctx"))?,
-                    norm: NormKind::Layer,
-                    norm_eps: getf("layer_norm_epsilon").unwrap_or(1e-5),
-                    pos_embedding: PosEmbedding::Learned,
-                    rope_theta: 10000.0,
-                    gated_mlp: false,
-                    act,
-                    tied_embeddings: true,
-                }
-            }
-            "llama" | "mistral" => {
-                let d_model = get("hidden_size")?;
-                let n_heads = get("num_attention_heads")?;
-                let d_head = v
-                    .get("head_dim")
-                    .and_then(|x| x.as_u64())
-                    .map(|x| x as usize)
-                    .unwrap_or(d_model.checked_div(n_heads).unwrap_or(0));
-                if v.get("rope_scaling").is_some_and(|r| !r.is_null()) {
-                    return Err(Error::load(file, "rope_scaling is not supported yet"));
-                }
-                let act = v.get("hidden_act").and_then(|a| a.as_str()).unwrap_or("silu");
-                if act != "silu" {
-                    return Err(Error::load(file, format!("hidden_act '{act}' is not supported (llama: silu)")));
-                }
-                Config {
-                    arch: Arch::Llama,
-                    n_layers: get("num_hidden_layers")?,
-                    d_model,
-                    n_heads,
-                    n_kv_heads: v
-                        .get("num_key_value_heads")
-                        .and_then(|x| x.as_u64())
-                        .map(|x| x as usize)
-                        .unwrap_or(n_heads),
-                    d_head,
-                    d_mlp: get("intermediate_size")?,
-                    d_vocab: get("vocab_size")?,
-                    n_ctx: get("max_position_embeddings")?,
-                    norm: NormKind::Rms,
-                    norm_eps: getf("rms_norm_eps").unwrap_or(1e-6),
-                    pos_embedding: PosEmbedding::Rope,
-                    rope_theta: getf("rope_theta").unwrap_or(10000.0) as f32,
-                    gated_mlp: true,
-                    act: Activation::Silu,
-                    tied_embeddings: v.get("tie_word_embeddings").and_then(|x| x.as_bool()).unwrap_or(false),
-                }
-            }
-            "" => return Err(Error::load(file, "missing field 'model_type'")),
-            other => {
-                return Err(Error::load(
-                    file,
-                    format!("model_type '{other}' is not supported (supported: gpt2, llama, mistral)"),
-                ))
-            }
-        };
-        cfg.validate(file)?;
-        Ok(cfg)
+        SiteShape { heads, width }
+    }
+}
+
+impl Config {
+    /// Units per position of `site`'s value, heads flattened; an error for
+    /// attention scores and patterns, which are per key.
+    pub fn flat_width(&self, site: crate::hooks::Site) -> Result<usize> {
+        self.site_shape(site).flat().ok_or_else(|| {
+            Error::input(format!(
+                "'{}' is an attention pattern (query × key): vectors and probes read per-position values (residual stream, MLP, attention output, q/k/v/z)",
+                site.suffix()
+            ))
+        })
     }
 }

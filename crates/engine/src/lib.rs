@@ -1,30 +1,34 @@
 //! Scalpel's engine: a small-transformer runtime whose every activation is
 //! reachable under its TransformerLens hook name.
 //!
-//! - Loads GGUF (llama family) and Hugging Face safetensors (GPT-2, llama)
-//!   from bytes the caller provides (file, memory, or HTTP in the browser).
-//! - Runs natively and in wasm32 with the same code and the same numbers.
+//! - `arch/`: one module per architecture (hyperparameters and tensor names);
+//!   `load/`: bytes → the shared parts layout → model (GGUF, safetensors);
+//!   `model/`: the forward pass; `hooks`: hook points and callbacks;
+//!   `tokenizer`, `generate`, `kernels` (Scalpel's quantized matmuls).
+//! - Loads from bytes the caller provides (file, memory, or HTTP in the
+//!   browser); runs natively and in wasm32 with the same code and numbers.
 //! - Hooks read or rewrite activations during the forward pass and during
 //!   KV-cached generation. No weight processing is hidden from the user.
 
+mod arch;
 pub mod config;
 pub mod error;
 pub mod generate;
-pub mod gguf;
 pub mod hooks;
 pub mod kernels;
-pub mod loader;
+pub mod load;
 pub mod model;
 pub mod tokenizer;
 
 pub use candle_core::{Device, Tensor};
-pub use config::{Arch, Config};
+pub use config::{Arch, Config, SiteShape};
 pub use error::{Error, Result};
 pub use generate::{argmax, generate, GenerateOptions, Sampler};
-pub use kernels::Kernels;
 pub use hooks::{ActivationCache, FnHook, Hook, HookCtx, HookLayout, HookList, HookPoint, Site};
-pub use loader::shard_files;
-pub use model::{KvCache, Logits, Matrix, Model, ModelSource, Precision, SavedWeight};
+pub use kernels::Kernels;
+pub use load::gguf;
+pub use load::safetensors::shard_files;
+pub use model::{rotary, KvCache, Logits, Matrix, Model, ModelFiles, ModelSource, Precision, SavedWeight};
 pub use tokenizer::Tokenizer;
 
 /// The `k` largest values of `xs` with their indices, largest first.

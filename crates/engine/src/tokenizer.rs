@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use crate::error::{Error, Result};
-use crate::gguf::{Gguf, Value};
+use crate::load::gguf::{Gguf, Value};
 
 #[derive(Clone)]
 pub struct Tokenizer {
@@ -68,27 +68,7 @@ impl Tokenizer {
                     "rstrip": false, "normalized": false, "special": *ty == 3}));
             }
         }
-        let mut warnings = Vec::new();
-        let pre = g.get("tokenizer.ggml.pre").and_then(|v| v.as_str()).unwrap_or("default");
-        let add_prefix_space =
-            g.get("tokenizer.ggml.add_space_prefix").and_then(|v| v.as_bool()).unwrap_or(false);
-        let byte_level = json!({"type": "ByteLevel", "add_prefix_space": add_prefix_space,
-            "trim_offsets": false, "use_regex": true});
-        let pre_tokenizer = match pre {
-            "default" | "gpt2" | "gpt-2" => byte_level,
-            // SmolLM / StarCoder: every digit its own piece, then GPT-2 byte-level.
-            "smollm" | "starcoder" | "refact" => json!({"type": "Sequence", "pretokenizers": [
-                {"type": "Digits", "individual_digits": true}, byte_level]}),
-            "llama3" | "llama-bpe" | "llama-v3" => json!({"type": "Sequence", "pretokenizers": [
-                {"type": "Split", "pattern": {"Regex": LLAMA3_REGEX}, "behavior": "Isolated", "invert": false},
-                {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false}]}),
-            other => {
-                warnings.push(format!(
-                    "{file}: pre-tokenizer '{other}' is not known to Scalpel; using GPT-2's. Token ids may differ from the model's own tokenizer."
-                ));
-                byte_level
-            }
-        };
+        let (pre_tokenizer, warnings) = gguf_pre_tokenizer(g);
         let spec = json!({
             "version": "1.0",
             "truncation": null,
@@ -220,4 +200,32 @@ impl Tokenizer {
             })
             .map_err(|e| Error::input(format!("cannot render the chat template: {e}")))
     }
+}
+
+/// The pre-tokenizer llama.cpp's `tokenizer.ggml.pre` names (GPT-2's, with a
+/// warning, for names Scalpel does not know).
+fn gguf_pre_tokenizer(g: &Gguf) -> (serde_json::Value, Vec<String>) {
+    let file = &g.file;
+    let mut warnings = Vec::new();
+    let pre = g.get("tokenizer.ggml.pre").and_then(|v| v.as_str()).unwrap_or("default");
+    let add_prefix_space =
+        g.get("tokenizer.ggml.add_space_prefix").and_then(|v| v.as_bool()).unwrap_or(false);
+    let byte_level = json!({"type": "ByteLevel", "add_prefix_space": add_prefix_space,
+        "trim_offsets": false, "use_regex": true});
+    let pre_tokenizer = match pre {
+        "default" | "gpt2" | "gpt-2" => byte_level,
+        // SmolLM / StarCoder: every digit its own piece, then GPT-2 byte-level.
+        "smollm" | "starcoder" | "refact" => json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": true}, byte_level]}),
+        "llama3" | "llama-bpe" | "llama-v3" => json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": LLAMA3_REGEX}, "behavior": "Isolated", "invert": false},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false}]}),
+        other => {
+            warnings.push(format!(
+                "{file}: pre-tokenizer '{other}' is not known to Scalpel; using GPT-2's. Token ids may differ from the model's own tokenizer."
+            ));
+            byte_level
+        }
+    };
+    (pre_tokenizer, warnings)
 }

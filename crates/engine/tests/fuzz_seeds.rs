@@ -3,11 +3,10 @@
 //! and checks that each seed is a model the engine accepts. The fixed
 //! config.json strings must match `fuzz/fuzz_targets/common.rs`.
 
-mod common;
 
 use std::path::PathBuf;
 
-use common::*;
+use scalpel_testkit::*;
 use scalpel_engine::{Model, ModelSource, Precision};
 
 const GPT2_CONFIG: &str = r#"{"model_type":"gpt2","n_layer":1,"n_embd":8,"n_head":2,"n_inner":16,"n_positions":8,"vocab_size":265,"activation_function":"gelu_new","layer_norm_epsilon":1e-5}"#;
@@ -43,19 +42,20 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
 #[test]
 fn fuzz_seeds_are_valid_models() {
     let s = seeds();
+    let tokenizer = tokenizer_json();
     let hf = |config: &str, weights: &[u8]| {
         Model::load(
             "seed",
             ModelSource::HuggingFace {
-                config: config.as_bytes().to_vec(),
-                tokenizer: Some(tokenizer_json()),
+                config: config.as_bytes(),
+                tokenizer: Some(&tokenizer),
                 tokenizer_config: None,
-                weights: vec![(ST_NAME.into(), weights.to_vec())],
+                weights: vec![(ST_NAME.into(), weights)],
             },
             Precision::F32,
         )
     };
-    load_gguf(s[0].2.clone()).unwrap().logits(&[1, 2]).unwrap();
+    load_gguf(&s[0].2).unwrap().logits(&[1, 2]).unwrap();
     hf(GPT2_CONFIG, &s[1].2[1..]).unwrap().logits(&[1, 2]).unwrap();
     hf(LLAMA_CONFIG, &s[2].2[1..]).unwrap().logits(&[1, 2]).unwrap();
 }

@@ -2,13 +2,12 @@
 //! activations, and KV-cached generation (absolute positions, cache
 //! concatenation, truncation), plus sampler determinism.
 
-mod common;
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use candle_core::DType;
-use common::*;
+use scalpel_testkit::*;
 use scalpel_engine::{
     argmax, generate, ActivationCache, Config, FnHook, GenerateOptions, Hook, HookList, HookPoint, KvCache,
     Logits, Model, Sampler, Site, Tensor,

@@ -3,11 +3,10 @@
 //! candle): the same logits as candle's kernels, switching both ways, weights
 //! and replaced weights.
 
-mod common;
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
-use common::{tiny_llama, LlamaSpec, GGUF_NAME};
+use scalpel_testkit::{tiny_llama, LlamaSpec, GGUF_NAME};
 use scalpel_engine::{Kernels, Matrix, Model, ModelSource, Precision};
 
 /// The tiny llama with every matrix (embedding included) quantized to `ty`.
@@ -26,7 +25,7 @@ fn quantized_tiny(ty: GgmlDType, type_id: u32) -> Vec<u8> {
 }
 
 fn load(bytes: &[u8], k: Kernels) -> Model {
-    Model::load_with(GGUF_NAME, ModelSource::Gguf(bytes.to_vec()), Precision::Quantized, k).unwrap()
+    Model::load_with(GGUF_NAME, ModelSource::Gguf(bytes), Precision::Quantized, k).unwrap()
 }
 
 fn logits(m: &Model, ids: &[u32]) -> Vec<f32> {
@@ -88,7 +87,7 @@ fn switching_kernels_both_ways_keeps_the_numbers() {
     assert_eq!(m.kernels(), Kernels::Auto.resolve());
     assert_eq!(logits(&m, &ids), want);
     // f32 precision: nothing is quantized, the choice is reported as candle.
-    let f = Model::load_with(GGUF_NAME, ModelSource::Gguf(bytes), Precision::F32, Kernels::Scalpel).unwrap();
+    let f = Model::load_with(GGUF_NAME, ModelSource::Gguf(&bytes), Precision::F32, Kernels::Scalpel).unwrap();
     assert_eq!(f.kernels(), Kernels::Candle);
 }
 

@@ -23,7 +23,7 @@ fn main() {
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let name = std::path::Path::new(&path).file_name().unwrap().to_string_lossy().into_owned();
 
-    let cpu = Model::load(&name, ModelSource::Gguf(bytes.clone()), Precision::F32).expect("CPU model");
+    let cpu = Model::load(&name, ModelSource::Gguf(&bytes), Precision::F32).expect("CPU model");
     let text = "The quick brown fox jumps over the lazy dog. Scalpel runs small language models in the browser and lets you intervene inside them. ";
     let mut prompt = Vec::new();
     while prompt.len() < n_prompt {

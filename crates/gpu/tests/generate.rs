@@ -16,7 +16,7 @@ fn tiny() -> (Vec<u8>, Model) {
     let bytes = tiny_llama(&LlamaSpec::default()).bytes();
     let cpu = Model::load(
         "tiny.gguf",
-        ModelSource::Gguf(bytes.clone()),
+        ModelSource::Gguf(&bytes),
         Precision::F32,
     )
     .unwrap();
@@ -237,7 +237,7 @@ fn default_model_steering_on_gpu_matches_cpu() {
     let Some(gpu) = gpu() else { return };
     let Some(bytes) = default_model() else { return };
     let name = "SmolLM2-135M-Instruct.Q4_1.gguf";
-    let mut cpu = Model::load(name, ModelSource::Gguf(bytes.clone()), Precision::F32).unwrap();
+    let mut cpu = Model::load(name, ModelSource::Gguf(&bytes), Precision::F32).unwrap();
     let prompt = cpu.tokenizer().encode("I think that you are").unwrap();
     let doc = r#"{"version":1,"interventions":[{"hook":"blocks.4.hook_resid_pre","op":"add","scale":5,
         "vector":{"from":"prompt_diff","plus":"I love you","minus":"I hate you"}}]}"#;

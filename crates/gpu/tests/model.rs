@@ -19,7 +19,7 @@ fn top5(row: &[f32]) -> Vec<u32> {
 
 fn tiny() -> (Vec<u8>, Model) {
     let bytes = tiny_llama(&LlamaSpec::default()).bytes();
-    let cpu = Model::load("tiny.gguf", ModelSource::Gguf(bytes.clone()), Precision::F32).unwrap();
+    let cpu = Model::load("tiny.gguf", ModelSource::Gguf(&bytes), Precision::F32).unwrap();
     (bytes, cpu)
 }
 
@@ -271,7 +271,7 @@ fn default_model_matches_cpu() {
     let Some(gpu) = gpu() else { return };
     let Some(bytes) = default_model() else { return };
     let name = "SmolLM2-135M-Instruct.Q4_1.gguf";
-    let cpu = Model::load(name, ModelSource::Gguf(bytes.clone()), Precision::F32).unwrap();
+    let cpu = Model::load(name, ModelSource::Gguf(&bytes), Precision::F32).unwrap();
     let prompt = cpu.tokenizer().encode("The capital of France is").unwrap();
     let worst = compare_logits(gpu.clone(), name, &bytes, &cpu, &prompt, 4, 2e-2);
     eprintln!("default model: max |Δlogit| (prefill + decode) = {worst:.3e}");
@@ -287,7 +287,7 @@ fn default_model_quantized_matches_cpu() {
     let Some(gpu) = gpu() else { return };
     let Some(bytes) = default_model() else { return };
     let name = "SmolLM2-135M-Instruct.Q4_1.gguf";
-    let cpu = Model::load(name, ModelSource::Gguf(bytes.clone()), Precision::F32).unwrap();
+    let cpu = Model::load(name, ModelSource::Gguf(&bytes), Precision::F32).unwrap();
     let prompt = cpu.tokenizer().encode("The capital of France is").unwrap();
     let f32_bytes = GpuModel::from_gguf(gpu.clone(), name, &bytes, &GpuModelOptions { max_seq: 64, ..Default::default() }).unwrap().weight_bytes();
     let opts = GpuModelOptions { max_seq: 64, quantized: true };

@@ -1,15 +1,26 @@
-//! Interventions are data: a versioned JSON document (docs/interventions.md)
-//! compiled against a model and a prompt into an engine `Hook`. The CLI and
-//! the browser worker use the same code, so a document gives the same numbers
-//! in both.
+//! Interventions are data: a versioned JSON document (docs/interventions.md,
+//! types in `scalpel_types::document`) compiled against a model and a
+//! prompt into an engine `Hook`, or lowered to in-place GPU edits. The CLI
+//! and the browser worker use the same code, so a document gives the same
+//! numbers in both.
+//!
+//! - `parse.rs`: the document with messages naming the item and field;
+//! - `compile.rs`: what every op shares (hooks, selections) and the hook;
+//! - `ops/`: one file per op (its fields, checks, compile, apply, lowering);
+//! - `select.rs`: positions, heads and units as masks;
+//! - `lower.rs`: the document as GPU edits; `run.rs`: a forward pass or a
+//!   generation under a document;
+//! - `vectors/`: the directions documents steer with.
 
-pub mod apply;
-pub mod patching;
-pub mod probes;
-pub mod readout;
+mod compile;
+mod lower;
+mod ops;
+mod parse;
 pub mod run;
-pub mod spec;
+mod select;
 pub mod vectors;
 
-pub use apply::{Interventions, ItemReport};
-pub use spec::{parse, Document, Intervention, NamedPositions, Op, Positions, Vector, VectorSource, VERSION};
+pub use compile::{ConditionalTrace, Interventions, ItemReport};
+pub use ops::{Insert, KvAdd, LowRank};
+pub use parse::{parse, parse_value};
+pub use scalpel_types::document::{Document, Intervention, NamedPositions, Op, Positions, Vector, VectorSource, VERSION};

@@ -7,7 +7,7 @@ use candle_core::{Device, Tensor};
 use scalpel_engine::{Error, GenerateOptions, KvCache, Logits, Model, Result, Sampler, SavedWeight};
 pub use scalpel_types::run::{GenEvent, Generation};
 
-use crate::apply::Interventions;
+use crate::compile::Interventions;
 
 /// Rank-`k` approximation of a matrix through its SVD (f64 for accuracy).
 pub fn low_rank_approx(w: &Tensor, k: usize) -> Result<Tensor> {

@@ -23,12 +23,16 @@
 //! share the per-pair order, so a token's output does not depend on how many
 //! rows were multiplied at once.
 //!
+//! `exact.rs` multiplies f32 activations by the same blocks dequantized in
+//! registers: the f32 path's numbers at quantized storage.
+//!
 //! No model logic lives here.
 
 use std::fmt;
 
 use half::f16;
 
+mod exact;
 mod portable;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod simd128;

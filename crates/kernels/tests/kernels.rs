@@ -7,8 +7,7 @@ use candle_core::{Device, Module, Tensor};
 use half::f16;
 use scalpel_kernels::{QActs, QMatrix, QType};
 
-mod common;
-use common::{ggml, random_blocks, Rng};
+use scalpel_testkit::{ggml, random_blocks, Rng};
 
 /// Activations with varied block magnitudes, an outlier and an all-zero block.
 fn random_acts(n: usize, cols: usize, rng: &mut Rng) -> Vec<f32> {

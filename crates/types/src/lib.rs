@@ -5,6 +5,7 @@
 
 pub mod document;
 pub mod edit;
+pub mod files;
 pub mod hooks;
 pub mod options;
 pub mod patching;
@@ -14,5 +15,6 @@ pub mod vectors;
 
 pub use document::{Document, Intervention, Matrix, NamedPositions, Op, Positions, Vector, VectorSource, When, VERSION};
 pub use edit::{Edit, EditOp, Rows};
+pub use files::{ModelFiles, ModelSource};
 pub use hooks::{HookLayout, HookPoint, Site};
 pub use options::{GenerateOptions, Kernels, ParseError, Precision};

@@ -17,6 +17,12 @@ impl fmt::Display for ParseError {
 
 impl std::error::Error for ParseError {}
 
+impl From<ParseError> for String {
+    fn from(e: ParseError) -> String {
+        e.0
+    }
+}
+
 /// How weights are held and multiplied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -161,11 +167,5 @@ mod tests {
             assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
         }
         assert!("f16".parse::<Precision>().unwrap_err().0.contains("f32, quantized"));
-    }
-}
-
-impl From<ParseError> for String {
-    fn from(e: ParseError) -> String {
-        e.0
     }
 }

@@ -64,6 +64,7 @@ pub enum Corruption {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PatchResult {
+    #[serde(rename = "hook")]
     pub site: PatchSite,
     pub metric: Metric,
     /// Layers, or layers × heads for `head_z_pos` (row r: layer r / heads_per_layer,
@@ -73,6 +74,10 @@ pub struct PatchResult {
     pub cols: usize,
     /// For `head_z_pos`: the heads per layer, to label row r `L{r / h}.H{r % h}`.
     pub heads_per_layer: Option<usize>,
+    /// `L{l}` per row, or `L{l}.H{h}` when rows are layer × head.
+    pub row_labels: Vec<String>,
+    /// The clean prompt's tokens, or `H{h}` for `head_z`.
+    pub col_labels: Vec<String>,
     pub values: Vec<Vec<f32>>,
     /// The metric on the unpatched clean and corrupted runs.
     pub clean: f32,

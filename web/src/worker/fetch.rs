@@ -1,7 +1,8 @@
 //! Downloads with progress, kept in the browser's Cache API so a reload is
 //! instant and works offline.
 
-use super::{describe, post, ModelBytes, Throttle};
+use super::{post, ModelBytes, Throttle};
+use crate::js::js_err;
 use crate::js::get;
 use crate::protocol::Response;
 use std::rc::Rc;
@@ -32,7 +33,7 @@ pub async fn clear_cache() -> Result<u32, String> {
             n = js_sys::Array::from(&keys).length();
         }
     }
-    JsFuture::from(storage.delete(CACHE_NAME)).await.map_err(|e| format!("could not clear the model cache: {}", describe(e)))?;
+    JsFuture::from(storage.delete(CACHE_NAME)).await.map_err(|e| format!("could not clear the model cache: {}", js_err(e)))?;
     Ok(n)
 }
 
@@ -65,7 +66,7 @@ async fn fetch_cached_opt(url: &str, progress: bool, optional: bool) -> Result<O
     }
     let resp = JsFuture::from(scope().fetch_with_str(url))
         .await
-        .map_err(|e| format!("could not fetch {url}: {} (network error or the server refused cross-origin access)", describe(e)))?;
+        .map_err(|e| format!("could not fetch {url}: {} (network error or the server refused cross-origin access)", js_err(e)))?;
     let resp: web_sys::Response = resp.unchecked_into();
     if optional && resp.status() == 404 {
         return Ok(None);
@@ -80,7 +81,7 @@ async fn fetch_cached_opt(url: &str, progress: bool, optional: bool) -> Result<O
         match web_sys::Response::new_with_opt_u8_array(Some(bytes.as_mut_slice())) {
             Ok(r) => {
                 if let Err(e) = JsFuture::from(c.put_with_str(url, &r)).await {
-                    web_sys::console::warn_1(&format!("could not cache {url}: {}", describe(e)).into());
+                    web_sys::console::warn_1(&format!("could not cache {url}: {}", js_err(e)).into());
                 }
             }
             Err(e) => web_sys::console::warn_1(&e),
@@ -105,9 +106,9 @@ async fn read_body(url: &str, resp: web_sys::Response, progress: bool) -> Result
     if progress {
         post(&Response::Progress { loaded: 0.0, total });
     }
-    let mut throttle = Throttle::new();
+    let mut throttle = Throttle::start();
     loop {
-        let chunk = JsFuture::from(reader.read()).await.map_err(|e| format!("download of {url} failed: {}", describe(e)))?;
+        let chunk = JsFuture::from(reader.read()).await.map_err(|e| format!("download of {url} failed: {}", js_err(e)))?;
         if get(&chunk, "done").as_bool() == Some(true) {
             break;
         }
@@ -147,17 +148,17 @@ pub async fn fetch_hf(base: &str) -> Result<(ModelBytes, bool), String> {
     all_cached &= c;
     let tokenizer = get_file("tokenizer.json").await?.map(|(b, c)| {
         all_cached &= c;
-        Rc::new(b)
+        Rc::from(b)
     });
     let tokenizer_config = get_file("tokenizer_config.json").await?.map(|(b, c)| {
         all_cached &= c;
-        Rc::new(b)
+        Rc::from(b)
     });
     let mut weights = Vec::new();
     match fetch_cached_opt(&format!("{base}model.safetensors"), true, true).await? {
         Some((b, c)) => {
             all_cached &= c;
-            weights.push(("model.safetensors".to_string(), Rc::new(b)));
+            weights.push(("model.safetensors".to_string(), Rc::from(b)));
         }
         None => {
             let (index, c) = fetch_cached_opt(&format!("{base}model.safetensors.index.json"), false, true)
@@ -168,16 +169,16 @@ pub async fn fetch_hf(base: &str) -> Result<(ModelBytes, bool), String> {
             for s in shards {
                 let (b, c) = fetch_cached(&format!("{base}{s}"), true).await?;
                 all_cached &= c;
-                weights.push((s, Rc::new(b)));
+                weights.push((s, Rc::from(b)));
             }
         }
     }
-    Ok((ModelBytes::Hf { config: Rc::new(config), tokenizer, tokenizer_config, weights }, all_cached))
+    Ok((ModelBytes::HuggingFace { config: Rc::from(config), tokenizer, tokenizer_config, weights }, all_cached))
 }
 
 #[cfg(feature = "engine")]
 fn scalpel_shards(index: &[u8]) -> Result<Vec<String>, String> {
-    scalpel_engine::loader::shard_files(index).map_err(|e| e.to_string())
+    scalpel_engine::shard_files(index).map_err(|e| e.to_string())
 }
 
 #[cfg(not(feature = "engine"))]

@@ -1,50 +1,50 @@
 //! The engine worker: receives [`Request`]s, runs the engine, posts [`Response`]s.
 //!
-//! All model work happens here, never on the page. Work is synchronous
-//! inside the engine; streaming goes out with `postMessage` from callbacks,
-//! and a stop request arrives through a shared `Int32Array`.
+//! All model work happens here, never on the page, and all of it calls the
+//! same crates as the CLI. Work is synchronous inside the engine; streaming
+//! goes out with `postMessage` from callbacks, and a stop request arrives
+//! through a shared `Int32Array`.
+//!
+//! - `fetch.rs`: model files from the network or the browser cache;
+//! - `model.rs`: the loaded CPU model, prompts → ids;
+//! - `compare.rs`: baseline vs intervened generation (CPU or WebGPU);
+//! - `gpu.rs`: the WebGPU backend; `bench.rs`: the CPU benchmark;
+//! - `readouts.rs`, `patching.rs`, `vectors.rs`: the panels' other requests.
 
 mod fetch;
 #[cfg(feature = "engine")]
+mod bench;
+#[cfg(feature = "engine")]
+mod compare;
+#[cfg(feature = "engine")]
 mod gpu;
 #[cfg(feature = "engine")]
-mod ops;
+mod model;
+#[cfg(feature = "engine")]
+mod patching;
+#[cfg(feature = "engine")]
+mod readouts;
+#[cfg(feature = "engine")]
+mod vectors;
 
-use crate::js::{get, js_err, now_ms};
-use crate::protocol::{Envelope, ModelSource, Request, Response, STOP_FLAG_INDEX};
+use crate::js::{get, now_ms};
+use crate::protocol::{Envelope, ModelLocation, Request, Response, STOP_FLAG_INDEX};
 use std::cell::RefCell;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
-/// The files of a model as fetched, kept so a precision change reloads
+/// The files of a model as fetched, held once: the engine and the GPU
+/// backend build their weights from them, and a precision change reloads
 /// without fetching again.
-#[derive(Clone)]
-pub enum ModelBytes {
-    Gguf(Rc<Vec<u8>>),
-    Hf { config: Rc<Vec<u8>>, tokenizer: Option<Rc<Vec<u8>>>, tokenizer_config: Option<Rc<Vec<u8>>>, weights: Vec<(String, Rc<Vec<u8>>)> },
-}
-
-impl ModelBytes {
-    pub fn len(&self) -> usize {
-        match self {
-            ModelBytes::Gguf(b) => b.len(),
-            ModelBytes::Hf { config, tokenizer, tokenizer_config, weights } => {
-                config.len()
-                    + tokenizer.as_ref().map_or(0, |t| t.len())
-                    + tokenizer_config.as_ref().map_or(0, |t| t.len())
-                    + weights.iter().map(|(_, w)| w.len()).sum::<usize>()
-            }
-        }
-    }
-}
+pub type ModelBytes = scalpel_types::ModelFiles<Rc<[u8]>>;
 
 #[derive(Default)]
 struct State {
     stop: Option<js_sys::Int32Array>,
-    /// (source, bytes) of the last model fetched.
-    bytes: Option<(ModelSource, ModelBytes)>,
+    /// (location, files) of the last model fetched.
+    bytes: Option<(ModelLocation, ModelBytes)>,
 }
 
 thread_local! {
@@ -129,7 +129,7 @@ async fn handle(req: Request, file: Option<Vec<u8>>) -> Result<(), String> {
 async fn engine_request(req: Request, file: Option<Vec<u8>>) -> Result<(), String> {
     match req {
         Request::Ping { .. } | Request::ClearCache => unreachable!("handled by `handle`"),
-        Request::SetKernels { kernels } => ops::set_kernels(kernels),
+        Request::SetKernels { kernels } => model::set_kernels(kernels),
         Request::Load { source, precision, kernels } => {
             let t0 = now_ms();
             // The previous model stays loaded until the new files are here,
@@ -137,72 +137,64 @@ async fn engine_request(req: Request, file: Option<Vec<u8>>) -> Result<(), Strin
             let (bytes, from_cache) = match bytes_for(&source, file).await {
                 Ok(b) => b,
                 Err(message) => {
-                    post(&Response::LoadFailed { message, kept: ops::is_loaded() });
+                    post(&Response::LoadFailed { message, kept: model::is_loaded() });
                     return Ok(());
                 }
             };
-            let fetch_ms = now_ms() - t0;
             // The GPU holds the previous model's weights: it is started again on request.
             gpu::stop();
-            if let Err(message) = ops::load(&source, bytes, precision, kernels, fetch_ms, from_cache) {
+            if let Err(message) = model::load(&source, &bytes, precision, kernels, now_ms() - t0, from_cache) {
                 post(&Response::LoadFailed { message, kept: false });
             }
             Ok(())
         }
-        Request::TopK { prompt, k } => ops::top_k(&prompt, k),
-        Request::Generate { prompt, sampling } => ops::generate(&prompt, &sampling),
-        Request::Compare { prompt, sampling, doc, top_k, gpu: true } if gpu::started() => gpu::compare(&prompt, &sampling, &doc, top_k).await,
-        Request::Compare { prompt, sampling, doc, top_k, gpu } => {
-            let note = gpu.then(|| "ran on the CPU engine: the WebGPU backend is not started".to_string());
-            ops::compare(&prompt, &sampling, &doc, top_k, note)
-        }
-        Request::Patch { spec } => ops::patch(&spec),
-        Request::Lens { prompt, doc, target } => ops::lens(&prompt, &doc, &target),
-        Request::Attention { prompt, doc } => ops::attention(&prompt, &doc),
-        Request::Dla { prompt, doc, answer, wrong } => ops::dla(&prompt, &doc, &answer, &wrong),
-        Request::Neuron { layer, neuron, top_k, prompt } => ops::neuron(layer, neuron, top_k, &prompt),
-        Request::Separation { positive, negative, site, method } => ops::separation(&positive, &negative, &site, &method),
+        Request::Compare { prompt, sampling, doc, top_k, gpu } => compare::compare(&prompt, &sampling, &doc, top_k, gpu).await,
+        Request::Patch { spec } => patching::patch(&spec),
+        Request::Lens { prompt, doc, target } => readouts::lens(&prompt, &doc, &target),
+        Request::Attention { prompt, doc } => readouts::attention(&prompt, &doc),
+        Request::Dla { prompt, doc, answer, wrong } => readouts::dla(&prompt, &doc, &answer, &wrong),
+        Request::Neuron { layer, neuron, top_k, prompt } => readouts::neuron(layer, neuron, top_k, &prompt),
+        Request::Separation { positive, negative, site, method } => vectors::separation(&positive, &negative, &site, &method),
         Request::ImportControlVector { name } => {
             let bytes = file.ok_or("no file was sent with the control vector")?;
-            ops::import_control_vector(&name, &bytes)
+            vectors::import_control_vector(&name, &bytes)
         }
         Request::SaeLatent { name, cfg_json, latent } => {
             let bytes = file.ok_or("no weights file was sent with the SAE")?;
-            ops::sae_latent(&name, &cfg_json, &bytes, latent)
+            vectors::sae_latent(&name, &cfg_json, &bytes, latent)
         }
-        Request::Bench { prompt_tokens, decode_tokens, rounds } => ops::bench(prompt_tokens, decode_tokens, rounds),
+        Request::Bench { prompt_tokens, decode_tokens, rounds } => bench::run(prompt_tokens, decode_tokens, rounds),
         Request::GpuInit { allow_software } => {
-            let bytes = STATE.with(|s| match &s.borrow().bytes {
-                Some((src, ModelBytes::Gguf(b))) => Ok((src.label(), b.clone())),
-                Some(_) => Err("the WebGPU backend runs GGUF models only".to_string()),
-                None => Err("no model loaded yet".to_string()),
-            })?;
-            gpu::init(&bytes.0, &bytes.1, allow_software).await
+            let (name, bytes) = STATE
+                .with(|s| s.borrow().bytes.as_ref().map(|(loc, b)| (loc.label(), b.clone())))
+                .ok_or("no model loaded yet")?;
+            compare::forget_baseline();
+            gpu::init(&name, &bytes, allow_software).await
         }
         Request::GpuRun { prompt, max_new_tokens, top_k } => gpu::run(&prompt, max_new_tokens, top_k).await,
         Request::GpuBench { prompt_tokens, decode_tokens, rounds } => gpu::bench(prompt_tokens, decode_tokens, rounds).await,
     }
 }
 
-/// The bytes of `source`: the held copy if it is the same source, else
+/// The files at `source`: the held copy if it is the same location, else
 /// fetched (from the browser cache when possible). Returns whether every
 /// file came from the cache.
 #[cfg_attr(not(feature = "engine"), allow(dead_code))]
-async fn bytes_for(source: &ModelSource, file: Option<Vec<u8>>) -> Result<(ModelBytes, bool), String> {
+async fn bytes_for(source: &ModelLocation, file: Option<Vec<u8>>) -> Result<(ModelBytes, bool), String> {
     let held = STATE.with(|s| s.borrow().bytes.as_ref().filter(|(s, _)| s == source && file.is_none()).map(|(_, b)| b.clone()));
     if let Some(b) = held {
         return Ok((b, true));
     }
     let (bytes, from_cache) = match source {
-        ModelSource::Gguf { url } => {
+        ModelLocation::Gguf { url } => {
             let (b, c) = fetch::fetch_cached(url, true).await?;
-            (ModelBytes::Gguf(Rc::new(b)), c)
+            (ModelBytes::Gguf(Rc::from(b)), c)
         }
-        ModelSource::File { name } => {
+        ModelLocation::File { name } => {
             let b = file.ok_or_else(|| format!("{name}: the file's bytes were not sent"))?;
-            (ModelBytes::Gguf(Rc::new(b)), false)
+            (ModelBytes::Gguf(Rc::from(b)), false)
         }
-        ModelSource::HfRepo { base } => fetch::fetch_hf(base).await?,
+        ModelLocation::HfRepo { base } => fetch::fetch_hf(base).await?,
     };
     STATE.with(|s| s.borrow_mut().bytes = Some((source.clone(), bytes.clone())));
     Ok((bytes, from_cache))
@@ -211,7 +203,7 @@ async fn bytes_for(source: &ModelSource, file: Option<Vec<u8>>) -> Result<(Model
 /// Posts progress at most every 100 ms.
 pub struct Throttle(f64);
 impl Throttle {
-    pub fn new() -> Self {
+    pub fn start() -> Self {
         Throttle(now_ms())
     }
     pub fn due(&mut self) -> bool {
@@ -223,8 +215,4 @@ impl Throttle {
             false
         }
     }
-}
-
-pub fn describe(e: JsValue) -> String {
-    js_err(e)
 }

@@ -1,10 +1,8 @@
-//! Shared test helpers: the GPU (or a skip) and byte helpers. The seeded
-//! PRNG and the tiny GGUF writer are the engine's test fixtures (one copy).
+//! The GPU's own test helpers: the device (or a skip) and byte helpers.
+//! Fixtures (PRNG, tiny models, the default model) come from scalpel-testkit.
 #![allow(dead_code)]
 
-#[path = "../../../engine/tests/common/mod.rs"]
-mod fixtures;
-pub use fixtures::*;
+pub use scalpel_testkit::*;
 
 use std::sync::{Arc, OnceLock};
 
@@ -53,18 +51,7 @@ pub fn u32s(b: &[u8]) -> Vec<u32> {
     b.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
 
-/// The default model's bytes, if `cargo xtask serve`/`test` fetched it
-/// (SCALPEL_REQUIRE_MODEL=1 makes its absence a failure).
+/// The default model's bytes (see `scalpel_testkit::default_model_bytes`).
 pub fn default_model() -> Option<Vec<u8>> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    match std::fs::read(&path) {
-        Ok(b) => Some(b),
-        Err(e) => {
-            if std::env::var("SCALPEL_REQUIRE_MODEL").as_deref() == Ok("1") {
-                panic!("SCALPEL_REQUIRE_MODEL=1 but {}: {e}", path.display());
-            }
-            eprintln!("SKIP: {} not found ({e}); `cargo xtask serve` downloads it", path.display());
-            None
-        }
-    }
+    default_model_bytes()
 }

@@ -14,9 +14,7 @@ fn now_ms() -> f64 {
     js_sys::Date::now()
 }
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
-use common::{ggml, random_blocks, Rng};
+use scalpel_testkit::{ggml, random_blocks, Rng};
 
 fn random_acts(n: usize, rng: &mut Rng) -> Vec<f32> {
     (0..n).map(|i| (rng.unit() * 2.0 - 1.0) * (1 + i / 32 % 5) as f32).collect()
@@ -112,7 +110,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// and the max |Δlogit| there.
 #[wasm_bindgen]
 pub fn model_bench(bytes: &[u8], prompt_tokens: usize, decode_tokens: usize, rounds: usize) -> Result<String, JsError> {
-    let load = |k| Model::load_with("model.gguf", ModelSource::Gguf(bytes.to_vec()), Precision::Quantized, k);
+    let load = |k| Model::load_with("model.gguf", ModelSource::Gguf(bytes), Precision::Quantized, k);
     let candle = load(Kernels::Candle)?;
     let scalpel = load(Kernels::Auto)?;
     let base = candle.tokenizer().encode(

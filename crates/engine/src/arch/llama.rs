@@ -1,0 +1,179 @@
+//! The llama family (Llama, Mistral, SmolLM2, TinyLlama, ...): RMSNorm,
+//! rotary embeddings, grouped-query attention, a SiLU-gated MLP.
+//!
+//! GGUF stores each head's query and key rows permuted for llama.cpp's
+//! interleaved rotary embedding (`QkLayout::Interleaved`). They stay as
+//! stored: reordering them would change the attention scores' summation
+//! order, which the quantized path's int8 roundings amplify; hooks still
+//! show Hugging Face order (`model::forward`).
+
+use crate::arch::{hf_usize, ArchDef};
+use crate::config::{Activation, Arch, Config, NormKind, PosEmbedding};
+use crate::error::{Error, Result};
+use crate::load::gguf::Gguf;
+use crate::load::parts::{BlockParts, LinearParts, NormParts, Parts, QkLayout, Weight};
+use crate::load::safetensors::Store;
+
+pub(crate) const DEF: ArchDef = ArchDef {
+    arch: Arch::Llama,
+    gguf_names: &["llama", "mistral"],
+    hf_model_types: &["llama", "mistral"],
+    gguf_config: Some(gguf_config),
+    gguf_parts: Some(gguf_parts),
+    hf_config,
+    hf_parts,
+};
+
+fn gguf_config(g: &Gguf, arch: &str) -> Result<Config> {
+    let key = |k: &str| format!("{arch}.{k}");
+    let u = |k: &str| -> Result<usize> { Ok(g.require_u64(&key(k))? as usize) };
+    let f = |k: &str| -> Option<f64> { g.get(&key(k)).and_then(|v| v.as_f64()) };
+    let n_heads = u("attention.head_count")?;
+    let d_model = u("embedding_length")?;
+    let n_kv_heads = match g.get(&key("attention.head_count_kv")) {
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| Error::load(&g.file, format!("{} is not an integer", key("attention.head_count_kv"))))?
+            as usize,
+        None => n_heads,
+    };
+    let d_vocab = match g.get(&key("vocab_size")).and_then(|v| v.as_u64()) {
+        Some(v) => v as usize,
+        None => g
+            .info("token_embd.weight")
+            .map(|t| t.shape[0])
+            .ok_or_else(|| Error::load(&g.file, "missing tensor 'token_embd.weight'"))?,
+    };
+    let cfg = Config {
+        arch: Arch::Llama,
+        n_layers: u("block_count")?,
+        d_model,
+        n_heads,
+        n_kv_heads,
+        d_head: d_model.checked_div(n_heads).unwrap_or(0),
+        d_mlp: u("feed_forward_length")?,
+        d_vocab,
+        n_ctx: u("context_length")?,
+        norm: NormKind::Rms,
+        norm_eps: f("attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
+        pos_embedding: PosEmbedding::Rope,
+        rope_theta: f("rope.freq_base").unwrap_or(10000.0) as f32,
+        gated_mlp: true,
+        act: Activation::Silu,
+        tied_embeddings: g.info("output.weight").is_none(),
+    };
+    cfg.validate(&g.file)?;
+    if let Some(rope_dim) = g.get(&key("rope.dimension_count")).and_then(|v| v.as_u64()) {
+        if rope_dim != cfg.d_head as u64 {
+            return Err(Error::load(
+                &g.file,
+                format!(
+                    "rope dimension {rope_dim} differs from the head dimension {}; partial rotary embeddings are not supported",
+                    cfg.d_head
+                ),
+            ));
+        }
+    }
+    Ok(cfg)
+}
+
+fn gguf_parts(cfg: &Config, g: &Gguf) -> Result<Parts> {
+    let check = |t: &str, shape: &[usize], want: &[usize]| -> Result<()> {
+        if shape != want {
+            return Err(Error::load(&g.file, format!("tensor '{t}' has shape {shape:?}, expected {want:?}")));
+        }
+        Ok(())
+    };
+    let weight = |t: &str, want: &[usize]| -> Result<Weight> {
+        let q = g.qtensor(t)?;
+        check(t, q.shape().dims(), want)?;
+        Ok(Weight::Quant(q))
+    };
+    let norm = |t: &str| -> Result<NormParts> { Ok(NormParts { w: weight(t, &[cfg.d_model])?.to_f32()?, b: None }) };
+    let (d, v, m) = (cfg.d_model, cfg.d_vocab, cfg.d_mlp);
+    let kv = cfg.n_kv_heads * cfg.d_head;
+    let embed = weight("token_embd.weight", &[v, d])?;
+    let unembed = match g.info("output.weight") {
+        Some(_) => Some(weight("output.weight", &[v, d])?),
+        None => None,
+    };
+    let mut blocks = Vec::with_capacity(cfg.n_layers);
+    for l in 0..cfg.n_layers {
+        let n = |s: &str| format!("blk.{l}.{s}.weight");
+        let lin = |s: &str, want: [usize; 2]| -> Result<LinearParts> { Ok(LinearParts { w: weight(&n(s), &want)?, b: None }) };
+        blocks.push(BlockParts {
+            ln1: norm(&n("attn_norm"))?,
+            q: lin("attn_q", [d, d])?,
+            k: lin("attn_k", [kv, d])?,
+            v: lin("attn_v", [kv, d])?,
+            o: lin("attn_output", [d, d])?,
+            ln2: norm(&n("ffn_norm"))?,
+            gate: Some(lin("ffn_gate", [m, d])?),
+            up: lin("ffn_up", [m, d])?,
+            down: lin("ffn_down", [d, m])?,
+        });
+    }
+    let ln_final = norm("output_norm.weight")?;
+    Ok(Parts { embed, pos_embed: None, blocks, ln_final, unembed, qk_layout: QkLayout::Interleaved })
+}
+
+fn hf_config(file: &str, v: &serde_json::Value) -> Result<Config> {
+    let get = |k: &str| hf_usize(file, v, k);
+    let getf = |k: &str| v.get(k).and_then(|x| x.as_f64());
+    let opt = |k: &str| v.get(k).and_then(|x| x.as_u64()).map(|x| x as usize);
+    let d_model = get("hidden_size")?;
+    let n_heads = get("num_attention_heads")?;
+    if v.get("rope_scaling").is_some_and(|r| !r.is_null()) {
+        return Err(Error::load(file, "rope_scaling is not supported yet"));
+    }
+    let act = v.get("hidden_act").and_then(|a| a.as_str()).unwrap_or("silu");
+    if act != "silu" {
+        return Err(Error::load(file, format!("hidden_act '{act}' is not supported (llama: silu)")));
+    }
+    Ok(Config {
+        arch: Arch::Llama,
+        n_layers: get("num_hidden_layers")?,
+        d_model,
+        n_heads,
+        n_kv_heads: opt("num_key_value_heads").unwrap_or(n_heads),
+        d_head: opt("head_dim").unwrap_or(d_model.checked_div(n_heads).unwrap_or(0)),
+        d_mlp: get("intermediate_size")?,
+        d_vocab: get("vocab_size")?,
+        n_ctx: get("max_position_embeddings")?,
+        norm: NormKind::Rms,
+        norm_eps: getf("rms_norm_eps").unwrap_or(1e-6),
+        pos_embedding: PosEmbedding::Rope,
+        rope_theta: getf("rope_theta").unwrap_or(10000.0) as f32,
+        gated_mlp: true,
+        act: Activation::Silu,
+        tied_embeddings: v.get("tie_word_embeddings").and_then(|x| x.as_bool()).unwrap_or(false),
+    })
+}
+
+fn hf_parts(cfg: &Config, st: &Store) -> Result<Parts> {
+    let (d, m, v) = (cfg.d_model, cfg.d_mlp, cfg.d_vocab);
+    let kv = cfg.n_kv_heads * cfg.d_head;
+    let lin = |n: &str, out: usize, inp: usize| -> Result<LinearParts> {
+        Ok(LinearParts::f32(st.get(&format!("{n}.weight"), &[out, inp])?, st.get_opt(&format!("{n}.bias"), &[out])?))
+    };
+    let norm = |n: &str| -> Result<NormParts> { Ok(NormParts { w: st.get(&format!("{n}.weight"), &[d])?, b: None }) };
+    let embed = st.get("model.embed_tokens.weight", &[v, d])?;
+    let mut blocks = Vec::with_capacity(cfg.n_layers);
+    for l in 0..cfg.n_layers {
+        let p = format!("model.layers.{l}");
+        blocks.push(BlockParts {
+            ln1: norm(&format!("{p}.input_layernorm"))?,
+            q: lin(&format!("{p}.self_attn.q_proj"), d, d)?,
+            k: lin(&format!("{p}.self_attn.k_proj"), kv, d)?,
+            v: lin(&format!("{p}.self_attn.v_proj"), kv, d)?,
+            o: lin(&format!("{p}.self_attn.o_proj"), d, d)?,
+            ln2: norm(&format!("{p}.post_attention_layernorm"))?,
+            gate: Some(lin(&format!("{p}.mlp.gate_proj"), m, d)?),
+            up: lin(&format!("{p}.mlp.up_proj"), m, d)?,
+            down: lin(&format!("{p}.mlp.down_proj"), d, m)?,
+        });
+    }
+    let unembed = if cfg.tied_embeddings { None } else { Some(Weight::F32(st.get("lm_head.weight", &[v, d])?)) };
+    let ln_final = norm("model.norm")?;
+    Ok(Parts { embed: Weight::F32(embed), pos_embed: None, blocks, ln_final, unembed, qk_layout: QkLayout::Halves })
+}

@@ -1,0 +1,98 @@
+//! The architectures the engine runs, one module each: how to read its
+//! hyperparameters (GGUF metadata, Hugging Face `config.json`) and how its
+//! tensor names map onto the shared parts layout (`load::Parts`), with any
+//! row permutation. The forward pass (`model/`) reads only the `Config`.
+//!
+//! Adding an architecture: a new module here with its `ArchDef`, its entry
+//! in `ARCHS` and its variant in `config::Arch`.
+
+mod gpt2;
+mod llama;
+
+use crate::config::{Arch, Config};
+use crate::error::{Error, Result};
+use crate::load::gguf::Gguf;
+use crate::load::parts::Parts;
+use crate::load::safetensors::Store;
+
+/// One architecture: the names it goes by and its readers. `None`: the
+/// format has no such model (e.g. GPT-2 is read from safetensors only).
+pub(crate) struct ArchDef {
+    pub arch: Arch,
+    /// `general.architecture` values of its GGUF files.
+    pub gguf_names: &'static [&'static str],
+    /// `model_type` values of its `config.json`.
+    pub hf_model_types: &'static [&'static str],
+    pub gguf_config: Option<fn(&Gguf, &str) -> Result<Config>>,
+    pub gguf_parts: Option<fn(&Config, &Gguf) -> Result<Parts>>,
+    pub hf_config: fn(&str, &serde_json::Value) -> Result<Config>,
+    pub hf_parts: fn(&Config, &Store) -> Result<Parts>,
+}
+
+const ARCHS: [ArchDef; 2] = [llama::DEF, gpt2::DEF];
+
+fn def(arch: Arch) -> &'static ArchDef {
+    ARCHS.iter().find(|d| d.arch == arch).expect("every Arch is registered")
+}
+
+fn names(f: impl Fn(&ArchDef) -> &'static [&'static str]) -> String {
+    let mut all: Vec<&str> = ARCHS.iter().flat_map(|d| f(d).iter().copied()).collect();
+    all.sort();
+    all.join(", ")
+}
+
+/// The hyperparameters of a GGUF file, from its metadata.
+pub(crate) fn gguf_config(g: &Gguf) -> Result<Config> {
+    let name = g
+        .require("general.architecture")?
+        .as_str()
+        .ok_or_else(|| Error::load(&g.file, "general.architecture is not a string"))?;
+    let read = ARCHS.iter().find(|d| d.gguf_names.contains(&name)).and_then(|d| d.gguf_config).ok_or_else(|| {
+        Error::load(
+            &g.file,
+            format!(
+                "architecture '{name}' is not supported (GGUF: {}; safetensors: {})",
+                names(|d| if d.gguf_config.is_some() { d.gguf_names } else { &[] }),
+                names(|d| d.hf_model_types)
+            ),
+        )
+    })?;
+    let cfg = read(g, name)?;
+    cfg.validate(&g.file)?;
+    Ok(cfg)
+}
+
+/// The weights of a GGUF file whose config `cfg` came from [`gguf_config`].
+pub(crate) fn gguf_parts(cfg: &Config, g: &Gguf) -> Result<Parts> {
+    let read = def(cfg.arch).gguf_parts.expect("gguf_config accepted this architecture");
+    read(cfg, g)
+}
+
+/// The hyperparameters in a Hugging Face `config.json`.
+pub(crate) fn hf_config(file: &str, json: &[u8]) -> Result<Config> {
+    let v: serde_json::Value =
+        serde_json::from_slice(json).map_err(|e| Error::load(file, format!("not valid JSON: {e}")))?;
+    let model_type = v.get("model_type").and_then(|m| m.as_str()).unwrap_or("");
+    if model_type.is_empty() {
+        return Err(Error::load(file, "missing field 'model_type'"));
+    }
+    let d = ARCHS.iter().find(|d| d.hf_model_types.contains(&model_type)).ok_or_else(|| {
+        Error::load(file, format!("model_type '{model_type}' is not supported (supported: {})", names(|d| d.hf_model_types)))
+    })?;
+    let cfg = (d.hf_config)(file, &v)?;
+    cfg.validate(file)?;
+    Ok(cfg)
+}
+
+/// The weights of a Hugging Face checkpoint whose config is `cfg`.
+pub(crate) fn hf_parts(cfg: &Config, store: &Store) -> Result<Parts> {
+    (def(cfg.arch).hf_parts)(cfg, store)
+}
+
+/// Reads a `config.json` field as a size.
+pub(crate) fn hf_usize(file: &str, v: &serde_json::Value, key: &str) -> Result<usize> {
+    v.get(key)
+        .and_then(|x| x.as_u64())
+        .map(|x| x as usize)
+        .ok_or_else(|| Error::load(file, format!("missing or non-integer field '{key}'")))
+}

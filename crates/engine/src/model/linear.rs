@@ -1,0 +1,129 @@
+//! Linear layers at a precision (f32, or quantized with candle's or
+//! Scalpel's kernels) and norms.
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
+
+use crate::config::NormKind;
+use crate::error::Result;
+use crate::kernels::Kernels;
+use crate::load::parts::{LinearParts, NormParts, Weight};
+use crate::Precision;
+
+pub(crate) enum Linear {
+    F32 { w: candle_nn::Linear },
+    Quant { w: QMatMul, b: Option<Tensor> },
+    /// Quantized, multiplied by Scalpel's kernels (`crate::kernels`).
+    Scalpel { w: scalpel_kernels::QMatrix, b: Option<Tensor> },
+}
+
+impl Linear {
+    /// From f32 values: kept in f32, or quantized to Q8_0 in `quantized`
+    /// precision (when the input width is whole blocks).
+    pub fn from_f32(w: Tensor, b: Option<Tensor>, precision: Precision) -> Result<Linear> {
+        let in_dim = w.dim(1)?;
+        if precision == Precision::Quantized && in_dim % GgmlDType::Q8_0.block_size() == 0 {
+            // `quantize` reads the storage from its start, ignoring a view's
+            // offset (e.g. the k and v slices of GPT-2's fused c_attn): copy.
+            let q = QTensor::quantize(&w.force_contiguous()?, GgmlDType::Q8_0)?;
+            return Ok(Linear::Quant { w: QMatMul::from_qtensor(q)?, b });
+        }
+        Ok(Linear::F32 { w: candle_nn::Linear::new(w, b) })
+    }
+
+    /// From stored blocks: dequantized in f32 precision, multiplied as
+    /// blocks in `quantized` precision.
+    pub fn from_blocks(q: QTensor, b: Option<Tensor>, precision: Precision) -> Result<Linear> {
+        match precision {
+            Precision::F32 => Ok(Linear::F32 { w: candle_nn::Linear::new(q.dequantize(&Device::Cpu)?, b) }),
+            Precision::Quantized => Ok(Linear::Quant { w: QMatMul::from_qtensor(q)?, b }),
+        }
+    }
+
+    pub fn from_parts(p: LinearParts, precision: Precision) -> Result<Linear> {
+        match p.w {
+            Weight::F32(w) => Linear::from_f32(w, p.b, precision),
+            Weight::Quant(q) => Linear::from_blocks(q, p.b, precision),
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (y, b) = match self {
+            Linear::F32 { w } => return Ok(w.forward(x)?),
+            Linear::Quant { w, b } => (w.forward(x)?, b),
+            Linear::Scalpel { w, b } => (crate::kernels::forward(w, x)?, b),
+        };
+        Ok(match b {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+
+    /// Moves a quantized matrix to the given (resolved) kernels; f32 layers
+    /// and types the Scalpel kernels do not handle are left as they are.
+    pub fn set_kernels(&mut self, k: Kernels) -> Result<()> {
+        let new = match (&*self, k) {
+            (Linear::Quant { w: QMatMul::QTensor(q), b }, Kernels::Scalpel) => {
+                crate::kernels::to_scalpel(q).map(|w| Linear::Scalpel { w, b: b.clone() })
+            }
+            (Linear::Scalpel { w, b }, Kernels::Candle) => {
+                Some(Linear::Quant { w: QMatMul::from_qtensor(crate::kernels::to_candle(w)?)?, b: b.clone() })
+            }
+            _ => None,
+        };
+        if let Some(new) = new {
+            *self = new;
+        }
+        Ok(())
+    }
+
+    /// The weight as used, dequantized to f32, `[out, in]`.
+    pub fn weight_f32(&self) -> Result<Tensor> {
+        Ok(match self {
+            Linear::F32 { w } => w.weight().clone(),
+            Linear::Quant { w: QMatMul::QTensor(q), .. } => q.dequantize(&Device::Cpu)?,
+            Linear::Quant { w: QMatMul::Tensor(t), .. } => t.clone(),
+            Linear::Quant { w: QMatMul::TensorF16(t), .. } => t.to_dtype(DType::F32)?,
+            Linear::Scalpel { w, .. } => crate::kernels::dequantize(w)?,
+        })
+    }
+
+    pub fn bias(&self) -> Option<&Tensor> {
+        match self {
+            Linear::F32 { w } => w.bias(),
+            Linear::Quant { b, .. } | Linear::Scalpel { b, .. } => b.as_ref(),
+        }
+    }
+}
+
+pub(crate) struct Norm {
+    pub kind: NormKind,
+    pub w: Tensor,
+    pub b: Option<Tensor>,
+    pub eps: f32,
+}
+
+impl Norm {
+    pub fn new(p: NormParts, kind: NormKind, eps: f32) -> Norm {
+        Norm { kind, w: p.w, b: p.b, eps }
+    }
+
+    /// `differentiable` picks candle's composed ops, which have a backward pass.
+    pub fn forward(&self, x: &Tensor, differentiable: bool) -> Result<Tensor> {
+        Ok(match (self.kind, differentiable) {
+            (NormKind::Rms, false) => candle_nn::ops::rms_norm(x, &self.w, self.eps)?,
+            (NormKind::Rms, true) => candle_nn::ops::rms_norm_slow(x, &self.w, self.eps)?,
+            (NormKind::Layer, d) => {
+                let b = match &self.b {
+                    Some(b) => b.clone(),
+                    None => self.w.zeros_like()?,
+                };
+                if d {
+                    candle_nn::ops::layer_norm_slow(x, &self.w, &b, self.eps)?
+                } else {
+                    candle_nn::ops::layer_norm(x, &self.w, &b, self.eps)?
+                }
+            }
+        })
+    }
+}

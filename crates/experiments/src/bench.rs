@@ -1,0 +1,49 @@
+//! Speed, measured one way for `scalpel bench` and the page's benchmark:
+//! [`SEED_TEXT`] cycled to the prompt length, one prefill forward pass, then
+//! greedy KV-cached decode steps.
+
+use scalpel_engine::{argmax, Error, Hook, KvCache, Logits, Model, Result, Tensor};
+use web_time::Instant;
+
+/// The text cycled into the benchmark prompt.
+pub const SEED_TEXT: &str =
+    "The quick brown fox jumps over the lazy dog. In 1905, Einstein published four papers that changed physics. ";
+
+/// `n` tokens of [`SEED_TEXT`] cycled, leaving room for `decode` more in the context.
+pub fn prompt(model: &Model, n: usize, decode: usize) -> Result<Vec<u32>> {
+    if n == 0 {
+        return Err(Error::input("the benchmark prompt needs at least 1 token"));
+    }
+    if n + decode + 1 > model.config.n_ctx {
+        return Err(Error::input(format!("prompt + decode tokens exceed the model's context length {}", model.config.n_ctx)));
+    }
+    let base = model.tokenizer().encode(SEED_TEXT)?;
+    Ok(base.iter().copied().cycle().take(n).collect())
+}
+
+/// Tokens per second of one prefill and of the decode steps after it.
+#[derive(Clone, Copy, Debug)]
+pub struct Speeds {
+    pub prefill: f64,
+    pub decode: f64,
+}
+
+/// Prefill `prompt`, then `decode` greedy steps, with `hook` (if any) on every pass.
+pub fn measure(model: &Model, prompt: &[u32], decode: usize, mut hook: Option<&mut dyn Hook>) -> Result<Speeds> {
+    let next = |logits: Tensor| -> Result<u32> { Ok(argmax(&logits.flatten_all()?.to_vec1::<f32>()?)) };
+    let t0 = Instant::now();
+    let mut cache = KvCache::new(&model.config);
+    let mut token = next(model.forward(&model.ids_tensor(prompt)?, Some(&mut cache), hook.as_deref_mut(), Logits::Last)?)?;
+    let prefill = prompt.len() as f64 / t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    for _ in 0..decode {
+        token = next(model.forward(&model.ids_tensor(&[token])?, Some(&mut cache), hook.as_deref_mut(), Logits::Last)?)?;
+    }
+    Ok(Speeds { prefill, decode: decode as f64 / t1.elapsed().as_secs_f64() })
+}
+
+/// The median (the upper one of an even count); NaN for none.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}

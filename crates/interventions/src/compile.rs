@@ -1,0 +1,310 @@
+//! Compiling a document against a model and a prompt length into
+//! `Interventions`: an engine `Hook` (plus the cache, weight and token-stream
+//! edits of the generation-time ops), and running it as a hook.
+//!
+//! What is common to every op lives here: expanding `hook` to hook points,
+//! checking `heads` and `neurons` against the hook, resolving `positions`.
+//! What an op does lives in its file under `ops/`.
+
+use scalpel_engine::{Hook, HookCtx, HookPoint, Model, Site, SiteShape, Tensor};
+pub use scalpel_types::run::{ConditionalTrace, ItemReport};
+use scalpel_types::document::{Document, Intervention};
+
+use crate::ops::conditional::Conditional;
+use crate::ops::{Compiled, HookOp, Insert, KvAdd, LowRank};
+use crate::select::{resolve_sel, Selection};
+use crate::vectors::SaeTable;
+
+pub(crate) type Res<T> = Result<T, String>;
+
+/// What an item does at its hook points.
+pub(crate) enum Action {
+    Op(Box<dyn HookOp>),
+    Conditional(Box<Conditional>),
+}
+
+/// One compiled hook intervention.
+pub(crate) struct Item {
+    pub index: usize,
+    pub op: &'static str,
+    pub points: Vec<HookPoint>,
+    pub select: Selection,
+    pub action: Action,
+    /// Hook calls this item changed.
+    pub applications: usize,
+}
+
+/// A compiled document: hook items, and the ops that edit the KV cache,
+/// the weights or the token stream while generating.
+pub struct Interventions {
+    pub(crate) items: Vec<Item>,
+    pub kv_adds: Vec<KvAdd>,
+    pub low_ranks: Vec<LowRank>,
+    pub inserts: Vec<Insert>,
+    pub warnings: Vec<String>,
+}
+
+/// What an op's compile step reads: the model, the prompt length, the
+/// SAEs beside the document, and where warnings go.
+pub(crate) struct Cx<'a> {
+    pub model: &'a Model,
+    pub prompt_len: usize,
+    pub saes: &'a SaeTable,
+    pub warnings: Vec<String>,
+}
+
+/// The checked hook of an item: its points (one, or one per layer for
+/// `blocks.*.…`), their site's shape, and the selection.
+pub(crate) struct Target {
+    pub index: usize,
+    pub hook: String,
+    pub points: Vec<HookPoint>,
+    pub site: Site,
+    pub shape: SiteShape,
+    pub select: Selection,
+}
+
+impl Target {
+    /// An error unless `v` has one number per unit of the hook's last axis.
+    pub fn need_len(&self, field: &str, v: &[f32]) -> Res<()> {
+        let i = self.index;
+        match self.shape.width {
+            Some(n) if v.len() != n => Err(format!(
+                "intervention {i}: field '{field}' has {} numbers but '{}' has {n} per position",
+                v.len(),
+                self.hook
+            )),
+            None => Err(format!("intervention {i}: field '{field}': '{}' takes no vectors", self.hook)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Attention scores or patterns (`[b, head, q, k]`).
+    pub fn is_scores(&self) -> bool {
+        matches!(self.site, Site::AttnScores | Site::Pattern)
+    }
+}
+
+impl Cx<'_> {
+    /// Expands and checks an item's `hook`, `heads`, `neurons` and `positions`.
+    pub fn target(&self, i: usize, iv: &Intervention) -> Res<Target> {
+        let hook = iv.hook.as_deref().ok_or(format!("intervention {i}: missing field 'hook'"))?;
+        let points = self.expand_hook(i, hook)?;
+        let site = points[0].site;
+        let shape = self.model.config.site_shape(site);
+        if let Some(heads) = &iv.heads {
+            let h = shape.heads.ok_or(format!("intervention {i}: field 'heads': hook '{hook}' has no heads"))?;
+            if let Some(&bad) = heads.iter().find(|&&x| x >= h) {
+                return Err(format!("intervention {i}: field 'heads': head {bad} is out of range (the hook has {h} heads)"));
+            }
+        }
+        if let Some(ns) = &iv.neurons {
+            let n = shape.width.ok_or(format!("intervention {i}: field 'neurons' does not apply to '{hook}'"))?;
+            if let Some(&bad) = ns.iter().find(|&&x| x >= n) {
+                return Err(format!(
+                    "intervention {i}: field 'neurons': unit {bad} is out of range (the hook's last axis has {n})"
+                ));
+            }
+        }
+        let positions = resolve_sel(i, "positions", &iv.positions, self.prompt_len)?;
+        let select = Selection { positions, heads: iv.heads.clone(), neurons: iv.neurons.clone() };
+        Ok(Target { index: i, hook: hook.to_owned(), points, site, shape, select })
+    }
+
+    fn expand_hook(&self, i: usize, hook: &str) -> Res<Vec<HookPoint>> {
+        let parse = |name: &str| self.model.hook_point(name).map_err(|e| format!("intervention {i}: field 'hook': {e}"));
+        if let Some(rest) = hook.strip_prefix("blocks.*.") {
+            return (0..self.model.config.n_layers).map(|l| parse(&format!("blocks.{l}.{rest}"))).collect();
+        }
+        if hook.contains('*') {
+            return Err(format!(
+                "intervention {i}: field 'hook': '*' is only allowed as the layer, as in 'blocks.*.hook_resid_post'"
+            ));
+        }
+        Ok(vec![parse(hook)?])
+    }
+}
+
+/// An error unless every number is finite.
+pub(crate) fn check_finite(i: usize, field: &str, xs: &[f32]) -> Res<()> {
+    if let Some(j) = xs.iter().position(|x| !x.is_finite()) {
+        return Err(format!("intervention {i}: field '{field}' has a non-finite number at index {j}"));
+    }
+    Ok(())
+}
+
+impl Interventions {
+    /// Compiles `doc` for `model` and a prompt of `prompt_len` tokens.
+    pub fn compile(model: &Model, doc: &Document, prompt_len: usize) -> Res<Interventions> {
+        Self::compile_with(model, doc, prompt_len, &SaeTable::new())
+    }
+
+    /// Compiles with the SAEs the document's `sae_clamp` ops read (from `vectors::resolve`).
+    pub fn compile_with(model: &Model, doc: &Document, prompt_len: usize, saes: &SaeTable) -> Res<Interventions> {
+        let mut cx = Cx { model, prompt_len, saes, warnings: Vec::new() };
+        let mut out = Interventions { items: Vec::new(), kv_adds: Vec::new(), low_ranks: Vec::new(), inserts: Vec::new(), warnings: Vec::new() };
+        for (i, iv) in doc.interventions.iter().enumerate() {
+            if !iv.enabled {
+                continue;
+            }
+            let def = crate::ops::def(&iv.op);
+            match (def.compile)(&mut cx, i, iv)? {
+                Compiled::Insert(x) => out.inserts.push(x),
+                Compiled::LowRanks(x) => out.low_ranks.extend(x),
+                Compiled::KvAdds(x) => out.kv_adds.extend(x),
+                Compiled::Conditional(target, c) => out.items.push(Item {
+                    index: i,
+                    op: def.name,
+                    points: target.points,
+                    select: target.select,
+                    action: Action::Conditional(c),
+                    applications: 0,
+                }),
+                Compiled::Hook(target, op) => {
+                    if target.is_scores() && !op.on_scores() {
+                        return Err(format!("intervention {i}: op '{}' does not apply to attention scores/patterns", def.name));
+                    }
+                    if iv.neurons.is_some() && op.directional() {
+                        return Err(format!(
+                            "intervention {i}: 'neurons' cannot be combined with '{}' (a direction spans the whole axis)",
+                            def.name
+                        ));
+                    }
+                    out.items.push(Item { index: i, op: def.name, points: target.points, select: target.select, action: Action::Op(op), applications: 0 });
+                }
+            }
+        }
+        out.warnings = cx.warnings;
+        Ok(out)
+    }
+
+    pub fn report(&self) -> Vec<ItemReport> {
+        let hooks = self.items.iter().map(|it| {
+            let mut hooks: Vec<String> = it.points.iter().map(HookPoint::name).collect();
+            let mut applications = it.applications;
+            if let Action::Conditional(c) = &it.action {
+                for r in c.inner.report() {
+                    hooks.extend(r.hooks);
+                    applications += r.applications;
+                }
+            }
+            ItemReport { index: it.index, op: it.op.to_owned(), hooks, applications }
+        });
+        let kv = self.kv_adds.iter().map(|k| ItemReport {
+            index: k.index,
+            op: "kv_add".into(),
+            hooks: vec![format!("blocks.{}.attn.{}", k.layer, if k.values { "hook_v" } else { "hook_rot_k" })],
+            applications: 0,
+        });
+        let weights = self.low_ranks.iter().map(|r| ItemReport {
+            index: r.index,
+            op: "low_rank".into(),
+            hooks: vec![format!("blocks.{}", r.layer)],
+            applications: 0,
+        });
+        hooks.chain(kv).chain(weights).collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty() && self.kv_adds.is_empty() && self.low_ranks.is_empty() && self.inserts.is_empty()
+    }
+
+    /// Errors if the document holds ops that only act while generating
+    /// (`kv_add`, `insert`), for runs that are a single forward pass.
+    pub fn check_single_pass(&self) -> scalpel_engine::Result<()> {
+        let first = self
+            .kv_adds
+            .first()
+            .map(|k| (k.index, "kv_add"))
+            .into_iter()
+            .chain(self.inserts.first().map(|k| (k.index, "insert")))
+            .min();
+        match first {
+            Some((i, op)) => Err(scalpel_engine::Error::input(format!(
+                "intervention {i}: op '{op}' acts only while generating; use `generate` (a single forward pass would ignore it)"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn conditionals(&mut self) -> impl Iterator<Item = (usize, &mut Conditional)> {
+        self.items.iter_mut().filter_map(|it| match &mut it.action {
+            Action::Conditional(c) => Some((it.index, c.as_mut())),
+            Action::Op(_) => None,
+        })
+    }
+
+    /// What each conditional intervention saw and did.
+    pub fn conditional_traces(&self) -> Vec<ConditionalTrace> {
+        self.items
+            .iter()
+            .filter_map(|it| match &it.action {
+                Action::Conditional(c) => Some(c.trace(it.index)),
+                Action::Op(_) => None,
+            })
+            .collect()
+    }
+
+    /// Conditionals that fired for the first time since the last call and want
+    /// to backtrack: (tokens to roll back, position where it fired).
+    pub fn take_backtracks(&mut self) -> Vec<(usize, usize)> {
+        self.conditionals().filter_map(|(_, c)| c.take_backtrack()).collect()
+    }
+
+    /// Forget monitor readings after `len` positions (after a rollback).
+    pub fn rollback_to(&mut self, len: usize) {
+        for (_, c) in self.conditionals() {
+            c.rollback_to(len);
+        }
+    }
+
+    /// Back to the state right after compiling: application counts, what
+    /// ops learned from the run (a mean over the running prompt) and every
+    /// conditional's readings cleared, so the same compiled document serves
+    /// another run (e.g. scoring the text it generated) with the numbers a
+    /// fresh compile would give.
+    pub fn reset(&mut self) {
+        for it in &mut self.items {
+            it.applications = 0;
+            match &mut it.action {
+                Action::Conditional(c) => c.reset(),
+                Action::Op(op) => op.reset(),
+            }
+        }
+    }
+}
+
+impl Hook for Interventions {
+    fn wants(&self, point: HookPoint) -> bool {
+        self.items.iter().any(|it| {
+            it.points.contains(&point) || matches!(&it.action, Action::Conditional(c) if c.inner.wants(point))
+        })
+    }
+
+    fn call(&mut self, ctx: &HookCtx, value: &Tensor) -> scalpel_engine::Result<Option<Tensor>> {
+        let mut x = value.clone();
+        let mut changed = false;
+        for it in self.items.iter_mut() {
+            let at_point = it.points.contains(&ctx.point);
+            let new = match &mut it.action {
+                Action::Conditional(c) => c.call(at_point, ctx, &x)?,
+                Action::Op(_) if !at_point => None,
+                Action::Op(op) => match it.select.mask(ctx, x.dims())? {
+                    None => None,
+                    Some(m) => {
+                        let y = op.apply(&x, &m, ctx)?;
+                        if y.is_some() {
+                            it.applications += 1;
+                        }
+                        y
+                    }
+                },
+            };
+            if let Some(y) = new {
+                x = y;
+                changed = true;
+            }
+        }
+        Ok(changed.then_some(x))
+    }
+}

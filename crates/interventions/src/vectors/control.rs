@@ -1,0 +1,258 @@
+//! llama.cpp / repeng control vectors: `direction.{k}` tensors in a GGUF
+//! file, each added to the output of block `k`; reading, writing, and
+//! turning one into an intervention document.
+
+use candle_core::Device;
+use scalpel_engine::{HookPoint, Model, Site};
+use scalpel_types::document::Document;
+
+use super::{ce, steering_document, Res};
+
+/// A llama.cpp / repeng control vector: `direction.{k}` tensors, each added
+/// to the output of block `k` (`blocks.{k}.hook_resid_post`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ControlVector {
+    pub model_hint: Option<String>,
+    /// (k, values), sorted by k.
+    pub directions: Vec<(usize, Vec<f32>)>,
+}
+
+/// The hook a control vector's `direction.{k}` is applied at.
+pub fn control_hook(k: usize) -> String {
+    format!("blocks.{k}.hook_resid_post")
+}
+
+/// The control-vector layer index `k` of a residual-stream hook point:
+/// `blocks.{k}.hook_resid_post` → k, `blocks.{l}.hook_resid_pre` → l − 1.
+pub fn control_layer(point: HookPoint) -> Res<usize> {
+    match (point.site, point.layer) {
+        (Site::ResidPost, Some(k)) => Ok(k),
+        (Site::ResidPre, Some(l)) if l > 0 => Ok(l - 1),
+        _ => Err(format!(
+            "'{}' has no control-vector layer: control vectors are added to a block's output (blocks.K.hook_resid_post = blocks.K+1.hook_resid_pre)",
+            point.name()
+        )),
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+const GGUF_ALIGN: usize = 32;
+
+/// Writes a control vector as GGUF v3 (F32 tensors `direction.{k}`,
+/// `general.architecture = controlvector`, `controlvector.model_hint`,
+/// `controlvector.layer_count`), the layout repeng and llama.cpp write.
+pub fn write_control_vector(cv: &ControlVector) -> Res<Vec<u8>> {
+    if cv.directions.is_empty() {
+        return Err("a control vector needs at least one direction".into());
+    }
+    let d = cv.directions[0].1.len();
+    for (k, v) in &cv.directions {
+        if v.len() != d || d == 0 {
+            return Err(format!("direction.{k} has {} values but direction.{} has {d}", v.len(), cv.directions[0].0));
+        }
+        if let Some(j) = v.iter().position(|x| !x.is_finite()) {
+            return Err(format!("direction.{k} has a non-finite value at index {j}"));
+        }
+    }
+    let mut out = Vec::new();
+    out.extend_from_slice(b"GGUF");
+    out.extend_from_slice(&3u32.to_le_bytes());
+    out.extend_from_slice(&(cv.directions.len() as u64).to_le_bytes());
+    out.extend_from_slice(&3u64.to_le_bytes());
+    put_str(&mut out, "general.architecture");
+    out.extend_from_slice(&8u32.to_le_bytes());
+    put_str(&mut out, "controlvector");
+    put_str(&mut out, "controlvector.model_hint");
+    out.extend_from_slice(&8u32.to_le_bytes());
+    put_str(&mut out, cv.model_hint.as_deref().unwrap_or(""));
+    put_str(&mut out, "controlvector.layer_count");
+    out.extend_from_slice(&4u32.to_le_bytes());
+    out.extend_from_slice(&(cv.directions.len() as u32).to_le_bytes());
+    let bytes_per = (d * 4).div_ceil(GGUF_ALIGN) * GGUF_ALIGN;
+    for (i, (k, _)) in cv.directions.iter().enumerate() {
+        put_str(&mut out, &format!("direction.{k}"));
+        out.extend_from_slice(&1u32.to_le_bytes());
+        out.extend_from_slice(&(d as u64).to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes()); // GGML_TYPE_F32
+        out.extend_from_slice(&((i * bytes_per) as u64).to_le_bytes());
+    }
+    out.resize(out.len().div_ceil(GGUF_ALIGN) * GGUF_ALIGN, 0);
+    for (_, v) in &cv.directions {
+        let start = out.len();
+        for x in v {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+        out.resize(start + bytes_per, 0);
+    }
+    Ok(out)
+}
+
+/// Reads a control vector with the validating GGUF reader. `name` names the
+/// file in errors. Returns the vector and warnings.
+pub fn read_control_vector(name: &str, bytes: &[u8]) -> Res<(ControlVector, Vec<String>)> {
+    let g = scalpel_engine::gguf::Gguf::parse(name, bytes).map_err(ce)?;
+    let mut warnings = Vec::new();
+    match g.get("general.architecture").map(|v| v.as_str()) {
+        Some(Some("controlvector")) => {}
+        Some(Some(other)) => {
+            return Err(format!(
+                "{name}: general.architecture is '{other}', not 'controlvector': this is not a control vector file"
+            ))
+        }
+        Some(None) => return Err(format!("{name}: general.architecture is not a string")),
+        None => warnings.push(format!("{name}: no general.architecture key (expected 'controlvector'); reading the direction.* tensors anyway")),
+    }
+    let model_hint = g.get("controlvector.model_hint").and_then(|v| v.as_str()).map(str::to_owned);
+    let mut dirs: Vec<(usize, Vec<f32>)> = Vec::new();
+    let mut d: Option<usize> = None;
+    for t in &g.tensors {
+        let k = t
+            .name
+            .strip_prefix("direction.")
+            .and_then(|s| s.parse::<usize>().ok())
+            .ok_or_else(|| format!("{name}: tensor '{}' is not named direction.<layer>", t.name))?;
+        if t.shape.len() != 1 {
+            return Err(format!("{name}: tensor '{}' has shape {:?}; a direction is one-dimensional", t.name, t.shape));
+        }
+        match d {
+            None => d = Some(t.shape[0]),
+            Some(d0) if d0 != t.shape[0] => {
+                return Err(format!("{name}: tensor '{}' has {} values but the others have {d0}", t.name, t.shape[0]))
+            }
+            _ => {}
+        }
+        let v: Vec<f32> = g
+            .qtensor(&t.name)
+            .and_then(|q| Ok(q.dequantize(&Device::Cpu)?))
+            .map_err(ce)?
+            .to_vec1()
+            .map_err(ce)?;
+        if let Some(j) = v.iter().position(|x| !x.is_finite()) {
+            return Err(format!("{name}: tensor '{}' has a non-finite value at index {j}", t.name));
+        }
+        // llama.cpp sums repeated layers of one file.
+        match dirs.iter_mut().find(|(kk, _)| *kk == k) {
+            Some((_, acc)) => acc.iter_mut().zip(&v).for_each(|(a, b)| *a += b),
+            None => dirs.push((k, v)),
+        }
+    }
+    if dirs.is_empty() {
+        return Err(format!("{name}: no direction.* tensors"));
+    }
+    dirs.sort_by_key(|x| x.0);
+    if let Some(n) = g.get("controlvector.layer_count").and_then(|v| v.as_u64()) {
+        if n as usize != dirs.len() {
+            warnings.push(format!("{name}: controlvector.layer_count is {n} but the file has {} directions", dirs.len()));
+        }
+    }
+    Ok((ControlVector { model_hint, directions: dirs }, warnings))
+}
+
+/// Turns a control vector into an intervention document for `model`: one
+/// `add` at `blocks.{k}.hook_resid_post` per direction, at every position
+/// (llama.cpp's behaviour, prompt included), times `scale` (its strength).
+pub fn control_vector_document(model: &Model, cv: &ControlVector, scale: f32) -> Res<(Document, Vec<String>)> {
+    let mut warnings = Vec::new();
+    let arch = model.config.arch.name();
+    if let Some(h) = &cv.model_hint {
+        if !h.is_empty() && h != arch {
+            warnings.push(format!("the control vector was made for a '{h}' model; this model is '{arch}'"));
+        }
+    }
+    let (n, d) = (model.config.n_layers, model.config.d_model);
+    let mut points = Vec::new();
+    let mut vectors = Vec::new();
+    for (k, v) in &cv.directions {
+        if v.len() != d {
+            return Err(format!("direction.{k} has {} values; this model's d_model is {d}", v.len()));
+        }
+        if *k >= n {
+            return Err(format!(
+                "direction.{k} is past the model's last block ({}): it would be added to the output of block {k}",
+                n - 1
+            ));
+        }
+        if *k == 0 {
+            warnings.push("direction.0 (block 0's output) is applied here, but llama.cpp rejects layer index 0".into());
+        }
+        points.push(HookPoint::block(*k, Site::ResidPost));
+        vectors.push(v.clone());
+    }
+    Ok((steering_document(&points, &vectors, scale), warnings))
+}
+
+/// A control vector from extracted vectors at residual-stream points.
+/// Layer 0 (block 0's output) is left out: llama.cpp refuses the whole file
+/// if it has `direction.0`.
+pub fn to_control_vector(model: &Model, points: &[HookPoint], vectors: &[Vec<f32>], normalize: bool) -> Res<(ControlVector, Vec<String>)> {
+    let mut dirs = Vec::new();
+    let mut warnings = Vec::new();
+    for (p, v) in points.iter().zip(vectors) {
+        if p.site == Site::ResidPre && p.layer == Some(0) {
+            warnings.push(format!("{}: left out of the control vector (the embeddings are no block's output)", p.name()));
+            continue;
+        }
+        let k = control_layer(*p)?;
+        if k == 0 {
+            warnings.push(format!("{}: left out of the control vector (llama.cpp rejects direction.0)", p.name()));
+            continue;
+        }
+        let mut v = v.clone();
+        if normalize {
+            let n = v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+            if n > 0.0 {
+                v.iter_mut().for_each(|x| *x = (*x as f64 / n) as f32);
+            }
+        }
+        dirs.push((k, v));
+    }
+    if dirs.is_empty() {
+        return Err("no layer can be written as a control vector".into());
+    }
+    dirs.sort_by_key(|x| x.0);
+    Ok((ControlVector { model_hint: Some(model.config.arch.name().to_owned()), directions: dirs }, warnings))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_vector_round_trip() {
+        let cv = ControlVector {
+            model_hint: Some("llama".into()),
+            directions: vec![(1, vec![0.5, -1.0, 2.0]), (3, vec![1e-3, 0.0, -7.25])],
+        };
+        let bytes = write_control_vector(&cv).unwrap();
+        let (back, warnings) = read_control_vector("t.gguf", &bytes).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(back, cv);
+    }
+
+    #[test]
+    fn control_vector_rejects_model_files_and_bad_names() {
+        let cv = ControlVector { model_hint: None, directions: vec![(2, vec![1.0; 4])] };
+        let good = write_control_vector(&cv).unwrap();
+        // The first 'controlvector' is general.architecture's value: make it 'controlvectoX'.
+        let mut bytes = good.clone();
+        let pos = bytes.windows(13).position(|w| w == b"controlvector").unwrap();
+        bytes[pos + 12] = b'X';
+        assert!(read_control_vector("t.gguf", &bytes).unwrap_err().contains("not a control vector"));
+        let mut bytes = good;
+        let pos = bytes.windows(9).position(|w| w == b"direction").unwrap();
+        bytes[pos + 8] = b'X';
+        assert!(read_control_vector("t.gguf", &bytes).unwrap_err().contains("not named direction.<layer>"));
+    }
+
+    #[test]
+    fn control_layers_map_to_resid_post() {
+        assert_eq!(control_layer(HookPoint::block(5, Site::ResidPost)), Ok(5));
+        assert_eq!(control_layer(HookPoint::block(5, Site::ResidPre)), Ok(4));
+        assert!(control_layer(HookPoint::block(0, Site::ResidPre)).is_err());
+        assert!(control_layer(HookPoint::block(3, Site::MlpOut)).is_err());
+    }
+}

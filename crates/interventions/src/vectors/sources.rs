@@ -1,0 +1,127 @@
+//! The vectors and source runs a document asks for, computed with the
+//! model: literal numbers, `prompt_diff` (ActAdd), `mean_diff` (CAA), `pca`
+//! (RepE), and the activations of a `source` prompt (patching).
+
+use std::collections::HashMap;
+
+use scalpel_engine::{HookPoint, Model, Tensor};
+use scalpel_types::document::{Vector, VectorSource};
+
+use crate::compile::{check_finite, Cx, Res};
+use crate::select::resolve_pos;
+
+/// Runs `prompt` and returns the value at `point` (batch axis removed).
+pub(crate) fn activation(model: &Model, prompt: &str, point: HookPoint) -> Res<Tensor> {
+    let ids = model.tokenizer().encode(prompt).map_err(|e| e.to_string())?;
+    if ids.is_empty() {
+        return Err(format!("prompt {prompt:?} tokenizes to nothing"));
+    }
+    let (_, cache) = model.run_with_cache(&ids, &[point]).map_err(|e| e.to_string())?;
+    Ok(cache.get(&point).expect("requested point is cached").clone())
+}
+
+fn at_position(i: usize, act: &Tensor, pos: i64, warnings: &mut Vec<String>, what: &str) -> Res<Tensor> {
+    let len = act.dim(0).map_err(|e| e.to_string())?;
+    let p = resolve_pos(i, "position", pos, len)?;
+    if p >= len {
+        return Err(format!("intervention {i}: position {pos} is past the end of {what} ({len} tokens)"));
+    }
+    if p == 0 {
+        warnings.push(format!(
+            "intervention {i}: the vector is read at position 0, usually the attention sink (its norm can be 10x the others'); prefer position -1"
+        ));
+    }
+    act.get(p).map_err(|e| e.to_string())
+}
+
+impl Cx<'_> {
+    /// The numbers of `v` (field `field` of intervention `i`), read at the
+    /// item's hook unless the source names its own.
+    pub(crate) fn vector(&mut self, i: usize, field: &str, v: &Vector, hook: &[HookPoint]) -> Res<Vec<f32>> {
+        build_vector(self.model, i, field, v, hook, &mut self.warnings)
+    }
+}
+
+fn build_vector(model: &Model, i: usize, field: &str, v: &Vector, hook: &[HookPoint], warnings: &mut Vec<String>) -> Res<Vec<f32>> {
+    let source_point = |h: &Option<String>| -> Res<HookPoint> {
+        match h {
+            Some(name) => model.hook_point(name).map_err(|e| format!("intervention {i}: field '{field}.hook': {e}")),
+            None if hook.len() == 1 => Ok(hook[0]),
+            None => Err(format!("intervention {i}: field '{field}.hook' is required when 'hook' names every layer")),
+        }
+    };
+    let flat = |t: Tensor| -> Res<Vec<f32>> { t.flatten_all().and_then(|t| t.to_vec1()).map_err(|e| e.to_string()) };
+    match v {
+        Vector::Values(x) => {
+            check_finite(i, field, x)?;
+            Ok(x.clone())
+        }
+        Vector::From(VectorSource::PromptDiff { plus, minus, hook: h, position }) => {
+            let p = source_point(h)?;
+            let run = |text: &str, name: &str| {
+                activation(model, text, p).map_err(|e| format!("intervention {i}: field '{field}.{name}': {e}"))
+            };
+            let a = at_position(i, &run(plus, "plus")?, *position, warnings, "'plus'")?;
+            let b = at_position(i, &run(minus, "minus")?, *position, warnings, "'minus'")?;
+            flat((a - b).map_err(|e| e.to_string())?)
+        }
+        Vector::From(VectorSource::MeanDiff { positive, negative, hook: h, position }) => {
+            let p = source_point(h)?;
+            if positive.is_empty() || negative.is_empty() {
+                return Err(format!("intervention {i}: field '{field}': 'positive' and 'negative' must each hold at least one prompt"));
+            }
+            let mut mean = |set: &[String], name: &str| -> Res<Tensor> {
+                let mut acc: Option<Tensor> = None;
+                for s in set {
+                    let act = activation(model, s, p).map_err(|e| format!("intervention {i}: field '{field}.{}': {e}", name.trim_matches('\'')))?;
+                    let v = at_position(i, &act, *position, warnings, name)?;
+                    acc = Some(match acc { None => v, Some(a) => (a + v).map_err(|e| e.to_string())? });
+                }
+                (acc.expect("non-empty") / set.len() as f64).map_err(|e| e.to_string())
+            };
+            let pos = mean(positive, "'positive'")?;
+            let neg = mean(negative, "'negative'")?;
+            flat((pos - neg).map_err(|e| e.to_string())?)
+        }
+        Vector::From(VectorSource::Pca { positive, negative, hook: h, position, center }) => {
+            let p = source_point(h)?;
+            let opts = super::MethodOptions { center: *center, ..Default::default() };
+            let pool = super::Pool::At(*position);
+            let (v, w) = super::vector_from_sets(model, super::Method::Pca, &opts, positive, negative, p, pool)
+                .map_err(|e| format!("intervention {i}: field '{field}': {e}"))?;
+            warnings.extend(w.into_iter().map(|w| format!("intervention {i}: {w}")));
+            Ok(v)
+        }
+        Vector::From(src @ (VectorSource::Sae { .. } | VectorSource::File { .. })) => Err(format!(
+            "intervention {i}: field '{field}': vector source '{}' must be resolved first (vectors::resolve; the CLI does it, with --sae DIR for SAEs)",
+            if matches!(src, VectorSource::Sae { .. }) { "sae" } else { "file" }
+        )),
+    }
+}
+
+/// The values at `points` in a run on `source`, which must have the prompt's
+/// token length (`patch`, `set_projection` with `source`): `[1, t, ...]` each.
+pub(crate) fn source_run(model: &Model, i: usize, source: &str, prompt_len: usize, points: &[HookPoint]) -> Res<HashMap<HookPoint, Tensor>> {
+    let ids = model.tokenizer().encode(source).map_err(|e| e.to_string())?;
+    if ids.len() != prompt_len {
+        return Err(format!(
+            "intervention {i}: field 'source' has {} tokens but the prompt has {prompt_len}; patching needs equal lengths",
+            ids.len()
+        ));
+    }
+    let (_, cache) = model.run_with_cache(&ids, points).map_err(|e| e.to_string())?;
+    points
+        .iter()
+        .map(|p| Ok((*p, cache.get(p).expect("cached").unsqueeze(0).map_err(|e| e.to_string())?)))
+        .collect()
+}
+
+/// `v` scaled to unit length, as a tensor.
+pub(crate) fn unit(i: usize, field: &str, v: Vec<f32>) -> Res<Tensor> {
+    let n = v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    if n == 0.0 {
+        return Err(format!("intervention {i}: field '{field}' is the zero vector; a direction needs a non-zero norm"));
+    }
+    Tensor::new(v.iter().map(|x| (*x as f64 / n) as f32).collect::<Vec<_>>(), &scalpel_engine::Device::Cpu).map_err(|e| e.to_string())
+}
+

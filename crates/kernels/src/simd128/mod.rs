@@ -1,0 +1,189 @@
+//! wasm simd128 kernel. Same float operations in the same order as
+//! `portable::dot` (see crate docs): bit-identical results.
+//!
+//! Integer products are formed with `i16x8_extmul_*_i8x16` and summed in
+//! i16 lanes before widening. That cannot overflow: activations are in
+//! [-127, 127] (`round(x / (max|x| / 127))`), Q4 weights in [-8, 15], so four
+//! Q4 products sum to at most 4 * 15 * 127 = 7620; Q8_0 weights are in
+//! [-128, 127], so two products sum to at most 2 * 128 * 127 = 32512 < 32767.
+
+#![allow(clippy::needless_range_loop)] // index loops over tile arrays read clearer here
+
+use core::arch::wasm32::*;
+
+use crate::{QActs, QMatrix, QType, V16};
+
+pub(crate) mod exact;
+
+#[inline(always)]
+fn load(v: &V16) -> v128 {
+    // SAFETY: `V16` is 16 readable bytes (16-byte aligned); v128_load reads
+    // exactly 16 bytes from the pointer.
+    unsafe { v128_load(v as *const V16 as *const v128) }
+}
+
+#[inline(always)]
+fn load4(xs: &[f32]) -> v128 {
+    let xs: &[f32; 4] = xs[..4].try_into().expect("4 floats");
+    // SAFETY: `xs` is 4 readable f32 (16 bytes); v128_load accepts any alignment.
+    unsafe { v128_load(xs.as_ptr() as *const v128) }
+}
+
+/// [v0, v1, v2, v3] (i32x4 partial dots of four blocks) → their four totals.
+#[inline(always)]
+fn reduce4(p: [v128; 4]) -> v128 {
+    let a = i32x4_add(i32x4_shuffle::<0, 4, 1, 5>(p[0], p[1]), i32x4_shuffle::<2, 6, 3, 7>(p[0], p[1]));
+    let b = i32x4_add(i32x4_shuffle::<0, 4, 1, 5>(p[2], p[3]), i32x4_shuffle::<2, 6, 3, 7>(p[2], p[3]));
+    i32x4_add(i32x4_shuffle::<0, 1, 4, 5>(a, b), i32x4_shuffle::<2, 3, 6, 7>(a, b))
+}
+
+#[inline(always)]
+fn q4_part(lo: v128, hi: v128, x0: v128, x1: v128) -> v128 {
+    let s = i16x8_add(
+        i16x8_add(i16x8_extmul_low_i8x16(lo, x0), i16x8_extmul_high_i8x16(lo, x0)),
+        i16x8_add(i16x8_extmul_low_i8x16(hi, x1), i16x8_extmul_high_i8x16(hi, x1)),
+    );
+    i32x4_extadd_pairwise_i16x8(s)
+}
+
+#[inline(always)]
+fn q8_part(w0: v128, w1: v128, x0: v128, x1: v128) -> v128 {
+    let s0 = i16x8_add(i16x8_extmul_low_i8x16(w0, x0), i16x8_extmul_high_i8x16(w0, x0));
+    let s1 = i16x8_add(i16x8_extmul_low_i8x16(w1, x1), i16x8_extmul_high_i8x16(w1, x1));
+    i32x4_add(i32x4_extadd_pairwise_i16x8(s0), i32x4_extadd_pairwise_i16x8(s1))
+}
+
+const Q4_0: u8 = 0;
+const Q4_1: u8 = 1;
+const Q8_0: u8 = 2;
+
+/// Dots of weight rows `r0 .. r0 + R` with activation rows `t0 .. t0 + T`
+/// (`out[t][r]`). Each loaded weight block serves T activation rows and each
+/// loaded activation block R weight rows; every pair's float operations are
+/// those of `portable::dot`, in its order.
+#[inline(always)]
+fn dots<const TY: u8, const R: usize, const T: usize>(w: &QMatrix, r0: usize, a: &QActs, t0: usize) -> [[f32; R]; T] {
+    let vecs = if TY == Q8_0 { 2 } else { 1 };
+    let (nb, nbp) = (w.nb, w.nbp);
+    let wq: [&[V16]; R] = core::array::from_fn(|r| &w.qs[(r0 + r) * nb * vecs..(r0 + r + 1) * nb * vecs]);
+    let xq: [&[V16]; T] = core::array::from_fn(|t| &a.qs[(t0 + t) * nb * 2..(t0 + t + 1) * nb * 2]);
+    let mask = u8x16_splat(0x0F);
+    let eight = i8x16_splat(8);
+    let zero = i32x4_splat(0);
+    let mut acc = [[0f32; R]; T];
+    let mut g = 0;
+    while g < nbp {
+        let mut parts = [[[zero; 4]; R]; T];
+        let valid = (nb - g).min(4);
+        for j in 0..valid {
+            let b = g + j;
+            let x: [(v128, v128); T] = core::array::from_fn(|t| (load(&xq[t][2 * b]), load(&xq[t][2 * b + 1])));
+            for r in 0..R {
+                if TY == Q8_0 {
+                    let (w0, w1) = (load(&wq[r][2 * b]), load(&wq[r][2 * b + 1]));
+                    for t in 0..T {
+                        parts[t][r][j] = q8_part(w0, w1, x[t].0, x[t].1);
+                    }
+                } else {
+                    let q = load(&wq[r][b]);
+                    let (mut lo, mut hi) = (v128_and(q, mask), u8x16_shr(q, 4));
+                    if TY == Q4_0 {
+                        lo = i8x16_sub(lo, eight);
+                        hi = i8x16_sub(hi, eight);
+                    }
+                    for t in 0..T {
+                        parts[t][r][j] = q4_part(lo, hi, x[t].0, x[t].1);
+                    }
+                }
+            }
+        }
+        for r in 0..R {
+            let at = (r0 + r) * nbp + g;
+            let dw = load4(&w.d[at..]);
+            let mw = if TY == Q4_1 { load4(&w.m[at..]) } else { zero };
+            for t in 0..T {
+                let row = (t0 + t) * nbp + g;
+                let isum = f32x4_convert_i32x4(reduce4(parts[t][r]));
+                let mut v = f32x4_mul(f32x4_mul(isum, dw), load4(&a.d[row..]));
+                if TY == Q4_1 {
+                    v = f32x4_add(v, f32x4_mul(mw, load4(&a.s[row..])));
+                }
+                // Blocks in order, as the scalar code adds them.
+                let mut f = acc[t][r];
+                f += f32x4_extract_lane::<0>(v);
+                if valid == 4 {
+                    f += f32x4_extract_lane::<1>(v);
+                    f += f32x4_extract_lane::<2>(v);
+                    f += f32x4_extract_lane::<3>(v);
+                } else {
+                    if valid > 1 {
+                        f += f32x4_extract_lane::<1>(v);
+                    }
+                    if valid > 2 {
+                        f += f32x4_extract_lane::<2>(v);
+                    }
+                }
+                acc[t][r] = f;
+            }
+        }
+        g += 4;
+    }
+    acc
+}
+
+/// Tiles of R weight rows × T activation rows, with 1-row remainders.
+fn tiled<const TY: u8, const R: usize, const T: usize>(w: &QMatrix, a: &QActs, out: &mut [f32]) {
+    let (n, m) = (w.rows, a.rows);
+    let mut t0 = 0;
+    while t0 + T <= m {
+        let mut r0 = 0;
+        while r0 + R <= n {
+            let v = dots::<TY, R, T>(w, r0, a, t0);
+            for (t, row) in v.iter().enumerate() {
+                out[(t0 + t) * n + r0..(t0 + t) * n + r0 + R].copy_from_slice(row);
+            }
+            r0 += R;
+        }
+        while r0 < n {
+            let v = dots::<TY, 1, T>(w, r0, a, t0);
+            for (t, row) in v.iter().enumerate() {
+                out[(t0 + t) * n + r0] = row[0];
+            }
+            r0 += 1;
+        }
+        t0 += T;
+    }
+    while t0 < m {
+        let mut r0 = 0;
+        while r0 + R <= n {
+            let v = dots::<TY, R, 1>(w, r0, a, t0);
+            out[t0 * n + r0..t0 * n + r0 + R].copy_from_slice(&v[0]);
+            r0 += R;
+        }
+        while r0 < n {
+            out[t0 * n + r0] = dots::<TY, 1, 1>(w, r0, a, t0)[0][0];
+            r0 += 1;
+        }
+        t0 += 1;
+    }
+}
+
+fn by_shape<const TY: u8>(w: &QMatrix, a: &QActs, out: &mut [f32]) {
+    // Tile sizes measured in Node (V8, x86-64): Q4 blocks are one vector, so
+    // four weight rows fit in registers for decode and 2 x 4 for prefill; a
+    // Q8_0 block is two vectors and spilled at those sizes.
+    match (TY == Q8_0, a.rows < 4) {
+        (false, true) => tiled::<TY, 4, 1>(w, a, out),
+        (false, false) => tiled::<TY, 2, 4>(w, a, out),
+        (true, true) => tiled::<TY, 1, 1>(w, a, out),
+        (true, false) => tiled::<TY, 1, 4>(w, a, out),
+    }
+}
+
+pub(crate) fn matmul(w: &QMatrix, a: &QActs, out: &mut [f32]) {
+    match w.ty {
+        QType::Q4_0 => by_shape::<Q4_0>(w, a, out),
+        QType::Q4_1 => by_shape::<Q4_1>(w, a, out),
+        QType::Q8_0 => by_shape::<Q8_0>(w, a, out),
+    }
+}

@@ -1,0 +1,125 @@
+//! The page's side of the worker: starting it, the request queue (one
+//! request in flight; a newer one waits, replacing any older waiting one,
+//! and stops the running one if it can be stopped), the shared stop flag,
+//! and handing each response to whoever shows it.
+
+use leptos::prelude::*;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use web_sys::{MessageEvent, Worker};
+
+use super::{panels, Ctx, Phase};
+use crate::js::{cross_origin_isolated, js_err};
+use crate::protocol::{Envelope, Request, Response, STOP_FLAG_INDEX};
+use crate::WORKER_SCRIPT;
+
+#[derive(Default)]
+pub struct Client {
+    worker: Option<Worker>,
+    stop: Option<js_sys::Int32Array>,
+    stop_buffer: Option<JsValue>,
+    stop_sent: bool,
+    in_flight: Option<Request>,
+    pending: Option<(Request, Option<JsValue>)>,
+}
+
+impl Client {
+    /// Posts `req` now (`Ok(true)`) or queues it behind the running one
+    /// (`Ok(false)`, asking the running one to stop when it can).
+    pub fn submit(&mut self, req: Request, file: Option<JsValue>) -> Result<bool, String> {
+        match &self.in_flight {
+            Some(running) => {
+                if running.stoppable() {
+                    self.set_stop(1);
+                }
+                self.pending = Some((req, file));
+                Ok(false)
+            }
+            None => self.post(req, file.as_ref()).map(|_| true),
+        }
+    }
+
+    /// The running request ended: posts the waiting one, if any (its kind).
+    pub fn next(&mut self) -> Option<Result<&'static str, String>> {
+        self.in_flight = None;
+        let (req, file) = self.pending.take()?;
+        let kind = req.kind();
+        Some(self.post(req, file.as_ref()).map(|_| kind))
+    }
+
+    /// Raises the stop flag; false when there is none (no cross-origin isolation).
+    pub fn stop(&mut self) -> bool {
+        self.set_stop(1);
+        self.stop.is_some()
+    }
+
+    fn post(&mut self, req: Request, file: Option<&JsValue>) -> Result<(), String> {
+        let worker = self.worker.as_ref().ok_or("the engine worker is not running")?;
+        let env = js_sys::Object::new();
+        let v = serde_wasm_bindgen::to_value(&req).map_err(|e| e.to_string())?;
+        js_sys::Reflect::set(&env, &Envelope::REQ.into(), &v).map_err(js_err)?;
+        if let Some(f) = file {
+            js_sys::Reflect::set(&env, &Envelope::FILE.into(), f).map_err(js_err)?;
+        }
+        if !self.stop_sent {
+            if let Some(buf) = &self.stop_buffer {
+                js_sys::Reflect::set(&env, &Envelope::STOP.into(), buf).map_err(js_err)?;
+            }
+            self.stop_sent = true;
+        }
+        self.set_stop(0);
+        worker.post_message(&env).map_err(js_err)?;
+        self.in_flight = Some(req);
+        Ok(())
+    }
+
+    fn set_stop(&self, v: i32) {
+        if let Some(a) = &self.stop {
+            let _ = js_sys::Atomics::store(a, STOP_FLAG_INDEX, v);
+        }
+    }
+}
+
+/// Starts the worker and routes its messages: to the page's shared state
+/// (`Ctx::on_response`) and to the panels.
+pub fn start(ctx: Ctx, panels: panels::Panels) {
+    if cross_origin_isolated() {
+        let buf = js_sys::SharedArrayBuffer::new(4);
+        ctx.with_client(|c| {
+            c.stop = Some(js_sys::Int32Array::new(&buf));
+            c.stop_buffer = Some(buf.into());
+        });
+    }
+    let worker = match Worker::new(WORKER_SCRIPT) {
+        Ok(w) => w,
+        Err(e) => {
+            ctx.phase.set(Phase::Failed);
+            ctx.error.set(Some(format!("could not start the engine worker: {}", js_err(e))));
+            return;
+        }
+    };
+    let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
+        match serde_wasm_bindgen::from_value::<Response>(ev.data()) {
+            Ok(r) => {
+                ctx.on_response(&r);
+                panels.on_response(ctx, &r);
+                if r.is_final() {
+                    ctx.finished();
+                }
+            }
+            Err(e) => ctx.error.set(Some(format!("bad message from worker: {e}"))),
+        }
+    });
+    worker.set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
+    onmessage.forget();
+    let onerror = Closure::<dyn FnMut(web_sys::ErrorEvent)>::new(move |ev: web_sys::ErrorEvent| {
+        ev.prevent_default();
+        let msg = ev.message();
+        let msg = if msg.is_empty() { "could not start the engine worker".to_string() } else { msg };
+        ctx.error.set(Some(format!("engine worker error: {msg}")));
+        ctx.phase.set(Phase::Failed);
+    });
+    worker.set_onerror(Some(onerror.as_ref().unchecked_ref()));
+    onerror.forget();
+    ctx.with_client(|c| c.worker = Some(worker));
+}

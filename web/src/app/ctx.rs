@@ -1,0 +1,281 @@
+//! What every part of the page shares: the link state, the loaded model,
+//! the page's phase and messages, and the way to the worker. Each panel
+//! keeps its own results (`panels/`).
+
+use leptos::prelude::*;
+
+use super::client::Client;
+use crate::js::now_ms;
+use crate::protocol::{BenchResult, LoadedModel, ModelLocation, Precision, Request, Response};
+use crate::state::Shared;
+use crate::DEFAULT_MODEL_URL;
+
+/// What the page is doing; mirrored in `data-state` on `<main>` for tests.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Phase {
+    Starting,
+    Downloading,
+    Loading,
+    Ready,
+    Busy,
+    Failed,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Downloading => "downloading",
+            Phase::Loading => "loading",
+            Phase::Ready => "ready",
+            Phase::Busy => "busy",
+            Phase::Failed => "error",
+        }
+    }
+}
+
+/// Everything the page's parts share (copyable signals).
+#[derive(Clone, Copy)]
+pub struct Ctx {
+    pub st: RwSignal<Shared>,
+    pub phase: RwSignal<Phase>,
+    pub status: RwSignal<String>,
+    pub error: RwSignal<Option<String>>,
+    pub info: RwSignal<Option<LoadedModel>>,
+    /// Bytes loaded, bytes in all (if known), and when the download started.
+    pub progress: RwSignal<(f64, Option<f64>, f64)>,
+    pub busy_with: RwSignal<Option<&'static str>>,
+    /// Cells (or layers) done of all, for a sweep.
+    pub work: RwSignal<(u32, u32)>,
+    pub bench: RwSignal<Option<BenchResult>>,
+    pub embed: bool,
+    /// Which stack item asked for a separation scan / control vector / SAE latent.
+    pub asking_item: RwSignal<Option<u32>>,
+    /// The last separation scan and the stack item that asked for it.
+    pub scan: RwSignal<Option<(u32, Response)>>,
+    /// The WebGPU backend once started: the `GpuReady` message.
+    pub gpu: RwSignal<Option<Response>>,
+    pub gpu_result: RwSignal<Option<Response>>,
+    /// Run comparisons on the WebGPU backend (once it is started).
+    pub use_gpu: RwSignal<bool>,
+    /// Models loaded so far (drives the first run of the open panel).
+    pub loads: RwSignal<u32>,
+    /// performance.now() of the page's first generated token.
+    pub first_token_page: RwSignal<Option<f64>>,
+    /// The model loaded before the current load request.
+    prev_info: StoredValue<Option<LoadedModel>>,
+    client: StoredValue<Client, LocalStorage>,
+    /// Told the kind of each request as it starts (the panels reset what it replaces).
+    on_start: StoredValue<Option<OnStart>, LocalStorage>,
+}
+
+/// A callback told the kind of each request as it starts.
+type OnStart = Box<dyn Fn(&'static str)>;
+
+impl Ctx {
+    pub fn new(st: Shared, embed: bool) -> Ctx {
+        Ctx {
+            st: RwSignal::new(st),
+            phase: RwSignal::new(Phase::Starting),
+            status: RwSignal::new("Starting the engine worker…".into()),
+            error: RwSignal::new(None),
+            info: RwSignal::new(None),
+            progress: RwSignal::new((0.0, None, now_ms())),
+            busy_with: RwSignal::new(None),
+            work: RwSignal::new((0, 0)),
+            bench: RwSignal::new(None),
+            embed,
+            asking_item: RwSignal::new(None),
+            scan: RwSignal::new(None),
+            gpu: RwSignal::new(None),
+            gpu_result: RwSignal::new(None),
+            use_gpu: RwSignal::new(false),
+            loads: RwSignal::new(0),
+            first_token_page: RwSignal::new(None),
+            prev_info: StoredValue::new(None),
+            client: StoredValue::new_local(Client::default()),
+            on_start: StoredValue::new_local(None),
+        }
+    }
+
+    pub(super) fn set_on_start(self, f: impl Fn(&'static str) + 'static) {
+        self.on_start.set_value(Some(Box::new(f)));
+    }
+
+    pub(super) fn with_client<T>(self, f: impl FnOnce(&mut Client) -> T) -> Option<T> {
+        self.client.try_update_value(f)
+    }
+
+    /// Queue a request (see [`Client`]).
+    pub fn send(self, req: Request) {
+        self.send_with(req, None)
+    }
+
+    pub fn send_with(self, req: Request, file: Option<wasm_bindgen::JsValue>) {
+        self.error.set(None);
+        let kind = req.kind();
+        match self.with_client(|c| c.submit(req, file)).unwrap_or(Err("engine gone".into())) {
+            Ok(true) => self.started(kind),
+            Ok(false) => self.status.set("Waiting for the current work to stop…".into()),
+            Err(msg) => {
+                self.error.set(Some(msg));
+                self.phase.set(Phase::Failed);
+            }
+        }
+    }
+
+    pub(super) fn started(self, kind: &'static str) {
+        self.busy_with.set(Some(kind));
+        if kind == "load" {
+            self.phase.set(Phase::Downloading);
+        } else if self.phase.get_untracked() != Phase::Failed || self.info.get_untracked().is_some() {
+            self.phase.set(Phase::Busy);
+        }
+        self.status.set(
+            match kind {
+                "compare" => "Generating (baseline, then intervened)…",
+                "patch" => {
+                    self.work.set((0, 0));
+                    "Patching sweep running…"
+                }
+                "bench" => "Benchmarking…",
+                _ => "Working…",
+            }
+            .into(),
+        );
+        self.on_start.with_value(|f| f.iter().for_each(|f| f(kind)));
+    }
+
+    /// The current request ended: start the waiting one, if any.
+    pub(super) fn finished(self) {
+        self.busy_with.set(None);
+        match self.with_client(|c| c.next()) {
+            Some(Some(Ok(kind))) => self.started(kind),
+            Some(Some(Err(msg))) => self.error.set(Some(msg)),
+            _ if self.phase.get_untracked() != Phase::Failed => {
+                self.phase.set(if self.info.get_untracked().is_some() { Phase::Ready } else { Phase::Failed });
+            }
+            _ => {}
+        }
+    }
+
+    pub fn stop(self) {
+        if self.with_client(|c| c.stop()).unwrap_or(false) {
+            self.status.set("Stopping…".into());
+        } else {
+            self.error.set(Some("Stop needs cross-origin isolation (serve with `cargo xtask serve`)".into()));
+        }
+    }
+
+    pub fn ready(self) -> bool {
+        self.info.get().is_some() && !matches!(self.phase.get(), Phase::Downloading | Phase::Loading | Phase::Starting)
+    }
+
+    pub fn busy(self, k: &str) -> bool {
+        self.busy_with.get() == Some(k)
+    }
+
+    pub fn model_source(self) -> ModelLocation {
+        self.st.with_untracked(|s| s.model.clone()).unwrap_or(ModelLocation::Gguf { url: DEFAULT_MODEL_URL.into() })
+    }
+
+    pub fn load(self, source: ModelLocation, precision: Precision, file: Option<wasm_bindgen::JsValue>) {
+        // Kept in case the worker reports that the old model survived a failed load.
+        self.prev_info.set_value(self.info.get_untracked());
+        self.info.set(None);
+        self.progress.set((0.0, None, now_ms()));
+        self.status.set(format!("Loading {} ({})…", source.label(), precision.as_str()));
+        let kernels = self.st.with_untracked(|s| s.kernels);
+        self.send_with(Request::Load { source, precision, kernels }, file);
+    }
+
+    pub fn n_layers(self) -> u32 {
+        self.info.with(|i| i.as_ref().map(|i| i.summary.n_layers).unwrap_or(30))
+    }
+
+    /// The intervention document of the stack (or `None`, with the error shown).
+    pub fn document(self) -> Option<String> {
+        match self.st.with_untracked(|s| s.document()) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.error.set(Some(e));
+                None
+            }
+        }
+    }
+
+    /// Applies a response that is not a panel's result: the worker's
+    /// lifecycle, downloads, the model, the stack's imports, the GPU.
+    pub(super) fn on_response(self, r: &Response) {
+        match r {
+            Response::Ready { engine: true } => self.load(self.model_source(), self.st.with_untracked(|s| s.precision), None),
+            Response::Ready { engine: false } => {
+                self.phase.set(Phase::Failed);
+                self.error.set(Some("this build of the worker has no engine".into()));
+            }
+            Response::Pong { text } => self.status.set(format!("pong: {text}")),
+            Response::Progress { loaded, total } => {
+                self.progress.update(|p| (p.0, p.1) = (*loaded, *total));
+                if total.is_some_and(|t| *loaded >= t) {
+                    self.phase.set(Phase::Loading);
+                    self.status.set("Building the model…".into());
+                }
+            }
+            Response::Work { done, total } => self.work.set((*done, *total)),
+            Response::KernelsSet { backend } => {
+                self.info.update(|i| i.iter_mut().for_each(|i| i.backend = backend.clone()));
+                self.status.set(format!("Backend: {backend}"));
+            }
+            Response::Loaded(m) => self.loaded(m),
+            Response::LoadFailed { message, kept } => self.load_failed(message, *kept),
+            Response::CacheCleared { entries } => self.status.set(format!("Model cache cleared ({entries} files)")),
+            Response::ControlVector { .. } | Response::SaeLatent { .. } | Response::Separation { .. } => super::stack::on_response(self, r),
+            Response::Bench(b) => {
+                self.bench.set(Some((**b).clone()));
+                self.status.set("Benchmark finished".into());
+            }
+            Response::GpuReady { .. } => {
+                self.status.set("WebGPU backend ready: comparisons run on it".into());
+                self.gpu.set(Some(r.clone()));
+                self.use_gpu.set(true);
+            }
+            Response::GpuResult { .. } => {
+                self.status.set("WebGPU run finished".into());
+                self.gpu_result.set(Some(r.clone()));
+            }
+            Response::Cancelled => self.status.set("Stopped".into()),
+            Response::Error { message } => {
+                self.error.set(Some(message.clone()));
+                self.status.set("Error".into());
+                if self.info.get_untracked().is_none() {
+                    self.phase.set(Phase::Failed);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn loaded(self, m: &LoadedModel) {
+        self.progress.update(|p| (p.0, p.1) = (m.bytes, Some(m.bytes)));
+        self.status.set(format!("Ready: {} loaded", m.name));
+        self.info.set(Some(m.clone()));
+        self.loads.update(|n| *n += 1);
+        self.gpu.set(None);
+        self.use_gpu.set(false);
+        self.gpu_result.set(None);
+    }
+
+    fn load_failed(self, message: &str, kept: bool) {
+        let prev = self.prev_info.get_value();
+        if kept && prev.is_some() {
+            self.error.set(Some(format!("{message} (the previous model is still loaded)")));
+            self.info.set(prev);
+            self.progress.update(|p| p.1 = None);
+            self.status.set("Load failed; the previous model is still loaded".into());
+        } else {
+            self.error.set(Some(message.to_string()));
+            self.status.set("Load failed".into());
+            self.phase.set(Phase::Failed);
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! The model card: where the model comes from (default, URL, Hugging Face
+//! repository, local file), its precision and kernels, the download, what
+//! is loaded, the benchmark and the WebGPU backend.
+
+use leptos::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+
+use super::super::widgets::{event_target, fmt_mb};
+use super::super::{Ctx, Phase};
+use super::gpu::GpuSection;
+use crate::protocol::{Kernels, ModelLocation, Precision, Request};
+
+fn loading(ctx: Ctx) -> bool {
+    matches!(ctx.phase.get(), Phase::Downloading | Phase::Loading | Phase::Starting)
+}
+
+#[component]
+pub fn ModelCard() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let load_file = move |file: web_sys::File| {
+        let name = file.name();
+        let p = ctx.st.with_untracked(|s| s.precision);
+        ctx.status.set(format!("Reading {name}…"));
+        wasm_bindgen_futures::spawn_local(async move {
+            match JsFuture::from(file.array_buffer()).await {
+                Ok(buf) => ctx.load(ModelLocation::File { name }, p, Some(buf)),
+                Err(e) => ctx.error.set(Some(format!("{name}: could not read the file: {}", crate::js::js_err(e)))),
+            }
+        });
+    };
+    let on_drop = move |ev: web_sys::DragEvent| {
+        ev.prevent_default();
+        if let Some(f) = ev.data_transfer().and_then(|d| d.files()).and_then(|l| l.get(0)) {
+            load_file(f);
+        }
+    };
+    view! {
+        <section class="card model" aria-labelledby="model-h" on:dragover=|ev: web_sys::DragEvent| ev.prevent_default() on:drop=on_drop>
+            <h2 id="model-h">"Model"</h2>
+            <Source load_file=load_file/>
+            <PrecisionRow/>
+            <Download/>
+            <Loaded/>
+            <GpuSection/>
+            <Benchmark/>
+        </section>
+    }
+}
+
+/// The source picker: the default model, a GGUF or Hugging Face URL, or a local file.
+#[component]
+fn Source(load_file: impl Fn(web_sys::File) + Copy + 'static) -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let url = RwSignal::new(String::new());
+    let kind = RwSignal::new("default".to_string());
+    let on_load = move |_| {
+        let p = ctx.st.with_untracked(|s| s.precision);
+        let typed = url.get_untracked().trim().to_string();
+        let src = match kind.get_untracked().as_str() {
+            "gguf" => ModelLocation::Gguf { url: typed },
+            "hf" => ModelLocation::HfRepo { base: typed },
+            _ => ModelLocation::Gguf { url: crate::DEFAULT_MODEL_URL.into() },
+        };
+        if let ModelLocation::Gguf { url } | ModelLocation::HfRepo { base: url } = &src {
+            if url.is_empty() {
+                ctx.error.set(Some("enter a URL first".into()));
+                return;
+            }
+        }
+        let shared = if kind.get_untracked() == "default" { None } else { Some(src.clone()) };
+        ctx.st.update(|s| s.model = shared);
+        ctx.load(src, p, None);
+    };
+    let on_file = move |ev: web_sys::Event| {
+        let input: web_sys::HtmlInputElement = event_target(&ev);
+        if let Some(f) = input.files().and_then(|l| l.get(0)) {
+            load_file(f);
+        }
+    };
+    view! {
+        <div class="row">
+            <label>
+                "Source "
+                <select aria-label="Model source" on:change=move |ev| kind.set(event_target_value(&ev)) prop:value=move || kind.get()>
+                    <option value="default">"SmolLM2-135M-Instruct (default)"</option>
+                    <option value="gguf">"GGUF file by URL"</option>
+                    <option value="hf">"Hugging Face repository (URL)"</option>
+                </select>
+            </label>
+            <Show when=move || kind.get() != "default">
+                <input
+                    type="url"
+                    class="wide"
+                    aria-label="Model URL"
+                    placeholder=move || if kind.get() == "hf" { "https://huggingface.co/ORG/REPO/resolve/main/" } else { "https://…/model.gguf" }
+                    prop:value=move || url.get()
+                    on:input=move |ev| url.set(event_target_value(&ev))
+                />
+            </Show>
+            <button on:click=on_load disabled=move || loading(ctx)>"Load"</button>
+            <label class="file">
+                "or open a GGUF file "
+                <input type="file" accept=".gguf" aria-label="Open a model file" on:change=on_file />
+            </label>
+        </div>
+    }
+}
+
+/// Precision (reloads), the quantized kernels (switched in place), the backend.
+#[component]
+fn PrecisionRow() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let on_precision = move |ev: web_sys::Event| {
+        if let Ok(p) = event_target_value(&ev).parse::<Precision>() {
+            ctx.st.update(|s| s.precision = p);
+            ctx.load(ctx.model_source(), p, None);
+        }
+    };
+    let on_kernels = move |ev: web_sys::Event| {
+        if let Ok(k) = event_target_value(&ev).parse::<Kernels>() {
+            ctx.st.update(|s| s.kernels = k);
+            ctx.send(Request::SetKernels { kernels: k });
+        }
+    };
+    view! {
+        <div class="row">
+            <label>
+                "Precision "
+                <select aria-label="Precision" on:change=on_precision prop:value=move || ctx.st.with(|s| s.precision.as_str()) disabled=move || loading(ctx)>
+                    {Precision::ALL
+                        .into_iter()
+                        .map(|p| view! { <option value=p.as_str() selected=move || ctx.st.with(|s| s.precision) == p>{p.as_str()}</option> })
+                        .collect_view()}
+                </select>
+            </label>
+            <Show when=move || ctx.st.with(|s| s.precision == Precision::Quantized)>
+                <label>
+                    "Kernels "
+                    <select aria-label="Kernels" on:change=on_kernels disabled=move || loading(ctx)>
+                        {Kernels::ALL.into_iter().map(|k| view! { <option value=k.as_str() selected=move || ctx.st.with(|s| s.kernels) == k>{k.as_str()}</option> }).collect_view()}
+                    </select>
+                </label>
+            </Show>
+            <span class="muted" aria-label="Backend">
+                {move || ctx.info.get().map(|i| format!("backend: {} · 1 thread", i.backend)).unwrap_or_else(|| "backend: CPU wasm simd128 · 1 thread".into())}
+            </span>
+            <button class="secondary" on:click=move |_| ctx.send(Request::ClearCache) disabled=move || loading(ctx)>"Clear cached models"</button>
+        </div>
+    }
+}
+
+/// The download: a progress bar, bytes and speed.
+#[component]
+fn Download() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let percent = move || {
+        let (l, t, _) = ctx.progress.get();
+        t.filter(|t| *t > 0.0).map(|t| (100.0 * l / t).min(100.0))
+    };
+    let speed = move || {
+        let (l, _, t0) = ctx.progress.get();
+        let dt = (crate::js::now_ms() - t0) / 1e3;
+        if dt > 0.05 && l > 0.0 {
+            format!(" · {:.1} MB/s", l / 1e6 / dt)
+        } else {
+            String::new()
+        }
+    };
+    let text = move || {
+        let (l, t, _) = ctx.progress.get();
+        let base = match (t, percent()) {
+            (Some(t), Some(p)) => format!("{} / {} ({p:.0}%)", fmt_mb(l), fmt_mb(t)),
+            _ => fmt_mb(l),
+        };
+        if loading(ctx) {
+            format!("{base}{}", speed())
+        } else {
+            base
+        }
+    };
+    view! {
+        <div class="row">
+            <progress aria-label="Model download" max="100" value=move || percent().map(|p| format!("{p:.1}")).unwrap_or_default()></progress>
+            <span class="progress-text" aria-label="Download progress">{text}</span>
+        </div>
+    }
+}
+
+/// What is loaded: name, precision, size, where it came from, timings, shape.
+#[component]
+fn Loaded() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let line = move || match ctx.info.get() {
+        None => "No model loaded".to_string(),
+        Some(i) => format!(
+            "Loaded: {} · {} · {} · {} {:.1} s · build {:.1} s · {} layers × {} heads, d_model {}",
+            i.name,
+            i.precision.as_str(),
+            fmt_mb(i.bytes),
+            if i.from_cache { "from cache" } else { "download" },
+            i.fetch_ms / 1e3,
+            i.load_ms / 1e3,
+            i.summary.n_layers,
+            i.summary.n_heads,
+            i.summary.d_model
+        ),
+    };
+    view! {
+        <p
+            class="model-info"
+            aria-label="Loaded model"
+            data-precision=move || ctx.info.get().map(|i| i.precision.as_str()).unwrap_or_default()
+            data-cached=move || ctx.info.get().map(|i| i.from_cache.to_string()).unwrap_or_default()
+        >
+            {line}
+        </p>
+    }
+}
+
+/// The benchmark, measured like `scalpel bench`.
+#[component]
+fn Benchmark() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let b = ctx.bench;
+    let attr = move |f: fn(&crate::protocol::BenchResult) -> String| move || b.get().map(|b| f(&b)).unwrap_or_default();
+    view! {
+        <details class="bench">
+            <summary>"Benchmark"</summary>
+            <div class="row">
+                <button on:click=move |_| { b.set(None); ctx.send(Request::Bench { prompt_tokens: 64, decode_tokens: 64, rounds: 3 }) } disabled=move || !ctx.ready()>"Run benchmark"</button>
+                <span class="muted">"64-token prefill + 64 decode steps, median of 3, this tab"</span>
+            </div>
+            <p
+                aria-label="Benchmark result"
+                data-backend=attr(|b| b.backend.clone())
+                data-prefill=attr(|b| b.prefill_tok_s.to_string())
+                data-decode=attr(|b| b.decode_tok_s.to_string())
+                data-decode-tokens=attr(|b| b.decode_tokens.to_string())
+            >
+                {move || b.get().map(|b| format!(
+                    "{}: prefill {:.1} tok/s ({} tokens) · decode {:.1} tok/s ({} tokens) · median of {}",
+                    b.backend, b.prefill_tok_s, b.prompt_tokens, b.decode_tok_s, b.decode_tokens, b.rounds
+                )).unwrap_or_default()}
+            </p>
+        </details>
+    }
+}

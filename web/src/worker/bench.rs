@@ -1,0 +1,39 @@
+//! The page's benchmark on the CPU engine, measured exactly like `scalpel
+//! bench` (`scalpel_experiments::bench`).
+
+use super::model::{backend, with_model};
+use super::post;
+use crate::protocol::{BenchResult, Response};
+pub use scalpel_experiments::bench::median;
+use scalpel_experiments::bench::{self, measure};
+
+/// The benchmark prompt of `n` tokens for the loaded model.
+pub fn prompt(n: usize) -> Result<Vec<u32>, String> {
+    with_model(|m| bench::prompt(m, n, 0).map_err(|e| e.to_string()))
+}
+
+pub fn run(prompt_tokens: u32, decode_tokens: u32, rounds: u32) -> Result<(), String> {
+    with_model(|m| {
+        if rounds == 0 {
+            return Err("bench: rounds must be at least 1".into());
+        }
+        let prompt = bench::prompt(m, prompt_tokens as usize, decode_tokens as usize).map_err(|e| format!("bench: {e}"))?;
+        let (mut pre, mut dec) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let s = measure(m, &prompt, decode_tokens as usize, None).map_err(|e| e.to_string())?;
+            pre.push(s.prefill);
+            dec.push(s.decode);
+        }
+        let result = BenchResult {
+            precision: m.precision,
+            backend: backend(m),
+            prompt_tokens,
+            decode_tokens,
+            rounds,
+            prefill_tok_s: median(pre),
+            decode_tok_s: median(dec),
+        };
+        post(&Response::Bench(Box::new(result)));
+        Ok(())
+    })
+}

@@ -1,0 +1,110 @@
+//! The loaded CPU model: loading it, switching its kernels, and turning the
+//! page's prompts into token ids. Every other request borrows it through
+//! [`with_model`].
+
+use super::compare;
+use super::post;
+use super::ModelBytes;
+use crate::js::now_ms;
+use crate::protocol::{Kernels, LoadedModel, ModelLocation, ModelSummary, Precision, Prompt, Response};
+use scalpel_engine::{Model, Tokenizer};
+use std::cell::RefCell;
+
+thread_local! {
+    static MODEL: RefCell<Option<Model>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` on the loaded model.
+pub fn with_model<T>(f: impl FnOnce(&mut Model) -> Result<T, String>) -> Result<T, String> {
+    MODEL.with(|m| {
+        let mut m = m.borrow_mut();
+        let model = m.as_mut().ok_or_else(|| "no model loaded yet".to_string())?;
+        f(model)
+    })
+}
+
+pub fn precision() -> Option<Precision> {
+    MODEL.with(|m| m.borrow().as_ref().map(|m| m.precision))
+}
+
+pub fn is_loaded() -> bool {
+    MODEL.with(|m| m.borrow().is_some())
+}
+
+/// What runs the CPU engine's matmuls, for the page.
+pub fn backend(m: &Model) -> String {
+    match m.precision {
+        Precision::F32 => "CPU wasm simd128 · f32 matmul (candle)".to_string(),
+        Precision::Quantized => format!("CPU wasm simd128 · quantized kernels: {}", m.kernels()),
+    }
+}
+
+pub fn set_kernels(kernels: Kernels) -> Result<(), String> {
+    with_model(|m| {
+        m.set_kernels(kernels).map_err(|e| e.to_string())?;
+        // The cached baseline was made by the other kernels.
+        compare::forget_baseline();
+        post(&Response::KernelsSet { backend: backend(m) });
+        Ok(())
+    })
+}
+
+/// Builds the model from `bytes` (the previous one is dropped first, so two
+/// never share the memory) and posts `Loaded`.
+pub fn load(location: &ModelLocation, bytes: &ModelBytes, precision: Precision, kernels: Kernels, fetch_ms: f64, from_cache: bool) -> Result<(), String> {
+    let name = location.label();
+    MODEL.with(|m| *m.borrow_mut() = None);
+    compare::forget_baseline();
+    let t0 = now_ms();
+    let model = Model::load_with(&name, bytes.source(), precision, kernels).map_err(|e| format!("{name}: {e}"))?;
+    let load_ms = now_ms() - t0;
+    let c = &model.config;
+    let summary = ModelSummary {
+        arch: c.arch.name().to_string(),
+        n_layers: c.n_layers as u32,
+        n_heads: c.n_heads as u32,
+        n_kv_heads: c.n_kv_heads as u32,
+        d_model: c.d_model as u32,
+        d_mlp: c.d_mlp as u32,
+        vocab: c.d_vocab as u32,
+        n_ctx: c.n_ctx as u32,
+        chat_template: model.tokenizer().chat_template.is_some(),
+    };
+    let loaded = LoadedModel { name, precision, bytes: bytes.byte_len() as f64, fetch_ms, load_ms, from_cache, summary, backend: backend(&model) };
+    MODEL.with(|m| *m.borrow_mut() = Some(model));
+    post(&Response::Loaded(Box::new(loaded)));
+    Ok(())
+}
+
+/// Most characters a prompt may have (a bound on work and memory; the
+/// context length bounds tokens).
+const MAX_PROMPT_CHARS: usize = 20_000;
+
+/// The prompt's token ids (wrapped in the chat template when asked).
+pub fn encode(m: &Model, prompt: &Prompt) -> Result<Vec<u32>, String> {
+    if prompt.text.is_empty() {
+        return Err("the prompt is empty".into());
+    }
+    if prompt.text.len() > MAX_PROMPT_CHARS {
+        return Err(format!("the prompt has {} characters; at most {MAX_PROMPT_CHARS} are accepted", prompt.text.len()));
+    }
+    let tok = m.tokenizer();
+    let text = match prompt.chat {
+        true => tok.apply_chat_template(&[("user", prompt.text.as_str())], true).map_err(|e| e.to_string())?,
+        false => prompt.text.clone(),
+    };
+    let ids = tok.encode(&text).map_err(|e| e.to_string())?;
+    if ids.len() >= m.config.n_ctx {
+        return Err(format!("the prompt has {} tokens; the context length is {}", ids.len(), m.config.n_ctx));
+    }
+    Ok(ids)
+}
+
+pub fn plain(text: &str) -> Prompt {
+    Prompt { text: text.to_string(), chat: false }
+}
+
+/// The prompt's ids and the tokenizer, for work that runs off the CPU model.
+pub fn encode_with_tokenizer(prompt: &Prompt) -> Result<(Vec<u32>, Tokenizer), String> {
+    with_model(|m| Ok((encode(m, prompt)?, m.tokenizer().clone())))
+}

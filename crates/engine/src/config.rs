@@ -131,8 +131,8 @@ impl SiteShape {
 }
 
 impl Config {
-    pub fn site_shape(&self, site: crate::hooks::Site) -> SiteShape {
-        use crate::hooks::Site;
+    pub fn site_shape(&self, site: scalpel_types::Site) -> SiteShape {
+        use scalpel_types::Site;
         let (heads, width) = match site {
             Site::Q | Site::RotQ | Site::Z => (Some(self.n_heads), Some(self.d_head)),
             Site::K | Site::V | Site::RotK => (Some(self.n_kv_heads), Some(self.d_head)),
@@ -147,7 +147,7 @@ impl Config {
 impl Config {
     /// Units per position of `site`'s value, heads flattened; an error for
     /// attention scores and patterns, which are per key.
-    pub fn flat_width(&self, site: crate::hooks::Site) -> Result<usize> {
+    pub fn flat_width(&self, site: scalpel_types::Site) -> Result<usize> {
         self.site_shape(site).flat().ok_or_else(|| {
             Error::input(format!(
                 "'{}' is an attention pattern (query × key): vectors and probes read per-position values (residual stream, MLP, attention output, q/k/v/z)",

@@ -6,16 +6,15 @@
 //! checking `heads` and `neurons` against the hook, resolving `positions`.
 //! What an op does lives in its file under `ops/`.
 
-use scalpel_engine::{Hook, HookCtx, HookPoint, Model, Site, SiteShape, Tensor};
+use scalpel_engine::{Hook, HookCtx, HookPoint, Model, Tensor};
 pub use scalpel_types::run::{ConditionalTrace, ItemReport};
-use scalpel_types::document::{Document, Intervention};
+use scalpel_types::document::Document;
 
 use crate::ops::conditional::Conditional;
 use crate::ops::{Compiled, HookOp, Insert, KvAdd, LowRank};
-use crate::select::{resolve_sel, Selection};
-use crate::vectors::SaeTable;
-
-pub(crate) type Res<T> = Result<T, String>;
+use crate::context::{Cx, SaeTable};
+use crate::select::Selection;
+use crate::Res;
 
 /// What an item does at its hook points.
 pub(crate) enum Action {
@@ -42,95 +41,6 @@ pub struct Interventions {
     pub low_ranks: Vec<LowRank>,
     pub inserts: Vec<Insert>,
     pub warnings: Vec<String>,
-}
-
-/// What an op's compile step reads: the model, the prompt length, the
-/// SAEs beside the document, and where warnings go.
-pub(crate) struct Cx<'a> {
-    pub model: &'a Model,
-    pub prompt_len: usize,
-    pub saes: &'a SaeTable,
-    pub warnings: Vec<String>,
-}
-
-/// The checked hook of an item: its points (one, or one per layer for
-/// `blocks.*.…`), their site's shape, and the selection.
-pub(crate) struct Target {
-    pub index: usize,
-    pub hook: String,
-    pub points: Vec<HookPoint>,
-    pub site: Site,
-    pub shape: SiteShape,
-    pub select: Selection,
-}
-
-impl Target {
-    /// An error unless `v` has one number per unit of the hook's last axis.
-    pub fn need_len(&self, field: &str, v: &[f32]) -> Res<()> {
-        let i = self.index;
-        match self.shape.width {
-            Some(n) if v.len() != n => Err(format!(
-                "intervention {i}: field '{field}' has {} numbers but '{}' has {n} per position",
-                v.len(),
-                self.hook
-            )),
-            None => Err(format!("intervention {i}: field '{field}': '{}' takes no vectors", self.hook)),
-            _ => Ok(()),
-        }
-    }
-
-    /// Attention scores or patterns (`[b, head, q, k]`).
-    pub fn is_scores(&self) -> bool {
-        matches!(self.site, Site::AttnScores | Site::Pattern)
-    }
-}
-
-impl Cx<'_> {
-    /// Expands and checks an item's `hook`, `heads`, `neurons` and `positions`.
-    pub fn target(&self, i: usize, iv: &Intervention) -> Res<Target> {
-        let hook = iv.hook.as_deref().ok_or(format!("intervention {i}: missing field 'hook'"))?;
-        let points = self.expand_hook(i, hook)?;
-        let site = points[0].site;
-        let shape = self.model.config.site_shape(site);
-        if let Some(heads) = &iv.heads {
-            let h = shape.heads.ok_or(format!("intervention {i}: field 'heads': hook '{hook}' has no heads"))?;
-            if let Some(&bad) = heads.iter().find(|&&x| x >= h) {
-                return Err(format!("intervention {i}: field 'heads': head {bad} is out of range (the hook has {h} heads)"));
-            }
-        }
-        if let Some(ns) = &iv.neurons {
-            let n = shape.width.ok_or(format!("intervention {i}: field 'neurons' does not apply to '{hook}'"))?;
-            if let Some(&bad) = ns.iter().find(|&&x| x >= n) {
-                return Err(format!(
-                    "intervention {i}: field 'neurons': unit {bad} is out of range (the hook's last axis has {n})"
-                ));
-            }
-        }
-        let positions = resolve_sel(i, "positions", &iv.positions, self.prompt_len)?;
-        let select = Selection { positions, heads: iv.heads.clone(), neurons: iv.neurons.clone() };
-        Ok(Target { index: i, hook: hook.to_owned(), points, site, shape, select })
-    }
-
-    fn expand_hook(&self, i: usize, hook: &str) -> Res<Vec<HookPoint>> {
-        let parse = |name: &str| self.model.hook_point(name).map_err(|e| format!("intervention {i}: field 'hook': {e}"));
-        if let Some(rest) = hook.strip_prefix("blocks.*.") {
-            return (0..self.model.config.n_layers).map(|l| parse(&format!("blocks.{l}.{rest}"))).collect();
-        }
-        if hook.contains('*') {
-            return Err(format!(
-                "intervention {i}: field 'hook': '*' is only allowed as the layer, as in 'blocks.*.hook_resid_post'"
-            ));
-        }
-        Ok(vec![parse(hook)?])
-    }
-}
-
-/// An error unless every number is finite.
-pub(crate) fn check_finite(i: usize, field: &str, xs: &[f32]) -> Res<()> {
-    if let Some(j) = xs.iter().position(|x| !x.is_finite()) {
-        return Err(format!("intervention {i}: field '{field}' has a non-finite number at index {j}"));
-    }
-    Ok(())
 }
 
 impl Interventions {

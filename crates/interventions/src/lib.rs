@@ -5,7 +5,8 @@
 //! numbers in both.
 //!
 //! - `parse.rs`: the document with messages naming the item and field;
-//! - `compile.rs`: what every op shares (hooks, selections) and the hook;
+//! - `compile.rs`: the compiled document and its hook; `context.rs`: what
+//!   every op compiles with (model, checked hook, selections);
 //! - `ops/`: one file per op (its fields, checks, compile, apply, lowering);
 //! - `select.rs`: positions, heads and units as masks;
 //! - `lower.rs`: the document as GPU edits; `run.rs`: a forward pass or a
@@ -13,12 +14,16 @@
 //! - `vectors/`: the directions documents steer with.
 
 mod compile;
+mod context;
 mod lower;
 mod ops;
 mod parse;
 pub mod run;
 mod select;
 pub mod vectors;
+
+/// Errors are messages for the user, naming the item and field.
+pub(crate) type Res<T> = Result<T, String>;
 
 pub use compile::{ConditionalTrace, Interventions, ItemReport};
 pub use ops::{Insert, KvAdd, LowRank};

@@ -7,7 +7,7 @@ use candle_core::{Device, Tensor};
 use scalpel_engine::HookCtx;
 use scalpel_types::document::{NamedPositions, Positions};
 
-use crate::compile::Res;
+use crate::Res;
 
 /// Absolute positions an item covers.
 #[derive(Clone, Debug)]

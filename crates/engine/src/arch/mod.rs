@@ -14,6 +14,8 @@ use crate::error::{Error, Result};
 use crate::load::gguf::Gguf;
 use crate::load::parts::Parts;
 use crate::load::safetensors::Store;
+use crate::tokenizer::Tokenizer;
+use scalpel_types::ModelSource;
 
 /// One architecture: the names it goes by and its readers. `None`: the
 /// format has no such model (e.g. GPT-2 is read from safetensors only).
@@ -41,8 +43,36 @@ fn names(f: impl Fn(&ArchDef) -> &'static [&'static str]) -> String {
     all.join(", ")
 }
 
+/// The config, tokenizer and weights (in the shared parts layout) of a
+/// model file; `name` names the file in messages. Every format goes through
+/// the same steps: hyperparameters, tokenizer, then tensors by role.
+pub fn read(name: &str, source: ModelSource) -> Result<(Config, Tokenizer, Parts)> {
+    match source {
+        ModelSource::Gguf(bytes) => {
+            let g = Gguf::parse(name, bytes)?;
+            let cfg = gguf_config(&g)?;
+            let tokenizer = Tokenizer::from_gguf(&g)?;
+            let parts = gguf_parts(&cfg, &g)?;
+            Ok((cfg, tokenizer, parts))
+        }
+        ModelSource::HuggingFace { config, tokenizer, tokenizer_config, weights } => {
+            let cfg = hf_config("config.json", config)?;
+            let tokenizer = tokenizer.ok_or_else(|| {
+                Error::load(
+                    name,
+                    "missing tokenizer.json: a Hugging Face model directory needs config.json, tokenizer.json and *.safetensors",
+                )
+            })?;
+            let tokenizer = Tokenizer::from_hf_json("tokenizer.json", tokenizer, tokenizer_config)?;
+            let store = Store::new(&weights)?;
+            let parts = hf_parts(&cfg, &store)?;
+            Ok((cfg, tokenizer, parts))
+        }
+    }
+}
+
 /// The hyperparameters of a GGUF file, from its metadata.
-pub(crate) fn gguf_config(g: &Gguf) -> Result<Config> {
+fn gguf_config(g: &Gguf) -> Result<Config> {
     let name = g
         .require("general.architecture")?
         .as_str()
@@ -63,13 +93,13 @@ pub(crate) fn gguf_config(g: &Gguf) -> Result<Config> {
 }
 
 /// The weights of a GGUF file whose config `cfg` came from [`gguf_config`].
-pub(crate) fn gguf_parts(cfg: &Config, g: &Gguf) -> Result<Parts> {
+fn gguf_parts(cfg: &Config, g: &Gguf) -> Result<Parts> {
     let read = def(cfg.arch).gguf_parts.expect("gguf_config accepted this architecture");
     read(cfg, g)
 }
 
 /// The hyperparameters in a Hugging Face `config.json`.
-pub(crate) fn hf_config(file: &str, json: &[u8]) -> Result<Config> {
+fn hf_config(file: &str, json: &[u8]) -> Result<Config> {
     let v: serde_json::Value =
         serde_json::from_slice(json).map_err(|e| Error::load(file, format!("not valid JSON: {e}")))?;
     let model_type = v.get("model_type").and_then(|m| m.as_str()).unwrap_or("");
@@ -85,7 +115,7 @@ pub(crate) fn hf_config(file: &str, json: &[u8]) -> Result<Config> {
 }
 
 /// The weights of a Hugging Face checkpoint whose config is `cfg`.
-pub(crate) fn hf_parts(cfg: &Config, store: &Store) -> Result<Parts> {
+fn hf_parts(cfg: &Config, store: &Store) -> Result<Parts> {
     (def(cfg.arch).hf_parts)(cfg, store)
 }
 

@@ -147,13 +147,13 @@ impl Model {
     /// Loads, multiplying quantized matrices with `kernels` (`Auto`: the
     /// faster on this target, see [`Kernels::resolve`]).
     pub fn load_with(name: &str, source: ModelSource, precision: Precision, kernels: Kernels) -> Result<Model> {
-        let (config, tokenizer, parts) = crate::load::read(name, source)?;
+        let (config, tokenizer, parts) = crate::arch::read(name, source)?;
         let mut model = Self::build(name, config, tokenizer, parts, precision)?;
         model.set_kernels(kernels)?;
         Ok(model)
     }
 
-    /// The model at `precision` from what `load::read` found.
+    /// The model at `precision` from what `arch::read` found.
     fn build(name: &str, config: Config, tokenizer: Tokenizer, parts: Parts, precision: Precision) -> Result<Model> {
         let (kind, eps) = (config.norm, config.norm_eps as f32);
         let mut blocks = Vec::with_capacity(parts.blocks.len());

@@ -153,7 +153,7 @@ pub struct GpuModel {
 }
 
 impl GpuModel {
-    /// The model of `config` and `parts` (from `scalpel_engine::load::read`),
+    /// The model of `config` and `parts` (from `scalpel_engine::read`),
     /// or an error naming what the GPU forward pass lacks for it.
     pub fn from_parts(gpu: Arc<Gpu>, name: &str, config: &Config, parts: &Parts, opts: &GpuModelOptions) -> Result<GpuModel> {
         if let Some(why) = weights::unsupported(name, config, parts) {
@@ -174,7 +174,7 @@ impl GpuModel {
 
     /// Loads a GGUF file through the engine's loader (see [`from_parts`](Self::from_parts)).
     pub fn from_gguf(gpu: Arc<Gpu>, name: &str, bytes: &[u8], opts: &GpuModelOptions) -> Result<GpuModel> {
-        let (config, _, parts) = scalpel_engine::load::read(name, ModelSource::Gguf(bytes))?;
+        let (config, _, parts) = scalpel_engine::read(name, ModelSource::Gguf(bytes))?;
         Self::from_parts(gpu, name, &config, &parts, opts)
     }
 

@@ -8,7 +8,8 @@ use scalpel_types::document::{Intervention, Op};
 use scalpel_types::EditOp;
 
 use super::{no_check, Columns, Compiled, HookOp, OpDef};
-use crate::compile::{check_finite, Cx, Res};
+use crate::context::{check_finite, Cx};
+use crate::Res;
 
 pub(crate) const DEF: OpDef = OpDef { name: "add", fields: &["vector", "scale"], check: no_check, compile };
 

@@ -3,6 +3,11 @@
 //! (conditional steering). With `backtrack` > 0, the first time it fires
 //! during generation the last `backtrack` tokens are discarded and
 //! regenerated with `then` on; `run.rs` does the rollback.
+//!
+//! `then` is a list of ordinary items, so this op parses and compiles them
+//! with the document's own parser and compiler: the one place where `ops/`
+//! calls back into `parse.rs` and `compile.rs` (a recursive grammar, not a
+//! layering loop).
 
 use serde_json::{Map, Value};
 
@@ -11,7 +16,9 @@ use scalpel_types::document::{Document, Intervention, Op, When};
 use scalpel_types::run::ConditionalTrace;
 
 use super::{Compiled, OpDef};
-use crate::compile::{check_finite, Cx, Interventions, Res};
+use crate::compile::Interventions;
+use crate::context::{check_finite, Cx};
+use crate::Res;
 use crate::vectors::sources::unit;
 
 pub(crate) const DEF: OpDef =

@@ -5,7 +5,8 @@
 use scalpel_types::document::{Intervention, Op};
 
 use super::{no_check, Compiled, OpDef};
-use crate::compile::{Cx, Res};
+use crate::context::Cx;
+use crate::Res;
 
 pub(crate) const DEF: OpDef = OpDef { name: "insert", fields: &["text", "at_step", "after", "times"], check: no_check, compile };
 

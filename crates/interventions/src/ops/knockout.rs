@@ -6,7 +6,8 @@ use scalpel_engine::{HookCtx, Site, Tensor};
 use scalpel_types::document::{Intervention, Op};
 
 use super::{no_check, Compiled, HookOp, OpDef};
-use crate::compile::{Cx, Res};
+use crate::context::Cx;
+use crate::Res;
 use crate::select::{resolve_sel, Sel};
 
 pub(crate) const DEF: OpDef = OpDef { name: "knockout", fields: &["keys"], check: no_check, compile };

@@ -6,7 +6,8 @@ use scalpel_engine::Site;
 use scalpel_types::document::{Intervention, Op};
 
 use super::{no_check, Compiled, OpDef};
-use crate::compile::{check_finite, Cx, Res};
+use crate::context::{check_finite, Cx};
+use crate::Res;
 use crate::select::Sel;
 
 pub(crate) const DEF: OpDef = OpDef { name: "kv_add", fields: &["vector", "scale"], check: no_check, compile };

@@ -5,7 +5,8 @@ use scalpel_engine::Matrix;
 use scalpel_types::document::{Intervention, Op};
 
 use super::{no_check, Compiled, OpDef};
-use crate::compile::{Cx, Res};
+use crate::context::Cx;
+use crate::Res;
 
 pub(crate) const DEF: OpDef = OpDef { name: "low_rank", fields: &["matrix", "rank"], check: no_check, compile };
 

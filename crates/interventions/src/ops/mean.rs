@@ -10,7 +10,8 @@ use scalpel_types::document::{Intervention, Op};
 use scalpel_types::EditOp;
 
 use super::{no_check, Columns, Compiled, HookOp, OpDef};
-use crate::compile::{Cx, Res};
+use crate::context::Cx;
+use crate::Res;
 use crate::select::blend;
 use crate::vectors::sources::activation;
 

@@ -25,7 +25,8 @@ use scalpel_engine::{HookCtx, HookPoint, Tensor};
 use scalpel_types::document::{Intervention, Op};
 use scalpel_types::EditOp;
 
-use crate::compile::{Cx, Res, Target};
+use crate::context::{Cx, Target};
+use crate::Res;
 pub use insert::Insert;
 pub use kv_add::KvAdd;
 pub use low_rank::LowRank;

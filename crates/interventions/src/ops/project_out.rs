@@ -6,7 +6,8 @@ use scalpel_types::document::{Intervention, Op};
 use scalpel_types::EditOp;
 
 use super::{no_check, Columns, Compiled, HookOp, OpDef};
-use crate::compile::{Cx, Res};
+use crate::context::Cx;
+use crate::Res;
 use crate::vectors::sources::unit;
 
 pub(crate) const DEF: OpDef = OpDef { name: "project_out", fields: &["direction"], check: no_check, compile };

@@ -10,7 +10,8 @@ use scalpel_engine::{HookCtx, Tensor};
 use scalpel_types::document::{Intervention, Op};
 
 use super::{no_check, Compiled, HookOp, OpDef};
-use crate::compile::{check_finite, Cx, Res};
+use crate::context::{check_finite, Cx};
+use crate::Res;
 
 pub(crate) const DEF: OpDef = OpDef { name: "sae_clamp", fields: &["latent", "value"], check: no_check, compile };
 

@@ -6,7 +6,8 @@ use scalpel_types::document::{Intervention, Op};
 use scalpel_types::EditOp;
 
 use super::{no_check, Columns, Compiled, HookOp, OpDef};
-use crate::compile::{check_finite, Cx, Res};
+use crate::context::{check_finite, Cx};
+use crate::Res;
 use crate::select::scale_masked;
 
 pub(crate) const DEF: OpDef = OpDef { name: "scale", fields: &["factor"], check: no_check, compile };

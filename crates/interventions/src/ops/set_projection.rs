@@ -12,7 +12,8 @@ use scalpel_types::EditOp;
 
 use super::project_out::{projection, runs_of};
 use super::{Columns, Compiled, HookOp, OpDef};
-use crate::compile::{check_finite, Cx, Res};
+use crate::context::{check_finite, Cx};
+use crate::Res;
 use crate::vectors::sources::{source_run, unit};
 
 pub(crate) const DEF: OpDef =

@@ -5,7 +5,8 @@ use scalpel_types::document::Intervention;
 use scalpel_types::EditOp;
 
 use super::{no_check, Columns, Compiled, HookOp, OpDef};
-use crate::compile::{Cx, Res};
+use crate::context::Cx;
+use crate::Res;
 use crate::select::scale_masked;
 
 pub(crate) const DEF: OpDef = OpDef { name: "zero", fields: &[], check: no_check, compile };

@@ -35,7 +35,7 @@ use scalpel_types::document::{Document, Intervention, Op, Positions, Vector};
 pub use control::{control_hook, control_layer, control_vector_document, read_control_vector, to_control_vector, write_control_vector, ControlVector};
 pub use resolve::{resolve, vector_from_file, FileReader, Resources, SaeTable};
 
-type Res<T> = Result<T, String>;
+use crate::Res;
 
 fn ce(e: impl fmt::Display) -> String {
     e.to_string()

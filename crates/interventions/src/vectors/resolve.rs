@@ -10,6 +10,7 @@ use scalpel_types::document::{Document, Intervention, Op, Vector, VectorSource};
 
 use super::control::{control_layer, read_control_vector};
 use super::Res;
+pub use crate::context::SaeTable;
 
 /// Reads a file named in a document, by path.
 pub type FileReader<'a> = &'a dyn Fn(&str) -> Res<Vec<u8>>;
@@ -123,10 +124,6 @@ fn resolve_vector(model: &Model, res: &Resources, v: &mut Vector, hook: Option<&
     *v = Vector::Values(values);
     Ok(())
 }
-
-/// The SAEs a document's `sae_clamp` ops use, by the hook each reads: kept
-/// beside the document (which stays plain data) and given to the compiler.
-pub type SaeTable = std::collections::HashMap<HookPoint, Arc<Sae>>;
 
 fn resolve_items(model: &Model, res: &Resources, items: &mut [Intervention], saes: &mut SaeTable, path: &str) -> Res<()> {
     for (i, iv) in items.iter_mut().enumerate() {

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use scalpel_engine::{HookPoint, Model, Tensor};
 use scalpel_types::document::{Vector, VectorSource};
 
-use crate::compile::{check_finite, Cx, Res};
+use crate::context::{check_finite, Cx};
+use crate::Res;
 use crate::select::resolve_pos;
 
 /// Runs `prompt` and returns the value at `point` (batch axis removed).

@@ -187,6 +187,32 @@ impl Request {
         }
     }
 
+    /// Whether `self`, queued after `older`, makes `older` pointless: a
+    /// newer view of the same panel replaces the older one (the page shows
+    /// only the last), a newer load or kernel switch replaces the older one.
+    /// Requests that change something the user asked for once (a control
+    /// vector, an SAE latent, clearing the cache, starting the GPU) are
+    /// never dropped.
+    pub fn supersedes(&self, older: &Request) -> bool {
+        use Request::*;
+        let replaceable = matches!(
+            older,
+            Load { .. }
+                | SetKernels { .. }
+                | Compare { .. }
+                | Patch { .. }
+                | Lens { .. }
+                | Attention { .. }
+                | Dla { .. }
+                | Neuron { .. }
+                | Separation { .. }
+                | Bench { .. }
+                | GpuRun { .. }
+                | GpuBench { .. }
+        );
+        replaceable && std::mem::discriminant(self) == std::mem::discriminant(older)
+    }
+
     /// Whether the worker polls the stop flag while doing it.
     pub fn stoppable(&self) -> bool {
         matches!(self, Request::Compare { .. } | Request::Patch { .. } | Request::GpuRun { .. })
@@ -388,6 +414,32 @@ mod tests {
         }
         assert!(!Response::Work { done: 1, total: 2 }.is_final());
         assert!(Response::Cancelled.is_final());
+    }
+
+    #[test]
+    fn only_requests_of_the_same_view_supersede_each_other() {
+        let compare = |t: &str| Request::Compare {
+            prompt: Prompt { text: t.into(), chat: false },
+            sampling: GenerateOptions::default(),
+            doc: String::new(),
+            top_k: 5,
+            gpu: false,
+        };
+        assert!(compare("b").supersedes(&compare("a")));
+        assert!(Request::SetKernels { kernels: Kernels::Candle }.supersedes(&Request::SetKernels { kernels: Kernels::Scalpel }));
+        // A queued import, latent, cache clear or GPU start is never dropped.
+        let once = [
+            Request::ImportControlVector { name: "a.gguf".into() },
+            Request::SaeLatent { name: "s".into(), cfg_json: "{}".into(), latent: 1 },
+            Request::ClearCache,
+            Request::GpuInit { allow_software: false },
+        ];
+        for r in &once {
+            assert!(!r.clone().supersedes(r), "{r:?}");
+            assert!(!compare("x").supersedes(r), "{r:?}");
+        }
+        assert!(!compare("x").supersedes(&Request::SetKernels { kernels: Kernels::Candle }));
+        assert!(!Request::Patch { spec: spec() }.supersedes(&compare("x")));
     }
 
     #[test]

@@ -90,7 +90,7 @@ pub fn interventions(model: &Model, i: &InputArgs, prompt_len: usize) -> Result<
 
 pub fn report_of(iv: &Option<&mut scalpel_interventions::Interventions>) -> serde_json::Value {
     match iv {
-        Some(iv) => json!({"applied": iv.report(), "warnings": iv.warnings}),
+        Some(iv) => json!({"applied": iv.report(), "warnings": iv.run_warnings()}),
         None => serde_json::Value::Null,
     }
 }

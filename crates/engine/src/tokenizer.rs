@@ -174,11 +174,19 @@ impl Tokenizer {
     }
 
     /// Renders the model's chat template for `(role, content)` messages.
+    /// Templates come from model files: their length, their work (fuel)
+    /// and what they write ([`MAX_TEMPLATE_OUTPUT`]) are bounded.
     pub fn apply_chat_template(&self, messages: &[(&str, &str)], add_generation_prompt: bool) -> Result<String> {
         let template = self
             .chat_template
             .as_deref()
             .ok_or_else(|| Error::input("this model has no chat template; use plain prompts"))?;
+        if template.len() > MAX_TEMPLATE_LEN {
+            return Err(Error::input(format!(
+                "the model's chat template is {} bytes; at most {MAX_TEMPLATE_LEN} are accepted",
+                template.len()
+            )));
+        }
         let mut env = minijinja::Environment::new();
         // Templates come from model files: bound their work so a hostile one cannot hang us.
         env.set_fuel(Some(2_000_000));
@@ -189,16 +197,53 @@ impl Tokenizer {
             .map_err(|e| Error::input(format!("the model's chat template does not parse: {e}")))?;
         let msgs: Vec<_> = messages.iter().map(|(r, c)| json!({"role": r, "content": c})).collect();
         let tok = |id: Option<u32>| id.and_then(|i| self.inner.id_to_token(i)).unwrap_or_default();
+        let mut out = CappedWriter { buf: Vec::new(), cap: MAX_TEMPLATE_OUTPUT };
         env.get_template("chat")
             .and_then(|t| {
-                t.render(minijinja::context! {
-                    messages => msgs,
-                    add_generation_prompt => add_generation_prompt,
-                    bos_token => tok(self.bos_id),
-                    eos_token => tok(self.eos_ids.first().copied()),
-                })
+                t.render_captured_to(
+                    minijinja::context! {
+                        messages => msgs,
+                        add_generation_prompt => add_generation_prompt,
+                        bos_token => tok(self.bos_id),
+                        eos_token => tok(self.eos_ids.first().copied()),
+                    },
+                    &mut out,
+                )
+                .map(|_| ())
             })
-            .map_err(|e| Error::input(format!("cannot render the chat template: {e}")))
+            .map_err(|e| match out.buf.len() >= MAX_TEMPLATE_OUTPUT {
+                true => Error::input(format!(
+                    "the chat template's output exceeds {MAX_TEMPLATE_OUTPUT} bytes (is it repeating the prompt?)"
+                )),
+                false => Error::input(format!("cannot render the chat template: {e}")),
+            })?;
+        String::from_utf8(out.buf).map_err(|_| Error::input("the chat template's output is not valid UTF-8"))
+    }
+}
+
+/// Longest chat template accepted (real ones are a few KB).
+pub const MAX_TEMPLATE_LEN: usize = 256 * 1024;
+/// Most bytes a rendered chat template may write (the prompt itself is at
+/// most tens of KB; a template that repeats it is refused, not rendered).
+pub const MAX_TEMPLATE_OUTPUT: usize = 1 << 20;
+
+/// A writer that fails once `cap` bytes have been written.
+struct CappedWriter {
+    buf: Vec<u8>,
+    cap: usize,
+}
+
+impl std::io::Write for CappedWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + b.len() > self.cap {
+            self.buf.extend_from_slice(&b[..self.cap - self.buf.len()]);
+            return Err(std::io::Error::other("output cap reached"));
+        }
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

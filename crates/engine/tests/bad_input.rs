@@ -657,6 +657,38 @@ fn gguf_hostile_chat_template_does_not_hang() {
     }
 }
 
+/// A template that writes the prompt 100,000 times (2 GB for a 20,000-character
+/// prompt) within its fuel, and one longer than any real template: refused
+/// with a message, having written at most 1 MiB.
+#[test]
+fn gguf_chat_template_output_and_length_are_bounded() {
+    cases(vec![
+        case("repeats the prompt", || {
+            let mut g = base();
+            g.set(
+                "tokenizer.chat_template",
+                Meta::str("{% for i in range(100000) %}{{ messages[0]['content'] }}{% endfor %}"),
+            );
+            let m = load_gguf(&g.bytes()).unwrap();
+            let prompt = "9".repeat(20_000);
+            let err = no_panic(|| m.tokenizer().apply_chat_template(&[("user", &prompt)], true)).unwrap().unwrap_err();
+            assert!(err.to_string().contains("exceeds 1048576 bytes"), "{err}");
+        }),
+        case("a 1 MB template", || {
+            let mut g = base();
+            g.set("tokenizer.chat_template", Meta::str(&"x".repeat(1 << 20)));
+            let m = load_gguf(&g.bytes()).unwrap();
+            let err = m.tokenizer().apply_chat_template(&[("user", "hi")], true).unwrap_err();
+            assert!(err.to_string().contains("chat template is 1048576 bytes"), "{err}");
+        }),
+        case("an ordinary template still renders", || {
+            let m = load_gguf(&base().bytes()).unwrap();
+            let out = m.tokenizer().apply_chat_template(&[("user", "hi")], true).unwrap();
+            assert!(out.contains("hi"), "{out}");
+        }),
+    ]);
+}
+
 // ---------------------------------------------------------------------------
 // prompts
 // ---------------------------------------------------------------------------
@@ -985,6 +1017,15 @@ fn hf_bad_config_and_tokenizer() {
             files.config = serde_json::to_vec(&c).unwrap();
             hf_rejects("head_dim", files, "config.json", &["d_head", "head"]);
         }),
+        case("llama head_dim as a string (an error, not a default)", || {
+            let spec = LlamaSpec::default();
+            let mut files = HfFiles::llama(&spec);
+            let mut c = llama_hf_config(&spec);
+            c["head_dim"] = "16".into();
+            c["num_key_value_heads"] = (-1).into();
+            files.config = serde_json::to_vec(&c).unwrap();
+            hf_rejects("head_dim string", files, "config.json", &["non-negative integer"]);
+        }),
         case("llama head_dim 2^40", || {
             let spec = LlamaSpec::default();
             let mut files = HfFiles::llama(&spec);
@@ -1307,4 +1348,37 @@ fn sharded_safetensors() {
         let msg = scalpel_engine::shard_files(junk).expect_err("rejected").to_string();
         assert!(msg.contains("model.safetensors.index.json"), "{msg}");
     }
+}
+
+/// A zero-element tensor in a file whose data section would start past its
+/// end (alignment 64 KiB, nothing after the tensor table), and tensors that
+/// share bytes: rejected with a message, never a panic when a tensor's
+/// bytes are read.
+#[test]
+fn gguf_tensor_data_outside_or_shared() {
+    cases(vec![
+        case("empty tensor, data section past the end of the file", || {
+            let mut g = Gguf::new();
+            g.alignment = 1; // the writer pads nothing: the file ends after the table
+            g.set("general.alignment", Meta::U32(1 << 16));
+            g.tensors.push(TensorSpec::f32("direction.1", &[0], &[]));
+            let bytes = g.bytes();
+            assert!(bytes.len() < 1 << 16);
+            let parsed = no_panic(|| scalpel_engine::gguf::Gguf::parse(GGUF_NAME, &bytes).map(|p| {
+                // The old path: reading the tensor's bytes sliced past the end.
+                p.info("direction.1").map(|i| p.raw(i).len())
+            }));
+            let msg = match parsed {
+                Err(p) => panic!("parse or raw() panicked: {p}"),
+                Ok(Ok(n)) => panic!("accepted (tensor bytes {n:?})"),
+                Ok(Err(e)) => e.to_string(),
+            };
+            assert_msg("data past the end", &msg, GGUF_NAME, &["past the end"]);
+        }),
+        case("two tensors share bytes", || {
+            let mut g = base();
+            g.tensor_mut("blk.0.attn_k.weight").offset = Some(0);
+            gguf_rejects("shared bytes", &g, &["share bytes"]);
+        }),
+    ]);
 }

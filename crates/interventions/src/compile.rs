@@ -88,6 +88,8 @@ impl Interventions {
         Ok(out)
     }
 
+    /// One line per item: the hooks it touched and how many hook calls it
+    /// changed, or, for cache and weight edits, what it edited.
     pub fn report(&self) -> Vec<ItemReport> {
         let hooks = self.items.iter().map(|it| {
             let mut hooks: Vec<String> = it.points.iter().map(HookPoint::name).collect();
@@ -98,21 +100,39 @@ impl Interventions {
                     applications += r.applications;
                 }
             }
-            ItemReport { index: it.index, op: it.op.to_owned(), hooks, applications }
+            ItemReport { index: it.index, op: it.op.to_owned(), hooks, applications, edited: None }
         });
-        let kv = self.kv_adds.iter().map(|k| ItemReport {
-            index: k.index,
-            op: "kv_add".into(),
-            hooks: vec![format!("blocks.{}.attn.{}", k.layer, if k.values { "hook_v" } else { "hook_rot_k" })],
-            applications: 0,
-        });
-        let weights = self.low_ranks.iter().map(|r| ItemReport {
-            index: r.index,
-            op: "low_rank".into(),
-            hooks: vec![format!("blocks.{}", r.layer)],
-            applications: 0,
-        });
-        hooks.chain(kv).chain(weights).collect()
+        let mut out: Vec<ItemReport> = hooks.collect();
+        let mut edit = |index: usize, op: &str, hook: String, layer: usize, what: String| {
+            match out.iter_mut().find(|r| r.index == index) {
+                Some(r) => {
+                    if !r.hooks.contains(&hook) {
+                        r.hooks.push(hook);
+                    }
+                    r.applications += 1;
+                    r.edited = r.edited.take().map(|e| format!("{e}, {layer}"));
+                }
+                None => out.push(ItemReport { index, op: op.into(), hooks: vec![hook], applications: 1, edited: Some(format!("{what} of layer {layer}")) }),
+            }
+        };
+        for k in &self.kv_adds {
+            let site = if k.values { "hook_v" } else { "hook_rot_k" };
+            let what = format!("{} at {} cached position(s)", if k.values { "values" } else { "keys" }, k.positions.len());
+            edit(k.index, "kv_add", format!("blocks.{}.attn.{site}", k.layer), k.layer, what);
+        }
+        for r in &self.low_ranks {
+            edit(r.index, "low_rank", format!("blocks.{}", r.layer), r.layer, format!("{:?} weight cut to rank {}", r.matrix, r.rank));
+        }
+        out.sort_by_key(|r| r.index);
+        out
+    }
+
+    /// The compile warnings, and one for each item that (in the run so far)
+    /// changed no hook value and edited nothing.
+    pub fn run_warnings(&self) -> Vec<String> {
+        let idle = self.report().into_iter().filter(|r| r.applications == 0 && r.edited.is_none());
+        let idle = idle.map(|r| format!("intervention {}: '{}' changed nothing (its positions, heads or condition never matched)", r.index, r.op));
+        self.warnings.iter().cloned().chain(idle).collect()
     }
 
     pub fn is_empty(&self) -> bool {

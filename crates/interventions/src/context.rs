@@ -79,7 +79,7 @@ impl Cx<'_> {
                 ));
             }
         }
-        let positions = resolve_sel(i, "positions", &iv.positions, self.prompt_len)?;
+        let positions = resolve_sel(i, "positions", &iv.positions, self.prompt_len, self.model.config.n_ctx)?;
         let select = Selection { positions, heads: iv.heads.clone(), neurons: iv.neurons.clone() };
         Ok(Target { index: i, hook: hook.to_owned(), points, site, shape, select })
     }

@@ -112,6 +112,7 @@ fn lower_item(model: &Model, n: usize, it: &Item) -> Result<Vec<Edit>, String> {
         Sel::All => vec![None],
         Sel::Prompt(n) => vec![Some(0..*n)],
         Sel::Generated(n) => vec![Some(*n..usize::MAX)],
+        Sel::Range(r) => vec![Some(r.clone())],
         Sel::Set(s) => runs(s.iter().copied()).into_iter().map(Some).collect(),
     };
     let mut out = Vec::new();

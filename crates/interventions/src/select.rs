@@ -2,6 +2,7 @@
 //! against the prompt), heads and units, as a 0/1 mask over the hook's value.
 
 use std::collections::BTreeSet;
+use std::ops::Range;
 
 use candle_core::{Device, Tensor};
 use scalpel_engine::HookCtx;
@@ -15,6 +16,8 @@ pub(crate) enum Sel {
     All,
     Prompt(usize),
     Generated(usize),
+    /// Kept a range, never expanded: a link may name `0..4000000000`.
+    Range(Range<usize>),
     Set(BTreeSet<usize>),
 }
 
@@ -24,6 +27,7 @@ impl Sel {
             Sel::All => true,
             Sel::Prompt(n) => abs < *n,
             Sel::Generated(n) => abs >= *n,
+            Sel::Range(r) => r.contains(&abs),
             Sel::Set(s) => s.contains(&abs),
         }
     }
@@ -31,14 +35,28 @@ impl Sel {
 
 /// Resolves a position index (negative = from the end of `len`).
 pub(crate) fn resolve_pos(i: usize, field: &str, p: i64, len: usize) -> Res<usize> {
-    let abs = if p < 0 { len as i64 + p } else { p };
-    if abs < 0 {
-        return Err(format!("intervention {i}: field '{field}': position {p} is before the start of a {len}-token prompt"));
+    let abs = if p < 0 { (len as i64).checked_add(p) } else { Some(p) };
+    match abs.and_then(|a| usize::try_from(a).ok()) {
+        Some(a) => Ok(a),
+        None => Err(format!("intervention {i}: field '{field}': position {p} is before the start of a {len}-token prompt")),
     }
-    Ok(abs as usize)
 }
 
-pub(crate) fn resolve_sel(i: usize, field: &str, p: &Positions, prompt_len: usize) -> Res<Sel> {
+/// Resolves `positions` (or `keys`) against the prompt length. Every
+/// position must lie in the model's context of `n_ctx` tokens: a position
+/// past it could never be reached, and a range stays a range however long.
+pub(crate) fn resolve_sel(i: usize, field: &str, p: &Positions, prompt_len: usize, n_ctx: usize) -> Res<Sel> {
+    let in_context = |x: i64, end: bool| -> Res<usize> {
+        let a = resolve_pos(i, field, x, prompt_len)?;
+        let limit = if end { n_ctx } else { n_ctx.saturating_sub(1) };
+        if a > limit {
+            let what = if end { "range end" } else { "position" };
+            return Err(format!(
+                "intervention {i}: field '{field}': {what} {x} is beyond the model's context of {n_ctx} tokens"
+            ));
+        }
+        Ok(a)
+    };
     Ok(match p {
         Positions::Named(NamedPositions::All) => Sel::All,
         Positions::Named(NamedPositions::Prompt) => Sel::Prompt(prompt_len),
@@ -47,14 +65,14 @@ pub(crate) fn resolve_sel(i: usize, field: &str, p: &Positions, prompt_len: usiz
             if v.is_empty() {
                 return Err(format!("intervention {i}: field '{field}' is an empty list"));
             }
-            Sel::Set(v.iter().map(|&x| resolve_pos(i, field, x, prompt_len)).collect::<Res<_>>()?)
+            Sel::Set(v.iter().map(|&x| in_context(x, false)).collect::<Res<_>>()?)
         }
         Positions::Range { start, end } => {
-            let (a, b) = (resolve_pos(i, field, *start, prompt_len)?, resolve_pos(i, field, *end, prompt_len)?);
+            let (a, b) = (in_context(*start, false)?, in_context(*end, true)?);
             if a >= b {
                 return Err(format!("intervention {i}: field '{field}': empty range {start}..{end}"));
             }
-            Sel::Set((a..b).collect())
+            Sel::Range(a..b)
         }
     })
 }

@@ -11,6 +11,11 @@ pub struct ItemReport {
     pub hooks: Vec<String>,
     /// Hook calls this intervention changed.
     pub applications: usize,
+    /// For ops that edit the KV cache or the weights instead of a hook
+    /// value: what they edited (once per item), e.g. "keys at 3 cached
+    /// positions of layers 2, 3".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited: Option<String>,
 }
 
 /// What a conditional intervention saw while generating.

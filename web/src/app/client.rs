@@ -1,7 +1,8 @@
 //! The page's side of the worker: starting it, the request queue (one
-//! request in flight; a newer one waits, replacing any older waiting one,
-//! and stops the running one if it can be stopped), the shared stop flag,
-//! and handing each response to whoever shows it.
+//! request in flight; newer ones wait in order, each dropping only the
+//! waiting requests it supersedes (`Request::supersedes`), and stop the
+//! running one if it can be stopped), the shared stop flag, and handing
+//! each response to whoever shows it.
 
 use leptos::prelude::*;
 use wasm_bindgen::prelude::*;
@@ -20,7 +21,7 @@ pub struct Client {
     stop_buffer: Option<JsValue>,
     stop_sent: bool,
     in_flight: Option<Request>,
-    pending: Option<(Request, Option<JsValue>)>,
+    pending: std::collections::VecDeque<(Request, Option<JsValue>)>,
 }
 
 impl Client {
@@ -32,7 +33,8 @@ impl Client {
                 if running.stoppable() {
                     self.set_stop(1);
                 }
-                self.pending = Some((req, file));
+                self.pending.retain(|(older, _)| !req.supersedes(older));
+                self.pending.push_back((req, file));
                 Ok(false)
             }
             None => self.post(req, file.as_ref()).map(|_| true),
@@ -42,7 +44,7 @@ impl Client {
     /// The running request ended: posts the waiting one, if any (its kind).
     pub fn next(&mut self) -> Option<Result<&'static str, String>> {
         self.in_flight = None;
-        let (req, file) = self.pending.take()?;
+        let (req, file) = self.pending.pop_front()?;
         let kind = req.kind();
         Some(self.post(req, file.as_ref()).map(|_| kind))
     }

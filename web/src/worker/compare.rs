@@ -83,7 +83,6 @@ pub async fn compare(prompt: &Prompt, sampling: &GenerateOptions, doc: &str, top
                 }
             },
         };
-        notes.extend(iv.iter().flat_map(|iv| iv.warnings.clone()));
         Ok((ids, m.tokenizer().clone(), iv, notes, backend))
     })?;
     let label = match &backend {
@@ -109,10 +108,11 @@ pub async fn compare(prompt: &Prompt, sampling: &GenerateOptions, doc: &str, top
     let (intervened, report) = match iv {
         None => (None, vec![]),
         Some(mut iv) => {
-            let Some((lane, report)) = run_lane(&backend, &tok, &ids, sampling, Some(&mut iv), Lane::Intervened, top_k).await? else {
+            let Some((lane, (report, notes))) = run_lane(&backend, &tok, &ids, sampling, Some(&mut iv), Lane::Intervened, top_k).await? else {
                 post(&Response::Cancelled);
                 return Ok(());
             };
+            warnings.extend(notes);
             (Some(lane), report)
         }
     };
@@ -123,8 +123,8 @@ pub async fn compare(prompt: &Prompt, sampling: &GenerateOptions, doc: &str, top
 }
 
 /// One lane on `backend`: generated, streamed, scored, with the document's
-/// report (what each item did while generating; empty for the baseline).
-/// None if stopped.
+/// report and warnings (what each item did while generating; empty for the
+/// baseline). None if stopped.
 async fn run_lane(
     backend: &Backend,
     tok: &Tokenizer,
@@ -133,7 +133,7 @@ async fn run_lane(
     iv: Option<&mut Interventions>,
     lane: Lane,
     top_k: u32,
-) -> Result<Option<(LaneResult, Vec<ItemReport>)>, String> {
+) -> Result<Option<(LaneResult, Report)>, String> {
     let mut stream = Stream::new(tok, lane);
     let scored = match backend {
         Backend::Cpu => with_model(|m| cpu_lane(m, ids, sampling, iv, &mut stream))?,
@@ -144,7 +144,7 @@ async fn run_lane(
                     for call in calls {
                         iv.count_applications(edits, call);
                     }
-                    iv.report()
+                    (iv.report(), iv.run_warnings())
                 });
                 (rows, report.unwrap_or_default())
             })
@@ -153,8 +153,11 @@ async fn run_lane(
     Ok(scored.map(|(rows, report)| (stream.finish(&rows, top_k), report)))
 }
 
+/// What the document did in a lane: each item's report, and warnings.
+type Report = (Vec<ItemReport>, Vec<String>);
+
 /// A lane's logits rows (`rows[k]` predicted output token `k`) and its report.
-type Scored = (Vec<Vec<f32>>, Vec<ItemReport>);
+type Scored = (Vec<Vec<f32>>, Report);
 
 /// Generates under `iv` (none: the baseline), then scores prompt + output
 /// under the same document: the logits row before each generated token,
@@ -181,7 +184,7 @@ fn cpu_lane(
     }
     // The report counts the generation's applications; scoring starts the
     // compiled document afresh.
-    let report = if report_wanted { iv.report() } else { vec![] };
+    let report = if report_wanted { (iv.report(), iv.run_warnings()) } else { Default::default() };
     iv.reset();
     let full = stream.full(ids, m.config.n_ctx);
     let logits = run::logits(m, &full, iv).map_err(|e| e.to_string())?;

@@ -4,7 +4,7 @@
 
 use candle_core::Tensor;
 
-use crate::arch::{hf_usize, ArchDef};
+use crate::arch::{hf_opt_usize, hf_usize, ArchDef};
 use crate::config::{Activation, Arch, Config, NormKind, PosEmbedding};
 use crate::error::{Error, Result};
 use crate::load::parts::{BlockParts, LinearParts, NormParts, Parts, QkLayout, Weight};
@@ -36,7 +36,7 @@ fn hf_config(file: &str, v: &serde_json::Value) -> Result<Config> {
         n_heads,
         n_kv_heads: n_heads,
         d_head: d_model.checked_div(n_heads).unwrap_or(0),
-        d_mlp: v.get("n_inner").and_then(|x| x.as_u64()).map(|x| x as usize).unwrap_or(d_model.saturating_mul(4)),
+        d_mlp: hf_opt_usize(file, v, "n_inner")?.unwrap_or(d_model.saturating_mul(4)),
         d_vocab: get("vocab_size")?,
         n_ctx: get("n_positions").or_else(|_| get("n_ctx"))?,
         norm: NormKind::Layer,

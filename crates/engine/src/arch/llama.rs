@@ -7,7 +7,7 @@
 //! order, which the quantized path's int8 roundings amplify; hooks still
 //! show Hugging Face order (`model::forward`).
 
-use crate::arch::{hf_usize, ArchDef};
+use crate::arch::{hf_opt_usize, hf_usize, size, ArchDef};
 use crate::config::{Activation, Arch, Config, NormKind, PosEmbedding};
 use crate::error::{Error, Result};
 use crate::load::gguf::Gguf;
@@ -26,19 +26,16 @@ pub(crate) const DEF: ArchDef = ArchDef {
 
 fn gguf_config(g: &Gguf, arch: &str) -> Result<Config> {
     let key = |k: &str| format!("{arch}.{k}");
-    let u = |k: &str| -> Result<usize> { Ok(g.require_u64(&key(k))? as usize) };
+    let u = |k: &str| -> Result<usize> { size(&g.file, &key(k), g.require_u64(&key(k))?) };
     let f = |k: &str| -> Option<f64> { g.get(&key(k)).and_then(|v| v.as_f64()) };
     let n_heads = u("attention.head_count")?;
     let d_model = u("embedding_length")?;
     let n_kv_heads = match g.get(&key("attention.head_count_kv")) {
-        Some(v) => v
-            .as_u64()
-            .ok_or_else(|| Error::load(&g.file, format!("{} is not an integer", key("attention.head_count_kv"))))?
-            as usize,
+        Some(_) => u("attention.head_count_kv")?,
         None => n_heads,
     };
-    let d_vocab = match g.get(&key("vocab_size")).and_then(|v| v.as_u64()) {
-        Some(v) => v as usize,
+    let d_vocab = match g.get(&key("vocab_size")) {
+        Some(_) => u("vocab_size")?,
         None => g
             .info("token_embd.weight")
             .map(|t| t.shape[0])
@@ -120,7 +117,7 @@ fn gguf_parts(cfg: &Config, g: &Gguf) -> Result<Parts> {
 fn hf_config(file: &str, v: &serde_json::Value) -> Result<Config> {
     let get = |k: &str| hf_usize(file, v, k);
     let getf = |k: &str| v.get(k).and_then(|x| x.as_f64());
-    let opt = |k: &str| v.get(k).and_then(|x| x.as_u64()).map(|x| x as usize);
+    let opt = |k: &str| hf_opt_usize(file, v, k);
     let d_model = get("hidden_size")?;
     let n_heads = get("num_attention_heads")?;
     if v.get("rope_scaling").is_some_and(|r| !r.is_null()) {
@@ -135,8 +132,8 @@ fn hf_config(file: &str, v: &serde_json::Value) -> Result<Config> {
         n_layers: get("num_hidden_layers")?,
         d_model,
         n_heads,
-        n_kv_heads: opt("num_key_value_heads").unwrap_or(n_heads),
-        d_head: opt("head_dim").unwrap_or(d_model.checked_div(n_heads).unwrap_or(0)),
+        n_kv_heads: opt("num_key_value_heads")?.unwrap_or(n_heads),
+        d_head: opt("head_dim")?.unwrap_or(d_model.checked_div(n_heads).unwrap_or(0)),
         d_mlp: get("intermediate_size")?,
         d_vocab: get("vocab_size")?,
         n_ctx: get("max_position_embeddings")?,

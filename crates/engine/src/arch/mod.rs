@@ -119,10 +119,26 @@ fn hf_parts(cfg: &Config, store: &Store) -> Result<Parts> {
     (def(cfg.arch).hf_parts)(cfg, store)
 }
 
+/// A size read from a file, refused (never truncated) when it does not fit
+/// this platform's `usize`: on wasm32 a value over 2^32 would otherwise wrap
+/// to a small one the 64-bit CLI never sees.
+pub(crate) fn size(file: &str, key: &str, v: u64) -> Result<usize> {
+    usize::try_from(v).map_err(|_| Error::load(file, format!("'{key}' = {v} does not fit this platform's address space")))
+}
+
 /// Reads a `config.json` field as a size.
 pub(crate) fn hf_usize(file: &str, v: &serde_json::Value, key: &str) -> Result<usize> {
-    v.get(key)
-        .and_then(|x| x.as_u64())
-        .map(|x| x as usize)
-        .ok_or_else(|| Error::load(file, format!("missing or non-integer field '{key}'")))
+    hf_opt_usize(file, v, key)?.ok_or_else(|| Error::load(file, format!("missing field '{key}'")))
+}
+
+/// Reads an optional `config.json` size: absent or null is `None`; any
+/// other non-integer is an error, not a silent default.
+pub(crate) fn hf_opt_usize(file: &str, v: &serde_json::Value, key: &str) -> Result<Option<usize>> {
+    match v.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(x) => match x.as_u64() {
+            Some(n) => size(file, key, n).map(Some),
+            None => Err(Error::load(file, format!("field '{key}' should be a non-negative integer, found {x}"))),
+        },
+    }
 }

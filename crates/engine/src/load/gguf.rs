@@ -302,6 +302,19 @@ impl Reader<'_> {
     }
 }
 
+/// Tensors whose bytes overlap would be one memory region read as two
+/// weights; llama.cpp never writes them, so such a file is crafted.
+fn check_no_overlap(file: &str, tensors: &[TensorInfo]) -> Result<()> {
+    let mut by_start: Vec<&TensorInfo> = tensors.iter().filter(|t| t.len > 0).collect();
+    by_start.sort_by_key(|t| t.start);
+    for w in by_start.windows(2) {
+        if w[0].start + w[0].len > w[1].start {
+            return Err(Error::load(file, format!("tensors '{}' and '{}' share bytes of the file", w[0].name, w[1].name)));
+        }
+    }
+    Ok(())
+}
+
 /// `general.alignment` (32 when absent): a power of two up to 64 KiB.
 fn alignment(file: &str, metadata: &HashMap<String, Value>) -> Result<usize> {
     match metadata.get("general.alignment") {
@@ -355,6 +368,14 @@ impl<'a> Gguf<'a> {
         let alignment = alignment(file, &metadata)?;
         let raw = (0..tensor_count).map(|i| r.tensor_info(i)).collect::<Result<Vec<_>>>()?;
         let data_start = r.pos.div_ceil(alignment) * alignment;
+        // Even an empty tensor's data must start inside the file: its slice
+        // is taken at `data_start`.
+        if data_start > bytes.len() && !raw.is_empty() {
+            return Err(Error::load(
+                file,
+                format!("the tensor data section starts at byte {data_start}, past the end of the {}-byte file (truncated file?)", bytes.len()),
+            ));
+        }
         let data_len = bytes.len().saturating_sub(data_start);
         let mut tensors = Vec::with_capacity(raw.len());
         let mut index = HashMap::new();
@@ -385,6 +406,7 @@ impl<'a> Gguf<'a> {
                 len: t.len,
             });
         }
+        check_no_overlap(file, &tensors)?;
         Ok(Gguf { file: file.to_owned(), version, metadata, tensors, index, bytes })
     }
 

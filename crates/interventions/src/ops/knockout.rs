@@ -24,7 +24,7 @@ fn compile(cx: &mut Cx, i: usize, iv: &Intervention) -> Res<Compiled> {
             target.hook
         ));
     }
-    let keys = resolve_sel(i, "keys", keys, cx.prompt_len)?;
+    let keys = resolve_sel(i, "keys", keys, cx.prompt_len, cx.model.config.n_ctx)?;
     Ok(Compiled::Hook(target, Box::new(Knockout(keys))))
 }
 

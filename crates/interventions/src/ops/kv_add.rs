@@ -60,6 +60,15 @@ fn compile(cx: &mut Cx, i: usize, iv: &Intervention) -> Res<Compiled> {
             }
             s.iter().copied().collect()
         }
+        Sel::Range(r) => {
+            if r.end > n {
+                return Err(format!(
+                    "intervention {i}: field 'positions': {}..{} goes past the prompt (the prompt has {n} tokens)",
+                    r.start, r.end
+                ));
+            }
+            r.clone().collect()
+        }
     };
     let mut out = Vec::new();
     for p in &target.points {

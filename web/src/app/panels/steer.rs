@@ -330,7 +330,10 @@ fn Report() -> impl IntoView {
         } else {
             r.hooks.join(", ")
         };
-        format!("#{} {}: {} hook call(s) changed at {hooks}", r.index + 1, r.op, r.applications)
+        match &r.edited {
+            Some(what) => format!("#{} {}: edited {what} ({hooks})", r.index + 1, r.op),
+            None => format!("#{} {}: {} hook call(s) changed at {hooks}", r.index + 1, r.op, r.applications),
+        }
     };
     view! {
         <Show when=move || c.with(|c| !c.report.is_empty() || !c.warnings.is_empty())>

@@ -221,7 +221,7 @@ pub fn run_vector(a: &VectorArgs) -> Result<()> {
     let pool = Pool::parse(&a.position).map_err(|e| anyhow!("--position: {e}"))?;
     let model = load(&a.m)?;
     let (points, chosen) = vectors::sweep_points(&model, &a.hook).map_err(|e| anyhow!("--hook: {e}"))?;
-    let acts = vectors::collect(&model, &positive, &negative, &points, pool).map_err(anyhow::Error::msg)?;
+    let acts = vectors::collect(&model, &positive, &negative, &points, pool, &scalpel_interventions::never).map_err(anyhow::Error::msg)?;
     for w in &acts.warnings {
         eprintln!("warning: {w}");
     }
@@ -351,7 +351,7 @@ pub fn run_probe(a: &ProbeArgs) -> Result<()> {
         bail!("--iti-top-k shifts attention heads: use --hook blocks.*.attn.hook_z (or leave --hook out)");
     }
     let d_head = site.head_axis().filter(|&ax| ax == 2).map(|_| model.config.d_head);
-    let acts = vectors::collect(&model, &positive, &negative, &points, pool).map_err(anyhow::Error::msg)?;
+    let acts = vectors::collect(&model, &positive, &negative, &points, pool, &scalpel_interventions::never).map_err(anyhow::Error::msg)?;
     for w in &acts.warnings {
         eprintln!("warning: {w}");
     }

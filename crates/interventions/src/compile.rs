@@ -12,7 +12,7 @@ use scalpel_types::document::Document;
 
 use crate::ops::conditional::Conditional;
 use crate::ops::{Compiled, HookOp, Insert, KvAdd, LowRank};
-use crate::context::{Cx, SaeTable};
+use crate::context::{check_stop, never, Cx, SaeTable, Stop, STOPPED};
 use crate::select::Selection;
 use crate::Res;
 
@@ -51,14 +51,23 @@ impl Interventions {
 
     /// Compiles with the SAEs the document's `sae_clamp` ops read (from `vectors::resolve`).
     pub fn compile_with(model: &Model, doc: &Document, prompt_len: usize, saes: &SaeTable) -> Res<Interventions> {
-        let mut cx = Cx { model, prompt_len, saes, warnings: Vec::new() };
+        Self::compile_until(model, doc, prompt_len, saes, &never)
+    }
+
+    /// Compiles, asking `stop` before each item and each forward pass the
+    /// document's vectors, means and sources need; `Err(STOPPED)` if it says so.
+    pub fn compile_until(model: &Model, doc: &Document, prompt_len: usize, saes: &SaeTable, stop: Stop) -> Res<Interventions> {
+        let mut cx = Cx { model, prompt_len, saes, stop, warnings: Vec::new() };
         let mut out = Interventions { items: Vec::new(), kv_adds: Vec::new(), low_ranks: Vec::new(), inserts: Vec::new(), warnings: Vec::new() };
         for (i, iv) in doc.interventions.iter().enumerate() {
             if !iv.enabled {
                 continue;
             }
+            check_stop(stop)?;
             let def = crate::ops::def(&iv.op);
-            match (def.compile)(&mut cx, i, iv)? {
+            // A stop inside an op comes back wrapped in the op's message.
+            let compiled = (def.compile)(&mut cx, i, iv).map_err(|e| if stop() { STOPPED.to_owned() } else { e })?;
+            match compiled {
                 Compiled::Insert(x) => out.inserts.push(x),
                 Compiled::LowRanks(x) => out.low_ranks.extend(x),
                 Compiled::KvAdds(x) => out.kv_adds.extend(x),

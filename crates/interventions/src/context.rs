@@ -17,12 +17,34 @@ use crate::Res;
 /// beside the document (which stays plain data).
 pub type SaeTable = HashMap<HookPoint, Arc<Sae>>;
 
+/// Asked before each forward pass of work that can be long (compiling a
+/// document, reading prompt sets): true when the user asked to stop.
+pub type Stop<'a> = &'a dyn Fn() -> bool;
+
+/// The error of work the user stopped: callers show it as cancelled, not as a failure.
+pub const STOPPED: &str = "stopped";
+
+/// For callers that never stop (tests, the CLI).
+pub fn never() -> bool {
+    false
+}
+
+/// `Err(STOPPED)` when `stop` says so.
+pub(crate) fn check_stop(stop: Stop) -> Res<()> {
+    if stop() {
+        Err(STOPPED.to_owned())
+    } else {
+        Ok(())
+    }
+}
+
 /// What an op's compile step reads: the model, the prompt length, the
-/// SAEs beside the document, and where warnings go.
+/// SAEs beside the document, the stop flag, and where warnings go.
 pub(crate) struct Cx<'a> {
     pub model: &'a Model,
     pub prompt_len: usize,
     pub saes: &'a SaeTable,
+    pub stop: Stop<'a>,
     pub warnings: Vec<String>,
 }
 

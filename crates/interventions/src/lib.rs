@@ -26,6 +26,7 @@ pub mod vectors;
 pub(crate) type Res<T> = Result<T, String>;
 
 pub use compile::{ConditionalTrace, Interventions, ItemReport};
+pub use context::{never, Stop, STOPPED};
 pub use ops::{Insert, KvAdd, LowRank};
 pub use parse::{parse, parse_value};
 pub use scalpel_types::document::{Document, Intervention, NamedPositions, Op, Positions, Vector, VectorSource, VERSION};

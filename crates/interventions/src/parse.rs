@@ -3,7 +3,7 @@
 //! error. Which fields an op takes, and its own checks, live in its file
 //! under `ops/`.
 
-use scalpel_types::document::{Document, Intervention, VectorSource, VERSION};
+use scalpel_types::document::{Document, Intervention, Op, Vector, VectorSource, VERSION};
 
 const COMMON_FIELDS: [&str; 6] = ["hook", "op", "positions", "heads", "neurons", "enabled"];
 
@@ -176,5 +176,50 @@ pub fn parse_value(v: &serde_json::Value) -> Result<Document, String> {
         Some(x) => x.as_array().ok_or("'interventions' must be an array")?,
     };
     let out = parse_items(items, "")?;
+    let runs = prompt_runs(&out, "")?;
+    if runs > MAX_DOCUMENT_RUNS {
+        return Err(format!(
+            "the document asks for {runs} prompt runs (vectors, means and sources); at most {MAX_DOCUMENT_RUNS}, so compiling it stays short"
+        ));
+    }
     Ok(Document { version: VERSION, interventions: out })
+}
+
+/// Most prompts in one prompt set (`over`, `positive`, `negative`).
+pub const MAX_PROMPT_SET: usize = 256;
+/// Most forward passes a document's vectors, means and sources may take
+/// to compile (each prompt runs once for all of an item's hook points).
+pub const MAX_DOCUMENT_RUNS: usize = 1024;
+
+/// The forward passes compiling `items` takes; an error names a prompt set
+/// over `MAX_PROMPT_SET`.
+fn prompt_runs(items: &[Intervention], path: &str) -> Result<usize, String> {
+    let mut runs = 0;
+    for (i, iv) in items.iter().enumerate() {
+        let set = |field: &str, n: usize| -> Result<usize, String> {
+            if n > MAX_PROMPT_SET {
+                return Err(format!("intervention {path}{i}: field '{field}' has {n} prompts; at most {MAX_PROMPT_SET}"));
+            }
+            Ok(n)
+        };
+        let vector = |field: &str, v: &Vector| -> Result<usize, String> {
+            match v {
+                Vector::From(VectorSource::PromptDiff { .. }) => Ok(2),
+                Vector::From(VectorSource::MeanDiff { positive, negative, .. } | VectorSource::Pca { positive, negative, .. }) => {
+                    Ok(set(&format!("{field}.positive"), positive.len())? + set(&format!("{field}.negative"), negative.len())?)
+                }
+                _ => Ok(0),
+            }
+        };
+        runs += match &iv.op {
+            Op::Mean { over: Some(p) } => set("over", p.len())?,
+            Op::Patch { .. } => 1,
+            Op::Add { vector: v, .. } | Op::KvAdd { vector: v, .. } => vector("vector", v)?,
+            Op::ProjectOut { direction } => vector("direction", direction)?,
+            Op::SetProjection { direction, source, .. } => vector("direction", direction)? + usize::from(source.is_some()),
+            Op::Conditional { direction, then, .. } => vector("direction", direction)? + prompt_runs(then, &format!("{path}{i}.then."))?,
+            _ => 0,
+        };
+    }
+    Ok(runs)
 }

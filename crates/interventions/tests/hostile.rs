@@ -55,3 +55,74 @@ fn a_range_inside_the_context_still_selects_every_position() {
     };
     assert_eq!(logits(&ranged), logits(all));
 }
+
+/// Counts the times compiling asks whether to stop; says stop from call `at` on.
+struct CountingStop {
+    calls: std::cell::Cell<usize>,
+    at: usize,
+}
+
+impl CountingStop {
+    fn new(at: usize) -> Self {
+        CountingStop { calls: std::cell::Cell::new(0), at }
+    }
+    fn ask(&self) -> bool {
+        self.calls.set(self.calls.get() + 1);
+        self.calls.get() >= self.at
+    }
+}
+
+fn doc_of(items: &[String]) -> scalpel_interventions::Document {
+    let doc = format!(r#"{{"version":1,"interventions":[{}]}}"#, items.join(","));
+    parse(&doc).unwrap_or_else(|e| panic!("does not parse: {e}"))
+}
+
+#[test]
+fn compiling_runs_each_prompt_once_and_can_be_stopped() {
+    let spec = LlamaSpec { n_layers: 3, ..LlamaSpec::default() };
+    let model = load_gguf(&tiny_llama(&spec).bytes()).unwrap();
+    let saes = Default::default();
+    let prompts = r#"["a b c", "d e", "f g h i"]"#;
+    let cases = [
+        // A mean over 3 prompts at every layer: 3 forward passes, not 3 per layer.
+        (format!(r#"{{"hook":"blocks.*.hook_resid_post","op":"mean","over":{prompts}}}"#), 3),
+        (format!(r#"{{"hook":"blocks.1.hook_resid_post","op":"add","vector":{{"from":"mean_diff","positive":{prompts},"negative":["x y"]}}}}"#), 4),
+        (format!(r#"{{"hook":"blocks.1.hook_resid_post","op":"add","vector":{{"from":"pca","positive":{prompts},"negative":["x y","z","w v"]}}}}"#), 6),
+        (r#"{"hook":"blocks.*.hook_resid_post","op":"patch","source":"p q r s"}"#.to_string(), 1),
+    ];
+    // The running prompt has the patch source's length, so patching is legal.
+    let prompt_len = model.tokenizer().encode("p q r s").unwrap().len();
+    for (item, passes) in &cases {
+        let doc = doc_of(std::slice::from_ref(item));
+        // Never stopped: one question per item and one per forward pass.
+        let never = CountingStop::new(usize::MAX);
+        Interventions::compile_until(&model, &doc, prompt_len, &saes, &|| never.ask()).unwrap_or_else(|e| panic!("{item}: {e}"));
+        assert_eq!(never.calls.get(), 1 + passes, "{item}: forward passes");
+        // Stopped before the last pass: the error is exactly STOPPED, not a failure.
+        let stop = CountingStop::new(*passes);
+        let err = Interventions::compile_until(&model, &doc, prompt_len, &saes, &|| stop.ask()).err().expect("stopped");
+        assert_eq!(err, scalpel_interventions::STOPPED, "{item}");
+        assert!(stop.calls.get() <= passes + 1, "{item}: kept running after the stop ({} questions)", stop.calls.get());
+    }
+}
+
+#[test]
+fn prompt_sets_are_capped_when_parsed() {
+    let set = |n: usize| serde_json::to_string(&(0..n).map(|i| format!("prompt {i}")).collect::<Vec<_>>()).unwrap();
+    let big = format!(r#"{{"version":1,"interventions":[{{"hook":"blocks.0.hook_resid_post","op":"mean","over":{}}}]}}"#, set(257));
+    let err = parse(&big).expect_err("257 prompts refused");
+    assert!(err.contains("intervention 0") && err.contains("'over'") && err.contains("257") && err.contains("256"), "{err}");
+    let nested = format!(
+        r#"{{"version":1,"interventions":[{{"hook":"blocks.0.hook_resid_post","op":"conditional","direction":[1],"threshold":0,"then":[{{"hook":"blocks.0.hook_resid_post","op":"add","vector":{{"from":"mean_diff","positive":{},"negative":["a"]}}}}]}}]}}"#,
+        set(300)
+    );
+    let err = parse(&nested).expect_err("300 prompts refused");
+    assert!(err.contains("intervention 0.then.0") && err.contains("'vector.positive'"), "{err}");
+    // Each set under the cap, but five of them ask for 5 × 256 runs.
+    let item = format!(r#"{{"hook":"blocks.0.hook_resid_post","op":"add","vector":{{"from":"mean_diff","positive":{},"negative":{}}}}}"#, set(128), set(128));
+    let many = format!(r#"{{"version":1,"interventions":[{}]}}"#, vec![item.clone(); 5].join(","));
+    let err = parse(&many).expect_err("1280 runs refused");
+    assert!(err.contains("1280 prompt runs") && err.contains("1024"), "{err}");
+    let four = format!(r#"{{"version":1,"interventions":[{}]}}"#, vec![item; 4].join(","));
+    parse(&four).expect("1024 runs are accepted");
+}

@@ -45,7 +45,9 @@ pub fn compile(m: &Model, doc: &str, prompt_len: usize) -> Result<Option<Interve
         return Ok(None);
     }
     let (d, saes) = vectors::resolve(m, &d, &vectors::Resources::default()).map_err(what)?;
-    Interventions::compile_with(m, &d, prompt_len, &saes).map(Some).map_err(what)
+    Interventions::compile_until(m, &d, prompt_len, &saes, &stop_requested)
+        .map(Some)
+        .map_err(|e| if e == scalpel_interventions::STOPPED { e } else { what(e) })
 }
 
 fn no_interventions(m: &Model, prompt_len: usize) -> Result<Interventions, String> {

@@ -90,8 +90,12 @@ pub fn start() {
         let file = (!file.is_undefined() && !file.is_null()).then(|| js_sys::Uint8Array::new(&file).to_vec());
         match serde_wasm_bindgen::from_value::<Request>(get(&data, Envelope::REQ)) {
             Ok(req) => wasm_bindgen_futures::spawn_local(async move {
-                if let Err(message) = handle(req, file).await {
-                    post(&Response::Error { message });
+                match handle(req, file).await {
+                    Ok(()) => {}
+                    // Work the user stopped before it produced anything (compiling a document, reading prompt sets).
+                    #[cfg(feature = "engine")]
+                    Err(message) if message == scalpel_interventions::STOPPED => post(&Response::Cancelled),
+                    Err(message) => post(&Response::Error { message }),
                 }
             }),
             Err(e) => post(&Response::Error { message: format!("worker: bad request: {e}") }),

@@ -22,7 +22,7 @@ pub fn separation(positive: &[String], negative: &[String], site: &str, method: 
         }
         let parsed = Method::parse(method)?;
         let (points, _) = vectors::sweep_points(m, &format!("blocks.*.{site}"))?;
-        let acts = vectors::collect(m, &pos, &neg, &points, Pool::At(-1))?;
+        let acts = vectors::collect(m, &pos, &neg, &points, Pool::At(-1), &super::stop_requested)?;
         let x = vectors::extract(&acts, parsed, &MethodOptions::default())?;
         let best = x.best().map(|b| x.scores[b].layer.unwrap_or(b) as u32);
         post(&Response::Separation { site: site.to_string(), method: method.to_string(), scores: x.scores, best });

@@ -72,7 +72,7 @@ fn compile(cx: &mut Cx, i: usize, iv: &Intervention) -> Res<Compiled> {
         }
     }
     let inner_doc = Document { version: scalpel_types::VERSION, interventions: then.clone() };
-    let inner = Interventions::compile_with(cx.model, &inner_doc, cx.prompt_len, cx.saes)
+    let inner = Interventions::compile_until(cx.model, &inner_doc, cx.prompt_len, cx.saes, cx.stop)
         .map_err(|e| e.replacen("intervention ", &format!("intervention {i}.then."), 1))?;
     cx.warnings.extend(inner.warnings.iter().cloned());
     let c = Conditional {

@@ -13,7 +13,7 @@ use super::{no_check, Columns, Compiled, HookOp, OpDef};
 use crate::context::Cx;
 use crate::Res;
 use crate::select::blend;
-use crate::vectors::sources::activation;
+use crate::vectors::sources::run_prompt;
 
 pub(crate) const DEF: OpDef = OpDef { name: "mean", fields: &["over"], check: no_check, compile };
 
@@ -34,29 +34,32 @@ fn compile(cx: &mut Cx, i: usize, iv: &Intervention) -> Res<Compiled> {
     Ok(Compiled::Hook(target, Box::new(mean)))
 }
 
-/// The pooled mean over every token of every prompt, per point.
+/// The pooled mean over every token of every prompt, per point: one
+/// forward pass per prompt reads every point (`blocks.*` included).
 fn over_prompts(cx: &Cx, i: usize, prompts: &[String], points: &[HookPoint]) -> Res<HashMap<HookPoint, Tensor>> {
     if prompts.is_empty() {
         return Err(format!("intervention {i}: field 'over' is an empty prompt set"));
     }
     let err = |e: candle_core::Error| e.to_string();
-    let mut means = HashMap::new();
-    for &p in points {
-        // The batch-free value: positions on axis pos_axis − 1.
-        let pos_axis = p.site.pos_axis() - 1;
-        let mut acc: Option<Tensor> = None;
-        let mut tokens = 0usize;
-        for s in prompts {
-            let a = activation(cx.model, s, p).map_err(|e| format!("intervention {i}: field 'over': {e}"))?;
-            tokens += a.dim(pos_axis).map_err(err)?;
+    // Per point: the sum over tokens so far and the token count.
+    let mut sums: HashMap<HookPoint, (Tensor, usize)> = HashMap::new();
+    for s in prompts {
+        let run = run_prompt(cx.model, cx.stop, s, points).map_err(|e| format!("intervention {i}: field 'over': {e}"))?;
+        for (p, a) in run {
+            // The batch-free value: positions on axis pos_axis − 1.
+            let pos_axis = p.site.pos_axis() - 1;
+            let tokens = a.dim(pos_axis).map_err(err)?;
             let m = a.sum_keepdim(pos_axis).map_err(err)?;
-            acc = Some(match acc {
-                None => m,
-                Some(x) => (x + m).map_err(err)?,
-            });
+            let next = match sums.remove(&p) {
+                None => (m, tokens),
+                Some((x, n)) => ((x + m).map_err(err)?, n + tokens),
+            };
+            sums.insert(p, next);
         }
-        let m = (acc.expect("non-empty") / tokens as f64).map_err(err)?;
-        means.insert(p, m.unsqueeze(0).map_err(err)?);
+    }
+    let mut means = HashMap::new();
+    for (p, (sum, tokens)) in sums {
+        means.insert(p, (sum / tokens as f64).map_err(err)?.unsqueeze(0).map_err(err)?);
     }
     Ok(means)
 }

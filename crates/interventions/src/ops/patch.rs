@@ -13,7 +13,6 @@ use super::{no_check, Columns, Compiled, HookOp, OpDef};
 use crate::context::Cx;
 use crate::Res;
 use crate::select::blend;
-use crate::vectors::sources::source_run;
 
 pub(crate) const DEF: OpDef = OpDef { name: "patch", fields: &["source"], check: no_check, compile };
 
@@ -23,7 +22,7 @@ struct Patch(HashMap<HookPoint, Tensor>);
 fn compile(cx: &mut Cx, i: usize, iv: &Intervention) -> Res<Compiled> {
     let Op::Patch { source } = &iv.op else { unreachable!("registered for patch") };
     let target = cx.target(i, iv)?;
-    let src = source_run(cx.model, i, source, cx.prompt_len, &target.points)?;
+    let src = cx.source_run(i, source, &target.points)?;
     Ok(Compiled::Hook(target, Box::new(Patch(src))))
 }
 

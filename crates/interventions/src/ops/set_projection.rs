@@ -14,7 +14,7 @@ use super::project_out::{projection, runs_of};
 use super::{Columns, Compiled, HookOp, OpDef};
 use crate::context::{check_finite, Cx};
 use crate::Res;
-use crate::vectors::sources::{source_run, unit};
+use crate::vectors::sources::unit;
 
 pub(crate) const DEF: OpDef =
     OpDef { name: "set_projection", fields: &["direction", "value", "cap", "source"], check, compile };
@@ -61,7 +61,7 @@ fn compile(cx: &mut Cx, i: usize, iv: &Intervention) -> Res<Compiled> {
             Target::Cap(*c)
         }
         (None, None, Some(s)) => {
-            let mut projs = source_run(cx.model, i, s, cx.prompt_len, &item.points)?;
+            let mut projs = cx.source_run(i, s, &item.points)?;
             for t in projs.values_mut() {
                 *t = projection(t, &u).map_err(|e| e.to_string())?;
             }

@@ -35,6 +35,7 @@ use scalpel_types::document::{Document, Intervention, Op, Positions, Vector};
 pub use control::{control_hook, control_layer, control_vector_document, read_control_vector, to_control_vector, write_control_vector, ControlVector};
 pub use resolve::{resolve, vector_from_file, FileReader, Resources, SaeTable};
 
+use crate::context::{check_stop, Stop};
 use crate::Res;
 
 fn ce(e: impl fmt::Display) -> String {
@@ -106,8 +107,9 @@ impl Acts {
     }
 }
 
-/// One forward pass per prompt, reading every point.
-pub fn collect(model: &Model, positive: &[String], negative: &[String], points: &[HookPoint], pool: Pool) -> Res<Acts> {
+/// One forward pass per prompt, reading every point; `stop` is asked
+/// before each (`Err(STOPPED)`).
+pub fn collect(model: &Model, positive: &[String], negative: &[String], points: &[HookPoint], pool: Pool, stop: Stop) -> Res<Acts> {
     if positive.is_empty() || negative.is_empty() {
         return Err(format!(
             "the positive set has {} prompts and the negative set {}: each needs at least one",
@@ -125,7 +127,10 @@ pub fn collect(model: &Model, positive: &[String], negative: &[String], points: 
     let read = |set: &[String], name: &str| -> Res<Vec<Vec<Vec<f32>>>> {
         set.iter()
             .enumerate()
-            .map(|(i, s)| read_points(model, s, points, pool).map(|x| x.0).map_err(|e| format!("{name} prompt {i}: {e}")))
+            .map(|(i, s)| {
+                check_stop(stop)?;
+                read_points(model, s, points, pool).map(|x| x.0).map_err(|e| format!("{name} prompt {i}: {e}"))
+            })
             .collect()
     };
     let pos = read(positive, "positive")?;
@@ -445,23 +450,6 @@ pub fn extract(acts: &Acts, method: Method, opts: &MethodOptions) -> Res<Extract
         scores.push(s);
     }
     Ok(Extraction { method, points: acts.points.clone(), vectors, scores, warnings: acts.warnings.clone() })
-}
-
-/// A vector source of the intervention document computed from prompt sets
-/// at one point (`{"from": "pca"}`): returns `gap · u` and warnings.
-pub fn vector_from_sets(
-    model: &Model,
-    method: Method,
-    opts: &MethodOptions,
-    positive: &[String],
-    negative: &[String],
-    point: HookPoint,
-    pool: Pool,
-) -> Res<(Vec<f32>, Vec<String>)> {
-    let acts = collect(model, positive, negative, &[point], pool)?;
-    let (pos, neg) = acts.at(0, None);
-    let (v, _) = extract_at(method, &pos, &neg, opts)?;
-    Ok((v, acts.warnings))
 }
 
 /// An intervention document adding `scale · vector` at each point.

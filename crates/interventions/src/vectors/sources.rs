@@ -7,18 +7,25 @@ use std::collections::HashMap;
 use scalpel_engine::{HookPoint, Model, Tensor};
 use scalpel_types::document::{Vector, VectorSource};
 
-use crate::context::{check_finite, Cx};
+use crate::context::{check_finite, check_stop, Cx, Stop};
 use crate::Res;
 use crate::select::resolve_pos;
 
-/// Runs `prompt` and returns the value at `point` (batch axis removed).
-pub(crate) fn activation(model: &Model, prompt: &str, point: HookPoint) -> Res<Tensor> {
+/// Runs `prompt` once (after asking `stop`) and returns the value at each
+/// point, batch axis removed: one forward pass however many points.
+pub(crate) fn run_prompt(model: &Model, stop: Stop, prompt: &str, points: &[HookPoint]) -> Res<HashMap<HookPoint, Tensor>> {
+    check_stop(stop)?;
     let ids = model.tokenizer().encode(prompt).map_err(|e| e.to_string())?;
     if ids.is_empty() {
         return Err(format!("prompt {prompt:?} tokenizes to nothing"));
     }
-    let (_, cache) = model.run_with_cache(&ids, &[point]).map_err(|e| e.to_string())?;
-    Ok(cache.get(&point).expect("requested point is cached").clone())
+    let (_, cache) = model.run_with_cache(&ids, points).map_err(|e| e.to_string())?;
+    Ok(points.iter().map(|p| (*p, cache.get(p).expect("requested point is cached").clone())).collect())
+}
+
+/// Runs `prompt` and returns the value at `point` (batch axis removed).
+fn activation(model: &Model, stop: Stop, prompt: &str, point: HookPoint) -> Res<Tensor> {
+    Ok(run_prompt(model, stop, prompt, &[point])?.remove(&point).expect("one point"))
 }
 
 fn at_position(i: usize, act: &Tensor, pos: i64, warnings: &mut Vec<String>, what: &str) -> Res<Tensor> {
@@ -39,11 +46,26 @@ impl Cx<'_> {
     /// The numbers of `v` (field `field` of intervention `i`), read at the
     /// item's hook unless the source names its own.
     pub(crate) fn vector(&mut self, i: usize, field: &str, v: &Vector, hook: &[HookPoint]) -> Res<Vec<f32>> {
-        build_vector(self.model, i, field, v, hook, &mut self.warnings)
+        build_vector(self.model, self.stop, i, field, v, hook, &mut self.warnings)
+    }
+
+    /// The values at `points` in a run on `source`, which must have the prompt's
+    /// token length (`patch`, `set_projection` with `source`): `[1, t, ...]` each.
+    pub(crate) fn source_run(&self, i: usize, source: &str, points: &[HookPoint]) -> Res<HashMap<HookPoint, Tensor>> {
+        let ids = self.model.tokenizer().encode(source).map_err(|e| e.to_string())?;
+        if ids.len() != self.prompt_len {
+            return Err(format!(
+                "intervention {i}: field 'source' has {} tokens but the prompt has {}; patching needs equal lengths",
+                ids.len(),
+                self.prompt_len
+            ));
+        }
+        let run = run_prompt(self.model, self.stop, source, points)?;
+        run.into_iter().map(|(p, t)| Ok((p, t.unsqueeze(0).map_err(|e| e.to_string())?))).collect()
     }
 }
 
-fn build_vector(model: &Model, i: usize, field: &str, v: &Vector, hook: &[HookPoint], warnings: &mut Vec<String>) -> Res<Vec<f32>> {
+fn build_vector(model: &Model, stop: Stop, i: usize, field: &str, v: &Vector, hook: &[HookPoint], warnings: &mut Vec<String>) -> Res<Vec<f32>> {
     let source_point = |h: &Option<String>| -> Res<HookPoint> {
         match h {
             Some(name) => model.hook_point(name).map_err(|e| format!("intervention {i}: field '{field}.hook': {e}")),
@@ -60,7 +82,7 @@ fn build_vector(model: &Model, i: usize, field: &str, v: &Vector, hook: &[HookPo
         Vector::From(VectorSource::PromptDiff { plus, minus, hook: h, position }) => {
             let p = source_point(h)?;
             let run = |text: &str, name: &str| {
-                activation(model, text, p).map_err(|e| format!("intervention {i}: field '{field}.{name}': {e}"))
+                activation(model, stop, text, p).map_err(|e| format!("intervention {i}: field '{field}.{name}': {e}"))
             };
             let a = at_position(i, &run(plus, "plus")?, *position, warnings, "'plus'")?;
             let b = at_position(i, &run(minus, "minus")?, *position, warnings, "'minus'")?;
@@ -74,7 +96,7 @@ fn build_vector(model: &Model, i: usize, field: &str, v: &Vector, hook: &[HookPo
             let mut mean = |set: &[String], name: &str| -> Res<Tensor> {
                 let mut acc: Option<Tensor> = None;
                 for s in set {
-                    let act = activation(model, s, p).map_err(|e| format!("intervention {i}: field '{field}.{}': {e}", name.trim_matches('\'')))?;
+                    let act = activation(model, stop, s, p).map_err(|e| format!("intervention {i}: field '{field}.{}': {e}", name.trim_matches('\'')))?;
                     let v = at_position(i, &act, *position, warnings, name)?;
                     acc = Some(match acc { None => v, Some(a) => (a + v).map_err(|e| e.to_string())? });
                 }
@@ -87,9 +109,11 @@ fn build_vector(model: &Model, i: usize, field: &str, v: &Vector, hook: &[HookPo
         Vector::From(VectorSource::Pca { positive, negative, hook: h, position, center }) => {
             let p = source_point(h)?;
             let opts = super::MethodOptions { center: *center, ..Default::default() };
-            let pool = super::Pool::At(*position);
-            let (v, w) = super::vector_from_sets(model, super::Method::Pca, &opts, positive, negative, p, pool)
+            let acts = super::collect(model, positive, negative, &[p], super::Pool::At(*position), stop)
                 .map_err(|e| format!("intervention {i}: field '{field}': {e}"))?;
+            let (pos, neg) = acts.at(0, None);
+            let (v, _) = super::extract_at(super::Method::Pca, &pos, &neg, &opts).map_err(|e| format!("intervention {i}: field '{field}': {e}"))?;
+            let w = acts.warnings;
             warnings.extend(w.into_iter().map(|w| format!("intervention {i}: {w}")));
             Ok(v)
         }
@@ -98,23 +122,6 @@ fn build_vector(model: &Model, i: usize, field: &str, v: &Vector, hook: &[HookPo
             if matches!(src, VectorSource::Sae { .. }) { "sae" } else { "file" }
         )),
     }
-}
-
-/// The values at `points` in a run on `source`, which must have the prompt's
-/// token length (`patch`, `set_projection` with `source`): `[1, t, ...]` each.
-pub(crate) fn source_run(model: &Model, i: usize, source: &str, prompt_len: usize, points: &[HookPoint]) -> Res<HashMap<HookPoint, Tensor>> {
-    let ids = model.tokenizer().encode(source).map_err(|e| e.to_string())?;
-    if ids.len() != prompt_len {
-        return Err(format!(
-            "intervention {i}: field 'source' has {} tokens but the prompt has {prompt_len}; patching needs equal lengths",
-            ids.len()
-        ));
-    }
-    let (_, cache) = model.run_with_cache(&ids, points).map_err(|e| e.to_string())?;
-    points
-        .iter()
-        .map(|p| Ok((*p, cache.get(p).expect("cached").unsqueeze(0).map_err(|e| e.to_string())?)))
-        .collect()
 }
 
 /// `v` scaled to unit length, as a tensor.

@@ -1382,3 +1382,65 @@ fn gguf_tensor_data_outside_or_shared() {
         }),
     ]);
 }
+
+/// Issue 11, defect 5: a model whose weights would not fit the memory
+/// budget is refused before any weight is expanded, with the estimate, the
+/// limit and the other precision's need. The estimate is computed here from
+/// the shapes, independently of `Parts::built_bytes`.
+#[test]
+fn a_model_over_the_memory_budget_is_refused_with_the_estimate() {
+    let spec = LlamaSpec::default();
+    let (l, d, m, v) = (spec.n_layers as u64, spec.d_model as u64, spec.d_mlp as u64, VOCAB as u64);
+    let kv = d / spec.n_heads as u64 * spec.n_kv_heads as u64;
+    // q, k, v, o, gate, up, down per layer, and the untied output matrix.
+    let matrices = l * (d * d + 2 * d * kv + d * d + 3 * d * m) + v * d;
+    // Embeddings and norms stay f32 in both precisions.
+    let always_f32 = 4 * (v * d + 2 * l * d + d);
+    let f32_bytes = always_f32 + 4 * matrices;
+    let mb = |b: u64| format!("{:.1} MB", b as f64 / 1e6);
+    let load = |source: ModelSource, p: Precision, max: u64| {
+        no_panic(|| Model::load_within("tiny", source, p, scalpel_engine::Kernels::Auto, Some(max))).expect("no panic")
+    };
+
+    // f32 safetensors: the quantized precision turns rows of whole blocks
+    // (64 and 128 values) into Q8_0, 34 bytes per 32 values.
+    let hf = HfFiles::llama(&spec);
+    let q8_bytes = always_f32 + matrices / 32 * 34;
+    assert!(load(hf.source(), Precision::F32, f32_bytes).is_ok(), "the estimate itself fits");
+    let msg = load(hf.source(), Precision::F32, f32_bytes - 1).err().expect("one byte less is refused").to_string();
+    assert!(msg.starts_with("tiny"), "{msg}");
+    assert!(msg.contains(&format!("need about {} in f32 precision, more than the {} this build allows", mb(f32_bytes), mb(f32_bytes - 1))), "{msg}");
+    assert!(msg.contains(&format!("the quantized precision needs about {}, which fits", mb(q8_bytes))), "{msg}");
+    assert!(load(hf.source(), Precision::Quantized, q8_bytes).is_ok(), "the quantized estimate fits");
+    let msg = load(hf.source(), Precision::Quantized, q8_bytes - 1).err().expect("refused").to_string();
+    assert!(msg.contains("does not fit in either precision"), "{msg}");
+
+    // An F32 GGUF keeps its blocks as stored in both precisions: the same need.
+    let gguf = tiny_llama(&spec).bytes();
+    assert!(load(ModelSource::Gguf(&gguf), Precision::Quantized, f32_bytes).is_ok());
+    let msg = load(ModelSource::Gguf(&gguf), Precision::F32, f32_bytes - 1).err().expect("refused").to_string();
+    assert!(msg.contains(&format!("need about {} in f32 precision", mb(f32_bytes))) && msg.contains("does not fit in either precision"), "{msg}");
+    // Without a budget (the CLI) nothing is refused.
+    assert!(Model::load_with("tiny", ModelSource::Gguf(&gguf), Precision::F32, scalpel_engine::Kernels::Auto).is_ok());
+}
+
+/// Issue 11, defect 5: a metadata byte array would take 32 bytes per byte
+/// once parsed; the arrays of a file are capped in all (two arrays of 4.5
+/// million bytes each: 9 MB on disk, ~290 MB parsed), before they are read.
+#[test]
+fn gguf_metadata_arrays_are_capped_in_all() {
+    let bytes_array = |n: usize| {
+        let mut raw = 0u32.to_le_bytes().to_vec(); // element type u8
+        raw.extend((n as u64).to_le_bytes());
+        raw.resize(raw.len() + n, 7);
+        Meta::Raw(9, raw)
+    };
+    let mut g = tiny_llama(&LlamaSpec::micro());
+    g.set("junk.a", bytes_array(4_500_000)).set("junk.b", bytes_array(4_500_000));
+    let msg = gguf_rejects("two large byte arrays", &g, &["8000000 elements in all"]);
+    assert!(msg.contains("junk."), "{msg}");
+    // One of them alone is a legal (if odd) file.
+    let mut g = tiny_llama(&LlamaSpec::micro());
+    g.set("junk.a", bytes_array(4_500_000));
+    load_gguf(&g.bytes()).expect("4.5 million metadata bytes load");
+}

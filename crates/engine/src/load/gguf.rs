@@ -124,7 +124,14 @@ struct Reader<'a> {
     file: &'a str,
     bytes: &'a [u8],
     pos: usize,
+    /// Metadata array elements read so far (each becomes a 32-byte `Value`,
+    /// so a byte array would otherwise take 32× its size in memory).
+    array_items: u64,
 }
+
+/// Most metadata array elements a file may hold: the largest vocabularies
+/// (~262k tokens, with scores, types and merges) need about a million.
+const MAX_ARRAY_ITEMS: u64 = 8_000_000;
 
 impl<'a> Reader<'a> {
     fn err(&self, what: impl std::fmt::Display) -> Error {
@@ -213,6 +220,12 @@ impl<'a> Reader<'a> {
                 if count > (self.remaining() / min_elem) as u64 {
                     return Err(self.err(format!(
                         "metadata '{key}': array claims {count} elements, more than the file can hold"
+                    )));
+                }
+                self.array_items += count;
+                if self.array_items > MAX_ARRAY_ITEMS {
+                    return Err(self.err(format!(
+                        "metadata '{key}': the metadata arrays hold more than {MAX_ARRAY_ITEMS} elements in all"
                     )));
                 }
                 let mut items = Vec::with_capacity(count as usize);
@@ -356,7 +369,7 @@ pub fn dtype_from_u32(t: u32) -> std::result::Result<GgmlDType, String> {
 impl<'a> Gguf<'a> {
     /// Parses the header and tensor table of `bytes`; `file` names it in errors.
     pub fn parse(file: &str, bytes: &'a [u8]) -> Result<Self> {
-        let mut r = Reader { file, bytes, pos: 0 };
+        let mut r = Reader { file, bytes, pos: 0, array_items: 0 };
         let (version, tensor_count, kv_count) = r.header()?;
         let mut metadata = HashMap::new();
         for i in 0..kv_count {

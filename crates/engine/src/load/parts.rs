@@ -6,10 +6,11 @@
 //! stored them (`Parts::qk_layout` says which), so quantized blocks are
 //! multiplied exactly as llama.cpp and candle multiply them.
 
-use candle_core::quantized::QTensor;
+use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::Result;
+use scalpel_types::Precision;
 
 /// A weight as the file holds it: f32 values, or quantized blocks (GGUF
 /// types, dequantized or multiplied as blocks depending on the precision).
@@ -23,6 +24,22 @@ impl Weight {
         match self {
             Weight::F32(t) => t.dims().to_vec(),
             Weight::Quant(q) => q.shape().dims().to_vec(),
+        }
+    }
+
+    /// Bytes the model holds for this matrix once built at `precision`
+    /// (see `model::Linear`: f32 values, the stored blocks, or f32 values
+    /// quantized to Q8_0 when rows are whole blocks).
+    pub fn built_bytes(&self, precision: Precision) -> u64 {
+        let elems: u64 = self.dims().iter().map(|&d| d as u64).product();
+        let cols = self.dims().last().copied().unwrap_or(0);
+        match (self, precision) {
+            (_, Precision::F32) => elems * 4,
+            (Weight::Quant(q), Precision::Quantized) => q.storage_size_in_bytes() as u64,
+            (Weight::F32(_), Precision::Quantized) if cols % GgmlDType::Q8_0.block_size() == 0 => {
+                elems / GgmlDType::Q8_0.block_size() as u64 * GgmlDType::Q8_0.type_size() as u64
+            }
+            (Weight::F32(_), Precision::Quantized) => elems * 4,
         }
     }
 
@@ -116,5 +133,45 @@ pub struct Parts {
 impl LinearParts {
     pub fn f32(w: Tensor, b: Option<Tensor>) -> Self {
         LinearParts { w: Weight::F32(w), b }
+    }
+
+    fn built_bytes(&self, precision: Precision) -> u64 {
+        self.w.built_bytes(precision) + self.b.as_ref().map_or(0, tensor_bytes)
+    }
+}
+
+/// Bytes of an f32 tensor (norms, biases, embeddings are built in f32).
+fn tensor_bytes(t: &Tensor) -> u64 {
+    t.elem_count() as u64 * 4
+}
+
+impl NormParts {
+    fn built_bytes(&self) -> u64 {
+        tensor_bytes(&self.w) + self.b.as_ref().map_or(0, tensor_bytes)
+    }
+}
+
+impl Parts {
+    /// About how many bytes the model built from these parts at `precision`
+    /// holds (weights only), read from the shapes before anything is
+    /// expanded: the embeddings are always f32, and the unembedding shares
+    /// them in f32 when tied. Checked against a memory budget before the
+    /// build (`Model::load_within`).
+    pub fn built_bytes(&self, precision: Precision) -> u64 {
+        let embed = self.embed.built_bytes(Precision::F32);
+        let unembed = match (&self.unembed, precision) {
+            (Some(w), p) => w.built_bytes(p),
+            (None, Precision::F32) => 0,
+            (None, p) => self.embed.built_bytes(p),
+        };
+        let blocks: u64 = self
+            .blocks
+            .iter()
+            .map(|b| {
+                let linears = [Some(&b.q), Some(&b.k), Some(&b.v), Some(&b.o), b.gate.as_ref(), Some(&b.up), Some(&b.down)];
+                linears.into_iter().flatten().map(|l| l.built_bytes(precision)).sum::<u64>() + b.ln1.built_bytes() + b.ln2.built_bytes()
+            })
+            .sum();
+        embed + unembed + blocks + self.pos_embed.as_ref().map_or(0, tensor_bytes) + self.ln_final.built_bytes()
     }
 }

@@ -147,7 +147,32 @@ impl Model {
     /// Loads, multiplying quantized matrices with `kernels` (`Auto`: the
     /// faster on this target, see [`Kernels::resolve`]).
     pub fn load_with(name: &str, source: ModelSource, precision: Precision, kernels: Kernels) -> Result<Model> {
+        Self::load_within(name, source, precision, kernels, None)
+    }
+
+    /// As [`Model::load_with`], but a model whose weights would take more
+    /// than `max_bytes` at `precision` is refused before any weight is
+    /// expanded (the browser's wasm32 memory is 4 GiB, and a failed
+    /// allocation there aborts instead of returning an error). The message
+    /// gives the estimate, the limit and what the other precision needs.
+    pub fn load_within(name: &str, source: ModelSource, precision: Precision, kernels: Kernels, max_bytes: Option<u64>) -> Result<Model> {
         let (config, tokenizer, parts) = crate::arch::read(name, source)?;
+        if let Some(max) = max_bytes {
+            let need = parts.built_bytes(precision);
+            if need > max {
+                let mb = |b: u64| format!("{:.1} MB", b as f64 / 1e6);
+                let hint = match precision {
+                    Precision::F32 if parts.built_bytes(Precision::Quantized) <= max => {
+                        format!("; the quantized precision needs about {}, which fits", mb(parts.built_bytes(Precision::Quantized)))
+                    }
+                    _ => "; it does not fit in either precision".to_string(),
+                };
+                return Err(Error::load(
+                    name,
+                    format!("its weights need about {} in {} precision, more than the {} this build allows{hint}", mb(need), precision.as_str(), mb(max)),
+                ));
+            }
+        }
         let mut model = Self::build(name, config, tokenizer, parts, precision)?;
         model.set_kernels(kernels)?;
         Ok(model)

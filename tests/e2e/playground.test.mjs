@@ -7,12 +7,12 @@
 
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  URL, ROOT, launch, cli, waitState, until, screenshot, loadPrecision, readIds, waitCompare, readHeatmap, alertText,
+  URL, ROOT, launch, cli, state as state_, waitState, until, screenshot, loadPrecision, readIds, waitCompare, readHeatmap, alertText,
 } from './helpers.mjs';
 
 const MINUTE = 60_000;
@@ -283,7 +283,10 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
     assert.match(await linkError().textContent(), /not valid/);
     await page.getByRole('button', { name: 'Dismiss the link error' }).click();
     assert.equal(await linkError().count(), 0);
-    // A prompt carrying markup is shown as text, never parsed as HTML.
+    // A prompt carrying markup is shown as text, never parsed as HTML. (An
+    // address that failed to open is kept: take a valid state from a fresh page.)
+    await open(page, URL);
+    await until(page, async () => page.url().includes('#s='), MINUTE, 'the state in the address');
     const state = JSON.parse(Buffer.from(new globalThis.URL(page.url()).hash.slice(3), 'base64url').toString());
     state.prompt = '<img src=x onerror="window.__pwned=1">hi';
     await open(page, `${URL}#s=${b64(state)}`);
@@ -302,6 +305,127 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
     await open(page, `${URL}#s=${b64(state)}`);
     await until(page, async () => (await linkError().count()) > 0, MINUTE, 'a link error');
     assert.match(await linkError().textContent(), /http/);
+  });
+
+  test('a link\'s own model waits for a click that shows its host and size; //host, unreachable and oversize models are refused', { timeout: 10 * MINUTE }, async () => {
+    const linkError = () => page.getByRole('alert', { name: 'Link error' });
+    const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+    const gate = () => page.getByRole('region', { name: 'Model named by the link' });
+    const cached = (url) => page.evaluate(async (u) => !!(await (await caches.open('scalpel-models-v1')).match(u)), url);
+    await open(page, URL);
+    await waitState(page, 'ready', 5 * MINUTE, logs);
+    const state = JSON.parse(Buffer.from(new globalThis.URL(page.url()).hash.slice(3), 'base64url').toString());
+
+    for (const url of ['//evil.example/x.gguf', '/\\evil.example/x.gguf', '/\t/evil.example/x.gguf']) {
+      state.model = { kind: 'gguf', url };
+      await open(page, `${URL}#s=${b64(state)}`);
+      await until(page, async () => (await linkError().count()) > 0, MINUTE, 'a link error');
+      assert.match(await linkError().textContent(), /protocol-relative|control characters/, url);
+    }
+
+    // A model on this site under another address: its size is asked, nothing is downloaded before the click.
+    const copy = 'models/SmolLM2-135M-Instruct.Q4_1.gguf?copy=1';
+    state.model = { kind: 'gguf', url: copy };
+    await open(page, `${URL}#s=${b64(state)}`);
+    await waitState(page, 'confirm', MINUTE, logs);
+    await until(page, async () => /MB/.test(await gate().getByLabel('Model size').textContent()), MINUTE, 'the size');
+    assert.equal(await gate().getByLabel('Model size').textContent(), '98.4 MB');
+    assert.match(await gate().getByLabel('Model host').textContent(), /^127\.0\.0\.1:\d+ \(this site\)$/);
+    await page.waitForTimeout(1000);
+    assert.equal(await state_(page), 'confirm');
+    assert.equal(await cached(copy), false, 'nothing downloaded before the click');
+    assert.equal(await page.getByLabel('Loaded model').textContent(), 'No model loaded');
+    await screenshot(page, '08b-link-model');
+    await gate().getByRole('button', { name: 'Download and load it' }).click();
+    await waitState(page, 'ready', 5 * MINUTE, logs);
+    assert.match(await page.getByLabel('Loaded model').textContent(), /Loaded: SmolLM2-135M-Instruct\.Q4_1\.gguf · f32 · 98\.4 MB · download/);
+    assert.equal(await cached(copy), true);
+    await page.evaluate(async (u) => (await caches.open('scalpel-models-v1')).delete(u), copy);
+
+    // A model URL that answers 404: said before any download.
+    state.model = { kind: 'gguf', url: 'models/does-not-exist.gguf' };
+    await open(page, `${URL}#s=${b64(state)}`);
+    await waitState(page, 'confirm', MINUTE, logs);
+    await until(page, async () => /404/.test(await gate().getByLabel('Model size').textContent()), MINUTE, 'the 404');
+    assert.match(await gate().getByLabel('Model size').textContent(), /could not be reached: the server answered HTTP 404/);
+
+    // A sharded checkpoint whose index declares 50 GB: cannot be downloaded at all.
+    const huge = join(ROOT, 'models', 'huge-e2e');
+    mkdirSync(huge, { recursive: true });
+    writeFileSync(join(huge, 'model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: 50e9 }, weight_map: { 'w': 'model-00001-of-00002.safetensors' } }));
+    state.model = { kind: 'hf_repo', base: 'models/huge-e2e/' };
+    await open(page, `${URL}#s=${b64(state)}`);
+    await waitState(page, 'confirm', MINUTE, logs);
+    await until(page, async () => /more than/.test(await gate().getByLabel('Model size').textContent()), MINUTE, 'the size check');
+    assert.match(await gate().getByLabel('Model size').textContent(), /^50000\.0 MB: more than the 2000\.0 MB the browser build takes/);
+    assert.equal(await gate().getByRole('button', { name: 'Download and load it' }).isDisabled(), true);
+    await screenshot(page, '08c-link-model-too-big');
+    await gate().getByRole('button', { name: 'Use the default model instead' }).click();
+    await waitState(page, 'ready', 5 * MINUTE, logs);
+    assert.match(await page.getByLabel('Loaded model').textContent(), /Loaded: SmolLM2-135M-Instruct\.Q4_1\.gguf ·/);
+    await waitCompare(page, 3 * MINUTE, logs);
+  });
+
+  test('the last valid state is kept in the browser: a link that fails to open keeps its address and offers the previous session', { timeout: 10 * MINUTE }, async () => {
+    await open(page, URL);
+    await waitState(page, 'ready', 5 * MINUTE, logs);
+    const prompt = page.getByRole('textbox', { name: 'Prompt', exact: true });
+    await prompt.fill('My saved prompt');
+    const promptInLink = async () => JSON.parse(Buffer.from(new globalThis.URL(page.url()).hash.slice(3), 'base64url').toString()).prompt;
+    await until(page, async () => (await promptInLink()) === 'My saved prompt', MINUTE, 'the address to follow the edit');
+    await waitState(page, 'ready', 3 * MINUTE, logs);
+    const bad = `${URL}#s=!!!not-base64`;
+    await open(page, bad);
+    await waitState(page, 'ready', 5 * MINUTE, logs);
+    assert.equal(page.url(), bad, 'the address that failed is left as it was');
+    assert.equal(await prompt.inputValue(), 'I think dogs are');
+    const offer = page.getByRole('region', { name: 'Previous session' });
+    await offer.getByRole('button', { name: 'Restore previous session' }).click();
+    assert.equal(await prompt.inputValue(), 'My saved prompt');
+    await until(page, async () => page.url().includes('#s=') && (await promptInLink()) === 'My saved prompt', MINUTE, 'the restored state in the address');
+    await waitCompare(page, 3 * MINUTE, logs);
+    // A state the next visit would reject is never written: the address keeps the last valid one.
+    await prompt.fill('x'.repeat(20_001));
+    await until(page, async () => (await page.getByRole('alert', { name: 'State not saved' }).count()) > 0, MINUTE, 'the warning');
+    assert.match(await page.getByRole('alert', { name: 'State not saved' }).textContent(), /field 'prompt' has 20001 characters; at most 20000/);
+    assert.equal(await promptInLink(), 'My saved prompt');
+    await prompt.fill('I think dogs are');
+    await until(page, async () => (await page.getByRole('alert', { name: 'State not saved' }).count()) === 0, MINUTE, 'the warning to go');
+    await waitState(page, ['ready', 'error'], 3 * MINUTE, logs);
+  });
+
+  test('a worker that runs out of memory mid-generation is replaced: the model is back, the state kept, nothing re-run', { timeout: 15 * MINUTE }, async () => {
+    await open(page, URL);
+    await waitState(page, 'ready', 5 * MINUTE, logs);
+    await waitCompare(page, 3 * MINUTE, logs);
+    const prompt = page.getByRole('textbox', { name: 'Prompt', exact: true });
+    // 8,000 digits are 8,000 tokens (under the context of 8,192): the
+    // [heads, t, t] attention scores of the first layer exceed wasm32's 4 GiB.
+    const digits = '7'.repeat(8000);
+    await prompt.fill(digits);
+    const notice = page.getByRole('note', { name: 'Notice' });
+    await until(page, async () => (await notice.count()) > 0, 5 * MINUTE, 'the crash notice');
+    const said = await notice.textContent();
+    console.log(`crash notice: ${said}`);
+    assert.match(said, /The engine worker crashed while running 'compare' \(.+\)\. A fresh worker reloads the model; your settings are kept and nothing is re-run until you ask\./);
+    await waitState(page, 'ready', 5 * MINUTE, logs);
+    assert.match(await page.getByRole('status').textContent(), /reloaded after the crash; nothing was re-run/);
+    assert.match(await page.getByLabel('Loaded model').textContent(), /Loaded: SmolLM2-135M-Instruct\.Q4_1\.gguf/);
+    assert.equal(await prompt.inputValue(), digits, 'the prompt is kept');
+    await page.waitForTimeout(2000);
+    assert.equal(await state_(page), 'ready', 'nothing runs by itself');
+    await screenshot(page, '08d-worker-crash');
+    // A reload does not run the state that crashed.
+    await open(page, page.url());
+    await waitState(page, 'ready', 5 * MINUTE, logs);
+    assert.match(await notice.textContent(), /The last time this state ran, the engine crashed: it is not run until you ask\./);
+    await page.waitForTimeout(2000);
+    assert.equal(await state_(page), 'ready');
+    assert.deepEqual(await readIds(page, 'Baseline output'), []);
+    // And the page still runs a normal comparison.
+    await prompt.fill('I think dogs are');
+    await waitCompare(page, 3 * MINUTE, logs);
+    assert.ok((await readIds(page, 'Baseline output')).length > 0);
   });
 
   test('model sources: a URL that fails and a local file', { timeout: 10 * MINUTE }, async () => {

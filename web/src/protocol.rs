@@ -330,6 +330,9 @@ pub enum Response {
     LoadFailed { message: String, kept: bool },
     GpuReady { adapter: String, software: bool, detail: String, load_ms: f64 },
     GpuResult { next: Vec<TokenProb>, ids: Vec<u32>, text: String, first_token_ms: f64, decode_tok_s: f64 },
+    /// Something the user should know that does not end the request (a
+    /// model file that could not be cached).
+    Notice { message: String },
     /// The work was stopped through the shared stop flag.
     Cancelled,
     Error { message: String },
@@ -338,7 +341,10 @@ pub enum Response {
 impl Response {
     /// Whether this message ends the current request.
     pub fn is_final(&self) -> bool {
-        !matches!(self, Response::Ready { .. } | Response::Progress { .. } | Response::Work { .. } | Response::LaneText { .. })
+        !matches!(
+            self,
+            Response::Ready { .. } | Response::Progress { .. } | Response::Work { .. } | Response::LaneText { .. } | Response::Notice { .. }
+        )
     }
 }
 

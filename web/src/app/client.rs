@@ -1,8 +1,8 @@
 //! The page's side of the worker: starting it, the request queue (one
 //! request in flight; newer ones wait in order, each dropping only the
 //! waiting requests it supersedes (`Request::supersedes`), and stop the
-//! running one if it can be stopped), the shared stop flag, and handing
-//! each response to whoever shows it.
+//! running one if it can be stopped), the shared stop flag, handing each
+//! response to whoever shows it, and a fresh worker when one crashes.
 
 use leptos::prelude::*;
 use wasm_bindgen::prelude::*;
@@ -22,7 +22,18 @@ pub struct Client {
     stop_sent: bool,
     in_flight: Option<Request>,
     pending: std::collections::VecDeque<(Request, Option<JsValue>)>,
+    /// The worker has said `Ready` (an error before that means it could not start).
+    ready: bool,
+    /// Workers that crashed this visit.
+    crashes: u32,
+    /// Which worker is the current one: events still queued from a replaced
+    /// worker are ignored.
+    generation: u32,
 }
+
+/// Crashes after which the page stops starting new workers (something in
+/// the page's state crashes every one).
+const MAX_CRASHES: u32 = 3;
 
 impl Client {
     /// Posts `req` now (`Ok(true)`) or queues it behind the running one
@@ -75,6 +86,20 @@ impl Client {
         Ok(())
     }
 
+    /// The worker died: ends it and forgets its work. Returns whether it
+    /// had started, the kind of request it was running, and the crashes so far.
+    fn crash(&mut self) -> (bool, Option<&'static str>, u32) {
+        if let Some(w) = self.worker.take() {
+            w.terminate();
+        }
+        self.pending.clear();
+        let what = self.in_flight.take().map(|r| r.kind());
+        // The next worker needs the stop buffer too.
+        self.stop_sent = false;
+        self.crashes += 1;
+        (std::mem::take(&mut self.ready), what, self.crashes)
+    }
+
     fn set_stop(&self, v: i32) {
         if let Some(a) = &self.stop {
             let _ = js_sys::Atomics::store(a, STOP_FLAG_INDEX, v);
@@ -85,13 +110,18 @@ impl Client {
 /// Starts the worker and routes its messages: to the page's shared state
 /// (`Ctx::on_response`) and to the panels.
 pub fn start(ctx: Ctx, panels: panels::Panels) {
-    if cross_origin_isolated() {
+    if cross_origin_isolated() && ctx.with_client(|c| c.stop.is_none()).unwrap_or(false) {
         let buf = js_sys::SharedArrayBuffer::new(4);
         ctx.with_client(|c| {
             c.stop = Some(js_sys::Int32Array::new(&buf));
             c.stop_buffer = Some(buf.into());
         });
     }
+    let generation = ctx.with_client(|c| {
+        c.generation += 1;
+        c.generation
+    });
+    let current = move || ctx.with_client(|c| c.generation) == generation;
     let worker = match Worker::new(WORKER_SCRIPT) {
         Ok(w) => w,
         Err(e) => {
@@ -101,8 +131,14 @@ pub fn start(ctx: Ctx, panels: panels::Panels) {
         }
     };
     let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
+        if !current() {
+            return;
+        }
         match serde_wasm_bindgen::from_value::<Response>(ev.data()) {
             Ok(r) => {
+                if matches!(r, Response::Ready { .. }) {
+                    ctx.with_client(|c| c.ready = true);
+                }
                 ctx.on_response(&r);
                 panels.on_response(ctx, &r);
                 if r.is_final() {
@@ -116,10 +152,25 @@ pub fn start(ctx: Ctx, panels: panels::Panels) {
     onmessage.forget();
     let onerror = Closure::<dyn FnMut(web_sys::ErrorEvent)>::new(move |ev: web_sys::ErrorEvent| {
         ev.prevent_default();
+        if !current() {
+            return;
+        }
         let msg = ev.message();
-        let msg = if msg.is_empty() { "could not start the engine worker".to_string() } else { msg };
-        ctx.error.set(Some(format!("engine worker error: {msg}")));
-        ctx.phase.set(Phase::Failed);
+        let (started, what, crashes) = ctx.with_client(|c| c.crash()).unwrap_or((false, None, MAX_CRASHES + 1));
+        if !started {
+            let msg = if msg.is_empty() { "the script did not load".to_string() } else { msg };
+            ctx.error.set(Some(format!("could not start the engine worker: {msg}")));
+            ctx.phase.set(Phase::Failed);
+            return;
+        }
+        let msg = if msg.is_empty() { "no message".to_string() } else { msg };
+        if crashes > MAX_CRASHES {
+            ctx.error.set(Some(format!("The engine worker crashed {crashes} times (last: {msg}); reload the page to start again.")));
+            ctx.phase.set(Phase::Failed);
+            return;
+        }
+        ctx.crashed(&msg, what);
+        start(ctx, panels);
     });
     worker.set_onerror(Some(onerror.as_ref().unchecked_ref()));
     onerror.forget();

@@ -10,6 +10,11 @@ use crate::protocol::{BenchResult, LoadedModel, ModelLocation, Precision, Reques
 use crate::state::Shared;
 use crate::DEFAULT_MODEL_URL;
 
+/// Where the default model is served.
+pub fn default_model() -> ModelLocation {
+    ModelLocation::Gguf { url: DEFAULT_MODEL_URL.into() }
+}
+
 /// What the page is doing; mirrored in `data-state` on `<main>` for tests.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Phase {
@@ -19,6 +24,8 @@ pub enum Phase {
     Ready,
     Busy,
     Failed,
+    /// A link names a model other than the default: waiting for the user's click.
+    Confirm,
 }
 
 impl Phase {
@@ -30,6 +37,7 @@ impl Phase {
             Phase::Ready => "ready",
             Phase::Busy => "busy",
             Phase::Failed => "error",
+            Phase::Confirm => "confirm",
         }
     }
 }
@@ -62,6 +70,17 @@ pub struct Ctx {
     pub loads: RwSignal<u32>,
     /// performance.now() of the page's first generated token.
     pub first_token_page: RwSignal<Option<f64>>,
+    /// Something the user should know that is not an error of their last
+    /// request (a file the cache refused, a worker restarted after a crash).
+    pub notice: RwSignal<Option<String>>,
+    /// The model a link names, waiting for the user's click before it is downloaded.
+    pub confirm_model: RwSignal<Option<ModelLocation>>,
+    /// The user has chosen a model this visit (a restarted worker reloads it unasked).
+    chosen: StoredValue<bool>,
+    /// The next load follows a worker crash: it must not run anything by itself.
+    recovering: StoredValue<bool>,
+    /// A worker crashed loading the model: the next one waits for the user's pick.
+    hold_load: StoredValue<bool>,
     /// The model loaded before the current load request.
     prev_info: StoredValue<Option<LoadedModel>>,
     client: StoredValue<Client, LocalStorage>,
@@ -92,6 +111,11 @@ impl Ctx {
             use_gpu: RwSignal::new(false),
             loads: RwSignal::new(0),
             first_token_page: RwSignal::new(None),
+            notice: RwSignal::new(None),
+            confirm_model: RwSignal::new(None),
+            chosen: StoredValue::new(false),
+            recovering: StoredValue::new(false),
+            hold_load: StoredValue::new(false),
             prev_info: StoredValue::new(None),
             client: StoredValue::new_local(Client::default()),
             on_start: StoredValue::new_local(None),
@@ -148,6 +172,10 @@ impl Ctx {
 
     /// The current request ended: start the waiting one, if any.
     pub(super) fn finished(self) {
+        if self.busy_with.get_untracked().is_some_and(|k| k != "load") {
+            // Work ran to its end: a reload may run this state again.
+            super::link::clear_crashed();
+        }
         self.busy_with.set(None);
         match self.with_client(|c| c.next()) {
             Some(Some(Ok(kind))) => self.started(kind),
@@ -176,10 +204,49 @@ impl Ctx {
     }
 
     pub fn model_source(self) -> ModelLocation {
-        self.st.with_untracked(|s| s.model.clone()).unwrap_or(ModelLocation::Gguf { url: DEFAULT_MODEL_URL.into() })
+        self.st.with_untracked(|s| s.model.clone()).unwrap_or_else(default_model)
+    }
+
+    /// The first model load will not run the open panel (the state crashed
+    /// the engine last time); `why` tells the user.
+    pub(super) fn skip_first_run(self, why: String) {
+        self.recovering.set_value(true);
+        self.notice.set(Some(why));
+    }
+
+    /// The worker died (a panic or an out-of-memory trap): what it was doing
+    /// is dropped, and a fresh worker reloads the model without running
+    /// anything (`client::restart`). `what` names what it was doing.
+    pub(super) fn crashed(self, message: &str, what: Option<&'static str>) {
+        let doing = what.map(|k| format!(" while running '{k}'")).unwrap_or_default();
+        self.busy_with.set(None);
+        self.gpu.set(None);
+        self.use_gpu.set(false);
+        if what == Some("load") {
+            // Loading it again would crash again.
+            self.hold_load.set_value(true);
+            self.recovering.set_value(false);
+            self.info.set(None);
+            self.phase.set(Phase::Failed);
+            self.error.set(Some(format!(
+                "The engine worker crashed loading the model ({message}). Pick another model or the quantized precision, which needs less memory."
+            )));
+            return;
+        }
+        self.st.with_untracked(super::link::mark_crashed);
+        self.recovering.set_value(true);
+        self.prev_info.set_value(None);
+        self.info.set(None);
+        self.phase.set(Phase::Starting);
+        self.status.set("Restarting the engine worker…".into());
+        self.notice.set(Some(format!(
+            "The engine worker crashed{doing} ({message}). A fresh worker reloads the model; your settings are kept and nothing is re-run until you ask."
+        )));
     }
 
     pub fn load(self, source: ModelLocation, precision: Precision, file: Option<wasm_bindgen::JsValue>) {
+        self.chosen.set_value(true);
+        self.confirm_model.set(None);
         // Kept in case the worker reports that the old model survived a failed load.
         self.prev_info.set_value(self.info.get_untracked());
         self.info.set(None);
@@ -208,7 +275,19 @@ impl Ctx {
     /// lifecycle, downloads, the model, the stack's imports, the GPU.
     pub(super) fn on_response(self, r: &Response) {
         match r {
-            Response::Ready { engine: true } => self.load(self.model_source(), self.st.with_untracked(|s| s.precision), None),
+            Response::Ready { engine: true } => {
+                let source = self.model_source();
+                if self.hold_load.get_value() {
+                    self.hold_load.set_value(false);
+                    self.status.set("A fresh engine worker is ready: pick a model to load".into());
+                } else if self.chosen.get_value() || source == default_model() {
+                    self.load(source, self.st.with_untracked(|s| s.precision), None);
+                } else {
+                    self.confirm_model.set(Some(source));
+                    self.phase.set(Phase::Confirm);
+                    self.status.set("This link names its own model: nothing is downloaded until you confirm".into());
+                }
+            }
             Response::Ready { engine: false } => {
                 self.phase.set(Phase::Failed);
                 self.error.set(Some("this build of the worker has no engine".into()));
@@ -244,6 +323,7 @@ impl Ctx {
                 self.gpu_result.set(Some(r.clone()));
             }
             Response::Cancelled => self.status.set("Stopped".into()),
+            Response::Notice { message } => self.notice.set(Some(message.clone())),
             Response::Error { message } => {
                 self.error.set(Some(message.clone()));
                 self.status.set("Error".into());
@@ -259,7 +339,12 @@ impl Ctx {
         self.progress.update(|p| (p.0, p.1) = (m.bytes, Some(m.bytes)));
         self.status.set(format!("Ready: {} loaded", m.name));
         self.info.set(Some(m.clone()));
-        self.loads.update(|n| *n += 1);
+        if self.recovering.get_value() {
+            self.recovering.set_value(false);
+            self.status.set(format!("Ready: {} reloaded after the crash; nothing was re-run", m.name));
+        } else {
+            self.loads.update(|n| *n += 1);
+        }
         self.gpu.set(None);
         self.use_gpu.set(false);
         self.gpu_result.set(None);

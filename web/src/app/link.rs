@@ -1,9 +1,17 @@
 //! The page's URL: the state it opens with (`#s=…`, plus `preset`,
 //! `panel`, `precision`, `kernels` and `embed` query parameters), the link
-//! for the current state, and copying it.
+//! for the current state, copying it, and the copies kept in the browser
+//! (the last valid state, and a state that crashed the engine).
+
+use gloo_storage::{LocalStorage, Storage};
 
 use crate::protocol::{Kernels, Precision};
-use crate::state::{presets, Panel, Shared};
+use crate::state::{presets, Panel, Shared, MAX_LINK_CHARS};
+
+/// localStorage key of the last valid state (the "restore previous session" offer).
+const LAST_STATE_KEY: &str = "scalpel.last_state";
+/// localStorage key of the state that was running when the engine crashed.
+const CRASHED_STATE_KEY: &str = "scalpel.crashed_state";
 
 fn location_hash() -> String {
     web_sys::window().and_then(|w| w.location().hash().ok()).unwrap_or_default()
@@ -54,15 +62,54 @@ pub fn link_for(st: &Shared, embed: bool) -> String {
     format!("{origin}{path}{q}#s={}", st.encode())
 }
 
-/// Keeps the address bar on `st` without adding history entries; only
-/// `embed` stays a query parameter (the others are folded into the state).
-pub fn replace_url(st: &Shared, embed: bool) {
-    let Some(w) = web_sys::window() else { return };
+/// Keeps the address bar and the browser's saved copy on `st`, if it is
+/// valid (a state the next visit would reject is never written; the
+/// problem is returned). No history entries are added; only `embed` stays
+/// a query parameter (the others are folded into the state).
+pub fn remember(st: &Shared, embed: bool) -> Result<(), String> {
+    st.validate()?;
+    let enc = st.encode();
+    if enc.len() > MAX_LINK_CHARS {
+        return Err(format!("the state is {} characters encoded; a link holds at most {MAX_LINK_CHARS}", enc.len()));
+    }
+    let Some(w) = web_sys::window() else { return Ok(()) };
     if let Ok(h) = w.history() {
         let q = if embed { "?embed=1" } else { "" };
-        let url = format!("{}{q}#s={}", w.location().pathname().unwrap_or_else(|_| "/".into()), st.encode());
+        let url = format!("{}{q}#s={enc}", w.location().pathname().unwrap_or_else(|_| "/".into()));
         let _ = h.replace_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some(&url));
     }
+    // Private windows and full storage refuse: the address still holds the state.
+    let _ = LocalStorage::set(LAST_STATE_KEY, &enc);
+    Ok(())
+}
+
+/// The last valid state this browser kept, if it still opens (one that no
+/// longer does is dropped).
+pub fn saved_state() -> Option<Shared> {
+    let enc: String = LocalStorage::get(LAST_STATE_KEY).ok()?;
+    match Shared::decode(&enc) {
+        Ok(s) => Some(s),
+        Err(_) => {
+            LocalStorage::delete(LAST_STATE_KEY);
+            None
+        }
+    }
+}
+
+/// Marks `st` as the state that was running when the engine crashed, so a
+/// reload does not run it again by itself.
+pub fn mark_crashed(st: &Shared) {
+    let _ = LocalStorage::set(CRASHED_STATE_KEY, st.encode());
+}
+
+/// Whether `st` is the state marked by [`mark_crashed`].
+pub fn crashed_before(st: &Shared) -> bool {
+    LocalStorage::get::<String>(CRASHED_STATE_KEY).is_ok_and(|enc| enc == st.encode())
+}
+
+/// Something ran to its end: no state is marked as crashing any more.
+pub fn clear_crashed() {
+    LocalStorage::delete(CRASHED_STATE_KEY);
 }
 
 pub fn copy_text(text: &str) {

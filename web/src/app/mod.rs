@@ -26,13 +26,41 @@ pub fn start() {
 fn App() -> impl IntoView {
     let (initial, link_error) = link::initial_state();
     let embed = link::query_param("embed").as_deref() == Some("1");
+    // The last valid state this browser kept, offered when the page opens on another one.
+    let saved = RwSignal::new(if embed { None } else { link::saved_state().filter(|s| *s != initial) });
+    let crashed_before = link::crashed_before(&initial);
     let ctx = Ctx::new(initial, embed);
     provide_context(ctx);
     let panels = panels::Panels::new();
     panels.provide();
+    if crashed_before {
+        ctx.skip_first_run("The last time this state ran, the engine crashed: it is not run until you ask.".into());
+    }
     // A bad link keeps its message visible even after the model loads.
+    let bad_address = link_error.is_some();
     let link_error = RwSignal::new(link_error);
-    Effect::new(move |_| ctx.st.with(|s| link::replace_url(s, embed)));
+    // Why the current state cannot go into the link (it is then not written).
+    let state_problem = RwSignal::new(None::<String>);
+    Effect::new(move |prev: Option<()>| {
+        ctx.st.with(|s| {
+            // An address that failed to open stays as it was until the user changes something.
+            if prev.is_some() || !bad_address {
+                state_problem.set(link::remember(s, embed).err());
+            }
+        })
+    });
+    let restore = move |_| {
+        let Some(s) = saved.get_untracked() else { return };
+        let (source, precision) = (s.model.clone(), s.precision);
+        saved.set(None);
+        let model_changes = source.clone().unwrap_or_else(ctx::default_model) != ctx.model_source();
+        ctx.st.set(s);
+        if model_changes {
+            ctx.load(ctx.model_source(), precision, None);
+        } else {
+            panels.run(ctx, ctx.st.with_untracked(|s| s.panel));
+        }
+    };
     client::start(ctx, panels);
     panels.follow(ctx);
     // The open panel's first run as soon as a model is loaded (not when a
@@ -55,13 +83,34 @@ fn App() -> impl IntoView {
         <main
             class:embed=embed
             data-state=move || ctx.phase.get().as_str()
-            aria-busy=move || (!matches!(ctx.phase.get(), Phase::Ready | Phase::Failed)).to_string()
+            aria-busy=move || (!matches!(ctx.phase.get(), Phase::Ready | Phase::Failed | Phase::Confirm)).to_string()
         >
             <Show when=move || link_error.with(|e| e.is_some())>
                 <div class="notice" role="alert" aria-label="Link error">
                     <span>{move || link_error.get()}</span>
                     <button class="icon" aria-label="Dismiss the link error" on:click=move |_| link_error.set(None)>"✕"</button>
                 </div>
+            </Show>
+            <Show when=move || state_problem.with(|e| e.is_some())>
+                <div class="notice" role="alert" aria-label="State not saved">
+                    <span>{move || state_problem.get().map(|e| format!("This state cannot go into a link: {e}. The address and the saved session keep the last valid state."))}</span>
+                </div>
+            </Show>
+            <Show when=move || ctx.notice.with(|e| e.is_some())>
+                <div class="notice info" role="note" aria-label="Notice">
+                    <span>{move || ctx.notice.get()}</span>
+                    <button class="icon" aria-label="Dismiss the notice" on:click=move |_| ctx.notice.set(None)>"✕"</button>
+                </div>
+            </Show>
+            <Show when=move || saved.with(|s| s.is_some())>
+                <div class="notice info" role="region" aria-label="Previous session">
+                    <span>"This browser kept your previous session."</span>
+                    <button class="secondary" on:click=restore>"Restore previous session"</button>
+                    <button class="icon" aria-label="Dismiss the previous session" on:click=move |_| saved.set(None)>"✕"</button>
+                </div>
+            </Show>
+            <Show when=move || ctx.confirm_model.with(|m| m.is_some())>
+                <sections::confirm_model::ConfirmModel/>
             </Show>
             <Show when=move || !embed fallback=|| view! { <sections::embed::EmbedStatus/> }>
                 <sections::model_card::ModelCard/>

@@ -18,8 +18,10 @@ use serde_json::json;
 pub const STATE_VERSION: u32 = 1;
 /// Longest link state accepted (characters of the encoded fragment).
 pub const MAX_LINK_CHARS: usize = 400_000;
-const MAX_TEXT: usize = 20_000;
-const MAX_ITEMS: usize = 32;
+/// Longest text field (prompts, answers, prompt sets).
+pub const MAX_TEXT: usize = 20_000;
+/// Most interventions in the stack.
+pub const MAX_ITEMS: usize = 32;
 const MAX_VECTOR: usize = 65_536;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -228,10 +230,18 @@ impl Shared {
                     if url.len() > 2048 {
                         return Err("the model URL is too long".into());
                     }
-                    let lower = url.trim().to_ascii_lowercase();
+                    // URL parsers drop tabs and newlines anywhere (`/\t/host` is `//host`).
+                    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                        return Err("the model URL contains spaces or control characters".into());
+                    }
+                    let lower = url.to_ascii_lowercase();
                     let scheme_ok = lower.starts_with("https://") || lower.starts_with("http://") || !lower.contains(':');
                     if !scheme_ok {
                         return Err("the model URL must be http(s) or a path on this site".into());
+                    }
+                    // Browsers read `//host/x` (and `/\host`, `\\host`) as another site, not a path here.
+                    if lower.starts_with("//") || lower.starts_with("/\\") || lower.starts_with('\\') {
+                        return Err("the model URL is protocol-relative (//host/…), which names another site; write https://host/… instead".into());
                     }
                 }
                 ModelLocation::File { .. } => return Err("a link cannot carry a local file; pick the file again".into()),
@@ -270,6 +280,12 @@ mod tests {
         assert!(Shared::decode(&s.encode()).unwrap_err().contains("max_new_tokens"));
         let s = Shared { model: Some(ModelLocation::Gguf { url: "javascript:alert(1)".into() }), ..Default::default() };
         assert!(Shared::decode(&s.encode()).unwrap_err().contains("http"));
+        for url in ["//evil.example/x.gguf", "/\\evil.example/x.gguf", "\\\\evil.example/x.gguf", "/\t/evil.example/x.gguf"] {
+            let s = Shared { model: Some(ModelLocation::HfRepo { base: url.into() }), ..Default::default() };
+            assert!(Shared::decode(&s.encode()).unwrap_err().contains("the model URL"), "{url}");
+        }
+        let s = Shared { model: Some(ModelLocation::Gguf { url: "models/x.gguf".into() }), ..Default::default() };
+        assert!(Shared::decode(&s.encode()).is_ok(), "a path on this site is fine");
         let mut s = Shared::default();
         let mut it = StackItem::new(1, UiOp::Add, 30);
         it.site = "<img src=x>".into();

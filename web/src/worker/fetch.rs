@@ -4,7 +4,7 @@
 use super::{post, ModelBytes, Throttle};
 use crate::js::js_err;
 use crate::js::get;
-use crate::protocol::Response;
+use crate::protocol::{last_segment, ModelLocation, Response};
 use std::rc::Rc;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
@@ -12,8 +12,10 @@ use wasm_bindgen_futures::JsFuture;
 /// Name of the Cache API store holding model files (bump to invalidate).
 pub const CACHE_NAME: &str = "scalpel-models-v1";
 
-/// Largest single file we accept (wasm32 memory is 4 GiB and the model needs room).
-const MAX_DOWNLOAD: f64 = 2.0e9;
+use crate::MAX_DOWNLOAD_BYTES as MAX_DOWNLOAD;
+
+/// Most shards an index may list (the largest hub checkpoints have a few hundred).
+const MAX_SHARDS: usize = 512;
 
 fn scope() -> web_sys::WorkerGlobalScope {
     js_sys::global().unchecked_into()
@@ -37,24 +39,50 @@ pub async fn clear_cache() -> Result<u32, String> {
     Ok(n)
 }
 
+/// Removes a model's files from the cache (they came from it and do not
+/// make a model); whether any was there.
+pub async fn evict(source: &ModelLocation, bytes: &ModelBytes) -> bool {
+    let Some(c) = cache().await else { return false };
+    let urls: Vec<String> = match (source, bytes) {
+        (ModelLocation::Gguf { url }, _) => vec![url.clone()],
+        (ModelLocation::HfRepo { base }, ModelBytes::HuggingFace { weights, .. }) => {
+            let base = if base.ends_with('/') { base.to_string() } else { format!("{base}/") };
+            ["config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors.index.json"]
+                .into_iter()
+                .map(str::to_string)
+                .chain(weights.iter().map(|(name, _)| name.clone()))
+                .map(|f| format!("{base}{f}"))
+                .collect()
+        }
+        _ => vec![],
+    };
+    let mut any = false;
+    for url in urls {
+        any |= JsFuture::from(c.delete_with_str(&url)).await.ok().and_then(|v| v.as_bool()).unwrap_or(false);
+    }
+    any
+}
+
 /// The bytes at `url`, from the cache when held there (else fetched and
 /// stored). Returns whether they came from the cache. `optional`: a 404 is
 /// `Ok(None)` instead of an error.
 pub async fn fetch_cached(url: &str, progress: bool) -> Result<(Vec<u8>, bool), String> {
-    match fetch_cached_opt(url, progress, false).await? {
+    match fetch_cached_opt(url, progress, false, MAX_DOWNLOAD).await? {
         Some(x) => Ok(x),
         None => Err(format!("could not fetch {url}: not found")),
     }
 }
 
-async fn fetch_cached_opt(url: &str, progress: bool, optional: bool) -> Result<Option<(Vec<u8>, bool)>, String> {
+/// `budget`: the bytes this file may take (what is left of the model's
+/// [`MAX_DOWNLOAD`]).
+async fn fetch_cached_opt(url: &str, progress: bool, optional: bool, budget: f64) -> Result<Option<(Vec<u8>, bool)>, String> {
     let cache = cache().await;
     if let Some(c) = &cache {
         if let Ok(hit) = JsFuture::from(c.match_with_str(url)).await {
             if !hit.is_undefined() && !hit.is_null() {
                 let resp: web_sys::Response = hit.unchecked_into();
                 // A damaged entry is dropped and fetched again.
-                match read_body(url, resp, progress).await {
+                match read_body(url, resp, progress, budget).await {
                     Ok(b) => return Ok(Some((b, true))),
                     Err(e) => {
                         web_sys::console::warn_1(&format!("cached {url} unreadable ({e}); fetching again").into());
@@ -74,27 +102,35 @@ async fn fetch_cached_opt(url: &str, progress: bool, optional: bool) -> Result<O
     if !resp.ok() {
         return Err(format!("could not fetch {url}: HTTP {} {}", resp.status(), resp.status_text()));
     }
-    let mut bytes = read_body(url, resp, progress).await?;
+    let mut bytes = read_body(url, resp, progress, budget).await?;
     if let Some(c) = &cache {
         // Storing can fail (quota, non-http URL): the page still works, only
         // the next visit downloads again.
         match web_sys::Response::new_with_opt_u8_array(Some(bytes.as_mut_slice())) {
             Ok(r) => {
                 if let Err(e) = JsFuture::from(c.put_with_str(url, &r)).await {
-                    web_sys::console::warn_1(&format!("could not cache {url}: {}", js_err(e)).into());
+                    post(&Response::Notice { message: not_cached(url, &js_err(e)) });
                 }
             }
-            Err(e) => web_sys::console::warn_1(&e),
+            Err(e) => post(&Response::Notice { message: not_cached(url, &js_err(e)) }),
         }
     }
     Ok(Some((bytes, false)))
 }
 
-async fn read_body(url: &str, resp: web_sys::Response, progress: bool) -> Result<Vec<u8>, String> {
+fn too_large(url: &str) -> String {
+    format!("{url}: the model's files are larger than {:.0} MB, the most the browser build takes", MAX_DOWNLOAD / 1e6)
+}
+
+fn not_cached(url: &str, why: &str) -> String {
+    format!("{} could not be kept in the browser's cache ({why}); the next visit downloads it again", last_segment(url))
+}
+
+async fn read_body(url: &str, resp: web_sys::Response, progress: bool, budget: f64) -> Result<Vec<u8>, String> {
     let total = resp.headers().get("content-length").ok().flatten().and_then(|s| s.parse::<f64>().ok());
     if let Some(t) = total {
-        if t > MAX_DOWNLOAD {
-            return Err(format!("{url} is {:.0} MB; the browser build takes at most {:.0} MB", t / 1e6, MAX_DOWNLOAD / 1e6));
+        if t > budget {
+            return Err(format!("{} ({:.0} MB)", too_large(url), t / 1e6));
         }
     }
     let body = resp.body().ok_or_else(|| format!("{url}: empty response body"))?;
@@ -115,8 +151,8 @@ async fn read_body(url: &str, resp: web_sys::Response, progress: bool) -> Result
         let value: js_sys::Uint8Array = get(&chunk, "value").unchecked_into();
         let n = value.length() as usize;
         let start = buf.len();
-        if (start + n) as f64 > MAX_DOWNLOAD {
-            return Err(format!("{url} is larger than {:.0} MB", MAX_DOWNLOAD / 1e6));
+        if (start + n) as f64 > budget {
+            return Err(too_large(url));
         }
         buf.try_reserve(n).map_err(|_| format!("out of memory downloading {url}"))?;
         buf.resize(start + n, 0);
@@ -136,44 +172,50 @@ async fn read_body(url: &str, resp: web_sys::Response, progress: bool) -> Result
     Ok(buf)
 }
 
-/// A Hugging Face repository's files under `base`.
+/// A Hugging Face repository's files under `base`, together at most
+/// [`MAX_DOWNLOAD`] bytes.
 pub async fn fetch_hf(base: &str) -> Result<(ModelBytes, bool), String> {
     let base = if base.ends_with('/') { base.to_string() } else { format!("{base}/") };
-    let mut all_cached = true;
-    let get_file = |name: &'static str| {
-        let url = format!("{base}{name}");
-        async move { fetch_cached_opt(&url, false, true).await }
-    };
-    let (config, c) = get_file("config.json").await?.ok_or_else(|| format!("{base}config.json: not found (is this a Hugging Face model folder?)"))?;
-    all_cached &= c;
-    let tokenizer = get_file("tokenizer.json").await?.map(|(b, c)| {
-        all_cached &= c;
-        Rc::from(b)
-    });
-    let tokenizer_config = get_file("tokenizer_config.json").await?.map(|(b, c)| {
-        all_cached &= c;
-        Rc::from(b)
-    });
+    let mut got = Tally { left: MAX_DOWNLOAD, all_cached: true };
+    let config = got.take(fetch_cached_opt(&format!("{base}config.json"), false, true, got.left).await?)
+        .ok_or_else(|| format!("{base}config.json: not found (is this a Hugging Face model folder?)"))?;
+    let tokenizer = got.take(fetch_cached_opt(&format!("{base}tokenizer.json"), false, true, got.left).await?);
+    let tokenizer_config = got.take(fetch_cached_opt(&format!("{base}tokenizer_config.json"), false, true, got.left).await?);
     let mut weights = Vec::new();
-    match fetch_cached_opt(&format!("{base}model.safetensors"), true, true).await? {
-        Some((b, c)) => {
-            all_cached &= c;
-            weights.push(("model.safetensors".to_string(), Rc::from(b)));
-        }
+    match got.take(fetch_cached_opt(&format!("{base}model.safetensors"), true, true, got.left).await?) {
+        Some(b) => weights.push(("model.safetensors".to_string(), b)),
         None => {
-            let (index, c) = fetch_cached_opt(&format!("{base}model.safetensors.index.json"), false, true)
-                .await?
+            let index = got.take(fetch_cached_opt(&format!("{base}model.safetensors.index.json"), false, true, got.left).await?)
                 .ok_or_else(|| format!("{base}: neither model.safetensors nor model.safetensors.index.json was found"))?;
-            all_cached &= c;
             let shards = scalpel_shards(&index)?;
+            if shards.len() > MAX_SHARDS {
+                return Err(format!("{base}model.safetensors.index.json lists {} shards; at most {MAX_SHARDS} are read", shards.len()));
+            }
             for s in shards {
-                let (b, c) = fetch_cached(&format!("{base}{s}"), true).await?;
-                all_cached &= c;
-                weights.push((s, Rc::from(b)));
+                let url = format!("{base}{s}");
+                let b = got.take(fetch_cached_opt(&url, true, false, got.left).await?).ok_or_else(|| format!("could not fetch {url}: not found"))?;
+                weights.push((s, b));
             }
         }
     }
-    Ok((ModelBytes::HuggingFace { config: Rc::from(config), tokenizer, tokenizer_config, weights }, all_cached))
+    Ok((ModelBytes::HuggingFace { config, tokenizer, tokenizer_config, weights }, got.all_cached))
+}
+
+/// What a model's files have taken so far.
+struct Tally {
+    /// Bytes the remaining files may take.
+    left: f64,
+    all_cached: bool,
+}
+
+impl Tally {
+    fn take(&mut self, got: Option<(Vec<u8>, bool)>) -> Option<Rc<[u8]>> {
+        got.map(|(b, cached)| {
+            self.all_cached &= cached;
+            self.left -= b.len() as f64;
+            Rc::from(b)
+        })
+    }
 }
 
 #[cfg(feature = "engine")]

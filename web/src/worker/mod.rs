@@ -43,8 +43,18 @@ pub type ModelBytes = scalpel_types::ModelFiles<Rc<[u8]>>;
 #[derive(Default)]
 struct State {
     stop: Option<js_sys::Int32Array>,
-    /// (location, files) of the last model fetched.
-    bytes: Option<(ModelLocation, ModelBytes)>,
+    /// The loaded model's files and how it was built: a precision change
+    /// reloads without fetching, and a failed load rebuilds it.
+    loaded: Option<Loaded>,
+}
+
+#[derive(Clone)]
+#[cfg_attr(not(feature = "engine"), allow(dead_code))]
+struct Loaded {
+    source: ModelLocation,
+    bytes: ModelBytes,
+    precision: crate::protocol::Precision,
+    kernels: crate::protocol::Kernels,
 }
 
 thread_local! {
@@ -136,6 +146,7 @@ async fn engine_request(req: Request, file: Option<Vec<u8>>) -> Result<(), Strin
         Request::SetKernels { kernels } => model::set_kernels(kernels),
         Request::Load { source, precision, kernels } => {
             let t0 = now_ms();
+            let reused = file.is_none() && STATE.with(|s| s.borrow().loaded.as_ref().is_some_and(|l| l.source == source));
             // The previous model stays loaded until the new files are here,
             // so a mistyped URL does not cost the user their model.
             let (bytes, from_cache) = match bytes_for(&source, file).await {
@@ -147,8 +158,19 @@ async fn engine_request(req: Request, file: Option<Vec<u8>>) -> Result<(), Strin
             };
             // The GPU holds the previous model's weights: it is started again on request.
             gpu::stop();
-            if let Err(message) = model::load(&source, &bytes, precision, kernels, now_ms() - t0, from_cache) {
-                post(&Response::LoadFailed { message, kept: false });
+            match model::load(&source, &bytes, precision, kernels, now_ms() - t0, from_cache) {
+                Ok(loaded) => {
+                    STATE.with(|s| s.borrow_mut().loaded = Some(Loaded { source, bytes, precision, kernels }));
+                    post(&Response::Loaded(Box::new(loaded)));
+                }
+                Err(mut message) => {
+                    // Files that do not make a model are not kept: the next try downloads them again.
+                    if from_cache && !reused && fetch::evict(&source, &bytes).await {
+                        message.push_str(" (the cached copy was removed)");
+                    }
+                    drop(bytes);
+                    post(&Response::LoadFailed { message, kept: rebuild_previous() });
+                }
             }
             Ok(())
         }
@@ -170,7 +192,7 @@ async fn engine_request(req: Request, file: Option<Vec<u8>>) -> Result<(), Strin
         Request::Bench { prompt_tokens, decode_tokens, rounds } => bench::run(prompt_tokens, decode_tokens, rounds),
         Request::GpuInit { allow_software } => {
             let (name, bytes) = STATE
-                .with(|s| s.borrow().bytes.as_ref().map(|(loc, b)| (loc.label(), b.clone())))
+                .with(|s| s.borrow().loaded.as_ref().map(|l| (l.source.label(), l.bytes.clone())))
                 .ok_or("no model loaded yet")?;
             compare::forget_baseline();
             gpu::init(&name, &bytes, allow_software).await
@@ -180,12 +202,27 @@ async fn engine_request(req: Request, file: Option<Vec<u8>>) -> Result<(), Strin
     }
 }
 
-/// The files at `source`: the held copy if it is the same location, else
-/// fetched (from the browser cache when possible). Returns whether every
-/// file came from the cache.
+/// Builds the model that was loaded before a failed load from its held
+/// files, quietly (the page keeps showing it). Whether there is one.
+#[cfg(feature = "engine")]
+fn rebuild_previous() -> bool {
+    let Some(prev) = STATE.with(|s| s.borrow().loaded.clone()) else { return false };
+    match model::load(&prev.source, &prev.bytes, prev.precision, prev.kernels, 0.0, true) {
+        Ok(_) => true,
+        Err(e) => {
+            web_sys::console::error_1(&format!("could not rebuild the previous model: {e}").into());
+            STATE.with(|s| s.borrow_mut().loaded = None);
+            false
+        }
+    }
+}
+
+/// The files at `source`: the loaded model's if it is the same location,
+/// else fetched (from the browser cache when possible). Returns whether
+/// every file came from the cache.
 #[cfg_attr(not(feature = "engine"), allow(dead_code))]
 async fn bytes_for(source: &ModelLocation, file: Option<Vec<u8>>) -> Result<(ModelBytes, bool), String> {
-    let held = STATE.with(|s| s.borrow().bytes.as_ref().filter(|(s, _)| s == source && file.is_none()).map(|(_, b)| b.clone()));
+    let held = STATE.with(|s| s.borrow().loaded.as_ref().filter(|l| &l.source == source && file.is_none()).map(|l| l.bytes.clone()));
     if let Some(b) = held {
         return Ok((b, true));
     }
@@ -200,7 +237,6 @@ async fn bytes_for(source: &ModelLocation, file: Option<Vec<u8>>) -> Result<(Mod
         }
         ModelLocation::HfRepo { base } => fetch::fetch_hf(base).await?,
     };
-    STATE.with(|s| s.borrow_mut().bytes = Some((source.clone(), bytes.clone())));
     Ok((bytes, from_cache))
 }
 

@@ -49,14 +49,23 @@ pub fn set_kernels(kernels: Kernels) -> Result<(), String> {
     })
 }
 
-/// Builds the model from `bytes` (the previous one is dropped first, so two
-/// never share the memory) and posts `Loaded`.
-pub fn load(location: &ModelLocation, bytes: &ModelBytes, precision: Precision, kernels: Kernels, fetch_ms: f64, from_cache: bool) -> Result<(), String> {
+/// wasm32 memory the weights may take: 3 of its 4 GiB, less the file as
+/// fetched and the engine's copy of its tensors while it builds (the last
+/// GiB holds a prompt's activations). Over it, an allocation would abort the
+/// worker; the engine refuses such a model before expanding it.
+fn weight_budget(bytes: &ModelBytes) -> u64 {
+    (3u64 << 30).saturating_sub(2 * bytes.byte_len() as u64)
+}
+
+/// Builds the model from `bytes` and makes it the loaded one. The previous
+/// model is dropped first, so two never share the memory: after a failure
+/// no model is loaded (the caller rebuilds the previous one from its files).
+pub fn load(location: &ModelLocation, bytes: &ModelBytes, precision: Precision, kernels: Kernels, fetch_ms: f64, from_cache: bool) -> Result<LoadedModel, String> {
     let name = location.label();
     MODEL.with(|m| *m.borrow_mut() = None);
     compare::forget_baseline();
     let t0 = now_ms();
-    let model = Model::load_with(&name, bytes.source(), precision, kernels).map_err(|e| format!("{name}: {e}"))?;
+    let model = Model::load_within(&name, bytes.source(), precision, kernels, Some(weight_budget(bytes))).map_err(|e| format!("{name}: {e}"))?;
     let load_ms = now_ms() - t0;
     let c = &model.config;
     let summary = ModelSummary {
@@ -72,8 +81,7 @@ pub fn load(location: &ModelLocation, bytes: &ModelBytes, precision: Precision, 
     };
     let loaded = LoadedModel { name, precision, bytes: bytes.byte_len() as f64, fetch_ms, load_ms, from_cache, summary, backend: backend(&model) };
     MODEL.with(|m| *m.borrow_mut() = Some(model));
-    post(&Response::Loaded(Box::new(loaded)));
-    Ok(())
+    Ok(loaded)
 }
 
 /// Most characters a prompt may have (a bound on work and memory; the

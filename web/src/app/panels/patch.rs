@@ -3,7 +3,7 @@
 
 use leptos::prelude::*;
 
-use super::super::widgets::Heatmap;
+use super::super::widgets::{Heatmap, StopButton};
 use super::super::Ctx;
 use crate::protocol::{Metric, PatchResult, PatchSite, Request, Response};
 use crate::state::Shared;
@@ -68,7 +68,7 @@ pub fn View() -> impl IntoView {
                 <div class="row">
                     <Choices/>
                     <button on:click=move |_| sweep(ctx, state) disabled=move || !ctx.ready()>"Run sweep"</button>
-                    <button on:click=move |_| ctx.stop() disabled=move || !running()>"Stop"</button>
+                    <StopButton kind="patch"/>
                 </div>
                 <NoisePositions/>
             </Show>

@@ -8,7 +8,7 @@ use std::time::Duration;
 use leptos::prelude::*;
 
 use super::super::stack::Stack;
-use super::super::widgets::{show_token, Bars};
+use super::super::widgets::{show_token, Bars, StopButton};
 use super::super::Ctx;
 use super::{num_input, PromptBox};
 use crate::js::now_ms;
@@ -95,7 +95,9 @@ pub fn rerun_on_change(ctx: Ctx, state: State) {
     let tick = StoredValue::new(0u64);
     Effect::new(move |prev: Option<()>| {
         ctx.st.track();
-        let loaded = ctx.info.with(|i| i.is_some());
+        // Not tracked: a model (re)load runs the panel through `Ctx::loads`,
+        // or deliberately not at all after a crash.
+        let loaded = ctx.info.with_untracked(|i| i.is_some());
         if prev.is_none() || !loaded || !state.auto_run.get_untracked() || ctx.st.with_untracked(|s| s.panel) != Panel::Steer {
             return;
         }
@@ -167,14 +169,13 @@ pub fn View() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let state = expect_context::<State>();
     let st = ctx.st;
-    let running = move || ctx.busy("compare");
     view! {
         <div class="steer">
             <Show when=move || !ctx.embed>
                 <PromptBox with_chat=true/>
                 <div class="row controls">
                     <button on:click=move |_| run(ctx, state) disabled=move || !ctx.ready()>"Run"</button>
-                    <button on:click=move |_| ctx.stop() disabled=move || !running()>"Stop"</button>
+                    <StopButton kind="compare"/>
                     <label class="check">
                         <input type="checkbox" aria-label="Re-run on change" prop:checked=move || state.auto_run.get() on:change=move |ev| state.auto_run.set(event_target_checked(&ev)) />
                         "re-run on change"

@@ -1,7 +1,9 @@
 //! The page's sections around the panels: the model card (with its
 //! benchmark and WebGPU controls), worked examples, sharing, and what an
-//! embedded figure shows instead.
+//! embedded figure shows instead, and the confirmation a link's own model
+//! waits for.
 
+pub mod confirm_model;
 pub mod embed;
 mod gpu;
 pub mod model_card;

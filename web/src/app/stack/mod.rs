@@ -11,7 +11,7 @@ use scalpel_types::Site;
 use self::vector::VectorBuilder;
 use super::Ctx;
 use crate::protocol::Response;
-use crate::state::{StackItem, UiOp, VectorSpec};
+use crate::state::{StackItem, UiOp, VectorSpec, MAX_ITEMS};
 
 /// Per-head hooks (heads can be selected).
 fn per_head(site: &str) -> bool {
@@ -100,7 +100,13 @@ pub fn Stack() -> impl IntoView {
                         {UiOp::ALL.into_iter().map(|o| view! { <option value=o.as_str()>{o.label()}</option> }).collect_view()}
                     </select>
                 </label>
-                <button on:click=on_add>"Add intervention"</button>
+                <button
+                    on:click=on_add
+                    disabled=move || ctx.st.with(|s| s.stack.len() >= MAX_ITEMS)
+                    title=move || ctx.st.with(|s| s.stack.len() >= MAX_ITEMS).then(|| format!("a link holds at most {MAX_ITEMS} interventions"))
+                >
+                    "Add intervention"
+                </button>
             </div>
             <DocumentView/>
         </section>
@@ -256,6 +262,11 @@ fn DocumentView() -> impl IntoView {
             return;
         }
         let n = ctx.n_layers();
+        let room = MAX_ITEMS.saturating_sub(ctx.st.with_untracked(|s| s.stack.len()));
+        if items.len() > room {
+            ctx.error.set(Some(format!("imported document: it has {} interventions; the stack has room for {room} more (at most {MAX_ITEMS})", items.len())));
+            return;
+        }
         ctx.st.update(|s| {
             for it in items {
                 let id = s.next_item_id();

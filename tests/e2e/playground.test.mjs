@@ -305,6 +305,20 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
     await open(page, `${URL}#s=${b64(state)}`);
     await until(page, async () => (await linkError().count()) > 0, MINUTE, 'a link error');
     assert.match(await linkError().textContent(), /http/);
+    // More interventions than a link may hold (33 > 32): named, and the page still runs a comparison.
+    delete state.model;
+    await open(page, URL);
+    await waitState(page, 'ready', 5 * MINUTE, logs);
+    await page.getByRole('button', { name: 'Add intervention' }).click();
+    await until(page, async () => JSON.parse(Buffer.from(new globalThis.URL(page.url()).hash.slice(3), 'base64url').toString()).stack.length === 1, MINUTE, 'the item in the address');
+    const item = JSON.parse(Buffer.from(new globalThis.URL(page.url()).hash.slice(3), 'base64url').toString()).stack[0];
+    state.stack = Array.from({ length: 33 }, (_, i) => ({ ...item, id: i + 1 }));
+    await open(page, `${URL}#s=${b64(state)}`);
+    await until(page, async () => (await linkError().count()) > 0, MINUTE, 'a link error');
+    assert.match(await linkError().textContent(), /the link has 33 interventions; at most 32/);
+    await waitState(page, 'ready', 5 * MINUTE, logs);
+    await waitCompare(page, 3 * MINUTE, logs);
+    assert.ok((await readIds(page, 'Baseline output')).length > 0, 'a normal comparison runs after the hostile link');
   });
 
   test('a link\'s own model waits for a click that shows its host and size; //host, unreachable and oversize models are refused', { timeout: 10 * MINUTE }, async () => {

@@ -23,6 +23,11 @@ pub fn get(obj: &JsValue, key: &str) -> JsValue {
     js_sys::Reflect::get(obj, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
 }
 
+/// The `Content-Length` a response declares, if any.
+pub fn content_length(resp: &web_sys::Response) -> Option<f64> {
+    resp.headers().get("content-length").ok().flatten().and_then(|s| s.parse::<f64>().ok())
+}
+
 /// Whether SharedArrayBuffer is usable (page served with COOP/COEP).
 pub fn cross_origin_isolated() -> bool {
     get(&js_sys::global(), "crossOriginIsolated").as_bool() == Some(true)

@@ -187,11 +187,11 @@ impl Ctx {
         }
     }
 
+    /// Asks the running work to stop (the Stop button exists only where the
+    /// page is cross-origin isolated: `widgets::StopButton`).
     pub fn stop(self) {
         if self.with_client(|c| c.stop()).unwrap_or(false) {
             self.status.set("Stopping…".into());
-        } else {
-            self.error.set(Some("Stop needs cross-origin isolation (serve with `cargo xtask serve`)".into()));
         }
     }
 
@@ -216,7 +216,7 @@ impl Ctx {
 
     /// The worker died (a panic or an out-of-memory trap): what it was doing
     /// is dropped, and a fresh worker reloads the model without running
-    /// anything (`client::restart`). `what` names what it was doing.
+    /// anything (`client::start` is called again). `what` names what it was doing.
     pub(super) fn crashed(self, message: &str, what: Option<&'static str>) {
         let doing = what.map(|k| format!(" while running '{k}'")).unwrap_or_default();
         self.busy_with.set(None);

@@ -3,7 +3,7 @@
 
 use super::{post, ModelBytes, Throttle};
 use crate::js::js_err;
-use crate::js::get;
+use crate::js::{content_length, get};
 use crate::protocol::{last_segment, ModelLocation, Response};
 use std::rc::Rc;
 use wasm_bindgen::JsCast;
@@ -127,7 +127,7 @@ fn not_cached(url: &str, why: &str) -> String {
 }
 
 async fn read_body(url: &str, resp: web_sys::Response, progress: bool, budget: f64) -> Result<Vec<u8>, String> {
-    let total = resp.headers().get("content-length").ok().flatten().and_then(|s| s.parse::<f64>().ok());
+    let total = content_length(&resp);
     if let Some(t) = total {
         if t > budget {
             return Err(format!("{} ({:.0} MB)", too_large(url), t / 1e6));

@@ -146,7 +146,7 @@ async fn engine_request(req: Request, file: Option<Vec<u8>>) -> Result<(), Strin
         Request::SetKernels { kernels } => model::set_kernels(kernels),
         Request::Load { source, precision, kernels } => {
             let t0 = now_ms();
-            let reused = file.is_none() && STATE.with(|s| s.borrow().loaded.as_ref().is_some_and(|l| l.source == source));
+            let reused = file.is_none() && held_files(&source).is_some();
             // The previous model stays loaded until the new files are here,
             // so a mistyped URL does not cost the user their model.
             let (bytes, from_cache) = match bytes_for(&source, file).await {
@@ -217,13 +217,18 @@ fn rebuild_previous() -> bool {
     }
 }
 
+/// The loaded model's files, if they came from `source`.
+#[cfg_attr(not(feature = "engine"), allow(dead_code))]
+fn held_files(source: &ModelLocation) -> Option<ModelBytes> {
+    STATE.with(|s| s.borrow().loaded.as_ref().filter(|l| &l.source == source).map(|l| l.bytes.clone()))
+}
+
 /// The files at `source`: the loaded model's if it is the same location,
 /// else fetched (from the browser cache when possible). Returns whether
 /// every file came from the cache.
 #[cfg_attr(not(feature = "engine"), allow(dead_code))]
 async fn bytes_for(source: &ModelLocation, file: Option<Vec<u8>>) -> Result<(ModelBytes, bool), String> {
-    let held = STATE.with(|s| s.borrow().loaded.as_ref().filter(|l| &l.source == source && file.is_none()).map(|l| l.bytes.clone()));
-    if let Some(b) = held {
+    if let Some(b) = held_files(source).filter(|_| file.is_none()) {
         return Ok((b, true));
     }
     let (bytes, from_cache) = match source {

@@ -8,7 +8,7 @@ use wasm_bindgen_futures::JsFuture;
 
 use super::super::widgets::fmt_mb;
 use super::super::Ctx;
-use crate::js::js_err;
+use crate::js::{content_length, js_err};
 use crate::protocol::ModelLocation;
 use crate::MAX_DOWNLOAD_BYTES;
 
@@ -114,10 +114,6 @@ async fn request(url: &str, method: &str) -> Result<web_sys::Response, String> {
         return Err(format!("the server answered HTTP {}", resp.status()));
     }
     Ok(resp)
-}
-
-fn content_length(resp: &web_sys::Response) -> Option<f64> {
-    resp.headers().get("content-length").ok().flatten().and_then(|s| s.parse::<f64>().ok())
 }
 
 async fn head_length(url: &str) -> Result<Option<f64>, String> {

@@ -29,7 +29,7 @@ pub use hooks::{ActivationCache, FnHook, Hook, HookCtx, HookLayout, HookList, Ho
 pub use kernels::Kernels;
 pub use load::gguf;
 pub use load::safetensors::shard_files;
-pub use model::{rotary, KvCache, Logits, Matrix, Model, ModelFiles, ModelSource, Precision, SavedWeight};
+pub use model::{rotary, KvCache, Logits, Matrix, Model, ModelFiles, ModelSource, PassSize, Precision, SavedWeight};
 pub use tokenizer::Tokenizer;
 
 /// The `k` largest values of `xs` with their indices, largest first.

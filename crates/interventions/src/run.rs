@@ -56,9 +56,16 @@ pub fn restore_weights(model: &mut Model, saved: Vec<SavedWeight>) {
 
 /// Logits `[t, vocab]` for `ids` under the interventions.
 pub fn logits(model: &mut Model, ids: &[u32], iv: &mut Interventions) -> Result<Tensor> {
+    logit_rows(model, ids, iv, Logits::All)
+}
+
+/// The logits rows `which` selects (`[rows, vocab]`) for `ids` under the
+/// interventions: a long prompt's full-vocabulary rows are the largest
+/// thing its pass makes, so callers ask only for the rows they show.
+pub fn logit_rows(model: &mut Model, ids: &[u32], iv: &mut Interventions, which: Logits) -> Result<Tensor> {
     iv.check_single_pass()?;
     let saved = apply_weights(model, iv)?;
-    let out = model.forward(&model.ids_tensor(ids)?, None, Some(iv), Logits::All).and_then(|t| Ok(t.squeeze(0)?));
+    let out = model.forward(&model.ids_tensor(ids)?, None, Some(iv), which).and_then(|t| Ok(t.squeeze(0)?));
     restore_weights(model, saved);
     out
 }

@@ -8,7 +8,7 @@ use super::model::{encode, with_model};
 use super::{gpu, post, stop_requested};
 use crate::js::now_ms;
 use crate::protocol::{Comparison, GenerateOptions, ItemReport, Lane, LaneResult, Prompt, Response};
-use scalpel_engine::{Model, Tokenizer};
+use scalpel_engine::{Logits, Model, Tokenizer};
 use scalpel_experiments::readouts::top_probs;
 use scalpel_interventions::run::{self, GenEvent};
 use scalpel_interventions::{vectors, Document, Interventions, VERSION};
@@ -69,6 +69,7 @@ pub async fn compare(prompt: &Prompt, sampling: &GenerateOptions, doc: &str, top
     // Compile first: a bad document is reported before any generation.
     let (ids, tok, iv, mut warnings, backend) = with_model(|m| {
         let ids = encode(m, prompt)?;
+        super::model::check_fits(m, ids.len(), sampling.max_new_tokens)?;
         let iv = compile(m, doc, ids.len())?;
         let mut notes = Vec::new();
         let backend = match (gpu, gpu::started()) {
@@ -189,9 +190,10 @@ fn cpu_lane(
     let report = if report_wanted { (iv.report(), iv.run_warnings()) } else { Default::default() };
     iv.reset();
     let full = stream.full(ids, m.config.n_ctx);
-    let logits = run::logits(m, &full, iv).map_err(|e| e.to_string())?;
+    // Only the rows shown: the one after the prompt and one per output token.
+    let logits = run::logit_rows(m, &full, iv, Logits::From(ids.len() - 1)).map_err(|e| e.to_string())?;
     let rows: Vec<Vec<f32>> = logits.to_vec2().map_err(|e| e.to_string())?;
-    Ok(Some((rows[ids.len() - 1..].to_vec(), report)))
+    Ok(Some((rows, report)))
 }
 
 /// A lane as it streams: the tokens so far (a conditional backtrack removes

@@ -7,7 +7,7 @@ use super::post;
 use super::ModelBytes;
 use crate::js::now_ms;
 use crate::protocol::{Kernels, LoadedModel, ModelLocation, ModelSummary, Precision, Prompt, Response};
-use scalpel_engine::{Model, Tokenizer};
+use scalpel_engine::{Logits, Model, PassSize, Tokenizer};
 use std::cell::RefCell;
 
 thread_local! {
@@ -57,6 +57,26 @@ fn weight_budget(bytes: &ModelBytes) -> u64 {
     (3u64 << 30).saturating_sub(2 * bytes.byte_len() as u64)
 }
 
+/// Most bytes one forward pass may take: the last GiB of wasm32 memory
+/// less room for what lives across passes (compiled interventions, the
+/// tokenizer, results). A longer prompt is refused with the longest that fits.
+const ACTIVATION_BUDGET: u64 = 768 << 20;
+
+/// Err (naming the lengths and the limit) when a comparison of a prompt of
+/// `prompt_len` tokens generating up to `max_new` could not run within the
+/// activation budget: its generation (a cached pass up to the full length)
+/// and its scoring (one pass over prompt and output, a logits row per
+/// output token) are checked before anything runs.
+pub fn check_fits(m: &Model, prompt_len: usize, max_new: usize) -> Result<(), String> {
+    let total = (prompt_len + max_new).min(m.config.n_ctx);
+    let generation = PassSize::prompt(total, Logits::Last, true);
+    let scoring = PassSize::prompt(total, Logits::From(prompt_len.saturating_sub(1)), false);
+    for s in [generation, scoring] {
+        m.check_pass(s).map_err(|e| format!("the prompt has {prompt_len} tokens and up to {max_new} are generated: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Builds the model from `bytes` and makes it the loaded one. The previous
 /// model is dropped first, so two never share the memory: after a failure
 /// no model is loaded (the caller rebuilds the previous one from its files).
@@ -66,6 +86,8 @@ pub fn load(location: &ModelLocation, bytes: &ModelBytes, precision: Precision, 
     compare::forget_baseline();
     let t0 = now_ms();
     let model = Model::load_within(&name, bytes.source(), precision, kernels, Some(weight_budget(bytes))).map_err(|e| format!("{name}: {e}"))?;
+    let mut model = model;
+    model.set_activation_budget(Some(ACTIVATION_BUDGET));
     let load_ms = now_ms() - t0;
     let c = &model.config;
     let summary = ModelSummary {

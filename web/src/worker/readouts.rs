@@ -31,10 +31,16 @@ fn optional_token(m: &Model, what: &str, text: &str) -> Result<Option<u32>, Stri
     first_token(m, what, text).map(Some).map_err(|e| e.to_string())
 }
 
+/// Most positions the logit lens decodes (the last ones of a longer prompt).
+pub const LENS_POSITIONS: usize = 64;
+
 pub fn lens(prompt: &Prompt, doc: &str, target: &str) -> Result<(), String> {
     with_model(|m| {
         let ids = encode(m, prompt)?;
-        let opts = r::LensOptions { top_k: 3, target: optional_token(m, "target", target)?, ..Default::default() };
+        // Each decoded cell is a full-vocabulary row: decode only the
+        // positions the grid can show.
+        let positions = (ids.len() > LENS_POSITIONS).then(|| (-(LENS_POSITIONS as i64)..0).collect());
+        let opts = r::LensOptions { top_k: 3, target: optional_token(m, "target", target)?, positions, ..Default::default() };
         let lens = with_doc(m, doc, ids.len(), |m, hook| r::logit_lens(m, &ids, &opts, hook).map_err(text))?;
         post(&Response::Lens(Box::new(lens)));
         Ok(())

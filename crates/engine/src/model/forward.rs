@@ -93,6 +93,8 @@ impl Model {
         let start = cache.as_ref().map(|c| c.len).unwrap_or(0);
         self.check_span(start, t)?;
         self.check_resume(0, start, cache.as_deref())?;
+        self.check_logits(t, logits)?;
+        self.check_pass(self.pass_size(b, start, t, logits, cache.is_some(), hooks.as_deref()))?;
         let mut pass = self.pass(hooks, b, start, t)?;
         let mut x = self.embed.index_select(&tokens.flatten_all()?, 0)?.reshape((b, t, d))?;
         x = pass.hook(HookPoint::global(Site::Embed), x)?;
@@ -121,6 +123,8 @@ impl Model {
         let (b, t, _) = resid.dims3()?;
         self.check_span(start, t)?;
         self.check_resume(layer, start, cache.as_deref())?;
+        self.check_logits(t, logits)?;
+        self.check_pass(self.pass_size(b, start, t, logits, cache.is_some(), hooks.as_deref()))?;
         let pass = self.pass(hooks, b, start, t)?;
         self.run_blocks(layer, resid, pass, cache, logits)
     }
@@ -138,6 +142,7 @@ impl Model {
         let x = match logits {
             Logits::All => x,
             Logits::Last => x.narrow(1, t - 1, 1)?,
+            Logits::From(p) => x.narrow(1, p, t - p)?,
         };
         let out = self.unembed.forward(&x)?;
         if let Some(c) = cache {
@@ -193,6 +198,13 @@ impl Model {
             )));
         }
         Ok(())
+    }
+
+    fn check_logits(&self, t: usize, logits: Logits) -> Result<()> {
+        match logits {
+            Logits::From(p) if p >= t => Err(Error::input(format!("logits from position {p} asked of a pass over {t} positions"))),
+            _ => Ok(()),
+        }
     }
 
     /// Whether blocks `layer..` can run from absolute position `start` with `cache`.

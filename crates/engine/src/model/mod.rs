@@ -9,6 +9,7 @@
 //!   precision, and norms.
 
 mod attention;
+mod budget;
 mod forward;
 mod linear;
 mod mlp;
@@ -27,11 +28,16 @@ use crate::load::parts::{Parts, QkLayout, Weight};
 use crate::tokenizer::Tokenizer;
 pub use scalpel_types::{Matrix, ModelFiles, ModelSource, Precision};
 
-/// Which positions to compute logits for.
+pub use budget::PassSize;
+
+/// Which positions of a pass to compute logits for (full-vocabulary rows
+/// are the largest thing a long pass makes: compute only the rows used).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Logits {
     All,
     Last,
+    /// Positions `p..` of the pass (relative to its first new position).
+    From(usize),
 }
 
 /// A weight taken out by `Model::replace_weight`, to put back with `restore_weight`.
@@ -136,6 +142,8 @@ pub struct Model {
     qk_perm: Option<(Tensor, Tensor)>,
     /// Use ops with a backward pass (gradients w.r.t. activations).
     differentiable: bool,
+    /// Most bytes one forward pass may take (`budget.rs`); None: no limit.
+    activation_budget: Option<u64>,
 }
 
 impl Model {
@@ -225,6 +233,7 @@ impl Model {
             qk_layout,
             qk_perm,
             differentiable: false,
+            activation_budget: None,
         })
     }
 

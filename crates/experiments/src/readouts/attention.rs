@@ -26,7 +26,7 @@ pub fn attention_patterns(
         check_head(model, h)?;
     }
     let points: Vec<HookPoint> = layers.iter().map(|&l| HookPoint::block(l, Site::Pattern)).collect();
-    let (_, cache) = run_cached(model, ids, &points, extra)?;
+    let (_, cache) = run_cached(model, ids, &points, extra, Logits::Last)?;
     let mut out = Vec::with_capacity(layers.len());
     for (&l, &p) in layers.iter().zip(&points) {
         let pat = cached(&cache, p)?; // [head, q, k]

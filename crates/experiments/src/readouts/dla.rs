@@ -48,7 +48,7 @@ pub fn direct_logit_attribution(model: &Model, req: &DlaRequest, extra: Option<&
     for l in 0..nl {
         points.extend([Site::Z, Site::AttnOut, Site::MlpOut].map(|s| HookPoint::block(l, s)));
     }
-    let (logits, cache) = run_cached(model, &req.ids, &points, extra)?;
+    let (logits, cache) = run_cached(model, &req.ids, &points, extra, Logits::From(pos))?;
     let at = |p: HookPoint| -> Result<Vec<f32>> { row_of(cached(&cache, p)?, pos) };
 
     // The frozen final norm and the unembedding direction.
@@ -123,7 +123,7 @@ pub fn direct_logit_attribution(model: &Model, req: &DlaRequest, extra: Option<&
     if let Some(v) = ln_final_bias {
         sum += push("ln_final.bias".into(), ComponentKind::LnFinalBias, None, None, v);
     }
-    let row = row_of(&logits, pos)?;
+    let row = row_of(&logits, 0)?;
     let total = row[req.answer as usize] - req.wrong.map(|w| row[w as usize]).unwrap_or(0.0);
     Ok(DlaResult {
         ids: req.ids.clone(),

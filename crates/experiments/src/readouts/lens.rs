@@ -72,9 +72,12 @@ pub fn logit_lens(model: &Model, ids: &[u32], opts: &LensOptions, extra: Option<
         rows_to_read.push((format!("L{l}"), HookPoint::block(l, Site::ResidPost), Some(l)));
     }
     let points: Vec<HookPoint> = rows_to_read.iter().map(|r| r.1).collect();
-    let (logits, cache) = run_cached(model, ids, &points, extra)?;
+    // The final logits only from the first decoded position on.
+    let first = positions.iter().copied().min().unwrap_or(0);
+    let (logits, cache) = run_cached(model, ids, &points, extra, Logits::From(first))?;
     let pos_idx = Tensor::new(positions.iter().map(|&p| p as u32).collect::<Vec<_>>().as_slice(), &Device::Cpu)?;
-    let final_rows: Vec<Vec<f32>> = logits.index_select(&pos_idx, 0)?.to_vec2()?;
+    let row_idx = Tensor::new(positions.iter().map(|&p| (p - first) as u32).collect::<Vec<_>>().as_slice(), &Device::Cpu)?;
+    let final_rows: Vec<Vec<f32>> = logits.index_select(&row_idx, 0)?.to_vec2()?;
     let final_lp: Vec<Vec<f32>> = final_rows
         .iter()
         .map(|r| {

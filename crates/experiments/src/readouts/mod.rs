@@ -101,12 +101,14 @@ pub fn resolve_position(pos: i64, len: usize) -> Result<usize> {
 }
 
 /// One forward pass with `extra` hooks first and a cache of `points` after
-/// them. Returns logits `[t, vocab]` and the cached values (batch axis removed).
+/// them. Returns the logits rows `which` selects (`[rows, vocab]`) and the
+/// cached values (batch axis removed).
 fn run_cached(
     model: &Model,
     ids: &[u32],
     points: &[HookPoint],
     extra: Option<&mut dyn Hook>,
+    which: Logits,
 ) -> Result<(Tensor, ActivationCache)> {
     check_ids(model, ids)?;
     let mut cache = ActivationCache::new(points.iter().copied());
@@ -116,7 +118,7 @@ fn run_cached(
             list.push(e);
         }
         list.push(&mut cache);
-        model.forward(&model.ids_tensor(ids)?, None, Some(&mut list), Logits::All)?.squeeze(0)?
+        model.forward(&model.ids_tensor(ids)?, None, Some(&mut list), which)?.squeeze(0)?
     };
     for v in cache.values.values_mut() {
         *v = v.squeeze(0)?;

@@ -170,6 +170,6 @@ pub fn read_vector(model: &Model, ids: &[u32], hook: &str, position: i64) -> Res
         return Err(Error::input(format!("hook '{hook}' is per head or per key; read a [pos, d] hook")));
     }
     let pos = resolve_position(position, ids.len())?;
-    let (_, cache) = run_cached(model, ids, &[point], None)?;
+    let (_, cache) = run_cached(model, ids, &[point], None, Logits::Last)?;
     row_of(cached(&cache, point)?, pos)
 }

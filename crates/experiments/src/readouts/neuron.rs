@@ -70,7 +70,7 @@ pub fn neuron_vocab(model: &Model, req: &NeuronRequest, extra: Option<&mut dyn H
             if cfg.gated_mlp {
                 points.push(HookPoint::block(req.layer, Site::MlpPreLinear));
             }
-            let (_, cache) = run_cached(model, ids, &points, extra)?;
+            let (_, cache) = run_cached(model, ids, &points, extra, Logits::Last)?;
             let unit = |p: HookPoint| -> Result<Vec<f32>> {
                 Ok(cached(&cache, p)?.narrow(1, req.neuron, 1)?.flatten_all()?.to_vec1()?)
             };

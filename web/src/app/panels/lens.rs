@@ -40,6 +40,13 @@ pub fn on_response(ctx: Ctx, state: State, r: &Response) {
 /// top token, coloured by the target's (or the top token's) probability.
 fn grid(r: LensResult) -> impl IntoView {
     let target = r.target.map(|t| t.token);
+    // The worker decodes at most the last `LENS_POSITIONS` positions of a long prompt.
+    let cols: Vec<String> = r.positions.iter().map(|&p| r.tokens.get(p).cloned().unwrap_or_default()).collect();
+    let shown = if r.positions.len() < r.tokens.len() {
+        format!("the last {} of {} positions; ", r.positions.len(), r.tokens.len())
+    } else {
+        String::new()
+    };
     let rows: Vec<_> = r.rows.into_iter().rev().collect();
     let labels: Vec<String> = rows.iter().map(|r| r.label.clone()).collect();
     let prob = |c: &scalpel_types::readouts::LensCell| match &c.target {
@@ -60,18 +67,18 @@ fn grid(r: LensResult) -> impl IntoView {
                         (Some(t), Some(s)) => format!(" · {} {:.2}% (rank {})", show_token(t), 100.0 * s.prob, s.rank),
                         _ => String::new(),
                     };
-                    format!("{} · {} : {tops}{tgt}", row.label, show_token(r.tokens.get(p).map(String::as_str).unwrap_or("")))
+                    format!("{} · {} : {tops}{tgt}", row.label, show_token(cols.get(p).map(String::as_str).unwrap_or("")))
                 })
                 .collect()
         })
         .collect();
     let what = match &target {
-        Some(t) => format!("colour: probability of {}", show_token(t)),
-        None => "colour: probability of the top token".into(),
+        Some(t) => format!("{shown}colour: probability of {}", show_token(t)),
+        None => format!("{shown}colour: probability of the top token"),
     };
     view! {
         <p class="muted">{what}</p>
-        <Heatmap label="Logit lens".into() rows=labels cols=r.tokens values=values diverging_scale=false cell_text=text cell_titles=titles fixed_max=1.0/>
+        <Heatmap label="Logit lens".into() rows=labels cols=cols values=values diverging_scale=false cell_text=text cell_titles=titles fixed_max=1.0/>
     }
 }
 

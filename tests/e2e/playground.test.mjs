@@ -431,54 +431,59 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
   test('a worker that runs out of memory mid-generation is replaced: the model is back, the state kept, nothing re-run', { timeout: 15 * MINUTE }, async () => {
     // The worker's loader keeps the wasm exports where the test can reach
     // its memory (the page itself never exposes them).
+    // (Served with the original headers: the worker needs its COEP header.)
     await page.route('**/worker_loader.js', async (route) => {
-      const body = (await (await route.fetch()).text()).replace('wasm_bindgen({', 'self.__scalpelWasm = wasm_bindgen({');
-      await route.fulfill({ body, contentType: 'text/javascript' });
+      const response = await route.fetch();
+      const body = (await response.text()).replace('wasm_bindgen({', 'self.__scalpelWasm = wasm_bindgen({');
+      await route.fulfill({ response, body });
     });
-    await open(page, URL);
-    await waitState(page, 'ready', 5 * MINUTE, logs);
-    await waitCompare(page, 3 * MINUTE, logs);
-    const prompt = page.getByRole('textbox', { name: 'Prompt', exact: true });
-    // Something else takes the rest of the worker's 4 GiB (the test grows
-    // its wasm memory to the limit): the next pass's allocation fails for
-    // real inside the engine, which aborts the worker mid-generation. The
-    // 2,000-digit prompt is within the activation budget.
-    const workers = page.workers();
-    assert.equal(workers.length, 1);
-    const grown = await workers[0].evaluate(async () => {
-      const memory = (await self.__scalpelWasm).memory;
-      for (let pages = 65536; pages > 0; ) {
-        try { memory.grow(pages); } catch { pages = Math.floor(pages / 2); }
-      }
-      return memory.buffer.byteLength;
-    });
-    console.log(`worker memory grown to ${grown} bytes`);
-    const digits = '7'.repeat(2000);
-    await prompt.fill(digits);
-    const notice = page.getByRole('note', { name: 'Notice' });
-    await until(page, async () => (await notice.count()) > 0, 5 * MINUTE, 'the crash notice');
-    const said = await notice.textContent();
-    console.log(`crash notice: ${said}`);
-    assert.match(said, /The engine worker crashed while running 'compare' \(.+\)\. A fresh worker reloads the model; your settings are kept and nothing is re-run until you ask\./);
-    await waitState(page, 'ready', 5 * MINUTE, logs);
-    assert.match(await page.getByRole('status').textContent(), /reloaded after the crash; nothing was re-run/);
-    assert.match(await page.getByLabel('Loaded model').textContent(), /Loaded: SmolLM2-135M-Instruct\.Q4_1\.gguf/);
-    assert.equal(await prompt.inputValue(), digits, 'the prompt is kept');
-    await page.waitForTimeout(2000);
-    assert.equal(await state_(page), 'ready', 'nothing runs by itself');
-    await screenshot(page, '08d-worker-crash');
-    // A reload does not run the state that crashed.
-    await open(page, page.url());
-    await waitState(page, 'ready', 5 * MINUTE, logs);
-    assert.match(await notice.textContent(), /The last time this state ran, the engine crashed: it is not run until you ask\./);
-    await page.waitForTimeout(2000);
-    assert.equal(await state_(page), 'ready');
-    assert.deepEqual(await readIds(page, 'Baseline output'), []);
-    // And the page still runs a normal comparison.
-    await prompt.fill('I think dogs are');
-    await waitCompare(page, 3 * MINUTE, logs);
-    assert.ok((await readIds(page, 'Baseline output')).length > 0);
-    await page.unroute('**/worker_loader.js');
+    try {
+      await open(page, URL);
+      await waitState(page, 'ready', 5 * MINUTE, logs);
+      await waitCompare(page, 3 * MINUTE, logs);
+      const prompt = page.getByRole('textbox', { name: 'Prompt', exact: true });
+      // Something else takes the rest of the worker's 4 GiB (the test grows
+      // its wasm memory to the limit): the next pass's allocation fails for
+      // real inside the engine, which aborts the worker mid-generation. The
+      // 2,000-digit prompt is within the activation budget.
+      const workers = page.workers();
+      assert.equal(workers.length, 1);
+      const grown = await workers[0].evaluate(async () => {
+        const memory = (await self.__scalpelWasm).memory;
+        for (let pages = 65536; pages > 0; ) {
+          try { memory.grow(pages); } catch { pages = Math.floor(pages / 2); }
+        }
+        return memory.buffer.byteLength;
+      });
+      console.log(`worker memory grown to ${grown} bytes`);
+      const digits = '7'.repeat(2000);
+      await prompt.fill(digits);
+      const notice = page.getByRole('note', { name: 'Notice' });
+      await until(page, async () => (await notice.count()) > 0, 5 * MINUTE, 'the crash notice');
+      const said = await notice.textContent();
+      console.log(`crash notice: ${said}`);
+      assert.match(said, /The engine worker crashed while running 'compare' \(.+\)\. A fresh worker reloads the model; your settings are kept and nothing is re-run until you ask\./);
+      await waitState(page, 'ready', 5 * MINUTE, logs);
+      assert.match(await page.getByRole('status').textContent(), /reloaded after the crash; nothing was re-run/);
+      assert.match(await page.getByLabel('Loaded model').textContent(), /Loaded: SmolLM2-135M-Instruct\.Q4_1\.gguf/);
+      assert.equal(await prompt.inputValue(), digits, 'the prompt is kept');
+      await page.waitForTimeout(2000);
+      assert.equal(await state_(page), 'ready', 'nothing runs by itself');
+      await screenshot(page, '08d-worker-crash');
+      // A reload does not run the state that crashed.
+      await open(page, page.url());
+      await waitState(page, 'ready', 5 * MINUTE, logs);
+      assert.match(await notice.textContent(), /The last time this state ran, the engine crashed: it is not run until you ask\./);
+      await page.waitForTimeout(2000);
+      assert.equal(await state_(page), 'ready');
+      assert.deepEqual(await readIds(page, 'Baseline output'), []);
+      // And the page still runs a normal comparison.
+      await prompt.fill('I think dogs are');
+      await waitCompare(page, 3 * MINUTE, logs);
+      assert.ok((await readIds(page, 'Baseline output')).length > 0);
+    } finally {
+      await page.unroute('**/worker_loader.js');
+    }
   });
 
   test('model sources: a URL that fails and a local file', { timeout: 10 * MINUTE }, async () => {

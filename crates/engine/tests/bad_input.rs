@@ -468,6 +468,8 @@ fn gguf_bad_config() {
         with("llama.attention.head_count_kv", Meta::U32(3), &["grouped"]),
         with("llama.attention.head_count_kv", Meta::U32(0), &["grouped"]),
         with("llama.attention.head_count_kv", Meta::str("2"), &["integer"]),
+        with("llama.rope.scaling.type", Meta::str("yarn"), &["rope scaling 'yarn' is not supported"]),
+        with("llama.rope.scaling.type", Meta::U32(1), &["llama.rope.scaling.type is not a string"]),
         with("llama.feed_forward_length", Meta::U64(1 << 40), &["d_mlp"]),
         with("llama.context_length", Meta::U32(0), &["context length"]),
         with("llama.context_length", Meta::U64(1 << 50), &["context length"]),
@@ -1443,4 +1445,53 @@ fn gguf_metadata_arrays_are_capped_in_all() {
     let mut g = tiny_llama(&LlamaSpec::micro());
     g.set("junk.a", bytes_array(4_500_000));
     load_gguf(&g.bytes()).expect("4.5 million metadata bytes load");
+}
+
+/// Issue 12: transformers 5 writes the rotary base as
+/// `rope_parameters: {rope_theta, rope_type}`; it was ignored, and such a
+/// checkpoint ran with the default base (10000) and wrong logits. Both
+/// forms give the same model; a scaling that changes the numbers and is
+/// not implemented is an error naming it; forms that disagree are errors.
+#[test]
+fn hf_rope_parameters_are_read_and_unknown_rope_types_refused() {
+    let spec = LlamaSpec::default();
+    let with = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut c = llama_hf_config(&spec);
+        f(&mut c);
+        let mut files = HfFiles::llama(&spec);
+        files.config = serde_json::to_vec(&c).unwrap();
+        files
+    };
+    let logits = |files: HfFiles| -> Vec<f32> {
+        let m = files.load().expect("loads");
+        m.logits(&[5, 9, 30, 41, 7, 2, 60, 11]).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+    };
+    let top_level = logits(with(&|c| c["rope_theta"] = 500000.0.into()));
+    let v5 = logits(with(&|c| {
+        c.as_object_mut().unwrap().remove("rope_theta");
+        c["rope_parameters"] = serde_json::json!({"rope_theta": 500000.0, "rope_type": "default"});
+    }));
+    assert_eq!(top_level, v5, "rope_parameters.rope_theta is the same base as rope_theta");
+    let default_base = logits(with(&|c| {
+        c.as_object_mut().unwrap().remove("rope_theta");
+    }));
+    let gap = top_level.iter().zip(&default_base).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(gap > 1e-3, "the base changes the logits (gap {gap}): the test would not see it ignored");
+    // Both forms, agreeing, are fine; a transformers 4 `rope_scaling` of type default too.
+    logits(with(&|c| c["rope_parameters"] = serde_json::json!({"rope_theta": 10000.0, "rope_type": "default"})));
+    logits(with(&|c| c["rope_scaling"] = serde_json::json!({"type": "default"})));
+
+    let cfg = "config.json";
+    for (case, f, words) in [
+        ("llama3 in rope_parameters", Box::new(|c: &mut serde_json::Value| c["rope_parameters"] = serde_json::json!({"rope_theta": 500000.0, "rope_type": "llama3", "factor": 8.0})) as Box<dyn Fn(&mut serde_json::Value)>, &["rope_parameters", "rope type 'llama3' is not supported"][..]),
+        ("yarn in rope_scaling", Box::new(|c| c["rope_scaling"] = serde_json::json!({"rope_type": "yarn", "factor": 4.0})), &["rope_scaling", "rope type 'yarn' is not supported"]),
+        ("old-style linear", Box::new(|c| c["rope_scaling"] = serde_json::json!({"type": "linear", "factor": 2.0})), &["rope type 'linear'"]),
+        ("forms disagree", Box::new(|c| c["rope_parameters"] = serde_json::json!({"rope_theta": 500000.0, "rope_type": "default"})), &["rope_theta 10000 and rope_parameters.rope_theta 500000 disagree"]),
+        ("theta not a number", Box::new(|c| c["rope_parameters"] = serde_json::json!({"rope_theta": "big"})), &["rope_parameters.rope_theta", "positive number"]),
+        ("negative theta", Box::new(|c| c["rope_theta"] = (-1.0).into()), &["rope_theta", "positive number"]),
+        ("partial rotary", Box::new(|c| c["rope_parameters"] = serde_json::json!({"rope_theta": 10000.0, "partial_rotary_factor": 0.5})), &["partial_rotary_factor"]),
+        ("not an object", Box::new(|c| c["rope_parameters"] = serde_json::json!(5)), &["rope_parameters", "object"]),
+    ] {
+        hf_rejects(case, with(&*f), cfg, words);
+    }
 }

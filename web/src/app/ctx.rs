@@ -84,6 +84,9 @@ pub struct Ctx {
     /// The model loaded before the current load request.
     prev_info: StoredValue<Option<LoadedModel>>,
     client: StoredValue<Client, LocalStorage>,
+    /// The local model file the user picked (a handle): a restarted worker
+    /// is sent it again.
+    local_file: StoredValue<Option<wasm_bindgen::JsValue>, LocalStorage>,
     /// Told the kind of each request as it starts (the panels reset what it replaces).
     on_start: StoredValue<Option<OnStart>, LocalStorage>,
 }
@@ -118,6 +121,7 @@ impl Ctx {
             hold_load: StoredValue::new(false),
             prev_info: StoredValue::new(None),
             client: StoredValue::new_local(Client::default()),
+            local_file: StoredValue::new_local(None),
             on_start: StoredValue::new_local(None),
         }
     }
@@ -253,6 +257,14 @@ impl Ctx {
         self.progress.set((0.0, None, now_ms()));
         self.status.set(format!("Loading {} ({})…", source.label(), precision.as_str()));
         let kernels = self.st.with_untracked(|s| s.kernels);
+        let file = match (&source, file) {
+            (ModelLocation::File { .. }, Some(f)) => {
+                self.local_file.set_value(Some(f.clone()));
+                Some(f)
+            }
+            (ModelLocation::File { .. }, None) => self.local_file.get_value(),
+            (_, f) => f,
+        };
         self.send_with(Request::Load { source, precision, kernels }, file);
     }
 

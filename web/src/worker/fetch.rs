@@ -5,7 +5,6 @@ use super::{post, ModelBytes, Throttle};
 use crate::js::js_err;
 use crate::js::{content_length, get};
 use crate::protocol::{last_segment, ModelLocation, Response};
-use std::rc::Rc;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
@@ -209,11 +208,11 @@ struct Tally {
 }
 
 impl Tally {
-    fn take(&mut self, got: Option<(Vec<u8>, bool)>) -> Option<Rc<[u8]>> {
+    fn take(&mut self, got: Option<(Vec<u8>, bool)>) -> Option<Vec<u8>> {
         got.map(|(b, cached)| {
             self.all_cached &= cached;
             self.left -= b.len() as f64;
-            Rc::from(b)
+            b
         })
     }
 }

@@ -30,21 +30,21 @@ mod vectors;
 use crate::js::{get, now_ms};
 use crate::protocol::{Envelope, ModelLocation, Request, Response, STOP_FLAG_INDEX};
 use std::cell::RefCell;
-use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
-/// The files of a model as fetched, held once: the engine and the GPU
-/// backend build their weights from them, and a precision change reloads
-/// without fetching again.
-pub type ModelBytes = scalpel_types::ModelFiles<Rc<[u8]>>;
+/// The files of a model as read into wasm memory. They live only while
+/// the engine (or the GPU backend) builds its weights from them: wasm32 has
+/// 4 GiB, and the built weights are what stays.
+pub type ModelBytes = scalpel_types::ModelFiles<Vec<u8>>;
 
 #[derive(Default)]
 struct State {
     stop: Option<js_sys::Int32Array>,
-    /// The loaded model's files and how it was built: a precision change
-    /// reloads without fetching, and a failed load rebuilds it.
+    /// Where the loaded model's files can be read again and how it was
+    /// built: a precision change, the GPU backend and the rebuild after a
+    /// failed load read them from there.
     loaded: Option<Loaded>,
 }
 
@@ -52,7 +52,9 @@ struct State {
 #[cfg_attr(not(feature = "engine"), allow(dead_code))]
 struct Loaded {
     source: ModelLocation,
-    bytes: ModelBytes,
+    /// The local file the page sent (a handle outside wasm memory); None
+    /// for a URL or repository, read again from the browser cache.
+    file: Option<web_sys::Blob>,
     precision: crate::protocol::Precision,
     kernels: crate::protocol::Kernels,
 }
@@ -97,7 +99,7 @@ pub fn start() {
             STATE.with(|s| s.borrow_mut().stop = Some(arr));
         }
         let file = get(&data, Envelope::FILE);
-        let file = (!file.is_undefined() && !file.is_null()).then(|| js_sys::Uint8Array::new(&file).to_vec());
+        let file = (!file.is_undefined() && !file.is_null()).then_some(file);
         match serde_wasm_bindgen::from_value::<Request>(get(&data, Envelope::REQ)) {
             Ok(req) => wasm_bindgen_futures::spawn_local(async move {
                 match handle(req, file).await {
@@ -118,7 +120,7 @@ pub fn start() {
 
 /// Answers one request. Without the engine (feature `engine`) only the
 /// plumbing (Ping, ClearCache) works.
-async fn handle(req: Request, file: Option<Vec<u8>>) -> Result<(), String> {
+async fn handle(req: Request, file: Option<JsValue>) -> Result<(), String> {
     match req {
         Request::Ping { text } => {
             post(&Response::Pong { text });
@@ -140,16 +142,18 @@ async fn handle(req: Request, file: Option<Vec<u8>>) -> Result<(), String> {
 }
 
 #[cfg(feature = "engine")]
-async fn engine_request(req: Request, file: Option<Vec<u8>>) -> Result<(), String> {
+async fn engine_request(req: Request, file: Option<JsValue>) -> Result<(), String> {
     match req {
         Request::Ping { .. } | Request::ClearCache => unreachable!("handled by `handle`"),
         Request::SetKernels { kernels } => model::set_kernels(kernels),
         Request::Load { source, precision, kernels } => {
             let t0 = now_ms();
-            let reused = file.is_none() && held_files(&source).is_some();
+            // The loaded model's own files (a precision change) made a model before.
+            let rebuilt = file.is_none() && loaded().is_some_and(|l| l.source == source);
+            let file = file.map(|f| f.unchecked_into::<web_sys::Blob>());
             // The previous model stays loaded until the new files are here,
             // so a mistyped URL does not cost the user their model.
-            let (bytes, from_cache) = match bytes_for(&source, file).await {
+            let (bytes, from_cache, file) = match files_for(&source, file).await {
                 Ok(b) => b,
                 Err(message) => {
                     post(&Response::LoadFailed { message, kept: model::is_loaded() });
@@ -158,18 +162,20 @@ async fn engine_request(req: Request, file: Option<Vec<u8>>) -> Result<(), Strin
             };
             // The GPU holds the previous model's weights: it is started again on request.
             gpu::stop();
-            match model::load(&source, &bytes, precision, kernels, now_ms() - t0, from_cache) {
+            let built = model::load(&source, &bytes, precision, kernels, now_ms() - t0, from_cache);
+            match built {
                 Ok(loaded) => {
-                    STATE.with(|s| s.borrow_mut().loaded = Some(Loaded { source, bytes, precision, kernels }));
+                    drop(bytes);
+                    STATE.with(|s| s.borrow_mut().loaded = Some(Loaded { source, file, precision, kernels }));
                     post(&Response::Loaded(Box::new(loaded)));
                 }
                 Err(mut message) => {
                     // Files that do not make a model are not kept: the next try downloads them again.
-                    if from_cache && !reused && fetch::evict(&source, &bytes).await {
+                    if from_cache && !rebuilt && fetch::evict(&source, &bytes).await {
                         message.push_str(" (the cached copy was removed)");
                     }
                     drop(bytes);
-                    post(&Response::LoadFailed { message, kept: rebuild_previous() });
+                    post(&Response::LoadFailed { message, kept: rebuild_previous().await });
                 }
             }
             Ok(())
@@ -182,67 +188,80 @@ async fn engine_request(req: Request, file: Option<Vec<u8>>) -> Result<(), Strin
         Request::Neuron { layer, neuron, top_k, prompt } => readouts::neuron(layer, neuron, top_k, &prompt),
         Request::Separation { positive, negative, site, method } => vectors::separation(&positive, &negative, &site, &method),
         Request::ImportControlVector { name } => {
-            let bytes = file.ok_or("no file was sent with the control vector")?;
+            let bytes = sent_bytes(file).await?.ok_or("no file was sent with the control vector")?;
             vectors::import_control_vector(&name, &bytes)
         }
         Request::SaeLatent { name, cfg_json, latent } => {
-            let bytes = file.ok_or("no weights file was sent with the SAE")?;
+            let bytes = sent_bytes(file).await?.ok_or("no weights file was sent with the SAE")?;
             vectors::sae_latent(&name, &cfg_json, &bytes, latent)
         }
         Request::Bench { prompt_tokens, decode_tokens, rounds } => bench::run(prompt_tokens, decode_tokens, rounds),
         Request::GpuInit { allow_software } => {
-            let (name, bytes) = STATE
-                .with(|s| s.borrow().loaded.as_ref().map(|l| (l.source.label(), l.bytes.clone())))
-                .ok_or("no model loaded yet")?;
+            let l = loaded().ok_or("no model loaded yet")?;
             compare::forget_baseline();
-            gpu::init(&name, &bytes, allow_software).await
+            let (bytes, _, _) = files_for(&l.source, l.file).await?;
+            gpu::init(&l.source.label(), &bytes, allow_software).await
         }
         Request::GpuRun { prompt, max_new_tokens, top_k } => gpu::run(&prompt, max_new_tokens, top_k).await,
         Request::GpuBench { prompt_tokens, decode_tokens, rounds } => gpu::bench(prompt_tokens, decode_tokens, rounds).await,
     }
 }
 
-/// Builds the model that was loaded before a failed load from its held
-/// files, quietly (the page keeps showing it). Whether there is one.
 #[cfg(feature = "engine")]
-fn rebuild_previous() -> bool {
-    let Some(prev) = STATE.with(|s| s.borrow().loaded.clone()) else { return false };
-    match model::load(&prev.source, &prev.bytes, prev.precision, prev.kernels, 0.0, true) {
-        Ok(_) => true,
-        Err(e) => {
-            web_sys::console::error_1(&format!("could not rebuild the previous model: {e}").into());
-            STATE.with(|s| s.borrow_mut().loaded = None);
-            false
-        }
-    }
+fn loaded() -> Option<Loaded> {
+    STATE.with(|s| s.borrow().loaded.clone())
 }
 
-/// The loaded model's files, if they came from `source`.
-#[cfg_attr(not(feature = "engine"), allow(dead_code))]
-fn held_files(source: &ModelLocation) -> Option<ModelBytes> {
-    STATE.with(|s| s.borrow().loaded.as_ref().filter(|l| &l.source == source).map(|l| l.bytes.clone()))
+/// Builds the model that was loaded before a failed load, reading its
+/// files again, quietly (the page keeps showing it). Whether there is one.
+#[cfg(feature = "engine")]
+async fn rebuild_previous() -> bool {
+    let Some(prev) = loaded() else { return false };
+    let built = match files_for(&prev.source, prev.file).await {
+        Ok((bytes, _, _)) => model::load(&prev.source, &bytes, prev.precision, prev.kernels, 0.0, true).map(|_| ()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = built {
+        web_sys::console::error_1(&format!("could not rebuild the previous model: {e}").into());
+        STATE.with(|s| s.borrow_mut().loaded = None);
+        return false;
+    }
+    true
 }
 
-/// The files at `source`: the loaded model's if it is the same location,
-/// else fetched (from the browser cache when possible). Returns whether
-/// every file came from the cache.
-#[cfg_attr(not(feature = "engine"), allow(dead_code))]
-async fn bytes_for(source: &ModelLocation, file: Option<Vec<u8>>) -> Result<(ModelBytes, bool), String> {
-    if let Some(b) = held_files(source).filter(|_| file.is_none()) {
-        return Ok((b, true));
-    }
-    let (bytes, from_cache) = match source {
+/// The bytes of a file the page sent (a `File`/`Blob` or an `ArrayBuffer`).
+#[cfg(feature = "engine")]
+async fn sent_bytes(file: Option<JsValue>) -> Result<Option<Vec<u8>>, String> {
+    let Some(f) = file else { return Ok(None) };
+    let buf = match f.dyn_into::<web_sys::Blob>() {
+        Ok(blob) => wasm_bindgen_futures::JsFuture::from(blob.array_buffer()).await.map_err(|e| format!("could not read the file: {}", crate::js::js_err(e)))?,
+        Err(buf) => buf,
+    };
+    Ok(Some(js_sys::Uint8Array::new(&buf).to_vec()))
+}
+
+/// The files at `source`, read into wasm memory: a local file from the
+/// `file` the page sent (or the loaded model's), else fetched (from the
+/// browser cache when possible). Returns whether every file came from the
+/// cache, and the local file to read again later.
+#[cfg(feature = "engine")]
+async fn files_for(source: &ModelLocation, file: Option<web_sys::Blob>) -> Result<(ModelBytes, bool, Option<web_sys::Blob>), String> {
+    Ok(match source {
         ModelLocation::Gguf { url } => {
-            let (b, c) = fetch::fetch_cached(url, true).await?;
-            (ModelBytes::Gguf(Rc::from(b)), c)
+            let (b, cached) = fetch::fetch_cached(url, true).await?;
+            (ModelBytes::Gguf(b), cached, None)
         }
         ModelLocation::File { name } => {
-            let b = file.ok_or_else(|| format!("{name}: the file's bytes were not sent"))?;
-            (ModelBytes::Gguf(Rc::from(b)), false)
+            let file = file.or_else(|| loaded().filter(|l| &l.source == source).and_then(|l| l.file));
+            let file = file.ok_or_else(|| format!("{name}: the file was not sent (pick it again)"))?;
+            let b = sent_bytes(Some(file.clone().into())).await.map_err(|e| format!("{name}: {e}"))?.unwrap_or_default();
+            (ModelBytes::Gguf(b), false, Some(file))
         }
-        ModelLocation::HfRepo { base } => fetch::fetch_hf(base).await?,
-    };
-    Ok((bytes, from_cache))
+        ModelLocation::HfRepo { base } => {
+            let (b, cached) = fetch::fetch_hf(base).await?;
+            (b, cached, None)
+        }
+    })
 }
 
 /// Posts progress at most every 100 ms.

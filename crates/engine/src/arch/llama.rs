@@ -60,6 +60,14 @@ fn gguf_config(g: &Gguf, arch: &str) -> Result<Config> {
         tied_embeddings: g.info("output.weight").is_none(),
     };
     cfg.validate(&g.file)?;
+    // llama.cpp's rotary scalings change the numbers; only none is implemented.
+    if let Some(ty) = g.get(&key("rope.scaling.type")) {
+        match ty.as_str() {
+            Some("none") => {}
+            Some(other) => return Err(Error::load(&g.file, format!("{}: rope scaling '{other}' is not supported", key("rope.scaling.type")))),
+            None => return Err(Error::load(&g.file, format!("{} is not a string", key("rope.scaling.type")))),
+        }
+    }
     if let Some(rope_dim) = g.get(&key("rope.dimension_count")).and_then(|v| v.as_u64()) {
         if rope_dim != cfg.d_head as u64 {
             return Err(Error::load(
@@ -120,9 +128,7 @@ fn hf_config(file: &str, v: &serde_json::Value) -> Result<Config> {
     let opt = |k: &str| hf_opt_usize(file, v, k);
     let d_model = get("hidden_size")?;
     let n_heads = get("num_attention_heads")?;
-    if v.get("rope_scaling").is_some_and(|r| !r.is_null()) {
-        return Err(Error::load(file, "rope_scaling is not supported yet"));
-    }
+    let rope_theta = super::hf_rope_theta(file, v)? as f32;
     let act = v.get("hidden_act").and_then(|a| a.as_str()).unwrap_or("silu");
     if act != "silu" {
         return Err(Error::load(file, format!("hidden_act '{act}' is not supported (llama: silu)")));
@@ -140,7 +146,7 @@ fn hf_config(file: &str, v: &serde_json::Value) -> Result<Config> {
         norm: NormKind::Rms,
         norm_eps: getf("rms_norm_eps").unwrap_or(1e-6),
         pos_embedding: PosEmbedding::Rope,
-        rope_theta: getf("rope_theta").unwrap_or(10000.0) as f32,
+        rope_theta,
         gated_mlp: true,
         act: Activation::Silu,
         tied_embeddings: v.get("tie_word_embeddings").and_then(|x| x.as_bool()).unwrap_or(false),

@@ -131,6 +131,56 @@ pub(crate) fn hf_usize(file: &str, v: &serde_json::Value, key: &str) -> Result<u
     hf_opt_usize(file, v, key)?.ok_or_else(|| Error::load(file, format!("missing field '{key}'")))
 }
 
+/// The rotary base of a Hugging Face `config.json`, in either form
+/// transformers writes: top-level `rope_theta` (and `rope_scaling`) up to
+/// version 4, `rope_parameters: {rope_theta, rope_type}` from version 5.
+/// Absent from both, transformers' own default (10000). A scaling other
+/// than `default` (e.g. `llama3`, `yarn`, `linear`) changes the numbers and
+/// is not implemented: it is an error naming it, never ignored; so are two
+/// forms that disagree.
+pub(crate) fn hf_rope_theta(file: &str, v: &serde_json::Value) -> Result<f64> {
+    let theta_of = |x: &serde_json::Value, at: &str| -> Result<Option<f64>> {
+        match x.get("rope_theta") {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(t) => match t.as_f64() {
+                Some(f) if f.is_finite() && f > 0.0 => Ok(Some(f)),
+                _ => Err(Error::load(file, format!("field '{at}rope_theta' should be a positive number, found {t}"))),
+            },
+        }
+    };
+    let check_type = |x: &serde_json::Value, at: &str| -> Result<()> {
+        if !x.is_object() {
+            return Err(Error::load(file, format!("field '{at}' should be an object, found {x}")));
+        }
+        // transformers 4 named it `type` in older checkpoints.
+        let ty = x.get("rope_type").or_else(|| x.get("type"));
+        match ty.map(|t| t.as_str()) {
+            None | Some(Some("default")) => {}
+            Some(Some(other)) => return Err(Error::load(file, format!("{at}: rope type '{other}' is not supported (only 'default' rotary embeddings are)"))),
+            Some(None) => return Err(Error::load(file, format!("{at}: rope type should be a string, found {}", ty.unwrap()))),
+        }
+        match x.get("partial_rotary_factor").map(|f| f.as_f64()) {
+            None | Some(Some(1.0)) => Ok(()),
+            Some(f) => Err(Error::load(file, format!("{at}: partial_rotary_factor {f:?} is not supported for this architecture"))),
+        }
+    };
+    let top = theta_of(v, "")?;
+    if let Some(scaling) = v.get("rope_scaling").filter(|r| !r.is_null()) {
+        check_type(scaling, "rope_scaling")?;
+    }
+    let nested = match v.get("rope_parameters").filter(|r| !r.is_null()) {
+        None => None,
+        Some(p) => {
+            check_type(p, "rope_parameters")?;
+            theta_of(p, "rope_parameters.")?
+        }
+    };
+    match (top, nested) {
+        (Some(a), Some(b)) if a != b => Err(Error::load(file, format!("rope_theta {a} and rope_parameters.rope_theta {b} disagree"))),
+        (a, b) => Ok(b.or(a).unwrap_or(10000.0)),
+    }
+}
+
 /// Reads an optional `config.json` size: absent or null is `None`; any
 /// other non-integer is an error, not a silent default.
 pub(crate) fn hf_opt_usize(file: &str, v: &serde_json::Value, key: &str) -> Result<Option<usize>> {

@@ -3,7 +3,6 @@
 //! is loaded, the benchmark and the WebGPU backend.
 
 use leptos::prelude::*;
-use wasm_bindgen_futures::JsFuture;
 
 use super::super::widgets::{event_target, fmt_mb};
 use super::super::{Ctx, Phase};
@@ -17,16 +16,12 @@ fn loading(ctx: Ctx) -> bool {
 #[component]
 pub fn ModelCard() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
+    // The worker gets the File itself (a handle, not its bytes): it reads
+    // it into wasm memory only while it builds the model, and again on a
+    // precision change.
     let load_file = move |file: web_sys::File| {
-        let name = file.name();
         let p = ctx.st.with_untracked(|s| s.precision);
-        ctx.status.set(format!("Reading {name}…"));
-        wasm_bindgen_futures::spawn_local(async move {
-            match JsFuture::from(file.array_buffer()).await {
-                Ok(buf) => ctx.load(ModelLocation::File { name }, p, Some(buf)),
-                Err(e) => ctx.error.set(Some(format!("{name}: could not read the file: {}", crate::js::js_err(e)))),
-            }
-        });
+        ctx.load(ModelLocation::File { name: file.name() }, p, Some(file.into()));
     };
     let on_drop = move |ev: web_sys::DragEvent| {
         ev.prevent_default();

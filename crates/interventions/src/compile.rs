@@ -112,7 +112,13 @@ impl Interventions {
             ItemReport { index: it.index, op: it.op.to_owned(), hooks, applications, edited: None }
         });
         let mut out: Vec<ItemReport> = hooks.collect();
+        // An item's edits of one layer (one per head group of a per-head
+        // vector) are one edit of that layer.
+        let mut seen = std::collections::HashSet::new();
         let mut edit = |index: usize, op: &str, hook: String, layer: usize, what: String| {
+            if !seen.insert((index, layer)) {
+                return;
+            }
             match out.iter_mut().find(|r| r.index == index) {
                 Some(r) => {
                     if !r.hooks.contains(&hook) {

@@ -126,3 +126,47 @@ fn prompt_sets_are_capped_when_parsed() {
     let four = format!(r#"{{"version":1,"interventions":[{}]}}"#, vec![item; 4].join(","));
     parse(&four).expect("1024 runs are accepted");
 }
+
+/// Issue 11, reports: a cache edit and a weight edit are reported once per
+/// item, as what they edited (they change no hook value, so a count of hook
+/// calls would say 0); hook edits are counted; an item that changed
+/// nothing is a warning.
+#[test]
+fn reports_say_what_each_item_did() {
+    let bytes = tiny_llama(&LlamaSpec::default()).bytes();
+    let mut model = load_gguf(&bytes).unwrap();
+    let d = model.config.d_model;
+    let v = format!("[{}]", vec!["0.5"; d / model.config.n_heads * model.config.n_kv_heads].join(","));
+    let r = format!("[{}]", vec!["0.25"; d].join(","));
+    let doc = format!(
+        r#"{{"version":1,"interventions":[
+        {{"hook":"blocks.*.attn.hook_rot_k","op":"kv_add","vector":{v},"scale":1.0,"positions":[0,1,2]}},
+        {{"hook":"blocks.1","op":"low_rank","matrix":"up","rank":2}},
+        {{"hook":"blocks.0.hook_resid_post","op":"add","vector":{r},"scale":2.0,"positions":"all"}},
+        {{"hook":"blocks.0.hook_resid_post","op":"add","vector":{r},"scale":2.0,"positions":[60]}}]}}"#
+    );
+    let prompt = [1u32, 2, 3, 4];
+    let mut iv = Interventions::compile(&model, &parse(&doc).unwrap(), prompt.len()).unwrap();
+    let opts = scalpel_engine::GenerateOptions { max_new_tokens: 3, stop_at_eos: false, ..Default::default() };
+    scalpel_interventions::run::generate(&mut model, &prompt, &opts, &mut iv, &mut |_| true).unwrap();
+    let report = iv.report();
+    assert_eq!(report.iter().map(|r| r.index).collect::<Vec<_>>(), [0, 1, 2, 3], "one line per item: {report:?}");
+    let kv = &report[0];
+    assert_eq!(kv.op, "kv_add");
+    assert_eq!(kv.edited.as_deref(), Some("keys at 3 cached position(s) of layer 0, 1"), "{kv:?}");
+    assert_eq!(kv.hooks, ["blocks.0.attn.hook_rot_k", "blocks.1.attn.hook_rot_k"]);
+    assert_eq!(kv.applications, 2, "one edit per layer");
+    let lr = &report[1];
+    assert_eq!((lr.op.as_str(), lr.edited.as_deref()), ("low_rank", Some("Up weight cut to rank 2 of layer 1")), "{lr:?}");
+    // The prompt runs as two passes (kv_add edits the prefix's cache before
+    // the last prompt token runs), then 2 decode passes (the last sampled
+    // token is not run): 4 hook calls changed.
+    assert_eq!((report[2].applications, report[2].edited.as_deref()), (4, None), "{:?}", report[2]);
+    assert_eq!(report[3].applications, 0);
+    let warnings = iv.run_warnings();
+    assert_eq!(
+        warnings,
+        ["intervention 3: 'add' changed nothing (its positions, heads or condition never matched)"],
+        "only the idle item warns"
+    );
+}

@@ -274,7 +274,7 @@ fn Lane(which: bool) -> impl IntoView {
         <div class="lane" class:muted-lane=move || which && !has_stack()>
             <h3>{title}</h3>
             <div class="generation" role="log" aria-label=format!("{title} output") data-ids=ids data-done=done>
-                <span class="prompt-echo">{move || ctx.st.with(|s| s.prompt.clone())}</span>
+                <span class="prompt-echo">{move || ctx.st.with(|s| prompt_echo(&s.prompt))}</span>
                 {body}
             </div>
             <p class="tokinfo muted" aria-live="polite" aria-label=format!("{title} token details")>{move || detail.get()}</p>
@@ -346,4 +346,19 @@ fn Report() -> impl IntoView {
             </div>
         </Show>
     }
+}
+
+/// Most characters of the prompt shown before the output (its end: what
+/// the output continues).
+const ECHO_CHARS: usize = 400;
+
+/// The prompt as echoed before the output: a long one cut to its last
+/// `ECHO_CHARS` characters after an ellipsis.
+fn prompt_echo(prompt: &str) -> String {
+    let n = prompt.chars().count();
+    if n <= ECHO_CHARS {
+        return prompt.to_string();
+    }
+    let tail: String = prompt.chars().skip(n - ECHO_CHARS).collect();
+    format!("… {tail}")
 }

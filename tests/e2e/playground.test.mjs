@@ -335,6 +335,9 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
     console.log(`5,000 digits: ${said}`);
     assert.match(said, /the prompt has 5000 tokens and up to 8 are generated: a forward pass over 5008 tokens needs about \d+ MB of working memory, more than the 805 MB this build allows; at most \d+ tokens fit/);
     assert.equal(await page.getByRole('note', { name: 'Notice' }).count(), 0, 'no worker crash');
+    // An unbreakable prompt wraps: the page is no wider than the window.
+    const [scrollWidth, innerWidth] = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
+    assert.ok(scrollWidth <= innerWidth, `the page is ${scrollWidth} px wide in a ${innerWidth} px window`);
     await screenshot(page, '08e-long-prompt');
     await page.getByRole('textbox', { name: 'Prompt', exact: true }).fill('I think dogs are');
     await waitCompare(page, 3 * MINUTE, logs);

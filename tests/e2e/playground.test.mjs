@@ -692,4 +692,23 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
     for (const [name, p, d] of rows) console.log(`${name.padEnd(38)} ${p.toFixed(1).padStart(13)} ${d.toFixed(1).padStart(14)}`);
     console.log(`wasm decode, scalpel / candle kernels: ${(rows[1][2] / rows[0][2]).toFixed(2)}x; prefill ${(rows[1][1] / rows[0][1]).toFixed(2)}x`);
   });
+
+  test('accessibility: axe-core finds no serious or critical violation on any panel, results shown', { timeout: 10 * MINUTE }, async () => {
+    await open(page, URL);
+    await waitState(page, 'ready', 5 * MINUTE, logs);
+    await waitCompare(page, 3 * MINUTE, logs);
+    await page.addScriptTag({ path: join(ROOT, 'tests/e2e/node_modules/axe-core/axe.min.js') });
+    const found = [];
+    for (const name of ['Generate & intervene', 'Activation patching', 'Logit lens', 'Attention', 'Logit attribution & neurons']) {
+      await tab(page, name);
+      await page.waitForTimeout(300);
+      await waitState(page, ['ready', 'error'], 5 * MINUTE, logs);
+      const violations = await page.evaluate(async () => (await axe.run(document, { resultTypes: ['violations'] })).violations
+        .map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.map((n) => n.target.join(' ')) })));
+      console.log(`axe, ${name}: ${violations.length ? JSON.stringify(violations) : 'no violations'}`);
+      found.push(...violations.filter((v) => v.impact === 'serious' || v.impact === 'critical').map((v) => ({ panel: name, ...v })));
+    }
+    await tab(page, 'Generate & intervene');
+    assert.deepEqual(found, [], 'serious or critical accessibility violations');
+  });
 });

@@ -1,6 +1,7 @@
 //! Scalpel playground: the page (`app`) and the engine worker (`worker`),
 //! talking through the typed messages in [`protocol`].
 
+pub mod colour;
 pub mod protocol;
 pub mod state;
 

@@ -66,7 +66,7 @@ fn dla_view(r: DlaResult) -> impl IntoView {
     top.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
     top.truncate(TOP_COMPONENTS);
     view! {
-        <p aria-label="Attribution total">{what}</p>
+        <p role="group" aria-label="Attribution total">{what}</p>
         <div class="grid2">
             <div>
                 <h4>"Largest components"</h4>
@@ -101,6 +101,7 @@ pub fn View() -> impl IntoView {
     };
     view! {
         <div class="attribution">
+            <h3>"Direct logit attribution"</h3>
             <Show when=move || !ctx.embed>
                 <PromptBox/>
                 <div class="row">

@@ -56,7 +56,7 @@ pub fn View() -> impl IntoView {
                 o.seconds
             );
             view! {
-                <p class="muted" aria-label="Patching summary">{title}</p>
+                <p role="group" class="muted" aria-label="Patching summary">{title}</p>
                 <Heatmap label="Patching heatmap".into() rows=o.row_labels cols=o.col_labels values=o.values diverging_scale=true/>
             }
         })

@@ -191,7 +191,7 @@ pub fn View() -> impl IntoView {
                 <Lane which=false/>
                 <Lane which=true/>
             </div>
-            <p class="speed" aria-label="Tokens per second">{move || speed_line(&state.comparison.get())}</p>
+            <p role="group" class="speed" aria-label="Tokens per second">{move || speed_line(&state.comparison.get())}</p>
             <Report/>
             <Show when=move || !ctx.embed>
                 <Stack/>
@@ -267,7 +267,7 @@ fn Lane(which: bool) -> impl IntoView {
         mine(&state.comparison.get()).map(|r| {
             let items: Vec<(String, f32)> = r.next.iter().map(|t| (t.token.clone(), t.prob)).collect();
             let ids = r.next.iter().map(|t| t.id.to_string()).collect::<Vec<_>>().join(",");
-            view! { <div aria-label=format!("{title} next tokens") data-ids=ids><Bars label=format!("{title} next-token probabilities") items=items percent=true/></div> }
+            view! { <div role="group" aria-label=format!("{title} next tokens") data-ids=ids><Bars label=format!("{title} next-token probabilities") items=items percent=true/></div> }
         })
     };
     view! {
@@ -277,7 +277,7 @@ fn Lane(which: bool) -> impl IntoView {
                 <span class="prompt-echo">{move || ctx.st.with(|s| prompt_echo(&s.prompt))}</span>
                 {body}
             </div>
-            <p class="tokinfo muted" aria-live="polite" aria-label=format!("{title} token details")>{move || detail.get()}</p>
+            <p role="group" class="tokinfo muted" aria-live="polite" aria-label=format!("{title} token details")>{move || detail.get()}</p>
             <h4>"Next token after the prompt"</h4>
             {next}
         </div>
@@ -338,7 +338,7 @@ fn Report() -> impl IntoView {
     };
     view! {
         <Show when=move || c.with(|c| !c.report.is_empty() || !c.warnings.is_empty())>
-            <div class="report" aria-label="Intervention report">
+            <div role="group" class="report" aria-label="Intervention report">
                 <ul>
                     {move || c.get().report.into_iter().map(|r| view! { <li>{line(r)}</li> }).collect_view()}
                     {move || c.get().warnings.into_iter().map(|w| view! { <li class="warn">{format!("warning: {w}")}</li> }).collect_view()}

@@ -65,7 +65,7 @@ pub fn ConfirmModel() -> impl IntoView {
             <h2>"This link loads its own model"</h2>
             <p>
                 <strong>{label}</strong>" from "<strong aria-label="Model host">{host}</strong>" · "
-                <span aria-label="Model size">{size_text}</span>
+                <span role="group" aria-label="Model size">{size_text}</span>
             </p>
             <p class="muted">"Nothing is downloaded until you choose."</p>
             <div class="row">

@@ -43,7 +43,7 @@ pub fn GpuSection() -> impl IntoView {
                 <label class="check"><input type="radio" name="compare-backend" aria-label="CPU engine" prop:checked=move || !ctx.use_gpu.get() on:change=move |_| ctx.use_gpu.set(false) />"CPU engine (wasm)"</label>
                 <label class="check"><input type="radio" name="compare-backend" aria-label="WebGPU" prop:checked=move || ctx.use_gpu.get() on:change=move |_| ctx.use_gpu.set(true) />"WebGPU"</label>
             </fieldset>
-            <p aria-label="WebGPU adapter" data-software=move || ctx.gpu.with(|g| match g { Some(Response::GpuReady { software, .. }) => software.to_string(), _ => String::new() })>
+            <p role="group" aria-label="WebGPU adapter" data-software=move || ctx.gpu.with(|g| match g { Some(Response::GpuReady { software, .. }) => software.to_string(), _ => String::new() })>
                 {move || ctx.gpu.with(|g| match g {
                     Some(Response::GpuReady { detail, load_ms, .. }) => format!("WebGPU: {detail} · weights uploaded in {:.1} s", load_ms / 1e3),
                     _ => "WebGPU: not started".to_string(),
@@ -55,7 +55,7 @@ pub fn GpuSection() -> impl IntoView {
                     let next_ids = next.iter().map(|t| t.id.to_string()).collect::<Vec<_>>().join(",");
                     let gen_ids = ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
                     Some(view! {
-                        <div aria-label="WebGPU result" data-next-ids=next_ids data-ids=gen_ids>
+                        <div role="group" aria-label="WebGPU result" data-next-ids=next_ids data-ids=gen_ids>
                             <Bars label="WebGPU next-token probabilities".into() items=items percent=true/>
                             <p class="generation">{text.clone()}</p>
                             <p class="muted">{format!("first token after {first_token_ms:.0} ms · {decode_tok_s:.1} tokens/s")}</p>

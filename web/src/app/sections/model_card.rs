@@ -136,7 +136,7 @@ fn PrecisionRow() -> impl IntoView {
                     </select>
                 </label>
             </Show>
-            <span class="muted" aria-label="Backend">
+            <span role="group" class="muted" aria-label="Backend">
                 {move || ctx.info.get().map(|i| format!("backend: {} · 1 thread", i.backend)).unwrap_or_else(|| "backend: CPU wasm simd128 · 1 thread".into())}
             </span>
             <button class="secondary" on:click=move |_| ctx.send(Request::ClearCache) disabled=move || loading(ctx)>"Clear cached models"</button>
@@ -176,7 +176,7 @@ fn Download() -> impl IntoView {
     view! {
         <div class="row">
             <progress aria-label="Model download" max="100" value=move || percent().map(|p| format!("{p:.1}")).unwrap_or_default()></progress>
-            <span class="progress-text" aria-label="Download progress">{text}</span>
+            <span role="group" class="progress-text" aria-label="Download progress">{text}</span>
         </div>
     }
 }
@@ -201,7 +201,7 @@ fn Loaded() -> impl IntoView {
         ),
     };
     view! {
-        <p
+        <p role="group"
             class="model-info"
             aria-label="Loaded model"
             data-precision=move || ctx.info.get().map(|i| i.precision.as_str()).unwrap_or_default()
@@ -225,7 +225,7 @@ fn Benchmark() -> impl IntoView {
                 <button on:click=move |_| { b.set(None); ctx.send(Request::Bench { prompt_tokens: 64, decode_tokens: 64, rounds: 3 }) } disabled=move || !ctx.ready()>"Run benchmark"</button>
                 <span class="muted">"64-token prefill + 64 decode steps, median of 3, this tab"</span>
             </div>
-            <p
+            <p role="group"
                 aria-label="Benchmark result"
                 data-backend=attr(|b| b.backend.clone())
                 data-prefill=attr(|b| b.prefill_tok_s.to_string())

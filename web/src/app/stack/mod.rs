@@ -280,7 +280,7 @@ fn DocumentView() -> impl IntoView {
     view! {
         <details class="doc">
             <summary>"Intervention document (JSON)"</summary>
-            <pre aria-label="Intervention document" class="json">{doc}</pre>
+            <pre role="group" aria-label="Intervention document" class="json">{doc}</pre>
             <label>"Paste a document to add its interventions"
                 <textarea rows="3" aria-label="Document to import" prop:value=move || import.get() on:input=move |ev| import.set(event_target_value(&ev))></textarea>
             </label>

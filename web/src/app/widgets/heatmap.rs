@@ -3,7 +3,7 @@
 
 use leptos::prelude::*;
 
-use super::{diverging, ink, sequential, show_token};
+use super::{css, diverging, ink, sequential, show_token};
 
 /// A labelled heatmap table. Each cell carries `data-value` (full precision)
 /// and a title with its row, column and value.
@@ -32,7 +32,6 @@ pub fn Heatmap(
                 .enumerate()
                 .map(|(c, &v)| {
                     let bg = if diverging_scale { diverging(v, max) } else { sequential(if max > 0.0 { v / max } else { 0.0 }) };
-                    let strength = if max > 0.0 { (v.abs() / max).min(1.0) } else { 0.0 };
                     let title = cell_titles
                         .as_ref()
                         .and_then(|t| t.get(r).and_then(|x| x.get(c)).cloned())
@@ -43,7 +42,7 @@ pub fn Heatmap(
                             class="cell"
                             data-value=v.to_string()
                             title=title
-                            style=format!("background:{bg};color:{}", ink(strength))
+                            style=format!("background:{};color:{}", css(bg), ink(bg))
                         >
                             {text}
                         </td>
@@ -63,7 +62,8 @@ pub fn Heatmap(
             <table class="heatmap" aria-label=label.clone() data-rows=values.len().to_string() data-cols=cols.len().to_string()>
                 <thead>
                     <tr>
-                        <th></th>
+                        // The corner names nothing: a data cell, not an empty header.
+                        <td></td>
                         {header}
                     </tr>
                 </thead>

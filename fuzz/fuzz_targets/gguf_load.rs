@@ -1,23 +1,4 @@
-//! Arbitrary bytes as a GGUF file: `Model::load` must return Ok or Err,
-//! never panic, hang, or allocate by an unchecked header field.
+//! Arbitrary bytes as a GGUF model file. The body, and what must hold, is `scalpel_fuzzing::gguf_load`.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use scalpel_engine::{Model, ModelSource, Precision};
-
-use scalpel_fuzz as common;
-
-fuzz_target!(|data: &[u8]| {
-    // Alternate precisions on the last byte so both weight paths are reached.
-    let precision = if data.last().is_some_and(|b| b & 1 == 1) { Precision::Quantized } else { Precision::F32 };
-    match Model::load("fuzz.gguf", ModelSource::Gguf(data), precision) {
-        Ok(m) => {
-            common::exercise(&m);
-            let _ = m.tokenizer().apply_chat_template(&[("user", "hi")], true);
-        }
-        Err(e) => {
-            let msg = e.to_string();
-            assert!(msg.contains("fuzz.gguf"), "error does not name the file: {msg}");
-        }
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| scalpel_fuzzing::gguf_load(data));

@@ -2,6 +2,8 @@
 //! metadata or loaded from a Hugging Face `tokenizer.json`, plus the chat
 //! template rendered with minijinja.
 
+use std::sync::{Arc, Mutex};
+
 use serde_json::json;
 
 use crate::error::{Error, Result};
@@ -106,6 +108,7 @@ impl Tokenizer {
     /// From a Hugging Face `tokenizer.json` (plus optional
     /// `tokenizer_config.json` for the chat template and special tokens).
     pub fn from_hf_json(file: &str, json: &[u8], tokenizer_config: Option<&[u8]>) -> Result<Tokenizer> {
+        check_tokenizer_json(file, json)?;
         let inner = tokenizers::Tokenizer::from_bytes(json)
             .map_err(|e| Error::load(file, format!("not a valid tokenizer.json: {e}")))?;
         let cfg: serde_json::Value = match tokenizer_config {
@@ -193,32 +196,99 @@ impl Tokenizer {
         env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
             Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
         });
-        env.add_template("chat", template)
-            .map_err(|e| Error::input(format!("the model's chat template does not parse: {e}")))?;
-        let msgs: Vec<_> = messages.iter().map(|(r, c)| json!({"role": r, "content": c})).collect();
-        let tok = |id: Option<u32>| id.and_then(|i| self.inner.id_to_token(i)).unwrap_or_default();
-        let mut out = CappedWriter { buf: Vec::new(), cap: MAX_TEMPLATE_OUTPUT };
-        env.get_template("chat")
-            .and_then(|t| {
-                t.render_captured_to(
-                    minijinja::context! {
-                        messages => msgs,
-                        add_generation_prompt => add_generation_prompt,
-                        bos_token => tok(self.bos_id),
-                        eos_token => tok(self.eos_ids.first().copied()),
-                    },
-                    &mut out,
-                )
-                .map(|_| ())
-            })
-            .map_err(|e| match out.buf.len() >= MAX_TEMPLATE_OUTPUT {
-                true => Error::input(format!(
-                    "the chat template's output exceeds {MAX_TEMPLATE_OUTPUT} bytes (is it repeating the prompt?)"
-                )),
-                false => Error::input(format!("cannot render the chat template: {e}")),
-            })?;
-        String::from_utf8(out.buf).map_err(|_| Error::input("the chat template's output is not valid UTF-8"))
+        // minijinja's namespaces are reference-counted and mutable, so
+        // `{% set ns.me = ns %}` makes a cycle that outlives the render:
+        // every namespace is kept here and emptied afterwards.
+        let namespaces = Arc::new(Mutex::new(Vec::new()));
+        let created = namespaces.clone();
+        env.add_function("namespace", move |defaults: Option<minijinja::Value>| {
+            let ns = minijinja::functions::namespace(defaults)?;
+            created.lock().unwrap_or_else(|e| e.into_inner()).push(ns.clone());
+            Ok(ns)
+        });
+        let rendered = render_chat(env, template, messages, add_generation_prompt, self);
+        let namespaces = std::mem::take(&mut *namespaces.lock().unwrap_or_else(|e| e.into_inner()));
+        break_namespace_cycles(namespaces);
+        let out = rendered?;
+        String::from_utf8(out).map_err(|_| Error::input("the chat template's output is not valid UTF-8"))
     }
+}
+
+/// Renders the chat template `template` in `env`: the output bytes, at most
+/// [`MAX_TEMPLATE_OUTPUT`].
+fn render_chat<'a>(
+    mut env: minijinja::Environment<'a>,
+    template: &'a str,
+    messages: &[(&str, &str)],
+    add_generation_prompt: bool,
+    tokenizer: &Tokenizer,
+) -> Result<Vec<u8>> {
+    env.add_template("chat", template)
+        .map_err(|e| Error::input(format!("the model's chat template does not parse: {e}")))?;
+    let msgs: Vec<_> = messages.iter().map(|(r, c)| json!({"role": r, "content": c})).collect();
+    let tok = |id: Option<u32>| id.and_then(|i| tokenizer.inner.id_to_token(i)).unwrap_or_default();
+    let mut out = CappedWriter { buf: Vec::new(), cap: MAX_TEMPLATE_OUTPUT };
+    env.get_template("chat")
+        .and_then(|t| {
+            t.render_captured_to(
+                minijinja::context! {
+                    messages => msgs,
+                    add_generation_prompt => add_generation_prompt,
+                    bos_token => tok(tokenizer.bos_id),
+                    eos_token => tok(tokenizer.eos_ids.first().copied()),
+                },
+                &mut out,
+            )
+            .map(|_| ())
+        })
+        .map_err(|e| match out.buf.len() >= MAX_TEMPLATE_OUTPUT {
+            true => Error::input(format!(
+                "the chat template's output exceeds {MAX_TEMPLATE_OUTPUT} bytes (is it repeating the prompt?)"
+            )),
+            false => Error::input(format!("cannot render the chat template: {e}")),
+        })?;
+    Ok(out.buf)
+}
+
+/// Empties every attribute a template could have assigned (`{% set ns.x =
+/// … %}` takes a name, so only identifier keys), dropping the references
+/// that could close a cycle through the namespaces. Runs without fuel: its
+/// work is the number of assignments the render made, which fuel bounded.
+fn break_namespace_cycles(namespaces: Vec<minijinja::Value>) {
+    let is_identifier = |k: &str| {
+        k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    for ns in namespaces {
+        let Ok(keys) = ns.try_iter() else { continue };
+        let clear: String = keys
+            .filter_map(|k| k.as_str().filter(|k| is_identifier(k)).map(|k| format!("{{% set ns.{k} = none %}}")))
+            .collect();
+        if clear.is_empty() {
+            continue;
+        }
+        let env = minijinja::Environment::new();
+        // Only fails if minijinja changes its syntax; then the cycle leaks, as before.
+        let _ = env.render_str(&clear, minijinja::context! { ns => ns });
+    }
+}
+
+/// Refuses, with a message, the `tokenizer.json` files on which the
+/// `tokenizers` crate panics instead of returning an error (found by
+/// fuzzing; fuzz/regressions/tokenizer_json/): JSON with a syntax error
+/// inside `decoder` (it `expect`s the decoder to deserialize), and a
+/// `Precompiled` normalizer whose fields do not deserialize.
+fn check_tokenizer_json(file: &str, json: &[u8]) -> Result<()> {
+    let v: serde_json::Value =
+        serde_json::from_slice(json).map_err(|e| Error::load(file, format!("not a valid tokenizer.json: not valid JSON: {e}")))?;
+    let mut normalizers: Vec<&serde_json::Value> = v.get("normalizer").into_iter().collect();
+    while let Some(n) = normalizers.pop() {
+        normalizers.extend(n.get("normalizers").and_then(|a| a.as_array()).into_iter().flatten());
+        if n.get("type").and_then(|t| t.as_str()) == Some("Precompiled") {
+            serde_json::from_value::<tokenizers::normalizers::precompiled::Precompiled>(n.clone())
+                .map_err(|e| Error::load(file, format!("not a valid tokenizer.json: its Precompiled normalizer: {e}")))?;
+        }
+    }
+    Ok(())
 }
 
 /// Longest chat template accepted (real ones are a few KB).

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use scalpel_testkit::*;
 use scalpel_engine::{
-    generate, Device, GenerateOptions, KvCache, Logits, Model, ModelSource, Precision, Tensor,
+    generate, Device, GenerateOptions, KvCache, Logits, Model, ModelSource, Precision, Tensor, Tokenizer,
 };
 
 // ---------------------------------------------------------------------------
@@ -1493,5 +1493,35 @@ fn hf_rope_parameters_are_read_and_unknown_rope_types_refused() {
         ("not an object", Box::new(|c| c["rope_parameters"] = serde_json::json!(5)), &["rope_parameters", "object"]),
     ] {
         hf_rejects(case, with(&*f), cfg, words);
+    }
+}
+
+/// `tokenizers` panics (an `expect`) on a tokenizer.json whose syntax error
+/// falls inside `decoder`, and on a `Precompiled` normalizer that does not
+/// deserialize; both found by fuzzing (fuzz/regressions/tokenizer_json/).
+/// Each must be an error naming the file.
+#[test]
+fn tokenizer_json_that_the_tokenizers_crate_panics_on_is_refused() {
+    let good = String::from_utf8(tokenizer_json()).unwrap();
+    let decoder = good.find("\"decoder\"").expect("the testkit tokenizer.json has a decoder");
+    // A missing ':' inside the decoder object: `"add_prefix_space" true`.
+    let broken_decoder = format!("{}{}", &good[..decoder], good[decoder..].replacen("\"add_prefix_space\":", "\"add_prefix_space\" ", 1));
+    let precompiled = good.replacen("\"normalizer\":null", "\"normalizer\":{\"type\":\"Precompiled\",\"precompiled_charsmap\":\"@@\"}", 1);
+    assert_ne!(precompiled, good, "the testkit tokenizer.json has no normalizer");
+    let nested = good.replacen(
+        "\"normalizer\":null",
+        "\"normalizer\":{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"NFC\"},{\"type\":\"Precompiled\",\"precompiled_charsmap\":7}]}",
+        1,
+    );
+    for (what, json, want) in [
+        ("a syntax error inside the decoder", &broken_decoder, "not valid JSON"),
+        ("a Precompiled normalizer", &precompiled, "Precompiled normalizer"),
+        ("a Precompiled normalizer in a Sequence", &nested, "Precompiled normalizer"),
+    ] {
+        let err = no_panic(|| Tokenizer::from_hf_json("tokenizer.json", json.as_bytes(), None).err())
+            .unwrap_or_else(|p| panic!("{what}: panicked: {p}"))
+            .unwrap_or_else(|| panic!("{what}: accepted"));
+        let msg = err.to_string();
+        assert!(msg.contains("tokenizer.json") && msg.contains(want), "{what}: {msg}");
     }
 }

@@ -51,7 +51,10 @@ pub fn write_control_vector(cv: &ControlVector) -> Res<Vec<u8>> {
     }
     let d = cv.directions[0].1.len();
     for (k, v) in &cv.directions {
-        if v.len() != d || d == 0 {
+        if v.is_empty() {
+            return Err(format!("direction.{k} has no values"));
+        }
+        if v.len() != d {
             return Err(format!("direction.{k} has {} values but direction.{} has {d}", v.len(), cv.directions[0].0));
         }
         if let Some(j) = v.iter().position(|x| !x.is_finite()) {
@@ -118,6 +121,9 @@ pub fn read_control_vector(name: &str, bytes: &[u8]) -> Res<(ControlVector, Vec<
         if t.shape.len() != 1 {
             return Err(format!("{name}: tensor '{}' has shape {:?}; a direction is one-dimensional", t.name, t.shape));
         }
+        if t.shape[0] == 0 {
+            return Err(format!("{name}: tensor '{}' has no values", t.name));
+        }
         match d {
             None => d = Some(t.shape[0]),
             Some(d0) if d0 != t.shape[0] => {
@@ -136,7 +142,13 @@ pub fn read_control_vector(name: &str, bytes: &[u8]) -> Res<(ControlVector, Vec<
         }
         // llama.cpp sums repeated layers of one file.
         match dirs.iter_mut().find(|(kk, _)| *kk == k) {
-            Some((_, acc)) => acc.iter_mut().zip(&v).for_each(|(a, b)| *a += b),
+            Some((_, acc)) => {
+                acc.iter_mut().zip(&v).for_each(|(a, b)| *a += b);
+                // Two finite values can sum past f32::MAX.
+                if let Some(j) = acc.iter().position(|x| !x.is_finite()) {
+                    return Err(format!("{name}: the tensors of layer {k} (the last '{}') sum to a non-finite value at index {j}", t.name));
+                }
+            }
             None => dirs.push((k, v)),
         }
     }
@@ -246,6 +258,27 @@ mod tests {
         let pos = bytes.windows(9).position(|w| w == b"direction").unwrap();
         bytes[pos + 8] = b'X';
         assert!(read_control_vector("t.gguf", &bytes).unwrap_err().contains("not named direction.<layer>"));
+    }
+
+    /// Found by fuzzing (fuzz/regressions/control_vector/): each was read,
+    /// then refused when written back or used.
+    #[test]
+    fn control_vector_rejects_empty_and_overflowing_directions() {
+        let mut empty = scalpel_testkit::Gguf::new();
+        empty.set("general.architecture", scalpel_testkit::Meta::str("controlvector"));
+        empty.tensors = vec![scalpel_testkit::TensorSpec::f32("direction.2", &[0], &[])];
+        let err = read_control_vector("t.gguf", &empty.bytes()).unwrap_err();
+        assert!(err.contains("t.gguf") && err.contains("'direction.2' has no values"), "{err}");
+        // A layer's repeated tensors are summed (direction.01 is layer 1 too): 3e38 + 3e38 is not a float.
+        let mut twice = empty;
+        twice.tensors = vec![
+            scalpel_testkit::TensorSpec::f32("direction.1", &[2], &[3e38, 0.0]),
+            scalpel_testkit::TensorSpec::f32("direction.01", &[2], &[3e38, 1.0]),
+        ];
+        let err = read_control_vector("t.gguf", &twice.bytes()).unwrap_err();
+        assert!(err.contains("layer 1 (the last 'direction.01') sum to a non-finite value at index 0"), "{err}");
+        let no_values = ControlVector { model_hint: None, directions: vec![(0, vec![])] };
+        assert_eq!(write_control_vector(&no_values).unwrap_err(), "direction.0 has no values");
     }
 
     #[test]

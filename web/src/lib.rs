@@ -12,9 +12,12 @@ pub mod js;
 #[cfg(target_arch = "wasm32")]
 pub mod worker;
 
-/// URL of the default model, relative to the page (served by `cargo xtask serve`).
-pub const DEFAULT_MODEL_URL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
-pub const DEFAULT_MODEL_NAME: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+/// Name of the `<meta>` in `index.html` whose `content` is the default
+/// model's URL: the one place it is configured. The source `index.html`
+/// points next to the page (`models/…`, where `cargo xtask serve` serves
+/// it); `cargo xtask dist --model-url URL` writes another URL into the built
+/// page. Read by the page once (`app::ctx::default_model`).
+pub const MODEL_URL_META: &str = "scalpel-model-url";
 /// Most bytes one model may download, all its files together (wasm32
 /// memory is 4 GiB, and the model needs room beside its file).
 pub const MAX_DOWNLOAD_BYTES: f64 = 2.0e9;

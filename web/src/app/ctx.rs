@@ -4,15 +4,33 @@
 
 use leptos::prelude::*;
 
-use super::client::Client;
+use super::client::{Client, Stopping};
 use crate::js::now_ms;
 use crate::protocol::{BenchResult, LoadedModel, ModelLocation, Precision, Request, Response};
 use crate::state::Shared;
-use crate::DEFAULT_MODEL_URL;
+use crate::MODEL_URL_META;
 
-/// Where the default model is served.
+thread_local! {
+    static DEFAULT_MODEL_URL: Option<String> = read_default_model_url();
+}
+
+/// The `<meta name="scalpel-model-url">` of the page (see [`MODEL_URL_META`]).
+fn read_default_model_url() -> Option<String> {
+    let doc = web_sys::window()?.document()?;
+    let meta = doc.query_selector(&format!("meta[name=\"{MODEL_URL_META}\"]")).ok()??;
+    Some(meta.get_attribute("content")?.trim().to_string()).filter(|u| !u.is_empty())
+}
+
+/// Why there is no default model: the page was built without its `<meta>`.
+pub fn missing_default_model() -> Option<String> {
+    DEFAULT_MODEL_URL.with(|u| u.is_none()).then(|| {
+        format!("This page names no default model (its index.html lacks <meta name=\"{MODEL_URL_META}\" content=\"URL\">; `cargo xtask dist` writes it). Load a model by URL or from a file.")
+    })
+}
+
+/// Where the default model is (the page's `<meta name="scalpel-model-url">`).
 pub fn default_model() -> ModelLocation {
-    ModelLocation::Gguf { url: DEFAULT_MODEL_URL.into() }
+    ModelLocation::Gguf { url: DEFAULT_MODEL_URL.with(|u| u.clone().unwrap_or_default()) }
 }
 
 /// What the page is doing; mirrored in `data-state` on `<main>` for tests.
@@ -79,6 +97,9 @@ pub struct Ctx {
     chosen: StoredValue<bool>,
     /// The next load follows a worker crash: it must not run anything by itself.
     recovering: StoredValue<bool>,
+    /// The worker was ended to stop its work (no cross-origin isolation):
+    /// the next load reloads the same model and the panels keep their results.
+    reload_after_stop: StoredValue<bool>,
     /// A worker crashed loading the model: the next one waits for the user's pick.
     hold_load: StoredValue<bool>,
     /// The model loaded before the current load request.
@@ -118,6 +139,7 @@ impl Ctx {
             confirm_model: RwSignal::new(None),
             chosen: StoredValue::new(false),
             recovering: StoredValue::new(false),
+            reload_after_stop: StoredValue::new(false),
             hold_load: StoredValue::new(false),
             prev_info: StoredValue::new(None),
             client: StoredValue::new_local(Client::default()),
@@ -191,12 +213,40 @@ impl Ctx {
         }
     }
 
-    /// Asks the running work to stop (the Stop button exists only where the
-    /// page is cross-origin isolated: `widgets::StopButton`).
-    pub fn stop(self) {
-        if self.with_client(|c| c.stop()).unwrap_or(false) {
-            self.status.set("Stopping…".into());
+    /// Stops the running work: through the shared flag where the page is
+    /// cross-origin isolated; otherwise by ending the worker (the work runs
+    /// synchronously inside it, so no message would reach it) and starting a
+    /// fresh one, which reloads the model from the browser cache and runs
+    /// nothing; the panels keep what the stopped work showed.
+    pub fn stop(self, panels: super::panels::Panels) {
+        match self.with_client(|c| c.stop()) {
+            Some(Stopping::Flag) => self.status.set("Stopping…".into()),
+            Some(Stopping::EndWorker) => {
+                let Some(Some(what)) = self.with_client(|c| c.halt()) else { return };
+                panels.on_response(self, &Response::Cancelled);
+                self.busy_with.set(None);
+                self.gpu.set(None);
+                self.use_gpu.set(false);
+                self.recovering.set_value(true);
+                self.reload_after_stop.set_value(true);
+                self.prev_info.set_value(None);
+                self.info.set(None);
+                self.phase.set(Phase::Starting);
+                self.status.set(format!(
+                    "Stopped '{what}' by restarting the engine worker (this page is not cross-origin isolated); reloading the model…"
+                ));
+                super::client::start(self, panels);
+            }
+            _ => {}
         }
+    }
+
+    /// Whether the model just loaded is the one reloaded after a Stop that
+    /// ended the worker (and forget it).
+    pub(super) fn take_reload_after_stop(self) -> bool {
+        let r = self.reload_after_stop.get_value();
+        self.reload_after_stop.set_value(false);
+        r
     }
 
     pub fn ready(self) -> bool {
@@ -223,6 +273,7 @@ impl Ctx {
     /// anything (`client::start` is called again). `what` names what it was doing.
     pub(super) fn crashed(self, message: &str, what: Option<&'static str>) {
         let doing = what.map(|k| format!(" while running '{k}'")).unwrap_or_default();
+        self.reload_after_stop.set_value(false);
         self.busy_with.set(None);
         self.gpu.set(None);
         self.use_gpu.set(false);
@@ -292,6 +343,9 @@ impl Ctx {
                 if self.hold_load.get_value() {
                     self.hold_load.set_value(false);
                     self.status.set("A fresh engine worker is ready: pick a model to load".into());
+                } else if let (true, Some(why)) = (source == default_model(), missing_default_model()) {
+                    self.error.set(Some(why));
+                    self.phase.set(Phase::Failed);
                 } else if self.chosen.get_value() || source == default_model() {
                     self.load(source, self.st.with_untracked(|s| s.precision), None);
                 } else {
@@ -353,7 +407,11 @@ impl Ctx {
         self.info.set(Some(m.clone()));
         if self.recovering.get_value() {
             self.recovering.set_value(false);
-            self.status.set(format!("Ready: {} reloaded after the crash; nothing was re-run", m.name));
+            self.status.set(if self.reload_after_stop.get_value() {
+                format!("Stopped; {} reloaded in a fresh engine worker", m.name)
+            } else {
+                format!("Ready: {} reloaded after the crash; nothing was re-run", m.name)
+            });
         } else {
             self.loads.update(|n| *n += 1);
         }
@@ -363,6 +421,7 @@ impl Ctx {
     }
 
     fn load_failed(self, message: &str, kept: bool) {
+        self.reload_after_stop.set_value(false);
         let prev = self.prev_info.get_value();
         if kept && prev.is_some() {
             self.error.set(Some(format!("{message} (the previous model is still loaded)")));

@@ -51,10 +51,14 @@ fn Source(load_file: impl Fn(web_sys::File) + Copy + 'static) -> impl IntoView {
     let on_load = move |_| {
         let p = ctx.st.with_untracked(|s| s.precision);
         let typed = url.get_untracked().trim().to_string();
+        if let (true, Some(why)) = (kind.get_untracked() == "default", super::super::ctx::missing_default_model()) {
+            ctx.error.set(Some(why));
+            return;
+        }
         let src = match kind.get_untracked().as_str() {
             "gguf" => ModelLocation::Gguf { url: typed },
             "hf" => ModelLocation::HfRepo { base: typed },
-            _ => ModelLocation::Gguf { url: crate::DEFAULT_MODEL_URL.into() },
+            _ => super::super::ctx::default_model(),
         };
         if let ModelLocation::Gguf { url } | ModelLocation::HfRepo { base: url } = &src {
             if url.is_empty() {

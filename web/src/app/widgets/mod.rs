@@ -14,21 +14,23 @@ use wasm_bindgen::JsCast;
 use super::Ctx;
 use crate::js::cross_origin_isolated;
 
-/// Why Stop is missing where the page is not cross-origin isolated.
-const NO_STOP: &str = "Stop needs a cross-origin-isolated page (served with COOP/COEP headers, as `cargo xtask serve` does); this one is not, so running work cannot be stopped here.";
+/// How Stop works where the page is not cross-origin isolated.
+const STOP_RESTARTS: &str = "This page is not cross-origin isolated (its host sends no COOP/COEP headers), so Stop ends the engine worker and a fresh one reloads the model from the browser cache (a few seconds).";
 
-/// Stops the running work of kind `kind`. Without cross-origin isolation
-/// there is no shared stop flag: the button is disabled and says why.
+/// Stops the running work of kind `kind`. Where the page is not
+/// cross-origin isolated there is no shared stop flag: Stop then restarts
+/// the engine worker (`Ctx::stop`), and says so while the work runs.
 #[component]
 pub fn StopButton(kind: &'static str) -> impl IntoView {
     let ctx = expect_context::<Ctx>();
+    let panels = expect_context::<super::panels::Panels>();
     let isolated = cross_origin_isolated();
     view! {
-        <button on:click=move |_| ctx.stop() disabled=move || !isolated || !ctx.busy(kind) title=(!isolated).then_some(NO_STOP)>
+        <button on:click=move |_| ctx.stop(panels) disabled=move || !ctx.busy(kind) title=(!isolated).then_some(STOP_RESTARTS)>
             "Stop"
         </button>
         <Show when=move || !isolated && ctx.busy(kind)>
-            <span role="group" class="muted" aria-label="Stop unavailable">{NO_STOP}</span>
+            <span role="note" class="muted" aria-label="How Stop works here">{STOP_RESTARTS}</span>
         </Show>
     }
 }

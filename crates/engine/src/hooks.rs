@@ -27,6 +27,9 @@ impl HookLayout for Config {
             Site::PosEmbed => self.pos_embedding == PosEmbedding::Learned,
             Site::RotQ | Site::RotK => self.pos_embedding == PosEmbedding::Rope,
             Site::MlpPreLinear => self.gated_mlp,
+            Site::QNorm | Site::KNorm => self.extra.qk_norm,
+            Site::Ln1Post | Site::Ln2Post => self.extra.post_norms,
+            Site::ResidMid => !self.extra.parallel_residual,
             _ => true,
         }
     }

@@ -1486,7 +1486,7 @@ fn hf_rope_parameters_are_read_and_unknown_rope_types_refused() {
         ("llama3 in rope_parameters", Box::new(|c: &mut serde_json::Value| c["rope_parameters"] = serde_json::json!({"rope_theta": 500000.0, "rope_type": "llama3", "factor": 8.0})) as Box<dyn Fn(&mut serde_json::Value)>, &["rope_parameters", "rope type 'llama3' is not supported"][..]),
         ("yarn in rope_scaling", Box::new(|c| c["rope_scaling"] = serde_json::json!({"rope_type": "yarn", "factor": 4.0})), &["rope_scaling", "rope type 'yarn' is not supported"]),
         ("old-style linear", Box::new(|c| c["rope_scaling"] = serde_json::json!({"type": "linear", "factor": 2.0})), &["rope type 'linear'"]),
-        ("forms disagree", Box::new(|c| c["rope_parameters"] = serde_json::json!({"rope_theta": 500000.0, "rope_type": "default"})), &["rope_theta 10000 and rope_parameters.rope_theta 500000 disagree"]),
+        ("forms disagree", Box::new(|c| c["rope_parameters"] = serde_json::json!({"rope_theta": 500000.0, "rope_type": "default"})), &["rope_theta 10000 (top level) and rope_parameters.rope_theta 500000 disagree"]),
         ("theta not a number", Box::new(|c| c["rope_parameters"] = serde_json::json!({"rope_theta": "big"})), &["rope_parameters.rope_theta", "positive number"]),
         ("negative theta", Box::new(|c| c["rope_theta"] = (-1.0).into()), &["rope_theta", "positive number"]),
         ("partial rotary", Box::new(|c| c["rope_parameters"] = serde_json::json!({"rope_theta": 10000.0, "partial_rotary_factor": 0.5})), &["partial_rotary_factor"]),

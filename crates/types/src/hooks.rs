@@ -18,17 +18,21 @@ pub enum Site {
     Q,
     K,
     V,
+    QNorm,
+    KNorm,
     RotQ,
     RotK,
     AttnScores,
     Pattern,
     Z,
+    Ln1Post,
     AttnOut,
     ResidMid,
     Ln2Normalized,
     MlpPre,
     MlpPreLinear,
     MlpPost,
+    Ln2Post,
     MlpOut,
     ResidPost,
     LnFinalNormalized,
@@ -53,7 +57,7 @@ const fn row(site: Site, suffix: &'static str, global: bool, gpu_read: bool, gpu
 /// Every site in forward order. The GPU columns say what `scalpel-gpu`'s
 /// forward pass materialises (it has no attention scores or patterns and
 /// runs llama-family models only); `page` is the stack's site list.
-const SITES: [SiteInfo; 21] = [
+const SITES: [SiteInfo; 25] = [
     //   site                     name                        global gpu_read gpu_edit page
     row(Site::Embed, "hook_embed", true, false, false, false),
     row(Site::PosEmbed, "hook_pos_embed", true, false, false, false),
@@ -62,17 +66,21 @@ const SITES: [SiteInfo; 21] = [
     row(Site::Q, "attn.hook_q", false, true, true, true),
     row(Site::K, "attn.hook_k", false, true, true, true),
     row(Site::V, "attn.hook_v", false, true, true, true),
+    row(Site::QNorm, "attn.q_norm.hook_normalized", false, false, false, false),
+    row(Site::KNorm, "attn.k_norm.hook_normalized", false, false, false, false),
     row(Site::RotQ, "attn.hook_rot_q", false, true, true, false),
     row(Site::RotK, "attn.hook_rot_k", false, false, false, false),
     row(Site::AttnScores, "attn.hook_attn_scores", false, false, false, false),
     row(Site::Pattern, "attn.hook_pattern", false, false, false, true),
     row(Site::Z, "attn.hook_z", false, true, true, true),
+    row(Site::Ln1Post, "ln1_post.hook_normalized", false, false, false, false),
     row(Site::AttnOut, "hook_attn_out", false, true, true, true),
     row(Site::ResidMid, "hook_resid_mid", false, true, true, true),
     row(Site::Ln2Normalized, "ln2.hook_normalized", false, true, true, true),
     row(Site::MlpPre, "mlp.hook_pre", false, true, true, true),
     row(Site::MlpPreLinear, "mlp.hook_pre_linear", false, true, true, false),
     row(Site::MlpPost, "mlp.hook_post", false, true, true, true),
+    row(Site::Ln2Post, "ln2_post.hook_normalized", false, false, false, false),
     row(Site::MlpOut, "hook_mlp_out", false, true, true, true),
     row(Site::ResidPost, "hook_resid_post", false, true, true, true),
     row(Site::LnFinalNormalized, "ln_final.hook_normalized", true, true, false, false),
@@ -146,7 +154,7 @@ impl Site {
     /// Per-head hooks: the axis that indexes heads (with the batch axis).
     pub fn head_axis(self) -> Option<usize> {
         match self {
-            Site::Q | Site::K | Site::V | Site::RotQ | Site::RotK | Site::Z => Some(2),
+            Site::Q | Site::K | Site::V | Site::QNorm | Site::KNorm | Site::RotQ | Site::RotK | Site::Z => Some(2),
             Site::AttnScores | Site::Pattern => Some(1),
             _ => None,
         }

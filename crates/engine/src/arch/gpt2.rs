@@ -46,6 +46,7 @@ fn hf_config(file: &str, v: &serde_json::Value) -> Result<Config> {
         gated_mlp: false,
         act,
         tied_embeddings: true,
+        extra: Default::default(),
     })
 }
 
@@ -81,6 +82,10 @@ fn hf_parts(cfg: &Config, st: &Store) -> Result<Parts> {
             k: part(1)?,
             v: part(2)?,
             o: linear(&format!("{p}.attn.c_proj"), d, d)?,
+            q_norm: None,
+            k_norm: None,
+            ln1_post: None,
+            ln2_post: None,
             ln2: ln(&format!("{p}.ln_2"))?,
             gate: None,
             up: linear(&format!("{p}.mlp.c_fc"), d, m)?,

@@ -58,6 +58,7 @@ fn gguf_config(g: &Gguf, arch: &str) -> Result<Config> {
         gated_mlp: true,
         act: Activation::Silu,
         tied_embeddings: g.info("output.weight").is_none(),
+        extra: Default::default(),
     };
     cfg.validate(&g.file)?;
     // llama.cpp's rotary scalings change the numbers; only none is implemented.
@@ -112,6 +113,10 @@ fn gguf_parts(cfg: &Config, g: &Gguf) -> Result<Parts> {
             k: lin("attn_k", [kv, d])?,
             v: lin("attn_v", [kv, d])?,
             o: lin("attn_output", [d, d])?,
+            q_norm: None,
+            k_norm: None,
+            ln1_post: None,
+            ln2_post: None,
             ln2: norm(&n("ffn_norm"))?,
             gate: Some(lin("ffn_gate", [m, d])?),
             up: lin("ffn_up", [m, d])?,
@@ -123,19 +128,28 @@ fn gguf_parts(cfg: &Config, g: &Gguf) -> Result<Parts> {
 }
 
 fn hf_config(file: &str, v: &serde_json::Value) -> Result<Config> {
-    let get = |k: &str| hf_usize(file, v, k);
-    let getf = |k: &str| v.get(k).and_then(|x| x.as_f64());
-    let opt = |k: &str| hf_opt_usize(file, v, k);
-    let d_model = get("hidden_size")?;
-    let n_heads = get("num_attention_heads")?;
-    let rope_theta = super::hf_rope_theta(file, v)? as f32;
     let act = v.get("hidden_act").and_then(|a| a.as_str()).unwrap_or("silu");
     if act != "silu" {
         return Err(Error::load(file, format!("hidden_act '{act}' is not supported (llama: silu)")));
     }
+    hf_decoder_config(file, v, Arch::Llama, Activation::Silu)
+}
+
+/// The hyperparameters every checkpoint of the llama layout shares (llama,
+/// Qwen2/3, Gemma 2/3 start from these): sizes, RMSNorm epsilon, rotary
+/// base, tied embeddings, and sliding-window layers from `layer_types`.
+pub(crate) fn hf_decoder_config(file: &str, v: &serde_json::Value, arch: Arch, act: Activation) -> Result<Config> {
+    let get = |k: &str| hf_usize(file, v, k);
+    let opt = |k: &str| hf_opt_usize(file, v, k);
+    let d_model = get("hidden_size")?;
+    let n_heads = get("num_attention_heads")?;
+    let n_layers = get("num_hidden_layers")?;
+    let rope_theta = super::hf_rope_theta(file, v)? as f32;
+    let sliding_layers = super::hf_layer_types(file, v, n_layers, |_| false)?;
+    let sliding_window = if sliding_layers.is_empty() { None } else { opt("sliding_window")? };
     Ok(Config {
-        arch: Arch::Llama,
-        n_layers: get("num_hidden_layers")?,
+        arch,
+        n_layers,
         d_model,
         n_heads,
         n_kv_heads: opt("num_key_value_heads")?.unwrap_or(n_heads),
@@ -144,33 +158,75 @@ fn hf_config(file: &str, v: &serde_json::Value) -> Result<Config> {
         d_vocab: get("vocab_size")?,
         n_ctx: get("max_position_embeddings")?,
         norm: NormKind::Rms,
-        norm_eps: getf("rms_norm_eps").unwrap_or(1e-6),
+        norm_eps: super::hf_opt_f64(file, v, "rms_norm_eps")?.unwrap_or(1e-6),
         pos_embedding: PosEmbedding::Rope,
         rope_theta,
         gated_mlp: true,
-        act: Activation::Silu,
-        tied_embeddings: v.get("tie_word_embeddings").and_then(|x| x.as_bool()).unwrap_or(false),
+        act,
+        tied_embeddings: super::hf_bool(file, v, "tie_word_embeddings", false)?,
+        extra: crate::config::Features { sliding_window, sliding_layers, ..Default::default() },
     })
 }
 
 fn hf_parts(cfg: &Config, st: &Store) -> Result<Parts> {
+    hf_decoder_parts(cfg, st, DecoderNorms::Llama)
+}
+
+/// How a checkpoint of the llama layout names and applies its block norms.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DecoderNorms {
+    /// `input_layernorm` before attention, `post_attention_layernorm`
+    /// before the MLP; RMSNorm scales by `w` (llama, Qwen).
+    Llama,
+    /// Gemma 2/3: four norms a block (`input_layernorm`,
+    /// `post_attention_layernorm` after attention, `pre_feedforward_layernorm`,
+    /// `post_feedforward_layernorm`), each scaling by `1 + w`.
+    Gemma,
+}
+
+/// The weights of a checkpoint of the llama layout (`model.layers.{l}.
+/// self_attn.{q,k,v,o}_proj`, `mlp.{gate,up,down}_proj`, ...), with the
+/// biases and q/k norms it has.
+pub(crate) fn hf_decoder_parts(cfg: &Config, st: &Store, norms: DecoderNorms) -> Result<Parts> {
     let (d, m, v) = (cfg.d_model, cfg.d_mlp, cfg.d_vocab);
-    let kv = cfg.n_kv_heads * cfg.d_head;
+    let (q_rows, kv) = (cfg.n_heads * cfg.d_head, cfg.n_kv_heads * cfg.d_head);
     let lin = |n: &str, out: usize, inp: usize| -> Result<LinearParts> {
         Ok(LinearParts::f32(st.get(&format!("{n}.weight"), &[out, inp])?, st.get_opt(&format!("{n}.bias"), &[out])?))
     };
-    let norm = |n: &str| -> Result<NormParts> { Ok(NormParts { w: st.get(&format!("{n}.weight"), &[d])?, b: None }) };
+    let norm_of = |n: &str, width: usize| -> Result<NormParts> {
+        let w = st.get(&format!("{n}.weight"), &[width])?;
+        match norms {
+            DecoderNorms::Llama => Ok(NormParts::weight(w)),
+            DecoderNorms::Gemma => NormParts::one_plus(w),
+        }
+    };
+    let norm = |n: &str| norm_of(n, d);
     let embed = st.get("model.embed_tokens.weight", &[v, d])?;
     let mut blocks = Vec::with_capacity(cfg.n_layers);
     for l in 0..cfg.n_layers {
         let p = format!("model.layers.{l}");
+        let qk_norm = |which: &str| -> Result<Option<NormParts>> {
+            if cfg.extra.qk_norm { norm_of(&format!("{p}.self_attn.{which}"), cfg.d_head).map(Some) } else { Ok(None) }
+        };
+        let (ln2, ln1_post, ln2_post) = match norms {
+            DecoderNorms::Llama => (norm(&format!("{p}.post_attention_layernorm"))?, None, None),
+            DecoderNorms::Gemma => (
+                norm(&format!("{p}.pre_feedforward_layernorm"))?,
+                Some(norm(&format!("{p}.post_attention_layernorm"))?),
+                Some(norm(&format!("{p}.post_feedforward_layernorm"))?),
+            ),
+        };
         blocks.push(BlockParts {
             ln1: norm(&format!("{p}.input_layernorm"))?,
-            q: lin(&format!("{p}.self_attn.q_proj"), d, d)?,
+            q: lin(&format!("{p}.self_attn.q_proj"), q_rows, d)?,
             k: lin(&format!("{p}.self_attn.k_proj"), kv, d)?,
             v: lin(&format!("{p}.self_attn.v_proj"), kv, d)?,
-            o: lin(&format!("{p}.self_attn.o_proj"), d, d)?,
-            ln2: norm(&format!("{p}.post_attention_layernorm"))?,
+            q_norm: qk_norm("q_norm")?,
+            k_norm: qk_norm("k_norm")?,
+            o: lin(&format!("{p}.self_attn.o_proj"), d, q_rows)?,
+            ln1_post,
+            ln2,
+            ln2_post,
             gate: Some(lin(&format!("{p}.mlp.gate_proj"), m, d)?),
             up: lin(&format!("{p}.mlp.up_proj"), m, d)?,
             down: lin(&format!("{p}.mlp.down_proj"), d, m)?,

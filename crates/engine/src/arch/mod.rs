@@ -6,8 +6,11 @@
 //! Adding an architecture: a new module here with its `ArchDef`, its entry
 //! in `ARCHS` and its variant in `config::Arch`.
 
+mod gemma;
 mod gpt2;
+mod gpt_neox;
 mod llama;
+mod qwen;
 
 use crate::config::{Arch, Config};
 use crate::error::{Error, Result};
@@ -31,7 +34,7 @@ pub(crate) struct ArchDef {
     pub hf_parts: fn(&Config, &Store) -> Result<Parts>,
 }
 
-const ARCHS: [ArchDef; 2] = [llama::DEF, gpt2::DEF];
+const ARCHS: [ArchDef; 7] = [llama::DEF, gpt2::DEF, qwen::QWEN2, qwen::QWEN3, gpt_neox::DEF, gemma::GEMMA2, gemma::GEMMA3];
 
 fn def(arch: Arch) -> &'static ArchDef {
     ARCHS.iter().find(|d| d.arch == arch).expect("every Arch is registered")
@@ -131,20 +134,40 @@ pub(crate) fn hf_usize(file: &str, v: &serde_json::Value, key: &str) -> Result<u
     hf_opt_usize(file, v, key)?.ok_or_else(|| Error::load(file, format!("missing field '{key}'")))
 }
 
-/// The rotary base of a Hugging Face `config.json`, in either form
-/// transformers writes: top-level `rope_theta` (and `rope_scaling`) up to
-/// version 4, `rope_parameters: {rope_theta, rope_type}` from version 5.
-/// Absent from both, transformers' own default (10000). A scaling other
-/// than `default` (e.g. `llama3`, `yarn`, `linear`) changes the numbers and
-/// is not implemented: it is an error naming it, never ignored; so are two
-/// forms that disagree.
+/// The rotary embedding of a Hugging Face `config.json`: its base and the
+/// fraction of each head it turns.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct HfRope {
+    pub theta: f64,
+    /// `partial_rotary_factor` (1 when absent).
+    pub partial: f64,
+}
+
+/// The rotary base of a Hugging Face `config.json` for an architecture that
+/// turns whole heads: as [`hf_rope`], with a partial rotary factor other
+/// than 1 refused.
 pub(crate) fn hf_rope_theta(file: &str, v: &serde_json::Value) -> Result<f64> {
-    let theta_of = |x: &serde_json::Value, at: &str| -> Result<Option<f64>> {
-        match x.get("rope_theta") {
+    let rope = hf_rope(file, v)?;
+    if rope.partial != 1.0 {
+        return Err(Error::load(file, format!("partial_rotary_factor {} is not supported for this architecture", rope.partial)));
+    }
+    Ok(rope.theta)
+}
+
+/// The rotary embedding of a Hugging Face `config.json`, in either form
+/// transformers writes: top-level `rope_theta` (and `rope_scaling`) up to
+/// version 4, `rope_parameters: {rope_theta, rope_type,
+/// partial_rotary_factor}` from version 5. Absent from both, transformers'
+/// own default base (10000). A scaling other than `default` (e.g.
+/// `llama3`, `yarn`, `linear`) changes the numbers and is not implemented:
+/// it is an error naming it, never ignored; so are two forms that disagree.
+pub(crate) fn hf_rope(file: &str, v: &serde_json::Value) -> Result<HfRope> {
+    let number = |x: &serde_json::Value, key: &str, at: &str| -> Result<Option<f64>> {
+        match x.get(key) {
             None | Some(serde_json::Value::Null) => Ok(None),
             Some(t) => match t.as_f64() {
                 Some(f) if f.is_finite() && f > 0.0 => Ok(Some(f)),
-                _ => Err(Error::load(file, format!("field '{at}rope_theta' should be a positive number, found {t}"))),
+                _ => Err(Error::load(file, format!("field '{at}{key}' should be a positive number, found {t}"))),
             },
         }
     };
@@ -155,29 +178,73 @@ pub(crate) fn hf_rope_theta(file: &str, v: &serde_json::Value) -> Result<f64> {
         // transformers 4 named it `type` in older checkpoints.
         let ty = x.get("rope_type").or_else(|| x.get("type"));
         match ty.map(|t| t.as_str()) {
-            None | Some(Some("default")) => {}
-            Some(Some(other)) => return Err(Error::load(file, format!("{at}: rope type '{other}' is not supported (only 'default' rotary embeddings are)"))),
-            Some(None) => return Err(Error::load(file, format!("{at}: rope type should be a string, found {}", ty.unwrap()))),
-        }
-        match x.get("partial_rotary_factor").map(|f| f.as_f64()) {
-            None | Some(Some(1.0)) => Ok(()),
-            Some(f) => Err(Error::load(file, format!("{at}: partial_rotary_factor {f:?} is not supported for this architecture"))),
+            None | Some(Some("default")) => Ok(()),
+            Some(Some(other)) => Err(Error::load(file, format!("{at}: rope type '{other}' is not supported (only 'default' rotary embeddings are)"))),
+            Some(None) => Err(Error::load(file, format!("{at}: rope type should be a string, found {}", ty.unwrap()))),
         }
     };
-    let top = theta_of(v, "")?;
+    let agree = |a: Option<f64>, b: Option<f64>, what: &str| -> Result<Option<f64>> {
+        match (a, b) {
+            (Some(a), Some(b)) if a != b => Err(Error::load(file, format!("{what} {a} (top level) and rope_parameters.{what} {b} disagree"))),
+            (a, b) => Ok(b.or(a)),
+        }
+    };
     if let Some(scaling) = v.get("rope_scaling").filter(|r| !r.is_null()) {
         check_type(scaling, "rope_scaling")?;
     }
-    let nested = match v.get("rope_parameters").filter(|r| !r.is_null()) {
-        None => None,
+    let (theta, partial) = match v.get("rope_parameters").filter(|r| !r.is_null()) {
+        None => (None, None),
         Some(p) => {
             check_type(p, "rope_parameters")?;
-            theta_of(p, "rope_parameters.")?
+            (number(p, "rope_theta", "rope_parameters.")?, number(p, "partial_rotary_factor", "rope_parameters.")?)
         }
     };
-    match (top, nested) {
-        (Some(a), Some(b)) if a != b => Err(Error::load(file, format!("rope_theta {a} and rope_parameters.rope_theta {b} disagree"))),
-        (a, b) => Ok(b.or(a).unwrap_or(10000.0)),
+    let theta = agree(number(v, "rope_theta", "")?, theta, "rope_theta")?.unwrap_or(10000.0);
+    let partial = agree(number(v, "partial_rotary_factor", "")?, partial, "partial_rotary_factor")?.unwrap_or(1.0);
+    if partial > 1.0 {
+        return Err(Error::load(file, format!("partial_rotary_factor {partial} is more than 1")));
+    }
+    Ok(HfRope { theta, partial })
+}
+
+/// Which layers of a Hugging Face checkpoint attend through a sliding
+/// window, from `layer_types` (`full_attention` / `sliding_attention`);
+/// `default` when the config has no such list (older checkpoints). Empty
+/// when no layer slides.
+pub(crate) fn hf_layer_types(file: &str, v: &serde_json::Value, n_layers: usize, default: impl Fn(usize) -> bool) -> Result<Vec<bool>> {
+    let sliding: Vec<bool> = match v.get("layer_types").filter(|x| !x.is_null()) {
+        None => (0..n_layers).map(default).collect(),
+        Some(serde_json::Value::Array(types)) => {
+            if types.len() != n_layers {
+                return Err(Error::load(file, format!("'layer_types' lists {} layers; the model has {n_layers}", types.len())));
+            }
+            types
+                .iter()
+                .map(|t| match t.as_str() {
+                    Some("full_attention") => Ok(false),
+                    Some("sliding_attention") => Ok(true),
+                    _ => Err(Error::load(file, format!("layer type {t} is not supported (full_attention, sliding_attention)"))),
+                })
+                .collect::<Result<_>>()?
+        }
+        Some(other) => return Err(Error::load(file, format!("'layer_types' should be a list, found {other}"))),
+    };
+    Ok(if sliding.iter().any(|&s| s) { sliding } else { Vec::new() })
+}
+
+/// Reads an optional `config.json` number (absent or null: `None`).
+pub(crate) fn hf_opt_f64(file: &str, v: &serde_json::Value, key: &str) -> Result<Option<f64>> {
+    match v.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(x) => x.as_f64().filter(|f| f.is_finite()).map(Some).ok_or_else(|| Error::load(file, format!("field '{key}' should be a number, found {x}"))),
+    }
+}
+
+/// Reads an optional `config.json` boolean (absent or null: `default`).
+pub(crate) fn hf_bool(file: &str, v: &serde_json::Value, key: &str, default: bool) -> Result<bool> {
+    match v.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(default),
+        Some(x) => x.as_bool().ok_or_else(|| Error::load(file, format!("field '{key}' should be true or false, found {x}"))),
     }
 }
 

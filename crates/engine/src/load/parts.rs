@@ -69,8 +69,15 @@ pub struct BlockParts {
     pub q: LinearParts,
     pub k: LinearParts,
     pub v: LinearParts,
+    /// Per-head RMSNorms of queries and keys (`[d_head]`; Qwen3, Gemma 3).
+    pub q_norm: Option<NormParts>,
+    pub k_norm: Option<NormParts>,
     pub o: LinearParts,
+    /// The norm of the attention output before the residual add (Gemma 2/3).
+    pub ln1_post: Option<NormParts>,
     pub ln2: NormParts,
+    /// The norm of the MLP output before the residual add (Gemma 2/3).
+    pub ln2_post: Option<NormParts>,
     /// The gate of a gated MLP (`act(gate(x)) * up(x)`).
     pub gate: Option<LinearParts>,
     pub up: LinearParts,
@@ -146,6 +153,18 @@ fn tensor_bytes(t: &Tensor) -> u64 {
 }
 
 impl NormParts {
+    /// A plain norm weight (no bias).
+    pub fn weight(w: Tensor) -> Self {
+        NormParts { w, b: None }
+    }
+
+    /// A norm that scales by `1 + w` (Gemma's RMSNorm), kept as the scale
+    /// it applies: `1 + w` computed in f32, as transformers computes it
+    /// (`output * (1.0 + weight.float())`), so the product is the same.
+    pub fn one_plus(w: Tensor) -> Result<Self> {
+        Ok(NormParts { w: (w + 1.0)?, b: None })
+    }
+
     fn built_bytes(&self) -> u64 {
         tensor_bytes(&self.w) + self.b.as_ref().map_or(0, tensor_bytes)
     }
@@ -169,7 +188,9 @@ impl Parts {
             .iter()
             .map(|b| {
                 let linears = [Some(&b.q), Some(&b.k), Some(&b.v), Some(&b.o), b.gate.as_ref(), Some(&b.up), Some(&b.down)];
-                linears.into_iter().flatten().map(|l| l.built_bytes(precision)).sum::<u64>() + b.ln1.built_bytes() + b.ln2.built_bytes()
+                let norms = [Some(&b.ln1), Some(&b.ln2), b.q_norm.as_ref(), b.k_norm.as_ref(), b.ln1_post.as_ref(), b.ln2_post.as_ref()];
+                linears.into_iter().flatten().map(|l| l.built_bytes(precision)).sum::<u64>()
+                    + norms.into_iter().flatten().map(NormParts::built_bytes).sum::<u64>()
             })
             .sum();
         embed + unembed + blocks + self.pos_embed.as_ref().map_or(0, tensor_bytes) + self.ln_final.built_bytes()

@@ -5,7 +5,7 @@
 use candle_core::{Tensor, D};
 
 use super::forward::Pass;
-use super::linear::Linear;
+use super::linear::{Linear, Norm};
 use super::{KvCache, Model};
 use crate::error::{Error, Result};
 use crate::hooks::{HookPoint, Site};
@@ -15,6 +15,9 @@ pub(crate) struct Attention {
     pub k: Linear,
     pub v: Linear,
     pub o: Linear,
+    /// Per-head RMSNorms of queries and keys before RoPE (Qwen3, Gemma 3).
+    pub q_norm: Option<Norm>,
+    pub k_norm: Option<Norm>,
 }
 
 fn repeat_kv(x: Tensor, n_rep: usize) -> Result<Tensor> {
@@ -36,14 +39,21 @@ impl Model {
         // q, k, v leave their projections as [b, t, head, d_head]; attention
         // runs on [b, head, t, d_head], the layout candle's kernels want.
         let project = |w: &Linear, heads: usize| -> Result<Tensor> { w.forward(&xn)?.reshape((b, t, heads, dh)).map_err(Error::from) };
-        let q = pass.hook_heads(p(Site::Q), project(&attn.q, nh)?, false, true)?;
-        let k = pass.hook_heads(p(Site::K), project(&attn.k, nkv)?, false, true)?;
+        let mut q = pass.hook_heads(p(Site::Q), project(&attn.q, nh)?, false, true)?;
+        let mut k = pass.hook_heads(p(Site::K), project(&attn.k, nkv)?, false, true)?;
         let v = pass.hook_heads(p(Site::V), project(&attn.v, nkv)?, false, false)?;
+        if let (Some(qn), Some(kn)) = (&attn.q_norm, &attn.k_norm) {
+            q = pass.hook_heads(p(Site::QNorm), qn.forward(&q, pass.differentiable)?, false, true)?;
+            k = pass.hook_heads(p(Site::KNorm), kn.forward(&k, pass.differentiable)?, false, true)?;
+        }
         let mut q = q.transpose(1, 2)?.contiguous()?;
         let mut k = k.transpose(1, 2)?.contiguous()?;
         let v = v.transpose(1, 2)?.contiguous()?;
-        if let Some((cos, sin)) = pass.rope.clone() {
-            let rope = |x: &Tensor| super::rotary::rope(x, &cos, &sin, self.qk_layout, pass.differentiable);
+        let sliding = cfg.is_sliding(l);
+        let tables = if sliding && pass.rope_local.is_some() { pass.rope_local.clone() } else { pass.rope.clone() };
+        if let Some((cos, sin)) = tables {
+            let rd = cfg.rotary_dim();
+            let rope = |x: &Tensor| super::rotary::rope_partial(x, rd, &cos, &sin, self.qk_layout, pass.differentiable);
             let (rq, rk) = (rope(&q)?, rope(&k)?);
             q = pass.hook_heads(p(Site::RotQ), rq, true, true)?;
             k = pass.hook_heads(p(Site::RotK), rk, true, true)?;
@@ -51,8 +61,15 @@ impl Model {
         let (k, v) = self.with_cached(l, k, v, pass, cache)?;
         let k = repeat_kv(k, nh / nkv)?;
         let v = repeat_kv(v, nh / nkv)?;
-        let mut scores = (q.matmul(&k.t()?)? / (dh as f64).sqrt())?;
-        if let Some(m) = &pass.mask {
+        let mut scores = match cfg.extra.attn_scale {
+            Some(s) => (q.matmul(&k.t()?)? * s as f64)?,
+            None => (q.matmul(&k.t()?)? / (dh as f64).sqrt())?,
+        };
+        if let Some(cap) = cfg.extra.attn_softcap {
+            scores = ((scores / cap as f64)?.tanh()? * cap as f64)?;
+        }
+        let mask = if sliding && pass.mask_sliding.is_some() { &pass.mask_sliding } else { &pass.mask };
+        if let Some(m) = mask {
             let m = m.broadcast_as(scores.shape())?;
             scores = m.where_cond(&Tensor::new(f32::NEG_INFINITY, scores.device())?.broadcast_as(scores.shape())?, &scores)?;
         }

@@ -18,8 +18,13 @@ pub(super) struct Pass<'a, 'h> {
     pub t: usize,
     pub batch: usize,
     pub rope: Option<(Tensor, Tensor)>,
+    /// Rotary tables of sliding-window layers, when their base differs (Gemma 3).
+    pub rope_local: Option<(Tensor, Tensor)>,
     /// `[t, start + t]`, 1 where key j is in the future of query i (t > 1 only).
     pub mask: Option<Tensor>,
+    /// As `mask`, also 1 where key j is `window` or more positions before
+    /// query i, for sliding-window layers (`None`: no key is that far back).
+    pub mask_sliding: Option<Tensor>,
     pub differentiable: bool,
     /// Head-dimension gathers from stored to Hugging Face order and back,
     /// for query and key values of a model whose rows are not stored in
@@ -97,6 +102,9 @@ impl Model {
         self.check_pass(self.pass_size(b, start, t, logits, cache.is_some(), hooks.as_deref()))?;
         let mut pass = self.pass(hooks, b, start, t)?;
         let mut x = self.embed.index_select(&tokens.flatten_all()?, 0)?.reshape((b, t, d))?;
+        if let Some(scale) = self.config.extra.embed_scale {
+            x = (x * scale as f64)?;
+        }
         x = pass.hook(HookPoint::global(Site::Embed), x)?;
         if let Some(wpe) = &self.pos_embed {
             let pos = wpe.narrow(0, start, t)?.unsqueeze(0)?.broadcast_as((b, t, d))?.contiguous()?;
@@ -144,7 +152,7 @@ impl Model {
             Logits::Last => x.narrow(1, t - 1, 1)?,
             Logits::From(p) => x.narrow(1, p, t - p)?,
         };
-        let out = self.unembed.forward(&x)?;
+        let out = self.unembed(&x)?;
         if let Some(c) = cache {
             for (l, k, v) in pass.new_kv {
                 c.layers[l] = Some((k, v));
@@ -155,18 +163,37 @@ impl Model {
     }
 
     /// One block: `resid_mid = resid_pre + attn(ln1(resid_pre))`,
-    /// `resid_post = resid_mid + mlp(ln2(resid_mid))`.
+    /// `resid_post = resid_mid + mlp(ln2(resid_mid))`; with post-norms
+    /// (Gemma) each output is normalised before it is added; with a parallel
+    /// residual (GPT-NeoX) both read `resid_pre`:
+    /// `resid_post = resid_pre + attn(ln1(resid_pre)) + mlp(ln2(resid_pre))`.
     fn block(&self, l: usize, blk: &super::Block, x: Tensor, pass: &mut Pass, cache: Option<&KvCache>) -> Result<Tensor> {
         let p = |site| HookPoint::block(l, site);
+        let diff = pass.differentiable;
         let resid = pass.hook(p(Site::ResidPre), x)?;
-        let xn = pass.hook(p(Site::Ln1Normalized), blk.ln1.forward(&resid, pass.differentiable)?)?;
-        let attn_out = self.attention(l, &blk.attn, xn, pass, cache)?;
+        let xn = pass.hook(p(Site::Ln1Normalized), blk.ln1.forward(&resid, diff)?)?;
+        let mut attn_out = self.attention(l, &blk.attn, xn, pass, cache)?;
+        if let Some(n) = &blk.ln1_post {
+            attn_out = pass.hook(p(Site::Ln1Post), n.forward(&attn_out, diff)?)?;
+        }
         let attn_out = pass.hook(p(Site::AttnOut), attn_out)?;
-        let resid = pass.hook(p(Site::ResidMid), (resid + attn_out)?)?;
-        let xn = pass.hook(p(Site::Ln2Normalized), blk.ln2.forward(&resid, pass.differentiable)?)?;
-        let mlp_out = self.mlp(l, &blk.mlp, xn, pass)?;
+        let (mlp_in, resid) = if self.config.extra.parallel_residual {
+            (resid.clone(), (resid, Some(attn_out)))
+        } else {
+            let mid = pass.hook(p(Site::ResidMid), (resid + attn_out)?)?;
+            (mid.clone(), (mid, None))
+        };
+        let xn = pass.hook(p(Site::Ln2Normalized), blk.ln2.forward(&mlp_in, diff)?)?;
+        let mut mlp_out = self.mlp(l, &blk.mlp, xn, pass)?;
+        if let Some(n) = &blk.ln2_post {
+            mlp_out = pass.hook(p(Site::Ln2Post), n.forward(&mlp_out, diff)?)?;
+        }
         let mlp_out = pass.hook(p(Site::MlpOut), mlp_out)?;
-        pass.hook(p(Site::ResidPost), (resid + mlp_out)?)
+        let post = match resid {
+            (resid, Some(attn_out)) => ((resid + attn_out)? + mlp_out)?,
+            (resid, None) => (resid + mlp_out)?,
+        };
+        pass.hook(p(Site::ResidPost), post)
     }
 
     fn pass<'a, 'h>(&self, hooks: Option<&'a mut (dyn Hook + 'h)>, batch: usize, start: usize, t: usize) -> Result<Pass<'a, 'h>> {
@@ -174,16 +201,37 @@ impl Model {
             PosEmbedding::Rope => Some(super::rotary::tables(&self.inv_freq, start, t)?),
             PosEmbedding::Learned => None,
         };
-        // Masked (future) keys: key j > query i in absolute positions.
-        let mask = if t > 1 {
-            let kv_len = start + t;
-            let m: Vec<u8> = (0..t).flat_map(|i| (0..kv_len).map(move |j| u8::from(j > start + i))).collect();
-            Some(Tensor::from_vec(m, (t, kv_len), &Device::Cpu)?)
-        } else {
-            None
+        let rope_local = match &self.inv_freq_local {
+            Some(f) => Some(super::rotary::tables(f, start, t)?),
+            None => None,
+        };
+        // Masked keys: key j > query i in absolute positions (the future)
+        // and, on sliding-window layers, j <= i - window (too far back).
+        let kv_len = start + t;
+        let mask_where = |hidden: &dyn Fn(usize, usize) -> bool| -> Result<Tensor> {
+            let m: Vec<u8> = (0..t).flat_map(|i| (0..kv_len).map(move |j| (i, j))).map(|(i, j)| u8::from(hidden(start + i, j))).collect();
+            Ok(Tensor::from_vec(m, (t, kv_len), &Device::Cpu)?)
+        };
+        let mask = if t > 1 { Some(mask_where(&|i, j| j > i)?) } else { None };
+        let window = self.config.extra.sliding_window.filter(|_| self.config.extra.sliding_layers.iter().any(|&s| s));
+        let mask_sliding = match window {
+            Some(w) if kv_len > w => Some(mask_where(&|i, j| j > i || i - j >= w)?),
+            _ => None,
         };
         let qk_perm = self.qk_perm.clone();
-        Ok(Pass { hooks, start, t, batch, rope, mask, differentiable: self.differentiable, qk_perm, new_kv: Vec::new() })
+        Ok(Pass {
+            hooks,
+            start,
+            t,
+            batch,
+            rope,
+            rope_local,
+            mask,
+            mask_sliding,
+            differentiable: self.differentiable,
+            qk_perm,
+            new_kv: Vec::new(),
+        })
     }
 
     pub(super) fn check_span(&self, start: usize, t: usize) -> Result<()> {

@@ -20,11 +20,11 @@ use candle_core::{DType, Device, Tensor};
 use self::attention::Attention;
 use self::linear::{Linear, Norm};
 use self::mlp::Mlp;
-use crate::config::Config;
+use crate::config::{Config, NormKind};
 use crate::error::{Error, Result};
 use crate::hooks::{ActivationCache, HookPoint};
 use crate::kernels::Kernels;
-use crate::load::parts::{Parts, QkLayout, Weight};
+use crate::load::parts::{NormParts, Parts, QkLayout, Weight};
 use crate::tokenizer::Tokenizer;
 pub use scalpel_types::{Matrix, ModelFiles, ModelSource, Precision};
 
@@ -50,8 +50,12 @@ pub struct SavedWeight {
 pub(crate) struct Block {
     ln1: Norm,
     attn: Attention,
+    /// Gemma's norm of the attention output (`ln1_post`).
+    ln1_post: Option<Norm>,
     ln2: Norm,
     mlp: Mlp,
+    /// Gemma's norm of the MLP output (`ln2_post`).
+    ln2_post: Option<Norm>,
 }
 
 impl Block {
@@ -133,8 +137,10 @@ pub struct Model {
     blocks: Vec<Block>,
     ln_final: Norm,
     unembed: Linear,
-    /// RoPE inverse frequencies, `[d_head / 2]`.
+    /// RoPE inverse frequencies, `[rotary_dim / 2]`.
     inv_freq: Vec<f32>,
+    /// Those of sliding-window layers, when their base differs (Gemma 3).
+    inv_freq_local: Option<Vec<f32>>,
     /// The order of query and key rows within a head, as the file stored them.
     qk_layout: QkLayout,
     /// For `QkLayout::Interleaved`: head-dimension gathers (u32 index
@@ -192,11 +198,23 @@ impl Model {
         let mut blocks = Vec::with_capacity(parts.blocks.len());
         for pb in parts.blocks {
             let lin = |p| Linear::from_parts(p, precision);
+            // q/k norms are RMSNorms whatever the block's norm kind.
+            let rms = |p: NormParts| Norm::new(p, NormKind::Rms, eps);
+            let norm = |p: NormParts| Norm::new(p, kind, eps);
             blocks.push(Block {
-                ln1: Norm::new(pb.ln1, kind, eps),
-                attn: Attention { q: lin(pb.q)?, k: lin(pb.k)?, v: lin(pb.v)?, o: lin(pb.o)? },
-                ln2: Norm::new(pb.ln2, kind, eps),
+                ln1: norm(pb.ln1),
+                attn: Attention {
+                    q: lin(pb.q)?,
+                    k: lin(pb.k)?,
+                    v: lin(pb.v)?,
+                    o: lin(pb.o)?,
+                    q_norm: pb.q_norm.map(rms),
+                    k_norm: pb.k_norm.map(rms),
+                },
+                ln1_post: pb.ln1_post.map(norm),
+                ln2: norm(pb.ln2),
                 mlp: Mlp { gate: pb.gate.map(lin).transpose()?, up: lin(pb.up)?, down: lin(pb.down)? },
+                ln2_post: pb.ln2_post.map(norm),
             });
         }
         let embed = parts.embed.to_f32()?;
@@ -208,7 +226,8 @@ impl Model {
             (None, Weight::F32(w)) => Linear::from_f32(w, None, precision)?,
             (None, Weight::Quant(q)) => Linear::from_blocks(q, None, precision)?,
         };
-        let inv_freq = rotary::inv_freq(config.d_head, config.rope_theta);
+        let inv_freq = rotary::inv_freq(config.rotary_dim(), config.rope_theta);
+        let inv_freq_local = config.extra.rope_local_theta.map(|theta| rotary::inv_freq(config.rotary_dim(), theta));
         let qk_layout = parts.qk_layout;
         let qk_perm = match qk_layout {
             QkLayout::Halves => None,
@@ -230,6 +249,7 @@ impl Model {
             blocks,
             unembed,
             inv_freq,
+            inv_freq_local,
             qk_layout,
             qk_perm,
             differentiable: false,
@@ -385,9 +405,28 @@ impl Model {
     }
 
     /// Logits from normalised residual values `[.., d_model]` (logit lens: apply
-    /// `final_norm` first).
+    /// `final_norm` first), soft-capped as the model caps its own (Gemma 2).
     pub fn unembed(&self, x: &Tensor) -> Result<Tensor> {
+        let logits = self.unembed.forward(x)?;
+        match self.config.extra.final_softcap {
+            Some(cap) => Ok(((logits / cap as f64)?.tanh()? * cap as f64)?),
+            None => Ok(logits),
+        }
+    }
+
+    /// Logits before any final soft-cap: the unembedding alone, which is
+    /// linear in its input (direct logit attribution decomposes these).
+    pub fn unembed_uncapped(&self, x: &Tensor) -> Result<Tensor> {
         self.unembed.forward(x)
+    }
+
+    /// A block's extra norm (`ln1_post`, `ln2_post`) as stored: the scale it
+    /// applies `[d_model]` (Gemma's `1 + w`) and epsilon; `None` if the
+    /// model has none.
+    pub fn post_norm_params(&self, layer: usize, after_mlp: bool) -> Option<(&Tensor, f32)> {
+        let blk = self.blocks.get(layer)?;
+        let n = if after_mlp { blk.ln2_post.as_ref() } else { blk.ln1_post.as_ref() }?;
+        Some((&n.w, n.eps))
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {

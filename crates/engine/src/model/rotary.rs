@@ -46,3 +46,16 @@ pub(crate) fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, layout: QkLayout, dif
         (QkLayout::Interleaved, true) => r::rope_i_slow(x, cos, sin)?,
     })
 }
+
+/// Rotates the first `rotary_dim` dimensions of each head of `x`
+/// (`[b, head, t, d_head]`) and passes the rest through (GPT-NeoX's partial
+/// rotary embedding; all of them when `rotary_dim == d_head`).
+pub(crate) fn rope_partial(x: &Tensor, rotary_dim: usize, cos: &Tensor, sin: &Tensor, layout: QkLayout, differentiable: bool) -> Result<Tensor> {
+    let d_head = x.dim(3)?;
+    if rotary_dim == d_head {
+        return rope(x, cos, sin, layout, differentiable);
+    }
+    let turned = rope(&x.narrow(3, 0, rotary_dim)?.contiguous()?, cos, sin, layout, differentiable)?;
+    let rest = x.narrow(3, rotary_dim, d_head - rotary_dim)?;
+    Ok(Tensor::cat(&[&turned, &rest], 3)?.contiguous()?)
+}

@@ -5,7 +5,8 @@
 //! `i, i + d_head/2`.
 
 use scalpel_engine::load::parts::{Parts, Weight};
-use scalpel_engine::{rotary, Arch, Config};
+use scalpel_engine::config::{Activation, NormKind, PosEmbedding};
+use scalpel_engine::{rotary, Config};
 
 use crate::device::Gpu;
 use crate::quant::{block_words, gpu_format, repack};
@@ -43,15 +44,37 @@ pub(super) struct Weights {
     pub layers: Vec<LayerWeights>,
 }
 
-/// Why the GPU forward pass cannot run `cfg`'s architecture, if it cannot.
+/// Why the GPU forward pass cannot run `cfg`'s architecture, if it cannot:
+/// every feature it lacks, by name (the CPU engine runs them all).
 pub(super) fn unsupported(name: &str, cfg: &Config, parts: &Parts) -> Option<String> {
     let (d, m, dh) = (cfg.d_model, cfg.d_mlp, cfg.d_head);
-    if cfg.arch != Arch::Llama {
-        return Some(format!("{name}: the GPU backend runs llama-family models (RMSNorm, RoPE, SiLU-gated MLP); this is {}", cfg.arch.name()));
-    }
+    let f = &cfg.extra;
     let biased = parts.blocks.iter().any(|b| [&b.q, &b.k, &b.v, &b.o].iter().any(|l| l.b.is_some()));
-    if biased {
-        return Some(format!("{name}: the GPU kernels have no attention biases"));
+    let lacks: Vec<&str> = [
+        (cfg.norm != NormKind::Rms, "LayerNorm"),
+        (cfg.pos_embedding != PosEmbedding::Rope, "learned position embeddings"),
+        (!cfg.gated_mlp, "an ungated MLP"),
+        (cfg.act != Activation::Silu, "GELU activations"),
+        (biased, "attention biases"),
+        (f.qk_norm, "query/key norms"),
+        (f.post_norms, "post-attention and post-MLP norms"),
+        (f.embed_scale.is_some(), "scaled embeddings"),
+        (f.attn_scale.is_some(), "a custom attention scale"),
+        (f.attn_softcap.is_some() || f.final_softcap.is_some(), "soft-capping"),
+        (!f.sliding_layers.is_empty(), "sliding-window attention"),
+        (f.parallel_residual, "parallel attention and MLP"),
+        (f.rotary_dim.is_some(), "partial rotary embeddings"),
+        (cfg.d_attn() != d, "heads wider than d_model / n_heads"),
+    ]
+    .into_iter()
+    .filter_map(|(missing, what)| missing.then_some(what))
+    .collect();
+    if !lacks.is_empty() {
+        return Some(format!(
+            "{name}: the GPU backend cannot run this {} model: it has no {} (the CPU engine runs it)",
+            cfg.arch.name(),
+            lacks.join(", ")
+        ));
     }
     if d % 4 != 0 || m % 4 != 0 || dh > 256 {
         return Some(format!("{name}: the GPU kernels need d_model and d_mlp divisible by 4 and d_head <= 256 (got {d}, {m}, {dh})"));

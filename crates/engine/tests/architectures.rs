@@ -1,0 +1,231 @@
+//! Every architecture against transformers itself: tiny random checkpoints
+//! written by `tests/reference/make_arch_fixtures.py` (transformers'
+//! `save_pretrained`, some in bf16) with transformers' float32 logits and
+//! hook values on two prompts each, committed under `tests/fixtures/arch`.
+//! Scalpel's f32 logits must equal them within 1e-4 with the same argmax at
+//! every position, and its hook values (resid_post, attention pattern, z,
+//! MLP post) likewise.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use scalpel_engine::{HookPoint, Model, ModelSource, Precision, Site};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/arch")
+}
+
+struct Expected {
+    prompts: Vec<(String, Vec<u32>)>,
+    tensors: std::collections::HashMap<String, Tensor>,
+}
+
+fn expected(dir: &Path) -> Expected {
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
+    let prompts = meta["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let ids = p["ids"].as_array().unwrap().iter().map(|i| i.as_u64().unwrap() as u32).collect();
+            (p["text"].as_str().unwrap().to_owned(), ids)
+        })
+        .collect();
+    let tensors = candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
+    Expected { prompts, tensors }
+}
+
+fn load(dir: &Path) -> Model {
+    let read = |f: &str| std::fs::read(dir.join(f)).ok();
+    let config = read("config.json").unwrap();
+    let tokenizer = read("tokenizer.json");
+    let tokenizer_config = read("tokenizer_config.json");
+    let weights = read("model.safetensors").unwrap();
+    let source = ModelSource::HuggingFace {
+        config: &config,
+        tokenizer: tokenizer.as_deref(),
+        tokenizer_config: tokenizer_config.as_deref(),
+        weights: vec![("model.safetensors".to_owned(), &weights[..])],
+    };
+    Model::load(&dir.file_name().unwrap().to_string_lossy(), source, Precision::F32).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+}
+
+const ARCHS: [(&str, &str); 6] =
+    [("llama", "llama"), ("qwen2", "qwen2"), ("qwen3_bf16", "qwen3"), ("gpt_neox", "gpt_neox"), ("gemma2", "gemma2"), ("gemma3", "gemma3")];
+
+#[test]
+fn every_architecture_matches_transformers() {
+    let mut report = Vec::new();
+    for (dir_name, arch) in ARCHS {
+        let dir = fixtures().join(dir_name);
+        let exp = expected(&dir);
+        let model = load(&dir);
+        assert_eq!(model.config.arch.name(), arch);
+        let n = model.config.n_layers;
+        let mut points = Vec::new();
+        for l in 0..n {
+            points.extend([Site::ResidPost, Site::Pattern, Site::Z, Site::MlpPost].map(|s| HookPoint::block(l, s)));
+        }
+        let mut worst = 0f32;
+        for (i, (text, ids)) in exp.prompts.iter().enumerate() {
+            // The model's own tokenizer gives transformers' ids.
+            assert_eq!(&model.tokenizer().encode(text).unwrap(), ids, "{dir_name}: ids of {text:?}");
+            let (logits, cache) = model.run_with_cache(ids, &points).unwrap();
+            let want = &exp.tensors[&format!("p{i}.logits")];
+            let d = max_abs_diff(&logits, want);
+            assert!(d < 1e-4, "{dir_name} prompt {i}: logits differ by {d}");
+            worst = worst.max(d);
+            let am = |t: &Tensor| t.argmax(1).unwrap().to_vec1::<u32>().unwrap();
+            assert_eq!(am(&logits), am(want), "{dir_name} prompt {i}: argmax");
+            for p in &points {
+                let got = cache.get(p).unwrap();
+                let want = &exp.tensors[&format!("p{i}.{}", p.name())].to_dtype(DType::F32).unwrap();
+                let got = got.reshape(want.dims()).unwrap();
+                let d = max_abs_diff(&got, want);
+                assert!(d < 1e-4, "{dir_name} prompt {i}: {} differs by {d}", p.name());
+                worst = worst.max(d);
+            }
+        }
+        report.push(format!("{dir_name}: {} prompts, worst |Δ| {worst:.2e}", exp.prompts.len()));
+    }
+    eprintln!("{}", report.join("\n"));
+}
+
+/// `load` with `edit` applied to config.json.
+fn load_edited(dir: &Path, edit: impl Fn(&mut serde_json::Value)) -> Result<Model, String> {
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_slice(&read("config.json")).unwrap();
+    edit(&mut cfg);
+    let config = serde_json::to_vec(&cfg).unwrap();
+    let (tokenizer, weights) = (read("tokenizer.json"), read("model.safetensors"));
+    let source = ModelSource::HuggingFace {
+        config: &config,
+        tokenizer: Some(&tokenizer),
+        tokenizer_config: None,
+        weights: vec![("model.safetensors".to_owned(), &weights[..])],
+    };
+    Model::load("edited", source, Precision::F32).map_err(|e| e.to_string())
+}
+
+/// Each feature the fixtures stand for changes their numbers: with it
+/// turned off (in config.json) the logits move far beyond the tolerance,
+/// so the comparison above really checks it.
+#[test]
+fn the_fixtures_exercise_each_feature() {
+    use serde_json::json;
+    type Edit = fn(&mut serde_json::Value);
+    let cases: [(&str, &str, Edit); 7] = [
+        ("gemma2", "sliding window", |c| c["sliding_window"] = json!(4096)),
+        ("gemma2", "attention soft-cap", |c| c["attn_logit_softcapping"] = json!(null)),
+        ("gemma2", "final soft-cap", |c| c["final_logit_softcapping"] = json!(null)),
+        ("gemma2", "query_pre_attn_scalar", |c| c["query_pre_attn_scalar"] = json!(8)),
+        ("gemma3", "local rope base", |c| c["rope_parameters"]["sliding_attention"]["rope_theta"] = json!(1000000.0)),
+        ("gpt_neox", "partial rotary", |c| c["rope_parameters"]["partial_rotary_factor"] = json!(0.5)),
+        ("gpt_neox", "parallel residual", |c| c["use_parallel_residual"] = json!(false)),
+    ];
+    for (dir_name, feature, edit) in cases {
+        let dir = fixtures().join(dir_name);
+        let exp = expected(&dir);
+        let model = load_edited(&dir, edit).unwrap();
+        let logits = model.logits(&exp.prompts[0].1).unwrap();
+        let d = max_abs_diff(&logits, &exp.tensors["p0.logits"]);
+        assert!(d > 1e-2, "{dir_name}: without its {feature} the logits move only {d}");
+    }
+}
+
+/// Generation's cached passes (one token at a time, sliding-window masks
+/// and all) give the logits of one full pass.
+#[test]
+fn cached_decoding_equals_the_full_pass() {
+    for (dir_name, _) in ARCHS {
+        let dir = fixtures().join(dir_name);
+        let exp = expected(&dir);
+        let model = load(&dir);
+        let ids = &exp.prompts[0].1;
+        let full = model.logits(ids).unwrap();
+        let mut cache = scalpel_engine::KvCache::new(&model.config);
+        let split = 3;
+        let mut rows = vec![model
+            .forward(&model.ids_tensor(&ids[..split]).unwrap(), Some(&mut cache), None, scalpel_engine::Logits::All)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()];
+        for &id in &ids[split..] {
+            rows.push(
+                model.forward(&model.ids_tensor(&[id]).unwrap(), Some(&mut cache), None, scalpel_engine::Logits::All).unwrap().squeeze(0).unwrap(),
+            );
+        }
+        let cached = Tensor::cat(&rows, 0).unwrap();
+        let d = max_abs_diff(&cached, &full);
+        assert!(d < 1e-4, "{dir_name}: cached decoding differs from the full pass by {d}");
+    }
+}
+
+/// Each architecture has the hook points it computes, under
+/// TransformerLens' names, and refuses the ones it does not.
+#[test]
+fn hook_points_per_architecture() {
+    let has = |dir: &str, name: &str| load(&fixtures().join(dir)).hook_point(name).is_ok();
+    for dir in ["qwen3_bf16", "gemma3"] {
+        assert!(has(dir, "blocks.0.attn.q_norm.hook_normalized") && has(dir, "blocks.2.attn.k_norm.hook_normalized"), "{dir}");
+    }
+    for dir in ["gemma2", "gemma3"] {
+        assert!(has(dir, "blocks.1.ln1_post.hook_normalized") && has(dir, "blocks.1.ln2_post.hook_normalized"), "{dir}");
+    }
+    for dir in ["llama", "qwen2", "gpt_neox"] {
+        assert!(!has(dir, "blocks.0.attn.q_norm.hook_normalized") && !has(dir, "blocks.0.ln1_post.hook_normalized"), "{dir}");
+    }
+    assert!(!has("gpt_neox", "blocks.0.hook_resid_mid"), "a parallel block has no resid_mid");
+    let err = load(&fixtures().join("gpt_neox")).hook_point("blocks.0.hook_resid_mid").unwrap_err().to_string();
+    assert!(err.contains("does not exist in this gpt_neox model"), "{err}");
+
+    // Hooks can rewrite the new sites: zeroing Gemma 3's normalised queries
+    // makes every attention pattern uniform over the visible keys.
+    let model = load(&fixtures().join("gemma3"));
+    let ids = &expected(&fixtures().join("gemma3")).prompts[0].1;
+    let q = HookPoint::block(2, Site::QNorm);
+    let pat = HookPoint::block(2, Site::Pattern);
+    let mut zero = scalpel_engine::FnHook::new([q], |_, x: &Tensor| Ok(Some(x.zeros_like()?)));
+    let mut cache = scalpel_engine::ActivationCache::new([pat]);
+    let mut list = scalpel_engine::HookList::new();
+    list.push(&mut zero);
+    list.push(&mut cache);
+    model.forward(&model.ids_tensor(ids).unwrap(), None, Some(&mut list), scalpel_engine::Logits::Last).unwrap();
+    drop(list);
+    let p: Vec<Vec<Vec<f32>>> = cache.get(&pat).unwrap().squeeze(0).unwrap().to_vec3().unwrap();
+    for (i, row) in p[0].iter().enumerate() {
+        assert!((row[0] - 1.0 / (i + 1) as f32).abs() < 1e-6, "layer 2 is global: query {i} sees {} keys", i + 1);
+    }
+}
+
+/// Configs that would change the numbers in ways not implemented are
+/// refused with a message naming what, never run with a default.
+#[test]
+fn unimplemented_config_values_are_refused() {
+    use serde_json::json;
+    type Edit = fn(&mut serde_json::Value);
+    let cases: [(&str, Edit, &str); 7] = [
+        ("gemma3", |c| c["model_type"] = json!("gemma3"), "multimodal"),
+        ("gemma3", |c| c["rope_parameters"]["full_attention"]["rope_type"] = json!("linear"), "rope type 'linear'"),
+        ("gemma2", |c| c["layer_types"][0] = json!("chunked_attention"), "chunked_attention"),
+        ("gemma2", |c| c["layer_types"] = json!(["full_attention"]), "lists 1 layers"),
+        ("qwen2", |c| { c["use_sliding_window"] = json!(true); c.as_object_mut().unwrap().remove("layer_types"); }, "use_sliding_window"),
+        ("qwen3_bf16", |c| c["rope_parameters"]["rope_type"] = json!("yarn"), "rope type 'yarn'"),
+        ("gpt_neox", |c| c["rotary_pct"] = json!(0.5), "both 'rotary_pct'"),
+    ];
+    for (dir, edit, want) in cases {
+        let err = load_edited(&fixtures().join(dir), edit).err().unwrap_or_else(|| panic!("{dir}: accepted (wanted '{want}')"));
+        assert!(err.contains(want), "{dir}: {err}");
+    }
+    // Older configs without layer_types get the architecture's pattern.
+    let old = load_edited(&fixtures().join("gemma2"), |c| {
+        c.as_object_mut().unwrap().remove("layer_types");
+    })
+    .unwrap();
+    assert_eq!(old.config.extra.sliding_layers, [true, false, true]);
+}

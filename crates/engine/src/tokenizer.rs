@@ -30,12 +30,17 @@ impl Tokenizer {
             .get("tokenizer.ggml.model")
             .and_then(|v| v.as_str())
             .ok_or_else(|| Error::load(file, "no tokenizer in this GGUF (missing 'tokenizer.ggml.model')"))?;
-        if model != "gpt2" {
-            return Err(Error::load(
-                file,
-                format!("tokenizer model '{model}' is not supported yet (supported: 'gpt2' byte-level BPE)"),
-            ));
-        }
+        let spm = match model {
+            "gpt2" => false,
+            // SentencePiece (Llama 2, TinyLlama, Gemma): pieces with scores.
+            "llama" => true,
+            _ => {
+                return Err(Error::load(
+                    file,
+                    format!("tokenizer model '{model}' is not supported (supported: 'gpt2' byte-level BPE, 'llama' SentencePiece)"),
+                ))
+            }
+        };
         let strings = |key: &str| -> Result<Vec<&str>> {
             let arr = g
                 .require(key)?
@@ -70,8 +75,11 @@ impl Tokenizer {
                     "rstrip": false, "normalized": false, "special": *ty == 3}));
             }
         }
-        let (pre_tokenizer, warnings) = gguf_pre_tokenizer(g);
-        let spec = json!({
+        let (pre_tokenizer, warnings) = if spm { (serde_json::Value::Null, Vec::new()) } else { gguf_pre_tokenizer(g) };
+        let spec = if spm {
+            spm_spec(g, &tokens, &types, vocab, added)?
+        } else {
+            json!({
             "version": "1.0",
             "truncation": null,
             "padding": null,
@@ -83,7 +91,8 @@ impl Tokenizer {
             "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
                 "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
                 "vocab": vocab, "merges": merges},
-        });
+            })
+        };
         let inner = tokenizers::Tokenizer::from_bytes(spec.to_string().as_bytes())
             .map_err(|e| Error::load(file, format!("cannot build the tokenizer from GGUF metadata: {e}")))?;
         let id = |k: &str| {
@@ -315,6 +324,73 @@ impl std::io::Write for CappedWriter {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// A SentencePiece vocabulary (`tokenizer.ggml.model = llama`) as a
+/// `tokenizers` BPE, the way transformers converts SentencePiece models:
+/// every pair of pieces whose concatenation is a piece is a merge, ranked
+/// by that piece's score (highest first), so merging the lowest rank first
+/// is SentencePiece's "merge the highest-scoring pair"; bytes of characters
+/// outside the vocabulary fall back to the `<0xNN>` pieces; spaces are
+/// `▁`, with one prepended when `tokenizer.ggml.add_space_prefix` (default
+/// true, as llama.cpp reads it) says so.
+fn spm_spec(g: &Gguf, tokens: &[&str], types: &[u64], vocab: serde_json::Map<String, serde_json::Value>, added: Vec<serde_json::Value>) -> Result<serde_json::Value> {
+    let file = &g.file;
+    let scores: Vec<f64> = g
+        .require("tokenizer.ggml.scores")?
+        .as_array()
+        .ok_or_else(|| Error::load(file, "'tokenizer.ggml.scores' is not an array"))?
+        .iter()
+        .map(|v| v.as_f64().filter(|f| !f.is_nan()).ok_or_else(|| Error::load(file, "'tokenizer.ggml.scores' holds a value that is not a number")))
+        .collect::<Result<_>>()?;
+    if scores.len() != tokens.len() {
+        return Err(Error::load(file, format!("tokenizer.ggml.scores has {} entries for {} tokens", scores.len(), tokens.len())));
+    }
+    let id_of: std::collections::HashMap<&str, usize> = tokens.iter().enumerate().map(|(i, t)| (*t, i)).collect();
+    // (left id, right id, score of the merged piece), in transformers' order:
+    // pieces by id, splits by (left id, right id), then stably by score.
+    let mut merges: Vec<(usize, usize, f64)> = Vec::new();
+    for (id, piece) in tokens.iter().enumerate() {
+        // Only normal pieces are made by merging (types: 1 normal, 2 unknown,
+        // 3 control, 4 user-defined, 5 unused, 6 byte).
+        if types[id] != 1 {
+            continue;
+        }
+        let mut local: Vec<(usize, usize, f64)> = piece
+            .char_indices()
+            .skip(1)
+            .filter_map(|(at, _)| Some((*id_of.get(&piece[..at])?, *id_of.get(&piece[at..])?, scores[id])))
+            .collect();
+        local.sort_by_key(|&(l, r, _)| (l, r));
+        merges.extend(local);
+    }
+    merges.sort_by(|a, b| b.2.total_cmp(&a.2));
+    let merges: Vec<serde_json::Value> = merges.into_iter().map(|(l, r, _)| json!([tokens[l], tokens[r]])).collect();
+    let unk = types.iter().position(|&t| t == 2).map(|i| tokens[i]);
+    let prefix = g.get("tokenizer.ggml.add_space_prefix").and_then(|v| v.as_bool()).unwrap_or(true);
+    let mut normalizers = Vec::new();
+    if prefix {
+        normalizers.push(json!({"type": "Prepend", "prepend": "\u{2581}"}));
+    }
+    normalizers.push(json!({"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"}));
+    Ok(json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": {"type": "Sequence", "normalizers": normalizers},
+        "pre_tokenizer": null,
+        "post_processor": null,
+        // Generated text keeps its leading space (it continues a prompt).
+        "decoder": {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "},
+            {"type": "ByteFallback"},
+            {"type": "Fuse"}
+        ]},
+        "model": {"type": "BPE", "dropout": null, "unk_token": unk, "continuing_subword_prefix": null,
+            "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
+            "vocab": vocab, "merges": merges},
+    }))
 }
 
 /// The pre-tokenizer llama.cpp's `tokenizer.ggml.pre` names (GPT-2's, with a

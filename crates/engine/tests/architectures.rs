@@ -229,3 +229,25 @@ fn unimplemented_config_values_are_refused() {
     .unwrap();
     assert_eq!(old.config.extra.sliding_layers, [true, false, true]);
 }
+
+/// A GGUF with a SentencePiece vocabulary (`tokenizer.ggml.model = llama`,
+/// as llama.cpp's converter writes Llama 2 / TinyLlama / Gemma files):
+/// its ids equal sentencepiece's own on varied text (byte fallback for
+/// characters outside the vocabulary, spaces, tabs, newlines, digits).
+#[test]
+fn sentencepiece_gguf_ids_equal_sentencepiece() {
+    let dir = fixtures().join("spm_gguf");
+    let bytes = std::fs::read(dir.join("tiny-spm.gguf")).unwrap();
+    let model = Model::load("tiny-spm.gguf", ModelSource::Gguf(&bytes), Precision::F32).unwrap();
+    let exp: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
+    let cases = exp["cases"].as_array().unwrap();
+    assert!(cases.len() >= 7);
+    for case in cases {
+        let text = case["text"].as_str().unwrap();
+        let want: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|i| i.as_u64().unwrap() as u32).collect();
+        let got = model.tokenizer().encode(text).unwrap();
+        assert_eq!(got, want, "ids of {text:?}");
+        // Decoding gives the text back (after the BOS and the prefix space).
+        assert_eq!(model.tokenizer().decode(&got[1..]), format!(" {text}"), "decode of {text:?}");
+    }
+}

@@ -141,6 +141,16 @@ pub fn with_model_url(html: &str, url: &str) -> R<String> {
     Ok(format!("{}{escaped}{}", &html[..r.start], &html[r.end..]))
 }
 
+/// The path a built page loads its script from (Trunk's public URL: `/`,
+/// `./` or e.g. `/scalpel/`), from the `import … from '<base>app-….js'` Trunk writes.
+pub fn built_base(html: &str) -> Option<String> {
+    let from = html.find("import init")?;
+    let quote = from + html[from..].find(" from '")? + " from '".len();
+    let path = &html[quote..quote + html[quote..].find('\'')?];
+    let file = path.rsplit('/').next()?;
+    Some(path[..path.len() - file.len()].to_string())
+}
+
 pub fn cmd_dist(args: &[String]) -> R<()> {
     let a = parse_args(args)?;
     let ctx = Ctx::new()?;
@@ -291,6 +301,15 @@ mod test {
         assert!(new.contains("content=\"https://h/x.gguf?a=1&amp;b=2\""));
         assert_eq!(page_model_url(&new).unwrap(), "https://h/x.gguf?a=1&b=2");
         assert!(page_model_url("<head></head>").unwrap_err().contains("scalpel-model-url"));
+    }
+
+    #[test]
+    fn base_of_a_build() {
+        let page = |b: &str| format!("<script type=\"module\">\nimport init, * as bindings from '{b}app-12ab.js';\n</script>");
+        assert_eq!(built_base(&page("/")).as_deref(), Some("/"));
+        assert_eq!(built_base(&page("./")).as_deref(), Some("./"));
+        assert_eq!(built_base(&page("/scalpel/")).as_deref(), Some("/scalpel/"));
+        assert_eq!(built_base("<html></html>"), None);
     }
 
     /// The page's own index.html names the default model in the meta this module rewrites.

@@ -128,14 +128,19 @@ fn cmd_serve(args: &[String]) -> R<()> {
             dist.display()
         ));
     }
+    let html = std::fs::read_to_string(dist.join("index.html")).map_err(|e| format!("cannot read dist/index.html: {e}"))?;
+    if let Some(base) = dist::built_base(&html).filter(|b| b != "/" && b != "./") {
+        return Err(format!(
+            "dist/ was built for the sub-path {base} (`cargo xtask dist --base {base}`); `serve` serves at /: run it without --no-build"
+        ));
+    }
+    let model_url = dist::page_model_url(&html).map_err(|e| format!("dist/{e}: it is an older build; run without --no-build"))?;
     let srv = server::Server::bind(&format!("{host}:{port}"), ctx.mounts(), true)?;
     setup::step(&format!(
         "Serving {} and the default model at http://{}/ (Ctrl-C to stop)",
         dist.display(),
         srv.addr()
     ));
-    let html = std::fs::read_to_string(dist.join("index.html")).map_err(|e| format!("cannot read dist/index.html: {e}"))?;
-    let model_url = dist::page_model_url(&html)?;
     if model_url.contains("://") {
         println!("    default model URL: {model_url} (dist/ was built by `cargo xtask dist --model-url`)");
     } else {

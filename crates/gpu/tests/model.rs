@@ -331,3 +331,41 @@ fn default_model_quantized_matches_cpu() {
     assert_eq!(got, want, "quantized: greedy generation");
     eprintln!("quantized: greedy 8 tokens equal: {got:?}");
 }
+
+/// The architectures the GPU pass cannot run are refused at load with every
+/// feature it lacks named; the HF llama checkpoint of the same fixtures runs.
+#[test]
+fn architectures_the_gpu_lacks_are_refused_by_name() {
+    let Some(gpu) = gpu() else { return };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/arch");
+    let cases: [(&str, &[&str]); 6] = [
+        ("llama", &[]),
+        ("qwen2", &["attention biases"]),
+        ("qwen3_bf16", &["query/key norms", "heads wider than d_model / n_heads"]),
+        ("gpt_neox", &["LayerNorm", "an ungated MLP", "GELU", "parallel attention and MLP", "partial rotary"]),
+        ("gemma2", &["post-attention and post-MLP norms", "scaled embeddings", "soft-capping", "sliding-window attention"]),
+        ("gemma3", &["query/key norms", "sliding-window attention", "GELU"]),
+    ];
+    for (name, lacks) in cases {
+        let read = |f: &str| std::fs::read(dir.join(name).join(f)).unwrap();
+        let (config, tokenizer, weights) = (read("config.json"), read("tokenizer.json"), read("model.safetensors"));
+        let source = ModelSource::HuggingFace {
+            config: &config,
+            tokenizer: Some(&tokenizer),
+            tokenizer_config: None,
+            weights: vec![("model.safetensors".into(), &weights[..])],
+        };
+        let (cfg, _, parts) = scalpel_engine::read(name, source).unwrap();
+        match GpuModel::from_parts(gpu.clone(), name, &cfg, &parts, &GpuModelOptions::default()) {
+            Ok(_) => assert!(lacks.is_empty(), "{name}: the GPU accepted it"),
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(!lacks.is_empty(), "{name}: refused: {msg}");
+                for l in lacks {
+                    assert!(msg.contains(l), "{name}: '{msg}' does not name '{l}'");
+                }
+                assert!(msg.contains("the CPU engine runs it"), "{msg}");
+            }
+        }
+    }
+}

@@ -104,8 +104,14 @@ pub struct DlaResult {
     pub wrong: Option<TokenRef>,
     /// "logit_diff" (with a wrong token) or "logit".
     pub metric: String,
-    /// The metric from the model's real logits.
+    /// The metric from the model's real logits (before the final soft-cap,
+    /// when the model has one: see `final_softcap`).
     pub total: f32,
+    /// The model's final logit soft-cap (Gemma 2: logits = cap·tanh(x/cap)),
+    /// if any. It is not linear, so `total` and the components are the
+    /// logits before it, which the residual stream decomposes exactly.
+    #[serde(default)]
+    pub final_softcap: Option<f32>,
     /// Σ of every component below.
     pub sum_of_components: f32,
     /// total − sum_of_components: rounding, or whatever an intervention added

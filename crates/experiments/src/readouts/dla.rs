@@ -30,6 +30,12 @@ pub struct DlaRequest {
 /// contributes (w ⊙ (c − mean c) / s) · (W_U[answer] − W_U[wrong]); the
 /// LayerNorm bias contributes b · (W_U[answer] − W_U[wrong]). The components sum
 /// to the real logit difference (exactly, in exact arithmetic).
+///
+/// Blocks with post-norms (Gemma's `ln1_post`) normalise the sum of the
+/// heads before it reaches the residual stream: that norm's scale is
+/// frozen too, so head h contributes (w_post ⊙ W_O[:, h] z_h / s_post) · u.
+/// A final soft-cap (Gemma 2) is not linear: the metric is then taken
+/// before it (`DlaResult::final_softcap`).
 pub fn direct_logit_attribution(model: &Model, req: &DlaRequest, extra: Option<&mut dyn Hook>) -> Result<DlaResult> {
     let t0 = Instant::now();
     let cfg = &model.config;
@@ -92,24 +98,39 @@ pub fn direct_logit_attribution(model: &Model, req: &DlaRequest, extra: Option<&
     };
     let mut layers = Vec::with_capacity(nl);
     for l in 0..nl {
-        // W_O is [d_model, n_heads·d_head]; g = W_Oᵀ u, head h = z_h · g[h].
+        // W_O is [d_model, n_heads·d_head]; g = W_Oᵀ u_l, head h = z_h · g[h].
         let wo: Vec<Vec<f32>> = model.weight(l, Matrix::O)?.to_vec2()?;
+        let z = at(HookPoint::block(l, Site::Z))?; // [n_heads·d_head] at `pos`
+        let bias_o = model.bias(l, Matrix::O)?.map(|b| b.to_vec1::<f32>()).transpose()?;
+        // u_l: u through this block's frozen post-attention norm, if any.
+        let u_l: Vec<f64> = match model.post_norm_params(l, false) {
+            None => u.clone(),
+            Some((w_post, eps_post)) => {
+                let raw: Vec<f64> = wo
+                    .iter()
+                    .enumerate()
+                    .map(|(i, row)| row.iter().zip(&z).map(|(&w, &x)| w as f64 * x as f64).sum::<f64>() + bias_o.as_ref().map_or(0.0, |b| b[i] as f64))
+                    .collect();
+                let s_post = (raw.iter().map(|v| v * v).sum::<f64>() / d as f64 + eps_post as f64).sqrt();
+                let w_post: Vec<f32> = w_post.to_vec1()?;
+                u.iter().zip(&w_post).map(|(&ui, &w)| ui * w as f64 / s_post).collect()
+            }
+        };
         let mut g = vec![0f64; nh * dh];
-        for (row, &ui) in wo.iter().zip(&u) {
+        for (row, &ui) in wo.iter().zip(&u_l) {
             for (gj, &w) in g.iter_mut().zip(row) {
                 *gj += w as f64 * ui;
             }
         }
-        let z = at(HookPoint::block(l, Site::Z))?; // [n_heads·d_head] at `pos`
         let mut heads = Vec::with_capacity(nh);
         for h in 0..nh {
             let v = dot(&z[h * dh..(h + 1) * dh], &g[h * dh..(h + 1) * dh]);
             sum += push(format!("L{l}H{h}"), ComponentKind::Head, Some(l), Some(h), v);
             heads.push(v as f32);
         }
-        let attn_bias = match model.bias(l, Matrix::O)? {
+        let attn_bias = match bias_o {
             Some(b) => {
-                let v = dot(&b.to_vec1::<f32>()?, &u);
+                let v = dot(&b, &u_l);
                 sum += push(format!("L{l}.attn_bias"), ComponentKind::AttnBias, Some(l), None, v);
                 Some(v as f32)
             }
@@ -123,7 +144,15 @@ pub fn direct_logit_attribution(model: &Model, req: &DlaRequest, extra: Option<&
     if let Some(v) = ln_final_bias {
         sum += push("ln_final.bias".into(), ComponentKind::LnFinalBias, None, None, v);
     }
-    let row = row_of(&logits, 0)?;
+    let final_softcap = cfg.extra.final_softcap;
+    let row = match final_softcap {
+        // The logits before the cap, from the same final residual stream.
+        Some(_) => {
+            let xt = Tensor::from_vec(x.clone(), (1, d), &candle_core::Device::Cpu)?;
+            row_of(&model.unembed_uncapped(&model.final_norm(&xt)?)?, 0)?
+        }
+        None => row_of(&logits, 0)?,
+    };
     let total = row[req.answer as usize] - req.wrong.map(|w| row[w as usize]).unwrap_or(0.0);
     Ok(DlaResult {
         ids: req.ids.clone(),
@@ -133,6 +162,7 @@ pub fn direct_logit_attribution(model: &Model, req: &DlaRequest, extra: Option<&
         wrong: req.wrong.map(|w| token_ref(model, w)),
         metric: if req.wrong.is_some() { "logit_diff" } else { "logit" }.into(),
         total,
+        final_softcap,
         sum_of_components: sum as f32,
         unexplained: (total as f64 - sum) as f32,
         norm: match cfg.norm {

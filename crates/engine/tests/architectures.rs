@@ -251,3 +251,28 @@ fn sentencepiece_gguf_ids_equal_sentencepiece() {
         assert_eq!(model.tokenizer().decode(&got[1..]), format!(" {text}"), "decode of {text:?}");
     }
 }
+
+/// Qwen2 and Qwen3 GGUF files written by llama.cpp's own converter
+/// (`tests/reference/make_arch_gguf.py`, f32) from the same checkpoints:
+/// the same ids (llama.cpp's `qwen2` pre-tokenizer) and logits within 1e-4
+/// of transformers', with no tokenizer warning.
+#[test]
+fn qwen_gguf_files_match_transformers() {
+    for dir_name in ["qwen2", "qwen3_bf16"] {
+        let dir = fixtures().join(dir_name);
+        let exp = expected(&dir);
+        let bytes = std::fs::read(dir.join("model-f32.gguf")).unwrap();
+        let model = Model::load("model-f32.gguf", ModelSource::Gguf(&bytes), Precision::F32).unwrap();
+        assert!(model.warnings.is_empty(), "{dir_name}: {:?}", model.warnings);
+        for (i, (text, ids)) in exp.prompts.iter().enumerate() {
+            assert_eq!(&model.tokenizer().encode(text).unwrap(), ids, "{dir_name}: ids of {text:?}");
+            let d = max_abs_diff(&model.logits(ids).unwrap(), &exp.tensors[&format!("p{i}.logits")]);
+            assert!(d < 1e-4, "{dir_name} GGUF prompt {i}: logits differ by {d}");
+        }
+        // And the quantized precision runs it (Q8_0 of the f32 weights).
+        let q = Model::load("model-f32.gguf", ModelSource::Gguf(&bytes), Precision::Quantized).unwrap();
+        let ids = &exp.prompts[0].1;
+        let d = max_abs_diff(&q.logits(ids).unwrap(), &exp.tensors["p0.logits"]);
+        assert!(d < 0.5, "{dir_name} quantized: logits differ by {d}");
+    }
+}

@@ -528,9 +528,10 @@ fn gguf_tokenizer_problems() {
         tok("missing tokenizer.ggml.model", |g| {
             g.remove("tokenizer.ggml.model");
         }, &["no tokenizer"]),
-        tok("tokenizer model llama (sentencepiece)", |g| {
+        // SentencePiece vocabularies need a score per piece.
+        tok("sentencepiece without scores", |g| {
             g.set("tokenizer.ggml.model", Meta::str("llama"));
-        }, &["tokenizer model 'llama'"]),
+        }, &["missing metadata key 'tokenizer.ggml.scores'"]),
         tok("tokenizer model bert", |g| {
             g.set("tokenizer.ggml.model", Meta::str("bert"));
         }, &["tokenizer model 'bert'"]),

@@ -25,6 +25,13 @@ pub(crate) const DEF: ArchDef = ArchDef {
 };
 
 fn gguf_config(g: &Gguf, arch: &str) -> Result<Config> {
+    gguf_decoder_config(g, arch, Arch::Llama)
+}
+
+/// The hyperparameters of a GGUF file of the llama layout (llama, Qwen2,
+/// Qwen3: `{arch}.embedding_length`, `attention.head_count`, ...; the head
+/// size from `attention.key_length` when it is given).
+pub(crate) fn gguf_decoder_config(g: &Gguf, arch: &str, kind: Arch) -> Result<Config> {
     let key = |k: &str| format!("{arch}.{k}");
     let u = |k: &str| -> Result<usize> { size(&g.file, &key(k), g.require_u64(&key(k))?) };
     let f = |k: &str| -> Option<f64> { g.get(&key(k)).and_then(|v| v.as_f64()) };
@@ -41,13 +48,22 @@ fn gguf_config(g: &Gguf, arch: &str) -> Result<Config> {
             .map(|t| t.shape[0])
             .ok_or_else(|| Error::load(&g.file, "missing tensor 'token_embd.weight'"))?,
     };
+    let d_head = match g.get(&key("attention.key_length")) {
+        Some(_) => u("attention.key_length")?,
+        None => d_model.checked_div(n_heads).unwrap_or(0),
+    };
+    if let Some(v) = g.get(&key("attention.value_length")) {
+        if v.as_u64() != Some(d_head as u64) {
+            return Err(Error::load(&g.file, format!("{} differs from the key length {d_head}: not supported", key("attention.value_length"))));
+        }
+    }
     let cfg = Config {
-        arch: Arch::Llama,
+        arch: kind,
         n_layers: u("block_count")?,
         d_model,
         n_heads,
         n_kv_heads,
-        d_head: d_model.checked_div(n_heads).unwrap_or(0),
+        d_head,
         d_mlp: u("feed_forward_length")?,
         d_vocab,
         n_ctx: u("context_length")?,
@@ -84,6 +100,14 @@ fn gguf_config(g: &Gguf, arch: &str) -> Result<Config> {
 }
 
 fn gguf_parts(cfg: &Config, g: &Gguf) -> Result<Parts> {
+    gguf_decoder_parts(cfg, g, QkLayout::Interleaved)
+}
+
+/// The weights of a GGUF file of the llama layout: `blk.{l}.attn_q` ...
+/// with the biases (`attn_q.bias`, Qwen2) and q/k norms (`attn_q_norm`,
+/// Qwen3) the file has. `layout`: llama.cpp's converter permutes query and
+/// key rows for llama models only.
+pub(crate) fn gguf_decoder_parts(cfg: &Config, g: &Gguf, layout: QkLayout) -> Result<Parts> {
     let check = |t: &str, shape: &[usize], want: &[usize]| -> Result<()> {
         if shape != want {
             return Err(Error::load(&g.file, format!("tensor '{t}' has shape {shape:?}, expected {want:?}")));
@@ -95,9 +119,16 @@ fn gguf_parts(cfg: &Config, g: &Gguf) -> Result<Parts> {
         check(t, q.shape().dims(), want)?;
         Ok(Weight::Quant(q))
     };
-    let norm = |t: &str| -> Result<NormParts> { Ok(NormParts { w: weight(t, &[cfg.d_model])?.to_f32()?, b: None }) };
+    let norm_of = |t: &str, width: usize| -> Result<NormParts> { Ok(NormParts { w: weight(t, &[width])?.to_f32()?, b: None }) };
+    let norm = |t: &str| norm_of(t, cfg.d_model);
     let (d, v, m) = (cfg.d_model, cfg.d_vocab, cfg.d_mlp);
-    let kv = cfg.n_kv_heads * cfg.d_head;
+    let (q_rows, kv) = (cfg.n_heads * cfg.d_head, cfg.n_kv_heads * cfg.d_head);
+    let bias = |t: &str, width: usize| -> Result<Option<candle_core::Tensor>> {
+        match g.info(t) {
+            Some(_) => Ok(Some(weight(t, &[width])?.to_f32()?)),
+            None => Ok(None),
+        }
+    };
     let embed = weight("token_embd.weight", &[v, d])?;
     let unembed = match g.info("output.weight") {
         Some(_) => Some(weight("output.weight", &[v, d])?),
@@ -106,25 +137,30 @@ fn gguf_parts(cfg: &Config, g: &Gguf) -> Result<Parts> {
     let mut blocks = Vec::with_capacity(cfg.n_layers);
     for l in 0..cfg.n_layers {
         let n = |s: &str| format!("blk.{l}.{s}.weight");
-        let lin = |s: &str, want: [usize; 2]| -> Result<LinearParts> { Ok(LinearParts { w: weight(&n(s), &want)?, b: None }) };
+        let lin = |s: &str, want: [usize; 2]| -> Result<LinearParts> {
+            Ok(LinearParts { w: weight(&n(s), &want)?, b: bias(&format!("blk.{l}.{s}.bias"), want[0])? })
+        };
+        let qk_norm = |s: &str| -> Result<Option<NormParts>> {
+            if cfg.extra.qk_norm { norm_of(&n(s), cfg.d_head).map(Some) } else { Ok(None) }
+        };
         blocks.push(BlockParts {
             ln1: norm(&n("attn_norm"))?,
-            q: lin("attn_q", [d, d])?,
+            q: lin("attn_q", [q_rows, d])?,
             k: lin("attn_k", [kv, d])?,
             v: lin("attn_v", [kv, d])?,
-            o: lin("attn_output", [d, d])?,
-            q_norm: None,
-            k_norm: None,
+            q_norm: qk_norm("attn_q_norm")?,
+            k_norm: qk_norm("attn_k_norm")?,
+            o: lin("attn_output", [d, q_rows])?,
             ln1_post: None,
-            ln2_post: None,
             ln2: norm(&n("ffn_norm"))?,
+            ln2_post: None,
             gate: Some(lin("ffn_gate", [m, d])?),
             up: lin("ffn_up", [m, d])?,
             down: lin("ffn_down", [d, m])?,
         });
     }
     let ln_final = norm("output_norm.weight")?;
-    Ok(Parts { embed, pos_embed: None, blocks, ln_final, unembed, qk_layout: QkLayout::Interleaved })
+    Ok(Parts { embed, pos_embed: None, blocks, ln_final, unembed, qk_layout: layout })
 }
 
 fn hf_config(file: &str, v: &serde_json::Value) -> Result<Config> {

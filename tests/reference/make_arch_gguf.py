@@ -1,0 +1,51 @@
+#!/usr/bin/env python3
+"""Converts the tiny Hugging Face checkpoints of `make_arch_fixtures.py` to
+GGUF with llama.cpp's own converter, for the architectures whose GGUF
+Scalpel reads besides llama (Qwen2, Qwen3).
+
+llama.cpp's converter is not a PyPI wheel, but it ships in the
+`llama-cpp-python` source distribution on PyPI:
+
+    pip download --no-deps --no-binary :all: llama-cpp-python   # or fetch the sdist
+    tar xzf llama_cpp_python-*.tar.gz
+    python tests/reference/make_arch_gguf.py --llama-cpp llama_cpp_python-*/vendor/llama.cpp
+
+(needs torch, transformers, numpy, sentencepiece; CI does not run it). It
+writes `tests/fixtures/arch/<name>/model-f32.gguf`.
+
+The converter recognises a tokenizer's pre-tokenizer by hashing what it
+does to a test string; the tiny tokenizers here are not in its table, so
+the name is given: what each tokenizer.json does (`qwen2`: transformers 5
+saved the Qwen2 one with Qwen2's digit-by-digit pre-tokenizer; `gpt-2`: the
+Qwen3 one kept plain byte-level).
+"""
+
+import argparse
+import os
+import sys
+
+PRE = {"qwen2": "qwen2", "qwen3_bf16": "gpt-2"}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    here = os.path.dirname(os.path.abspath(__file__))
+    ap.add_argument("--llama-cpp", required=True, help="llama.cpp's source folder (with convert_hf_to_gguf.py)")
+    ap.add_argument("--fixtures", default=os.path.join(here, "..", "fixtures", "arch"))
+    args = ap.parse_args()
+    sys.path.insert(0, args.llama_cpp)
+    sys.path.insert(0, os.path.join(args.llama_cpp, "gguf-py"))
+    import convert_hf_to_gguf
+    from conversion import base
+
+    for name, pre in PRE.items():
+        base.TextModel.get_vocab_base_pre = lambda self, tokenizer, pre=pre: pre
+        for outtype in ["f32"]:
+            out = os.path.join(args.fixtures, name, f"model-{outtype}.gguf")
+            sys.argv = ["convert_hf_to_gguf.py", os.path.join(args.fixtures, name), "--outtype", outtype, "--outfile", out]
+            convert_hf_to_gguf.main()
+            print(f"{name}: {out} ({os.path.getsize(out) / 1024:.0f} KiB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -20,7 +20,7 @@ pub mod load;
 pub mod model;
 pub mod tokenizer;
 
-pub use arch::read;
+pub use arch::{hf_config, read};
 pub use candle_core::{Device, Tensor};
 pub use config::{Arch, Config, SiteShape};
 pub use error::{Error, Result};

@@ -276,3 +276,17 @@ fn qwen_gguf_files_match_transformers() {
         assert!(d < 0.5, "{dir_name} quantized: logits differ by {d}");
     }
 }
+
+/// The parameter count read from config.json alone (the page's estimate
+/// before a download) is the checkpoint's own, up to biases it lacks.
+#[test]
+fn weight_count_from_config_matches_the_checkpoint() {
+    for (dir_name, _) in ARCHS {
+        let dir = fixtures().join(dir_name);
+        let cfg = scalpel_engine::hf_config("config.json", &std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+        let st = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
+        let stored: u64 = st.values().map(|t| t.elem_count() as u64).sum();
+        let est = cfg.weight_count(false);
+        assert!(est >= stored && (est - stored) as f64 <= 0.05 * stored as f64, "{dir_name}: estimate {est}, checkpoint {stored}");
+    }
+}

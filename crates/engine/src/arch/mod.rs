@@ -101,8 +101,9 @@ fn gguf_parts(cfg: &Config, g: &Gguf) -> Result<Parts> {
     read(cfg, g)
 }
 
-/// The hyperparameters in a Hugging Face `config.json`.
-fn hf_config(file: &str, json: &[u8]) -> Result<Config> {
+/// The hyperparameters in a Hugging Face `config.json` (before any weight
+/// is fetched: the page estimates memory from them).
+pub fn hf_config(file: &str, json: &[u8]) -> Result<Config> {
     let v: serde_json::Value =
         serde_json::from_slice(json).map_err(|e| Error::load(file, format!("not valid JSON: {e}")))?;
     let model_type = v.get("model_type").and_then(|m| m.as_str()).unwrap_or("");

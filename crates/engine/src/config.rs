@@ -211,18 +211,27 @@ impl Config {
     }
 
     /// How many numbers the weights hold (embeddings, the unembedding when
-    /// untied, every block's matrices, biases and norms, learned positions
-    /// when `pos_embed`): what the memory estimate before a download is
-    /// made from. Biases are counted whether or not the file has them.
-    pub fn weight_count(&self, pos_embed: bool) -> u64 {
+    /// untied, every block's matrices, biases and norms, learned
+    /// positions): what the memory estimate before a download is made
+    /// from (`load::estimate`). Biases are counted whether or not the file
+    /// has them.
+    pub fn weight_count(&self) -> u64 {
         let (d, m, v) = (self.d_model as u64, self.d_mlp as u64, self.d_vocab as u64);
         let (q, kv) = (self.d_attn() as u64, (self.n_kv_heads * self.d_head) as u64);
         let attn = d * q + 2 * d * kv + q * d + q + 2 * kv + d;
         let mlp = if self.gated_mlp { 3 * d * m } else { 2 * d * m } + m + d;
         let norms = if self.extra.post_norms { 4 } else { 2 } * 2 * d + if self.extra.qk_norm { 2 * self.d_head as u64 } else { 0 };
         let embed = v * d * if self.tied_embeddings { 1 } else { 2 };
-        let positions = if pos_embed { self.n_ctx as u64 * d } else { 0 };
+        let positions = self.position_count();
         embed + positions + self.n_layers as u64 * (attn + mlp + norms) + 2 * d
+    }
+
+    /// How many numbers learned position embeddings hold (0 with RoPE).
+    pub fn position_count(&self) -> u64 {
+        match self.pos_embedding {
+            PosEmbedding::Learned => (self.n_ctx * self.d_model) as u64,
+            PosEmbedding::Rope => 0,
+        }
     }
 
     /// Whether layer `l` attends through the sliding window.

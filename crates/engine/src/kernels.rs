@@ -20,7 +20,7 @@ fn qtype(t: GgmlDType) -> Option<QType> {
     }
 }
 
-fn ggml(t: QType) -> GgmlDType {
+pub(crate) fn ggml(t: QType) -> GgmlDType {
     match t {
         QType::Q4_0 => GgmlDType::Q4_0,
         QType::Q4_1 => GgmlDType::Q4_1,

@@ -21,6 +21,7 @@ pub mod model;
 pub mod tokenizer;
 
 pub use arch::{hf_config, read};
+pub use load::estimate::WeightEstimate;
 pub use candle_core::{Device, Tensor};
 pub use config::{Arch, Config, SiteShape};
 pub use error::{Error, Result};

@@ -286,7 +286,102 @@ fn weight_count_from_config_matches_the_checkpoint() {
         let cfg = scalpel_engine::hf_config("config.json", &std::fs::read(dir.join("config.json")).unwrap()).unwrap();
         let st = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
         let stored: u64 = st.values().map(|t| t.elem_count() as u64).sum();
-        let est = cfg.weight_count(false);
+        let est = cfg.weight_count();
         assert!(est >= stored && (est - stored) as f64 <= 0.05 * stored as f64, "{dir_name}: estimate {est}, checkpoint {stored}");
+    }
+}
+
+/// Within this fraction of the built model's bytes: what the page's
+/// estimate before a download must meet.
+const ESTIMATE_TOLERANCE: f64 = 0.05;
+
+fn assert_close_estimate(what: &str, precision: Precision, estimate: u64, built: u64) {
+    let rel = (estimate as f64 - built as f64).abs() / built as f64;
+    assert!(rel <= ESTIMATE_TOLERANCE, "{what} {}: estimate {estimate} bytes, built {built} (off by {:.1}%)", precision.as_str(), 100.0 * rel);
+}
+
+/// The estimate made before a download (from config.json, or a GGUF
+/// file's first bytes) agrees with what the model built from the whole
+/// files holds, in both precisions, and the download size is the files'.
+#[test]
+fn memory_estimate_before_download_matches_the_built_model() {
+    for (dir_name, _) in ARCHS {
+        let dir = fixtures().join(dir_name);
+        let config = std::fs::read(dir.join("config.json")).unwrap();
+        let weights = std::fs::read(dir.join("model.safetensors")).unwrap();
+        let tokenizer = std::fs::read(dir.join("tokenizer.json")).unwrap();
+        let est = scalpel_engine::WeightEstimate::from_hf_config("config.json", &config).unwrap();
+        let source = ModelSource::HuggingFace { config: &config, tokenizer: Some(&tokenizer), tokenizer_config: None, weights: vec![("model.safetensors".to_owned(), &weights[..])] };
+        let (_, _, parts) = scalpel_engine::read(dir_name, source).unwrap();
+        for p in Precision::ALL {
+            assert_close_estimate(dir_name, p, est.built_bytes(p), parts.built_bytes(p));
+        }
+        let file = weights.len() as f64;
+        assert!((est.file_bytes as f64 - file).abs() / file < ESTIMATE_TOLERANCE, "{dir_name}: file estimate {} vs {file}", est.file_bytes);
+    }
+    let mut ggufs: Vec<(String, Vec<u8>)> = ["qwen2", "qwen3_bf16"]
+        .iter()
+        .map(|d| (format!("{d}/model-f32.gguf"), std::fs::read(fixtures().join(d).join("model-f32.gguf")).unwrap()))
+        .collect();
+    ggufs.extend(scalpel_testkit::default_model_bytes().map(|b| ("default model (Q4_1)".to_owned(), b)));
+    for (name, bytes) in ggufs {
+        // The header alone: the tensor table ends well before the data.
+        let header_len = bytes.len().min(8 << 20);
+        let est = scalpel_engine::WeightEstimate::from_gguf_header(&name, &bytes[..header_len], bytes.len()).unwrap().unwrap();
+        let (_, _, parts) = scalpel_engine::read(&name, ModelSource::Gguf(&bytes)).unwrap();
+        for p in Precision::ALL {
+            assert_close_estimate(&name, p, est.built_bytes(p), parts.built_bytes(p));
+        }
+        assert_eq!(est.file_bytes, bytes.len() as u64);
+    }
+    // A prefix that stops inside the header says so (the page fetches
+    // more); a whole file that is not GGUF is an error.
+    let bytes = std::fs::read(fixtures().join("qwen2/model-f32.gguf")).unwrap();
+    assert!(scalpel_engine::WeightEstimate::from_gguf_header("x.gguf", &bytes[..1000], bytes.len()).unwrap().is_none());
+    let e = scalpel_engine::WeightEstimate::from_gguf_header("x.gguf", b"<html>not found</html>", 22).err().unwrap().to_string();
+    assert!(e.contains("not a GGUF file"), "{e}");
+}
+
+/// The unembedding's rows and products, read without expanding the whole
+/// matrix, equal the expanded matrix's in every precision and kernel.
+#[test]
+fn unembedding_rows_and_products_equal_the_expanded_matrix() {
+    let bytes = std::fs::read(fixtures().join("qwen2/model-f32.gguf")).unwrap();
+    for (precision, kernels) in
+        [(Precision::F32, scalpel_engine::Kernels::Auto), (Precision::Quantized, scalpel_engine::Kernels::Candle), (Precision::Quantized, scalpel_engine::Kernels::Scalpel)]
+    {
+        let mut model = Model::load("model-f32.gguf", ModelSource::Gguf(&bytes), precision).unwrap();
+        model.set_kernels(kernels).unwrap();
+        let full = model.unembedding_matrix().unwrap();
+        let v = model.config.d_vocab as u32;
+        let ids = [v - 1, 0, 7, 7];
+        let rows = model.unembedding_rows(&ids).unwrap();
+        let want = full.index_select(&Tensor::new(&ids[..], &Device::Cpu).unwrap(), 0).unwrap();
+        assert_eq!(max_abs_diff(&rows, &want), 0.0, "{precision:?} {kernels:?}");
+        assert!(model.unembedding_rows(&[v]).is_err());
+        let dirs = Tensor::randn(0f32, 1.0, (model.config.d_model, 3), &Device::Cpu).unwrap();
+        let got = model.unembedding_times(&dirs).unwrap();
+        let d = max_abs_diff(&got, &full.matmul(&dirs).unwrap());
+        assert!(d < 1e-5, "{precision:?} {kernels:?}: {d}");
+    }
+}
+
+/// A config.json without `tie_word_embeddings` (as the hub's Gemma 3
+/// configs are: transformers omits defaults) means transformers' default
+/// for its class: tied for Gemma 2/3, untied for llama and GPT-NeoX.
+#[test]
+fn absent_tie_word_embeddings_means_the_class_default() {
+    for dir_name in ["gemma2", "gemma3", "llama", "gpt_neox"] {
+        let dir = fixtures().join(dir_name);
+        let with = load(&dir);
+        let without = load_edited(&dir, |c| {
+            c.as_object_mut().unwrap().remove("tie_word_embeddings");
+        })
+        .unwrap_or_else(|e| panic!("{dir_name}: {e}"));
+        assert_eq!(with.config.tied_embeddings, without.config.tied_embeddings, "{dir_name}");
+        let ids = [1u32, 5, 9];
+        let a = with.forward(&with.ids_tensor(&ids).unwrap(), None, None, scalpel_engine::Logits::All).unwrap();
+        let b = without.forward(&without.ids_tensor(&ids).unwrap(), None, None, scalpel_engine::Logits::All).unwrap();
+        assert_eq!(max_abs_diff(&a, &b), 0.0, "{dir_name}");
     }
 }

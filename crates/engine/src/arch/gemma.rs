@@ -63,7 +63,7 @@ fn common(file: &str, v: &serde_json::Value, arch: Arch, sliding_default: impl F
     f.post_norms = true;
     f.embed_scale = Some((cfg.d_model as f64).sqrt() as f32);
     let scalar = hf_opt_f64(file, v, "query_pre_attn_scalar")?.unwrap_or(cfg.d_head as f64);
-    if !(scalar > 0.0) {
+    if scalar.is_nan() || scalar <= 0.0 {
         return Err(Error::load(file, format!("query_pre_attn_scalar {scalar} is not positive")));
     }
     f.attn_scale = Some(scalar.powf(-0.5) as f32);

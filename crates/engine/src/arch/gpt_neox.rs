@@ -48,7 +48,7 @@ fn hf_config(file: &str, v: &serde_json::Value) -> Result<Config> {
     }
     // transformers: `int(head_dim * partial_rotary_factor)`.
     let rotary_dim = (d_head as f64 * partial) as usize;
-    if hf_bool(file, v, "attention_bias", true)? == false {
+    if !hf_bool(file, v, "attention_bias", true)? {
         return Err(Error::load(file, "attention_bias false is not supported for gpt_neox"));
     }
     Ok(Config {

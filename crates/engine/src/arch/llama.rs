@@ -199,7 +199,9 @@ pub(crate) fn hf_decoder_config(file: &str, v: &serde_json::Value, arch: Arch, a
         rope_theta,
         gated_mlp: true,
         act,
-        tied_embeddings: super::hf_bool(file, v, "tie_word_embeddings", false)?,
+        // Absent, transformers' default for the config class: tied for
+        // Gemma 2/3 (whose hub configs omit it), untied for llama and Qwen.
+        tied_embeddings: super::hf_bool(file, v, "tie_word_embeddings", matches!(arch, Arch::Gemma2 | Arch::Gemma3))?,
         extra: crate::config::Features { sliding_window, sliding_layers, ..Default::default() },
     })
 }

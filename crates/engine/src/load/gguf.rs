@@ -127,6 +127,9 @@ struct Reader<'a> {
     /// Metadata array elements read so far (each becomes a 32-byte `Value`,
     /// so a byte array would otherwise take 32× its size in memory).
     array_items: u64,
+    /// The whole file's size: `bytes` is only its start when the header
+    /// is read before a download (`Gguf::header`).
+    file_len: usize,
 }
 
 /// Most metadata array elements a file may hold: the largest vocabularies
@@ -270,10 +273,11 @@ impl Reader<'_> {
         let tensor_count = self.u64("tensor count")?;
         let kv_count = self.u64("metadata count")?;
         // Each metadata entry takes >= 13 bytes, each tensor entry >= 24.
-        if kv_count > (self.remaining() / 13) as u64 {
+        let remaining = self.file_len.saturating_sub(self.pos);
+        if kv_count > (remaining / 13) as u64 {
             return Err(self.err(format!("header claims {kv_count} metadata entries, more than the file can hold")));
         }
-        if tensor_count > (self.remaining() / 24) as u64 {
+        if tensor_count > (remaining / 24) as u64 {
             return Err(self.err(format!("header claims {tensor_count} tensors, more than the file can hold")));
         }
         Ok((version, tensor_count, kv_count))
@@ -281,7 +285,7 @@ impl Reader<'_> {
 
     /// Tensor-table entry `i`, its size checked against the file's.
     fn tensor_info(&mut self, i: u64) -> Result<RawInfo> {
-        let file_len = self.bytes.len();
+        let file_len = self.file_len;
         let name = self.string(&format!("tensor #{i} name"))?;
         let n_dims = self.u32(&name)?;
         if n_dims == 0 || n_dims > MAX_DIMS {
@@ -339,6 +343,53 @@ fn alignment(file: &str, metadata: &HashMap<String, Value>) -> Result<usize> {
     }
 }
 
+/// The header, metadata and tensor table of a file of `file_len` bytes
+/// whose first bytes are `bytes`: version, metadata, tensor entries, where
+/// the data section starts, and its alignment.
+/// Version, metadata, tensor entries, data start, alignment.
+type Table = (u32, HashMap<String, Value>, Vec<RawInfo>, usize, usize);
+
+fn read_table(file: &str, bytes: &[u8], file_len: usize) -> Result<Table> {
+    let mut r = Reader { file, bytes, pos: 0, array_items: 0, file_len };
+    let (version, tensor_count, kv_count) = r.header()?;
+    let mut metadata = HashMap::new();
+    for i in 0..kv_count {
+        let key = r.string(&format!("metadata key #{i}"))?;
+        let ty = r.u32(&key)?;
+        let value = r.value(ty, &key, 0)?;
+        metadata.insert(key, value);
+    }
+    let alignment = alignment(file, &metadata)?;
+    let raw = (0..tensor_count).map(|i| r.tensor_info(i)).collect::<Result<Vec<_>>>()?;
+    let data_start = r.pos.div_ceil(alignment) * alignment;
+    Ok((version, metadata, raw, data_start, alignment))
+}
+
+/// What a GGUF file's header says, read from its first bytes before the
+/// rest is downloaded (the page's memory estimate).
+pub struct GgufHeader {
+    pub metadata: HashMap<String, Value>,
+    /// Each tensor's name, type, row-major shape and stored bytes.
+    pub tensors: Vec<(String, GgmlDType, Vec<usize>, usize)>,
+}
+
+/// Reads the header of a `file_len`-byte GGUF file from its first bytes
+/// `prefix`. `None` when the prefix could not be read but the file goes on
+/// (the header may lie past it: fetch more, or the whole file, whose full
+/// parse names any fault).
+pub fn header(file: &str, prefix: &[u8], file_len: usize) -> Result<Option<GgufHeader>> {
+    let (_, metadata, raw, data_start, _) = match read_table(file, prefix, file_len.max(prefix.len())) {
+        Ok(t) => t,
+        Err(_) if prefix.len() < file_len => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let data_len = file_len.saturating_sub(data_start) as u64;
+    if let Some(t) = raw.iter().find(|t| t.offset > data_len || t.len as u64 > data_len - t.offset) {
+        return Err(Error::load(file, format!("tensor '{}' lies outside the {file_len}-byte file", t.name)));
+    }
+    Ok(Some(GgufHeader { metadata, tensors: raw.into_iter().map(|t| (t.name, t.dtype, t.shape, t.len)).collect() }))
+}
+
 pub fn dtype_from_u32(t: u32) -> std::result::Result<GgmlDType, String> {
     Ok(match t {
         0 => GgmlDType::F32,
@@ -369,18 +420,7 @@ pub fn dtype_from_u32(t: u32) -> std::result::Result<GgmlDType, String> {
 impl<'a> Gguf<'a> {
     /// Parses the header and tensor table of `bytes`; `file` names it in errors.
     pub fn parse(file: &str, bytes: &'a [u8]) -> Result<Self> {
-        let mut r = Reader { file, bytes, pos: 0, array_items: 0 };
-        let (version, tensor_count, kv_count) = r.header()?;
-        let mut metadata = HashMap::new();
-        for i in 0..kv_count {
-            let key = r.string(&format!("metadata key #{i}"))?;
-            let ty = r.u32(&key)?;
-            let value = r.value(ty, &key, 0)?;
-            metadata.insert(key, value);
-        }
-        let alignment = alignment(file, &metadata)?;
-        let raw = (0..tensor_count).map(|i| r.tensor_info(i)).collect::<Result<Vec<_>>>()?;
-        let data_start = r.pos.div_ceil(alignment) * alignment;
+        let (version, metadata, raw, data_start, alignment) = read_table(file, bytes, bytes.len())?;
         // Even an empty tensor's data must start inside the file: its slice
         // is taken at `data_start`.
         if data_start > bytes.len() && !raw.is_empty() {

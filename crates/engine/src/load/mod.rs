@@ -3,6 +3,7 @@
 //! file through them: bytes → config, tokenizer and parts, which the CPU
 //! model (`Model::load`) and the GPU model build from.
 
+pub mod estimate;
 pub mod gguf;
 pub mod parts;
 pub mod safetensors;

@@ -88,6 +88,44 @@ impl Linear {
         })
     }
 
+    /// Rows `rows` of the weight as used, in f32 (`[rows.len(), in]`),
+    /// dequantizing only those rows' blocks: a readout that needs a few
+    /// rows of a 262k-token unembedding (671 MB in f32 for Gemma 3 270M)
+    /// must not expand all of it.
+    pub fn rows_f32(&self, rows: &[u32]) -> Result<Tensor> {
+        let pick_blocks = |dtype: GgmlDType, data: &[u8], n_rows: usize, cols: usize| -> Result<Tensor> {
+            let row_bytes = cols / dtype.block_size() * dtype.type_size();
+            let mut words = vec![0u32; (rows.len() * row_bytes).div_ceil(4)];
+            // SAFETY: a u32 buffer (aligned for any block type) viewed as bytes, within its length.
+            let bytes = unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, rows.len() * row_bytes) };
+            for (i, &r) in rows.iter().enumerate() {
+                let r = r as usize;
+                if r >= n_rows {
+                    return Err(crate::Error::input(format!("row {r} of a {n_rows}-row matrix")));
+                }
+                bytes[i * row_bytes..(i + 1) * row_bytes].copy_from_slice(&data[r * row_bytes..(r + 1) * row_bytes]);
+            }
+            let q = candle_core::quantized::ggml_file::qtensor_from_ggml(dtype, bytes, vec![rows.len(), cols], &Device::Cpu)?;
+            Ok(q.dequantize(&Device::Cpu)?)
+        };
+        let select = |t: &Tensor| -> Result<Tensor> {
+            let n = t.dim(0)?;
+            if let Some(&r) = rows.iter().find(|&&r| r as usize >= n) {
+                return Err(crate::Error::input(format!("row {r} of a {n}-row matrix")));
+            }
+            Ok(t.index_select(&Tensor::new(rows, t.device())?, 0)?.to_dtype(DType::F32)?)
+        };
+        match self {
+            Linear::F32 { w } => select(w.weight()),
+            Linear::Quant { w: QMatMul::QTensor(q), .. } => {
+                let (n, cols) = q.shape().dims2()?;
+                pick_blocks(q.dtype(), &q.data()?, n, cols)
+            }
+            Linear::Quant { w: QMatMul::Tensor(t) | QMatMul::TensorF16(t), .. } => select(t),
+            Linear::Scalpel { w, .. } => pick_blocks(crate::kernels::ggml(w.qtype()), &w.to_gguf(), w.rows(), w.cols()),
+        }
+    }
+
     pub fn bias(&self) -> Option<&Tensor> {
         match self {
             Linear::F32 { w } => w.bias(),

@@ -393,6 +393,30 @@ impl Model {
         self.unembed.weight_f32()
     }
 
+    /// Rows (token ids) of the unembedding in f32, `[ids.len(), d_model]`,
+    /// without expanding the rest (see `Linear::rows_f32`).
+    pub fn unembedding_rows(&self, ids: &[u32]) -> Result<Tensor> {
+        self.unembed.rows_f32(ids)
+    }
+
+    /// `W_U · v` for directions `v` of shape `[d_model, k]`: `[d_vocab, k]`,
+    /// exact f32 products with the unembedding's f32 values. A quantized
+    /// unembedding is dequantized a slice of rows at a time, so a 262k-token
+    /// vocabulary never stands expanded in memory.
+    pub fn unembedding_times(&self, v: &Tensor) -> Result<Tensor> {
+        const ROWS: u32 = 8192;
+        if let Linear::F32 { w } = &self.unembed {
+            return Ok(w.weight().matmul(v)?);
+        }
+        let n = self.config.d_vocab as u32;
+        let mut parts = Vec::with_capacity(n.div_ceil(ROWS) as usize);
+        for start in (0..n).step_by(ROWS as usize) {
+            let ids: Vec<u32> = (start..(start + ROWS).min(n)).collect();
+            parts.push(self.unembed.rows_f32(&ids)?.matmul(v)?);
+        }
+        Ok(Tensor::cat(&parts, 0)?)
+    }
+
     /// The final norm (`ln_final`) applied to residual-stream values `[.., d_model]`.
     pub fn final_norm(&self, resid: &Tensor) -> Result<Tensor> {
         self.ln_final.forward(resid, self.differentiable)

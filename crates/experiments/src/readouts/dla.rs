@@ -65,10 +65,11 @@ pub fn direct_logit_attribution(model: &Model, req: &DlaRequest, extra: Option<&
         NormKind::Rms => (x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / d as f64 + eps).sqrt(),
         NormKind::Layer => (x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / d as f64 + eps).sqrt(),
     };
-    let wu = model.unembedding_matrix()?;
-    let mut dir: Vec<f64> = row_of(&wu, req.answer as usize)?.iter().map(|&v| v as f64).collect();
-    if let Some(w) = req.wrong {
-        for (a, b) in dir.iter_mut().zip(row_of(&wu, w as usize)?) {
+    // Only the answer's (and wrong token's) rows of the unembedding.
+    let wu = model.unembedding_rows(&[req.answer, req.wrong.unwrap_or(req.answer)])?;
+    let mut dir: Vec<f64> = row_of(&wu, 0)?.iter().map(|&v| v as f64).collect();
+    if req.wrong.is_some() {
+        for (a, b) in dir.iter_mut().zip(row_of(&wu, 1)?) {
             *a -= b as f64;
         }
     }

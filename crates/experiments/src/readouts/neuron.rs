@@ -52,7 +52,7 @@ pub fn neuron_vocab(model: &Model, req: &NeuronRequest, extra: Option<&mut dyn H
         v.iter_mut().zip(&w).for_each(|(x, &w)| *x *= w);
     }
     let vt = Tensor::from_vec(v, (cfg.d_model, 1), &Device::Cpu)?;
-    let scores: Vec<f32> = model.unembedding_matrix()?.matmul(&vt)?.flatten_all()?.to_vec1()?;
+    let scores: Vec<f32> = model.unembedding_times(&vt)?.flatten_all()?.to_vec1()?;
     let neg: Vec<f32> = scores.iter().map(|x| -x).collect();
     let tok = model.tokenizer();
     let promoted = top_k(&scores, req.top_k)

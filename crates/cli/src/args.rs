@@ -68,8 +68,8 @@ pub struct InputArgs {
     /// An intervention document (JSON, docs/interventions.md) applied during the run.
     #[arg(long)]
     pub interventions: Option<std::path::PathBuf>,
-    /// A SAELens SAE directory (cfg.json + sae_weights.safetensors) for the
-    /// document's `sae_clamp` ops and `{"from": "sae"}` vectors; repeatable.
+    /// A dictionary directory (SAELens, sparsify or Gemma Scope with a
+    /// cfg.json naming its hook; docs/features.md) for the document's `sae_clamp` ops and `{"from": "sae"}` vectors; repeatable.
     #[arg(long)]
     pub sae: Vec<std::path::PathBuf>,
 }

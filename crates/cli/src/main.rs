@@ -4,6 +4,7 @@
 
 mod args;
 mod bench;
+mod features;
 mod forward;
 mod patch;
 mod precision_gap;
@@ -52,6 +53,9 @@ enum Cmd {
     Probe(vectors::ProbeArgs),
     /// A SAELens SAE on a prompt: latents per token, reconstruction error.
     Sae(vectors::SaeArgs),
+    /// A dictionary's features: top latents per position (--prompt/--ids), or one
+    /// latent's top-activating contexts over a corpus (--latent I --corpus FILE).
+    Features(features::FeaturesArgs),
     /// Logit lens: every layer's residual stream decoded through the final norm and unembedding.
     Lens(readout::LensArgs),
     /// Direct logit attribution of logit[answer] − logit[wrong] to every head, MLP and the embeddings.
@@ -96,6 +100,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Vector(a) => vectors::run_vector(&a),
         Cmd::Probe(a) => vectors::run_probe(&a),
         Cmd::Sae(a) => vectors::run_sae(&a),
+        Cmd::Features(a) => features::run(&a),
         Cmd::Lens(a) => readout::lens(&a),
         Cmd::Dla(a) => readout::dla(&a),
         Cmd::Attention(a) => readout::attention(&a),

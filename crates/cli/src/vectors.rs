@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use serde_json::json;
 
-use scalpel_engine::{ActivationCache, Logits, Model, Tensor};
+use scalpel_engine::Model;
 use scalpel_experiments::probes::{self, ItiDirection, ProbeOptions};
 use scalpel_dictionaries::Sae;
 use scalpel_interventions::vectors::{self, Method, MethodOptions, Pool, Resources};
@@ -118,7 +118,7 @@ pub struct SaeArgs {
     m: ModelArgs,
     #[command(flatten)]
     i: InputArgs,
-    /// The SAE directory (cfg.json + sae_weights.safetensors).
+    /// The dictionary directory (SAELens, sparsify, or Gemma Scope with a cfg.json naming its hook).
     #[arg(long = "dir")]
     dir: PathBuf,
     /// Latents shown per position.
@@ -435,13 +435,39 @@ pub fn run_probe(a: &ProbeArgs) -> Result<()> {
     Ok(())
 }
 
-/// Loads a SAELens SAE directory (cfg.json + sae_weights.safetensors).
+/// Loads a dictionary directory in any format `scalpel_dictionaries`
+/// reads (SAELens, sparsify, Gemma Scope; docs/features.md); `hook` /
+/// `hook_out` name the hooks of formats whose files do not.
+pub fn load_dict(dir: &Path, hook: Option<&str>, hook_out: Option<&str>) -> Result<Sae> {
+    if !dir.is_dir() {
+        bail!("{}: not a directory (a dictionary is a folder: cfg.json + weights)", dir.display());
+    }
+    let mut bytes: Vec<Option<Vec<u8>>> = Vec::new();
+    for f in scalpel_dictionaries::FILE_NAMES {
+        let p = dir.join(f);
+        bytes.push(if p.exists() { Some(std::fs::read(&p).with_context(|| format!("{}: cannot read", p.display()))?) } else { None });
+    }
+    let folder = dir.canonicalize().ok().and_then(|d| d.file_name().map(|f| f.to_string_lossy().into_owned())).unwrap_or_default();
+    let files = scalpel_dictionaries::DictFiles {
+        folder: &folder,
+        cfg_json: bytes[0].as_deref(),
+        sae_weights_safetensors: bytes[1].as_deref(),
+        sae_safetensors: bytes[2].as_deref(),
+        params_npz: bytes[3].as_deref(),
+        params_safetensors: bytes[4].as_deref(),
+        hook,
+        hook_out,
+    };
+    let sae = Sae::load_files(&dir.display().to_string(), &files).map_err(anyhow::Error::msg)?;
+    for n in &sae.notes {
+        eprintln!("note: {}: {n}", sae.name);
+    }
+    Ok(sae)
+}
+
+/// Loads a dictionary directory whose files name its hooks.
 pub fn load_sae(dir: &Path) -> Result<Sae> {
-    let cfg_path = dir.join("cfg.json");
-    let w_path = dir.join("sae_weights.safetensors");
-    let cfg = std::fs::read(&cfg_path).with_context(|| format!("{}: cannot read", cfg_path.display()))?;
-    let w = std::fs::read(&w_path).with_context(|| format!("{}: cannot read", w_path.display()))?;
-    Sae::load(&dir.display().to_string(), &cfg, &w).map_err(anyhow::Error::msg)
+    load_dict(dir, None, None)
 }
 
 /// Resolves `{"from": "sae"}`, `{"from": "file"}` and `sae_clamp` in a
@@ -460,28 +486,17 @@ pub fn resolve_doc(model: &Model, doc: Document, sae_dirs: &[PathBuf], doc_path:
 pub fn run_sae(a: &SaeArgs) -> Result<()> {
     let sae = load_sae(&a.dir)?;
     let model = load(&a.m)?;
-    let point = sae.point(&model).map_err(anyhow::Error::msg)?;
+    sae.point(&model).map_err(anyhow::Error::msg)?;
     let ids = input_ids(&model, &a.i)?;
     if a.i.interventions.is_some() || !a.i.sae.is_empty() {
         bail!("scalpel sae reads the model's own activations with the SAE in --dir; --interventions and --sae do not apply");
     }
-    let mut cache = ActivationCache::new([point]);
-    model.forward(&model.ids_tensor(&ids)?, None, Some(&mut cache), Logits::Last)?;
-    let x = cache.get(&point).context("hook was not reached")?.squeeze(0)?;
     let t = ids.len();
-    let x = match sae.head_index {
-        Some(h) => x.narrow(1, h, 1)?.reshape((t, sae.d_in))?,
-        None => x.reshape((t, sae.d_in))?,
-    };
-    let (f, r) = sae.reconstruct(&x).map_err(anyhow::Error::msg)?;
+    let (enc, rel) = scalpel_dictionaries::features::features(&model, &sae, &ids).map_err(anyhow::Error::msg)?;
+    let (x, f, r) = (enc.input, enc.latents, enc.output);
     let xs: Vec<Vec<f32>> = x.to_vec2()?;
     let fs: Vec<Vec<f32>> = f.to_vec2()?;
     let rs: Vec<Vec<f32>> = r.to_vec2()?;
-    let err: Tensor = (&x - &r)?;
-    // Fraction of variance unexplained per position: |x − x̂|² / |x|².
-    let e2: Vec<f32> = err.sqr()?.sum(1)?.to_vec1()?;
-    let x2: Vec<f32> = x.sqr()?.sum(1)?.to_vec1()?;
-    let rel: Vec<f32> = e2.iter().zip(&x2).map(|(e, x)| e / x.max(1e-30)).collect();
     let l0: Vec<usize> = fs.iter().map(|row| row.iter().filter(|&&v| v != 0.0).count()).collect();
     let tokens = model.tokenizer().token_strings(&ids);
     let top: Vec<Vec<serde_json::Value>> = fs

@@ -1,9 +1,15 @@
-//! Dictionaries over a model's activations: sparse autoencoders (SAEs)
-//! today, read from the files their trainers publish. Interventions clamp
-//! and steer with their latents; readouts decode them.
+//! Dictionaries over a model's activations: sparse autoencoders and
+//! transcoders, read from the files their trainers publish (SAELens,
+//! EleutherAI sparsify, Gemma Scope; docs/features.md). Interventions clamp
+//! and steer with their latents; `features` encodes a prompt and finds a
+//! latent's top contexts.
 //!
 //! Like the engine, nothing here does I/O: callers hand over bytes.
 
+pub mod features;
+pub mod load;
+pub mod npz;
 pub mod sae;
 
-pub use sae::{Sae, SaeArch, SaeNorm};
+pub use load::{sparsify_hooks, DictFiles, FILE_NAMES};
+pub use sae::{Format, Sae, SaeArch, SaeNorm};

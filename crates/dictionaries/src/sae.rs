@@ -1,6 +1,18 @@
-//! Sparse autoencoders in SAELens's format (standard ReLU, JumpReLU, TopK;
-//! run-time input normalisation): loading, encoding, decoding, decoder
-//! rows, and clamping one latent through the error term.
+//! One dictionary type for every format: sparse autoencoders (input and
+//! output at one hook) and transcoders (input at one hook, output at
+//! another, optional skip connection). `load.rs` reads the formats into it;
+//! this file encodes, decodes, checks against a model, folds decoder norms
+//! and clamps one latent through the error term.
+//!
+//! The computation, in the formats' own terms (docs/features.md):
+//!
+//! ```text
+//! x_n  = norm(x)                                   (SAELens normalize_activations)
+//! pre  = (x_n − b_dec·[apply_b_dec_to_input]) W_enc + b_enc
+//! pre *= |W_dec row|                               (SAELens topk, rescale_acts_by_decoder_norm)
+//! f    = act(pre)     relu | relu·[pre > θ] | relu of the k largest | max of each of k groups
+//! ŷ    = (f / |W_dec row| if rescaled) W_dec + b_dec, norm undone (SAEs only), + x W_skipᵀ
+//! ```
 
 use std::fmt;
 
@@ -8,13 +20,25 @@ use candle_core::{DType, Device, Tensor};
 use scalpel_engine::{HookPoint, Model};
 use serde::Serialize;
 
-type Res<T> = Result<T, String>;
+pub(crate) type Res<T> = Result<T, String>;
 
-fn ce(e: impl fmt::Display) -> String {
+pub(crate) fn ce(e: impl fmt::Display) -> String {
     e.to_string()
 }
 
-/// A SAELens SAE's activation function.
+/// Where a dictionary came from (its semantics follow that format's code).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// SAELens `cfg.json` + `sae_weights.safetensors`.
+    SaeLens,
+    /// EleutherAI sparsify: a folder per hook, `cfg.json` + `sae.safetensors`.
+    Sparsify,
+    /// Gemma Scope / Gemma Scope 2: `params.npz` or `params.safetensors`.
+    GemmaScope,
+}
+
+/// A dictionary's activation function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SaeArch {
@@ -24,6 +48,9 @@ pub enum SaeArch {
     JumpRelu,
     /// The k largest pre-activations, ReLU'd; the rest zero.
     TopK(usize),
+    /// sparsify's `groupmax`: ReLU, then the largest of each of k equal,
+    /// contiguous groups of latents; the rest zero.
+    GroupMax(usize),
 }
 
 /// SAELens's run-time input normalization.
@@ -37,27 +64,51 @@ pub enum SaeNorm {
     LayerNorm,
 }
 
-/// A sparse autoencoder in SAELens's format.
+/// A sparse autoencoder or transcoder, in f32 on the CPU.
 pub struct Sae {
     pub name: String,
+    pub format: Format,
+    /// The hook the dictionary reads (TransformerLens name).
     pub hook_name: String,
+    /// A transcoder's output hook; `None` for an SAE (output = input hook).
+    pub hook_name_out: Option<String>,
     pub d_in: usize,
+    /// Width of the output (= `d_in` for an SAE).
+    pub d_out: usize,
     pub d_sae: usize,
     pub arch: SaeArch,
     pub apply_b_dec_to_input: bool,
     pub norm: SaeNorm,
+    /// SAELens topk: pre-activations scaled by decoder row norms before the
+    /// top k, activations divided by them before decoding.
+    pub rescale_acts_by_decoder_norm: bool,
     /// For `attn.hook_z` SAEs of one head (`hook_head_index`).
     pub head_index: Option<usize>,
-    w_enc: Tensor,
-    w_dec: Tensor,
-    b_enc: Tensor,
-    b_dec: Tensor,
-    threshold: Option<Tensor>,
+    /// The model the file says it was trained on, when it says.
+    pub model_name: Option<String>,
+    /// What loading did beyond reading (folded factors, defaults taken).
+    pub notes: Vec<String>,
+    pub(crate) w_enc: Tensor,
+    pub(crate) w_dec: Tensor,
+    pub(crate) b_enc: Tensor,
+    pub(crate) b_dec: Tensor,
+    pub(crate) threshold: Option<Tensor>,
+    /// `[d_out, d_in]`: ŷ += x W_skipᵀ (SAELens skip_transcoder, sparsify skip_connection).
+    pub(crate) w_skip: Option<Tensor>,
+    /// `[1, d_sae]` decoder row norms, when `rescale_acts_by_decoder_norm`.
+    pub(crate) dec_norms: Option<Tensor>,
 }
 
 impl fmt::Debug for Sae {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Sae({} at {}, {:?}, {}→{})", self.name, self.hook_name, self.arch, self.d_in, self.d_sae)
+        match &self.hook_name_out {
+            None => write!(f, "Sae({} at {}, {:?}, {}→{})", self.name, self.hook_name, self.arch, self.d_in, self.d_sae),
+            Some(out) => write!(
+                f,
+                "Transcoder({} {}→{}, {:?}, {}→{}→{})",
+                self.name, self.hook_name, out, self.arch, self.d_in, self.d_sae, self.d_out
+            ),
+        }
     }
 }
 
@@ -67,89 +118,98 @@ struct NormStats {
     shift: Option<Tensor>,
 }
 
-fn cfg_get<'a>(cfg: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
-    cfg.get(key)
-        .filter(|v| !v.is_null())
-        .or_else(|| cfg.get("metadata").and_then(|m| m.get(key)).filter(|v| !v.is_null()))
-        .or_else(|| cfg.get("meta").and_then(|m| m.get(key)).filter(|v| !v.is_null()))
-}
+const NO_STATS: NormStats = NormStats { scale: None, shift: None };
 
 impl Sae {
-    /// Loads `cfg.json` and `sae_weights.safetensors` (bytes). `name` names
-    /// the SAE in errors.
-    pub fn load(name: &str, cfg_json: &[u8], weights: &[u8]) -> Res<Sae> {
-        let c = read_config(name, cfg_json)?;
-        let (d_in, d_sae) = (c.d_in, c.d_sae);
-        let st = safetensors::SafeTensors::deserialize(weights).map_err(|e| format!("{name}: sae_weights.safetensors: {e}"))?;
-        let tensor = |key: &str, shape: &[usize]| read_tensor(name, &st, key, shape);
-        let need = |key: &str, shape: &[usize]| -> Res<Tensor> {
-            tensor(key, shape)?.ok_or_else(|| format!("{name}: sae_weights.safetensors has no tensor '{key}'"))
-        };
-        let w_enc = need("W_enc", &[d_in, d_sae])?;
-        let w_dec = need("W_dec", &[d_sae, d_in])?;
-        let b_dec = need("b_dec", &[d_in])?;
-        let b_enc = need("b_enc", &[d_sae])?;
-        let threshold = if c.arch == SaeArch::JumpRelu {
-            match tensor("threshold", &[d_sae])? {
-                Some(t) => Some(t),
-                None => match tensor("log_threshold", &[d_sae])? {
-                    Some(lt) => Some(lt.exp().map_err(ce)?),
-                    None => return Err(format!("{name}: a jumprelu SAE needs a 'threshold' (or 'log_threshold') tensor")),
-                },
-            }
-        } else {
-            None
-        };
-        Ok(Sae {
-            name: name.to_owned(),
-            hook_name: c.hook_name,
-            d_in,
-            d_sae,
-            arch: c.arch,
-            apply_b_dec_to_input: c.apply_b_dec_to_input,
-            norm: c.norm,
-            head_index: c.head_index,
-            w_enc,
-            w_dec,
-            b_enc,
-            b_dec,
-            threshold,
-        })
+    /// A transcoder reads one hook and writes another.
+    pub fn is_transcoder(&self) -> bool {
+        self.hook_name_out.is_some()
     }
 
-    /// Checks the SAE against a model and returns its hook point.
+    /// Where the decoder writes: the output hook (transcoders) or the input hook.
+    pub fn hook_out(&self) -> &str {
+        self.hook_name_out.as_deref().unwrap_or(&self.hook_name)
+    }
+
+    /// Checks the dictionary against a model (hook names and layer count,
+    /// widths against d_model / d_mlp / heads) and returns its input point.
     pub fn point(&self, model: &Model) -> Res<HookPoint> {
-        let p = model.hook_point(&self.hook_name).map_err(|e| format!("{}: hook_name: {e}", self.name))?;
-        let width = model.config.flat_width(p.site).map_err(|e| format!("{}: {e}", self.name))?;
-        let want = match self.head_index {
+        let p = self.check_hook(model, &self.hook_name, "hook_name", self.d_in, "d_in", self.head_index)?;
+        if let Some(out) = &self.hook_name_out {
+            self.check_hook(model, out, "hook_name_out", self.d_out, "d_out", None)?;
+        }
+        if self.format == Format::Sparsify {
+            self.check_sparsify_post_norms(model)?;
+        }
+        Ok(p)
+    }
+
+    /// The output point (transcoders), checked like `point`.
+    pub fn point_out(&self, model: &Model) -> Res<HookPoint> {
+        self.point(model)?;
+        match &self.hook_name_out {
+            Some(out) => model.hook_point(out).map_err(|e| format!("{}: hook_name_out: {e}", self.name)),
+            None => self.point(model),
+        }
+    }
+
+    fn check_hook(&self, model: &Model, hook: &str, field: &str, width: usize, wname: &str, head: Option<usize>) -> Res<HookPoint> {
+        let p = model.hook_point(hook).map_err(|e| format!("{}: {field} '{hook}': {e}", self.name))?;
+        let flat = model.config.flat_width(p.site).map_err(|e| format!("{}: {field}: {e}", self.name))?;
+        let want = match head {
             Some(h) => {
                 if p.site.head_axis().is_none() {
-                    return Err(format!("{}: hook_head_index is set but '{}' has no heads", self.name, self.hook_name));
+                    return Err(format!("{}: hook_head_index is set but '{hook}' has no heads", self.name));
                 }
                 let dh = model.config.d_head;
-                let heads = width / dh;
+                let heads = flat / dh.max(1);
                 if h >= heads {
                     return Err(format!("{}: hook_head_index {h} is out of range ({heads} heads)", self.name));
                 }
                 dh
             }
-            None => width,
+            None => flat,
         };
-        if self.d_in != want {
-            return Err(format!(
-                "{}: d_in is {} but '{}' has {want} values per position{}",
-                self.name,
-                self.d_in,
-                self.hook_name,
-                if self.head_index.is_some() { " for one head" } else { "" }
-            ));
+        if width != want {
+            let what = if head.is_some() {
+                " for one head".to_owned()
+            } else if want == model.config.d_model {
+                format!(" (the model's d_model is {})", model.config.d_model)
+            } else {
+                String::new()
+            };
+            return Err(format!("{}: {wname} is {width} but '{hook}' has {want} values per position{what}", self.name));
         }
         Ok(p)
     }
 
+    /// sparsify hooks a Hugging Face module's output; with a norm after the
+    /// MLP or attention (Gemma 2/3), that module's output is not
+    /// TransformerLens's `hook_mlp_out` / `hook_attn_out`.
+    fn check_sparsify_post_norms(&self, model: &Model) -> Res<()> {
+        for hook in [Some(&self.hook_name), self.hook_name_out.as_ref()].into_iter().flatten() {
+            let Ok(p) = model.hook_point(hook) else { continue };
+            let after_mlp = match p.site {
+                scalpel_engine::Site::MlpOut => true,
+                scalpel_engine::Site::AttnOut => false,
+                _ => continue,
+            };
+            if let Some(l) = p.layer {
+                if model.post_norm_params(l, after_mlp).is_some() {
+                    return Err(format!(
+                        "{}: this model normalizes after the {} (a post-norm), so the sparsify module output is not '{hook}'; not supported",
+                        self.name,
+                        if after_mlp { "MLP" } else { "attention" }
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn normalize(&self, x: &Tensor) -> candle_core::Result<(Tensor, NormStats)> {
         Ok(match self.norm {
-            SaeNorm::None => (x.clone(), NormStats { scale: None, shift: None }),
+            SaeNorm::None => (x.clone(), NO_STATS),
             SaeNorm::ConstantNormRescale => {
                 let n = x.sqr()?.sum_keepdim(1)?.sqrt()?;
                 let coeff = n.recip()?.affine((self.d_in as f64).sqrt(), 0.0)?;
@@ -165,10 +225,19 @@ impl Sae {
         })
     }
 
-    fn encode_stats(&self, x: &Tensor) -> candle_core::Result<(Tensor, NormStats)> {
+    /// Pre-activations `[n, d_sae]` (after the decoder-norm rescale, if any).
+    fn pre_acts(&self, x: &Tensor) -> candle_core::Result<(Tensor, NormStats)> {
         let (xn, stats) = self.normalize(x)?;
         let sae_in = if self.apply_b_dec_to_input { xn.broadcast_sub(&self.b_dec)? } else { xn };
-        let pre = sae_in.matmul(&self.w_enc)?.broadcast_add(&self.b_enc)?;
+        let mut pre = sae_in.matmul(&self.w_enc)?.broadcast_add(&self.b_enc)?;
+        if let Some(n) = &self.dec_norms {
+            pre = pre.broadcast_mul(n)?;
+        }
+        Ok((pre, stats))
+    }
+
+    fn encode_stats(&self, x: &Tensor) -> candle_core::Result<(Tensor, NormStats)> {
+        let (pre, stats) = self.pre_acts(x)?;
         let acts = match self.arch {
             SaeArch::Standard => pre.relu()?,
             SaeArch::JumpRelu => {
@@ -176,28 +245,41 @@ impl Sae {
                 let keep = pre.broadcast_gt(th)?.to_dtype(DType::F32)?;
                 (pre.relu()? * keep)?
             }
-            SaeArch::TopK(k) => {
-                let rows: Vec<Vec<f32>> = pre.to_vec2()?;
-                let n = rows.len();
-                let mut out = vec![0f32; n * self.d_sae];
-                for (r, row) in rows.iter().enumerate() {
-                    for (i, v) in scalpel_engine::top_k(row, k) {
-                        out[r * self.d_sae + i as usize] = v.max(0.0);
-                    }
-                }
-                Tensor::from_vec(out, (n, self.d_sae), &Device::Cpu)?
+            SaeArch::TopK(k) => sparse_rows(&pre, self.d_sae, |row| scalpel_engine::top_k(row, k))?,
+            SaeArch::GroupMax(k) => {
+                let g = self.d_sae / k;
+                sparse_rows(&pre, self.d_sae, |row| {
+                    (0..k)
+                        .map(|j| {
+                            let mut best = j * g;
+                            for i in j * g..(j + 1) * g {
+                                if row[i] > row[best] {
+                                    best = i;
+                                }
+                            }
+                            (best as u32, row[best])
+                        })
+                        .collect()
+                })?
             }
         };
         Ok((acts, stats))
     }
 
     fn decode_stats(&self, f: &Tensor, stats: &NormStats) -> candle_core::Result<Tensor> {
+        let f = match &self.dec_norms {
+            Some(n) => f.broadcast_div(n)?,
+            None => f.clone(),
+        };
         let mut out = f.matmul(&self.w_dec)?.broadcast_add(&self.b_dec)?;
-        if let Some(s) = &stats.scale {
-            out = out.broadcast_mul(s)?;
-        }
-        if let Some(m) = &stats.shift {
-            out = out.broadcast_add(m)?;
+        // SAELens transcoders do not undo the input normalization.
+        if !self.is_transcoder() {
+            if let Some(s) = &stats.scale {
+                out = out.broadcast_mul(s)?;
+            }
+            if let Some(m) = &stats.shift {
+                out = out.broadcast_add(m)?;
+            }
         }
         Ok(out)
     }
@@ -209,43 +291,66 @@ impl Sae {
         }
     }
 
+    fn check_latent(&self, latent: usize) -> Res<()> {
+        if latent >= self.d_sae {
+            return Err(format!("{}: latent {latent} is out of range (d_sae = {})", self.name, self.d_sae));
+        }
+        Ok(())
+    }
+
     /// Latent activations `[n, d_sae]` of inputs `[n, d_in]`.
     pub fn encode(&self, x: &Tensor) -> Res<Tensor> {
         self.check_input(x)?;
         self.encode_stats(x).map(|r| r.0).map_err(ce)
     }
 
-    /// Reconstruction `[n, d_in]` of latents `[n, d_sae]` (with no input
-    /// normalization to undo; see `reconstruct` for that).
-    pub fn decode(&self, f: &Tensor) -> Res<Tensor> {
-        self.decode_stats(f, &NormStats { scale: None, shift: None }).map_err(ce)
+    /// Pre-activations `[n, d_sae]` (before the activation function).
+    pub fn encode_pre(&self, x: &Tensor) -> Res<Tensor> {
+        self.check_input(x)?;
+        self.pre_acts(x).map(|r| r.0).map_err(ce)
     }
 
-    /// (latents, reconstruction) of inputs `[n, d_in]`.
+    /// `f W_dec + b_dec` of latents `[n, d_sae]` (no input normalization to
+    /// undo and no skip connection; `reconstruct` has both).
+    pub fn decode(&self, f: &Tensor) -> Res<Tensor> {
+        match f.dims() {
+            [_, d] if *d == self.d_sae => {}
+            dims => return Err(format!("{}: latents have shape {dims:?}; expected [n, {}]", self.name, self.d_sae)),
+        }
+        self.decode_stats(f, &NO_STATS).map_err(ce)
+    }
+
+    /// (latents `[n, d_sae]`, output `[n, d_out]`) of inputs `[n, d_in]`:
+    /// the reconstruction of an SAE, the predicted output of a transcoder.
     pub fn reconstruct(&self, x: &Tensor) -> Res<(Tensor, Tensor)> {
         self.check_input(x)?;
         let (f, s) = self.encode_stats(x).map_err(ce)?;
-        let r = self.decode_stats(&f, &s).map_err(ce)?;
+        let mut r = self.decode_stats(&f, &s).map_err(ce)?;
+        if let Some(w) = &self.w_skip {
+            r = (r + x.matmul(&w.t().map_err(ce)?).map_err(ce)?).map_err(ce)?;
+        }
         Ok((f, r))
     }
 
-    /// Decoder row `latent` (the latent's write direction), `[d_in]`.
+    /// Decoder row `latent` (the latent's write direction at `hook_out()`), `[d_out]`.
     pub fn decoder_row(&self, latent: usize) -> Res<Vec<f32>> {
-        if latent >= self.d_sae {
-            return Err(format!("{}: latent {latent} is out of range (d_sae = {})", self.name, self.d_sae));
-        }
+        self.check_latent(latent)?;
         self.w_dec.get(latent).and_then(|r| r.to_vec1()).map_err(ce)
     }
 
     /// decode(f with latent i set to `value`) − decode(f): the change that
-    /// clamping makes, leaving the reconstruction error in place.
+    /// clamping makes, leaving the reconstruction error in place. SAEs only:
+    /// a transcoder's latents write at another hook.
     pub fn clamp_delta(&self, x: &Tensor, latent: usize, value: f32) -> Res<Tensor> {
         self.check_input(x)?;
-        if latent >= self.d_sae {
-            return Err(format!("{}: latent {latent} is out of range (d_sae = {})", self.name, self.d_sae));
+        self.check_latent(latent)?;
+        if let Some(out) = &self.hook_name_out {
+            return Err(format!(
+                "{}: a transcoder ({} → {out}) cannot clamp through the error term at its input hook",
+                self.name, self.hook_name
+            ));
         }
         let (f, s) = self.encode_stats(x).map_err(ce)?;
-        let n = f.dim(0).map_err(ce)?;
         let mut onehot = vec![0f32; self.d_sae];
         onehot[latent] = 1.0;
         let m = Tensor::from_vec(onehot, (1, self.d_sae), &Device::Cpu).map_err(ce)?;
@@ -256,12 +361,10 @@ impl Sae {
             .map_err(ce)?;
         let a = self.decode_stats(&clamped, &s).map_err(ce)?;
         let b = self.decode_stats(&f, &s).map_err(ce)?;
-        let d = (a - b).map_err(ce)?;
-        debug_assert_eq!(d.dim(0).unwrap_or(n), n);
-        Ok(d)
+        (a - b).map_err(ce)
     }
 
-    /// Rows `[n, d_in]` of a hook value (batch axis included), for this SAE.
+    /// Rows `[n, d_in]` of a hook value (batch axis included), for this dictionary.
     pub fn rows_of(&self, x: &Tensor) -> candle_core::Result<(Tensor, Vec<usize>)> {
         let dims = x.dims().to_vec();
         let (b, t) = (dims[0], dims[1]);
@@ -271,127 +374,95 @@ impl Sae {
         };
         Ok((rows, dims))
     }
-}
 
-/// What a SAELens `cfg.json` says (top level, or under `metadata` / `meta`).
-struct SaeConfig {
-    hook_name: String,
-    d_in: usize,
-    d_sae: usize,
-    arch: SaeArch,
-    apply_b_dec_to_input: bool,
-    norm: SaeNorm,
-    head_index: Option<usize>,
-}
-
-fn read_config(name: &str, cfg_json: &[u8]) -> Res<SaeConfig> {
-    let cfg: serde_json::Value =
-        serde_json::from_slice(cfg_json).map_err(|e| format!("{name}: cfg.json is not valid JSON: {e}"))?;
-    let int = |k: &str| -> Res<usize> {
-        cfg_get(&cfg, k)
-            .and_then(|v| v.as_u64())
-            .map(|v| v as usize)
-            .ok_or_else(|| format!("{name}: cfg.json needs an integer '{k}'"))
-    };
-    let (d_in, d_sae) = (int("d_in")?, int("d_sae")?);
-    if d_in == 0 || d_sae == 0 {
-        return Err(format!("{name}: d_in and d_sae must be positive"));
+    /// Rows `[n, d_out]` of the output hook's value (batch axis included).
+    pub fn out_rows_of(&self, y: &Tensor) -> candle_core::Result<Tensor> {
+        if self.hook_name_out.is_none() {
+            return self.rows_of(y).map(|r| r.0);
+        }
+        let dims = y.dims();
+        y.reshape((dims[0] * dims[1], self.d_out))
     }
-    let hook_name = cfg_get(&cfg, "hook_name")
-        .and_then(|v| v.as_str())
-        .ok_or_else(|| format!("{name}: cfg.json has no 'hook_name' (top level or in 'metadata')"))?
-        .to_owned();
-    let arch_s = cfg_get(&cfg, "architecture").and_then(|v| v.as_str()).unwrap_or("standard");
-    let arch = match arch_s {
-        "standard" => SaeArch::Standard,
-        "jumprelu" => SaeArch::JumpRelu,
-        "topk" => {
-            let k = cfg_get(&cfg, "k")
-                .or_else(|| cfg_get(&cfg, "activation_fn_kwargs").and_then(|a| a.get("k")))
-                .and_then(|v| v.as_u64())
-                .ok_or_else(|| format!("{name}: a topk SAE needs an integer 'k' in cfg.json"))? as usize;
-            if k == 0 || k > d_sae {
-                return Err(format!("{name}: k = {k} must be in 1..={d_sae}"));
+
+    /// Folds the decoder row norms into the encoder, as SAELens's
+    /// `fold_W_dec_norm`: W_dec rows to unit norm, W_enc columns and b_enc
+    /// (and a JumpReLU threshold) times the norms. The output is unchanged;
+    /// activations are scaled by the norms. TopK only with
+    /// `rescale_acts_by_decoder_norm` (otherwise the top k would change).
+    pub fn fold_decoder_norms(&mut self) -> Res<()> {
+        match self.arch {
+            SaeArch::TopK(_) | SaeArch::GroupMax(_) if !self.rescale_acts_by_decoder_norm => {
+                return Err(format!(
+                    "{}: folding decoder norms into a {:?} dictionary without rescale_acts_by_decoder_norm would change which latents are active (SAELens refuses it too)",
+                    self.name, self.arch
+                ))
             }
-            SaeArch::TopK(k)
+            _ => {}
         }
-        other => return Err(format!("{name}: architecture '{other}' is not supported (supported: standard, jumprelu, topk)")),
-    };
-    if cfg_get(&cfg, "rescale_acts_by_decoder_norm").and_then(|v| v.as_bool()) == Some(true) {
-        return Err(format!("{name}: rescale_acts_by_decoder_norm = true is not supported"));
-    }
-    if let Some(r) = cfg_get(&cfg, "reshape_activations").and_then(|v| v.as_str()) {
-        if r != "none" && r != "hook_z" {
-            return Err(format!("{name}: reshape_activations '{r}' is not supported (none, hook_z)"));
+        let norms: Vec<f32> = self.w_dec.sqr().and_then(|s| s.sum(1)).and_then(|s| s.sqrt()).and_then(|s| s.to_vec1()).map_err(ce)?;
+        if let Some(i) = norms.iter().position(|n| n.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) || !n.is_finite()) {
+            return Err(format!("{}: decoder row {i} has norm {}; cannot fold decoder norms", self.name, norms[i]));
         }
+        let n = Tensor::from_vec(norms, (self.d_sae,), &Device::Cpu).map_err(ce)?;
+        let col = n.unsqueeze(1).map_err(ce)?;
+        let row = n.unsqueeze(0).map_err(ce)?;
+        self.w_dec = self.w_dec.broadcast_div(&col).map_err(ce)?;
+        self.w_enc = self.w_enc.broadcast_mul(&row).map_err(ce)?;
+        self.b_enc = self.b_enc.broadcast_mul(&n).map_err(ce)?;
+        if let Some(t) = &self.threshold {
+            self.threshold = Some(t.broadcast_mul(&n).map_err(ce)?);
+        }
+        if self.dec_norms.is_some() {
+            self.dec_norms = Some(Tensor::ones((1, self.d_sae), DType::F32, &Device::Cpu).map_err(ce)?);
+        }
+        self.notes.push("decoder norms folded into the encoder (SAELens fold_W_dec_norm)".into());
+        Ok(())
     }
-    let norm = match cfg_get(&cfg, "normalize_activations").and_then(|v| v.as_str()).unwrap_or("none") {
-        // SAELens itself applies nothing at run time for this one when
-        // loading from disk (the factor is folded in at from_pretrained).
-        "none" | "expected_average_only_in" => SaeNorm::None,
-        "constant_norm_rescale" => SaeNorm::ConstantNormRescale,
-        "layer_norm" => SaeNorm::LayerNorm,
-        other => return Err(format!("{name}: normalize_activations '{other}' is not supported")),
-    };
-    let apply_b_dec_to_input = cfg_get(&cfg, "apply_b_dec_to_input").and_then(|v| v.as_bool()).unwrap_or(true);
-    let head_index = cfg_get(&cfg, "hook_head_index").and_then(|v| v.as_u64()).map(|x| x as usize);
-
-    Ok(SaeConfig { hook_name, d_in, d_sae, arch, apply_b_dec_to_input, norm, head_index })
 }
 
-/// Tensor `key` of the weights in f32, checked to have `shape` and finite values; `None` if absent.
-fn read_tensor(name: &str, st: &safetensors::SafeTensors, key: &str, shape: &[usize]) -> Res<Option<Tensor>> {
-    let Ok(view) = st.tensor(key) else { return Ok(None) };
-    if view.shape() != shape {
-        return Err(format!("{name}: tensor '{key}' has shape {:?}, expected {shape:?}", view.shape()));
+/// `[n, d]` rows with only the entries `pick(row)` returns kept (ReLU'd).
+fn sparse_rows(pre: &Tensor, d: usize, pick: impl Fn(&[f32]) -> Vec<(u32, f32)>) -> candle_core::Result<Tensor> {
+    let rows: Vec<Vec<f32>> = pre.to_vec2()?;
+    let n = rows.len();
+    let mut out = vec![0f32; n * d];
+    for (r, row) in rows.iter().enumerate() {
+        for (i, v) in pick(row) {
+            out[r * d + i as usize] = v.max(0.0);
+        }
     }
-    let dt = match view.dtype() {
-        safetensors::Dtype::F32 => DType::F32,
-        safetensors::Dtype::F16 => DType::F16,
-        safetensors::Dtype::BF16 => DType::BF16,
-        safetensors::Dtype::F64 => DType::F64,
-        other => return Err(format!("{name}: tensor '{key}' has dtype {other:?} (F32, F16, BF16, F64 supported)")),
-    };
-    let t = Tensor::from_raw_buffer(view.data(), dt, shape, &Device::Cpu)
-        .and_then(|t| t.to_dtype(DType::F32))
-        .map_err(|e| format!("{name}: tensor '{key}': {e}"))?;
-    let bad = t.flatten_all().and_then(|x| x.to_vec1::<f32>()).map_err(ce)?.iter().position(|x| !x.is_finite());
-    if let Some(j) = bad {
-        return Err(format!("{name}: tensor '{key}' has a non-finite value at flat index {j}"));
-    }
-    Ok(Some(t))
+    Tensor::from_vec(out, (n, d), &Device::Cpu)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::load::DictFiles;
+
+    fn safetensors_of(tensors: &[(&str, Vec<f32>, Vec<usize>)]) -> Vec<u8> {
+        let bytes: Vec<(String, Vec<u8>, Vec<usize>)> =
+            tensors.iter().map(|(n, d, s)| (n.to_string(), d.iter().flat_map(|v| v.to_le_bytes()).collect(), s.clone())).collect();
+        let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
+            .iter()
+            .map(|(n, b, s)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap()))
+            .collect();
+        safetensors::serialize(views, None).unwrap()
+    }
 
     fn tiny_sae(arch: &str, extra: &str) -> Sae {
         let (d_in, d_sae) = (3usize, 4usize);
         let w_enc: Vec<f32> = (0..d_in * d_sae).map(|i| ((i * 7 % 5) as f32 - 2.0) * 0.5).collect();
         let w_dec: Vec<f32> = (0..d_in * d_sae).map(|i| ((i * 3 % 7) as f32 - 3.0) * 0.25).collect();
-        let b_enc = vec![0.1f32, -0.2, 0.0, 0.3];
-        let b_dec = vec![0.05f32, 0.0, -0.1];
-        let th = vec![0.2f32, 0.0, 0.5, 0.1];
         let mut tensors: Vec<(&str, Vec<f32>, Vec<usize>)> = vec![
             ("W_enc", w_enc, vec![d_in, d_sae]),
             ("W_dec", w_dec, vec![d_sae, d_in]),
-            ("b_enc", b_enc, vec![d_sae]),
-            ("b_dec", b_dec, vec![d_in]),
+            ("b_enc", vec![0.1, -0.2, 0.0, 0.3], vec![d_sae]),
+            ("b_dec", vec![0.05, 0.0, -0.1], vec![d_in]),
         ];
         if arch == "jumprelu" {
-            tensors.push(("threshold", th, vec![d_sae]));
+            tensors.push(("threshold", vec![0.2, 0.0, 0.5, 0.1], vec![d_sae]));
         }
-        let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
-            .iter()
-            .map(|(n, d, s)| {
-                let bytes: &[u8] = unsafe { std::slice::from_raw_parts(d.as_ptr() as *const u8, d.len() * 4) };
-                (n.to_string(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), bytes).unwrap())
-            })
-            .collect();
-        let st = safetensors::serialize(views, None).unwrap();
         let cfg = format!(r#"{{"d_in": 3, "d_sae": 4, "architecture": "{arch}", "hook_name": "blocks.0.hook_resid_post"{extra}}}"#);
-        Sae::load("tiny", cfg.as_bytes(), &st).unwrap()
+        Sae::load("tiny", cfg.as_bytes(), &safetensors_of(&tensors)).unwrap()
     }
 
     #[test]
@@ -418,6 +489,7 @@ mod tests {
                         let top = scalpel_engine::top_k(&pre, k);
                         (0..4).map(|j| top.iter().find(|x| x.0 as usize == j).map(|x| x.1.max(0.0)).unwrap_or(0.0)).collect()
                     }
+                    SaeArch::GroupMax(_) => unreachable!("not a SAELens architecture"),
                 };
                 for (a, b) in f[r].iter().zip(&want) {
                     assert!((a - b).abs() < 1e-5, "{arch}: {:?} vs {want:?}", f[r]);
@@ -436,10 +508,77 @@ mod tests {
     }
 
     #[test]
+    fn folding_decoder_norms_keeps_the_output() {
+        let x = Tensor::new(&[[1.0f32, -0.5, 2.0], [0.3, 1.0, -1.0]], &Device::Cpu).unwrap();
+        for arch in ["standard", "jumprelu"] {
+            let mut sae = tiny_sae(arch, "");
+            let (_, before) = sae.reconstruct(&x).unwrap();
+            sae.fold_decoder_norms().unwrap();
+            let (_, after) = sae.reconstruct(&x).unwrap();
+            let diff: f32 = (before - after).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+            assert!(diff < 1e-5, "{arch}: folding changed the output by {diff}");
+        }
+        let mut topk = tiny_sae("topk", r#", "k": 2"#);
+        assert!(topk.fold_decoder_norms().unwrap_err().contains("rescale_acts_by_decoder_norm"));
+    }
+
+    #[test]
     fn sae_rejects_bad_configs() {
         let err = |cfg: &str| Sae::load("s", cfg.as_bytes(), b"").unwrap_err();
         assert!(err(r#"{"d_sae": 4, "hook_name": "x"}"#).contains("d_in"));
         assert!(err(r#"{"d_in": 3, "d_sae": 4, "architecture": "gated", "hook_name": "x"}"#).contains("not supported"));
         assert!(err(r#"{"d_in": 3, "d_sae": 4, "architecture": "topk", "hook_name": "x"}"#).contains("'k'"));
+        assert!(err(r#"{"d_in": 3, "d_sae": 4, "architecture": "transcoder", "hook_name": "x"}"#).contains("hook_name_out"));
+        assert!(err(r#"{"d_in": 3, "d_sae": 4, "normalize_activations": "whiten", "hook_name": "x"}"#).contains("whiten"));
+    }
+
+    #[test]
+    fn sparsify_and_gemma_scope_load_and_refuse_by_name() {
+        let (d, n) = (3usize, 4usize);
+        let enc: Vec<f32> = (0..n * d).map(|i| (i as f32 - 5.0) * 0.1).collect();
+        let dec: Vec<f32> = (0..n * d).map(|i| (i as f32 * 0.7).sin()).collect();
+        let st = safetensors_of(&[
+            ("encoder.weight", enc.clone(), vec![n, d]),
+            ("encoder.bias", vec![0.0; n], vec![n]),
+            ("W_dec", dec.clone(), vec![n, d]),
+            ("b_dec", vec![0.1; d], vec![d]),
+        ]);
+        let files = |folder: &'static str, cfg: &'static str| DictFiles {
+            folder,
+            cfg_json: Some(cfg.as_bytes()),
+            sae_safetensors: Some(Box::leak(st.clone().into_boxed_slice())),
+            ..Default::default()
+        };
+        let sae = Sae::load_files("sp", &files("layers.2.mlp", r#"{"d_in": 3, "num_latents": 4, "k": 2}"#)).unwrap();
+        assert_eq!((sae.hook_name.as_str(), sae.hook_name_out.as_deref(), sae.arch), ("blocks.2.hook_mlp_out", None, SaeArch::TopK(2)));
+        assert!(sae.apply_b_dec_to_input);
+        let tc = Sae::load_files("tc", &files("model.layers.1", r#"{"d_in": 3, "num_latents": 4, "k": 2, "transcode": true}"#)).unwrap();
+        assert_eq!((tc.hook_name.as_str(), tc.hook_out()), ("blocks.1.hook_resid_pre", "blocks.1.hook_resid_post"));
+        assert!(!tc.apply_b_dec_to_input);
+        let x = Tensor::new(&[[1.0f32, 2.0, 3.0]], &Device::Cpu).unwrap();
+        assert!(tc.clamp_delta(&x, 0, 1.0).unwrap_err().contains("transcoder"));
+        let e = Sae::load_files("sp", &files("layers.2.ffn", r#"{"d_in": 3, "num_latents": 4, "k": 2}"#)).unwrap_err();
+        assert!(e.contains("sparsify folder 'layers.2.ffn'"), "{e}");
+        let e = Sae::load_files("sp", &files("layers.2", r#"{"d_in": 3, "num_latents": 4, "k": 9}"#)).unwrap_err();
+        assert!(e.contains("k = 9"), "{e}");
+        let e = Sae::load_files("sp", &files("layers.2", r#"{"d_in": 3, "num_latents": 5, "k": 2}"#)).unwrap_err();
+        assert!(e.contains("'encoder.weight' has shape [4, 3], expected [5, 3]"), "{e}");
+
+        let th = vec![0.1f32; n];
+        let (zn, zd) = (vec![0f32; n], vec![0f32; d]);
+        let mut arrays: Vec<(&str, &[usize], &[f32])> =
+            vec![("W_enc", &[3, 4], &enc), ("W_dec", &[4, 3], &dec), ("b_enc", &[4], &zn), ("b_dec", &[3], &zd)];
+        let npz_bad = crate::npz::write_npz(&arrays);
+        arrays.push(("threshold", &[4], &th));
+        let npz = crate::npz::write_npz(&arrays);
+        let gs = DictFiles { params_npz: Some(&npz), hook: Some("blocks.0.hook_resid_post"), ..Default::default() };
+        let sae = Sae::load_files("gs", &gs).unwrap();
+        assert_eq!((sae.arch, sae.format, sae.d_in, sae.d_sae), (SaeArch::JumpRelu, Format::GemmaScope, 3, 4));
+        let e = Sae::load_files("gs", &DictFiles { params_npz: Some(&npz), ..Default::default() }).unwrap_err();
+        assert!(e.contains("--hook"), "{e}");
+        let e = Sae::load_files("gs", &DictFiles { params_npz: Some(&npz_bad), ..gs }).unwrap_err();
+        assert!(e.contains("'threshold'"), "{e}");
+        let both = DictFiles { params_npz: Some(&npz), sae_safetensors: Some(&st), ..gs };
+        assert!(Sae::load_files("gs", &both).unwrap_err().contains("more than one weights file"));
     }
 }

@@ -29,6 +29,12 @@ fn compile(cx: &mut Cx, i: usize, iv: &Intervention) -> Res<Compiled> {
     let sae = target.points.first().and_then(|p| cx.saes.get(p)).ok_or(format!(
         "intervention {i}: op 'sae_clamp' needs the SAE for '{hook}' loaded (vectors::resolve; CLI: --sae DIR)"
     ))?;
+    if let Some(out) = &sae.hook_name_out {
+        return Err(format!(
+            "intervention {i}: op 'sae_clamp' clamps an SAE through its error term; '{}' is a transcoder ({} → {out})",
+            sae.name, sae.hook_name
+        ));
+    }
     let at = sae.point(cx.model).map_err(|e| format!("intervention {i}: {e}"))?;
     if target.points != [at] {
         return Err(format!("intervention {i}: field 'hook': the SAE reads '{}', not '{hook}'", at.name()));

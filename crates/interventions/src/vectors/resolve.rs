@@ -27,7 +27,8 @@ pub struct Resources<'a> {
 fn sae_at<'r>(model: &Model, res: &'r Resources, point: HookPoint, what: &str) -> Res<&'r Arc<Sae>> {
     let mut found: Option<&Arc<Sae>> = None;
     for s in &res.saes {
-        if s.point(model)? == point {
+        // A transcoder's decoder rows live at its output hook.
+        if s.point_out(model)? == point {
             if found.is_some() {
                 return Err(format!("{what}: two loaded SAEs read '{}'; load only one", point.name()));
             }
@@ -35,7 +36,7 @@ fn sae_at<'r>(model: &Model, res: &'r Resources, point: HookPoint, what: &str) -
         }
     }
     found.ok_or_else(|| {
-        let loaded: Vec<&str> = res.saes.iter().map(|s| s.hook_name.as_str()).collect();
+        let loaded: Vec<&str> = res.saes.iter().map(|s| s.hook_out()).collect();
         format!(
             "{what}: no SAE is loaded for '{}' (loaded: {}); load one with --sae DIR",
             point.name(),

@@ -7,7 +7,7 @@
 
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -526,6 +526,112 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
     const want = cli(['generate', '--model', dir, '--prompt', 'I think dogs are', '--max-new-tokens', '24', '--json']);
     console.log(`tiny GPT-2 from an HF folder: page ${got.join(',')} | cli ${want.ids.join(',')}`);
     assert.deepEqual(got, want.ids);
+  });
+
+  test('every architecture (tiny checkpoints transformers wrote) loads by URL and generates the CLI\'s tokens', { timeout: 10 * MINUTE }, async () => {
+    // tests/fixtures/arch: Qwen2, Qwen3 (bf16), GPT-NeoX, Gemma 2, Gemma 3
+    // (bf16) and llama, each a Hugging Face folder; copied into the served
+    // models/ folder (git-ignored), standing in for hub repositories.
+    const archs = ['llama', 'qwen2', 'qwen3_bf16', 'gpt_neox', 'gemma2', 'gemma3'];
+    for (const name of archs) {
+      const dir = join(ROOT, 'models', `arch-e2e-${name}`);
+      cpSync(join(ROOT, 'tests', 'fixtures', 'arch', name), dir, { recursive: true });
+    }
+    await open(page, URL);
+    await waitState(page, 'ready', 5 * MINUTE, logs);
+    for (const name of archs) {
+      await page.getByRole('combobox', { name: 'Model source' }).selectOption('hf');
+      await page.getByRole('textbox', { name: 'Model URL' }).fill(`${URL}models/arch-e2e-${name}/`);
+      await page.getByRole('button', { name: 'Load', exact: true }).click();
+      await until(page, async () => new RegExp(`Loaded: models/arch-e2e-${name}`).test(await page.getByLabel('Loaded model').textContent()), 3 * MINUTE, `the ${name} model`);
+      await waitCompare(page, 3 * MINUTE, logs);
+      const got = await readIds(page, 'Baseline output');
+      const want = cli(['generate', '--model', join(ROOT, 'models', `arch-e2e-${name}`), '--prompt', 'I think dogs are', '--max-new-tokens', '24', '--json']);
+      console.log(`${name} from an HF folder: page ${got.join(',')} | cli ${want.ids.join(',')}`);
+      assert.deepEqual(got, want.ids, name);
+    }
+    await screenshot(page, '17-arch-gemma3');
+  });
+
+  test('the model menu; a gated repository needs the pasted token, which stays out of links and storage; a model too big is refused before its weights download', { timeout: 10 * MINUTE }, async () => {
+    // The test server gates models/gated/ like the hub (crates/xtask/src/server.rs).
+    const TOKEN = 'hf_scalpel_test_token';
+    cpSync(join(ROOT, 'tests', 'fixtures', 'arch', 'gemma3'), join(ROOT, 'models', 'gated', 'gemma3-tiny'), { recursive: true });
+    // Config files alone (no weights): a Qwen2.5-0.5B-shaped model (f32
+    // does not fit beside its bf16 files, quantized does) and a 7B llama.
+    const configs = {
+      'too-big-for-f32': { model_type: 'qwen2', vocab_size: 151936, hidden_size: 896, num_hidden_layers: 24, num_attention_heads: 14,
+        num_key_value_heads: 2, intermediate_size: 4864, max_position_embeddings: 32768, rms_norm_eps: 1e-6, rope_theta: 1e6,
+        tie_word_embeddings: true, hidden_act: 'silu', torch_dtype: 'bfloat16' },
+      'too-big': { model_type: 'llama', vocab_size: 32000, hidden_size: 4096, num_hidden_layers: 32, num_attention_heads: 32,
+        num_key_value_heads: 32, intermediate_size: 11008, max_position_embeddings: 4096, rms_norm_eps: 1e-5, rope_theta: 10000,
+        tie_word_embeddings: false, hidden_act: 'silu', torch_dtype: 'float16' },
+    };
+    for (const [name, cfg] of Object.entries(configs)) {
+      mkdirSync(join(ROOT, 'models', 'estimate-e2e', name), { recursive: true });
+      writeFileSync(join(ROOT, 'models', 'estimate-e2e', name, 'config.json'), JSON.stringify(cfg));
+    }
+    await open(page, URL);
+    await waitState(page, 'ready', 5 * MINUTE, logs);
+    const source = page.getByRole('combobox', { name: 'Model source' });
+    const load = () => page.getByRole('button', { name: 'Load', exact: true }).click();
+    const loadedLine = async () => (await page.getByLabel('Loaded model').textContent()) ?? '';
+
+    // The menu: each entry says its size and the precision that fits.
+    await source.selectOption('cat:qwen3-0.6b');
+    const chosen = page.getByRole('group', { name: 'Chosen model' });
+    assert.match(await chosen.textContent(), /Qwen3 0\.6B · Qwen\/Qwen3-0\.6B-GGUF · 639 MB Q8_0 GGUF · f32 does not fit a tab: quantized precision/);
+    await source.selectOption('cat:gemma-3-270m');
+    assert.match(await chosen.textContent(), /536 MB bf16 · f32 precision fits · gated: needs a Hugging Face token/);
+    await screenshot(page, '18-model-menu');
+
+    // Refused before any weight is fetched (the folders have none): the
+    // message says what fits.
+    await source.selectOption('hf');
+    const urlBox = page.getByRole('textbox', { name: 'Model URL' });
+    await urlBox.fill(`${URL}models/estimate-e2e/too-big-for-f32/`);
+    await load();
+    await until(page, async () => /Nothing was downloaded/.test(await alertText(page)), 2 * MINUTE, 'the estimate refusal');
+    const f32Refusal = await alertText(page);
+    console.log(`estimate refusal: ${f32Refusal}`);
+    assert.match(f32Refusal, /494M weights need about 19\d\d MB in f32 precision/);
+    assert.match(f32Refusal, /in quantized precision they need about 10\d\d MB, which fits/);
+    assert.match(f32Refusal, /previous model is still loaded/);
+    await urlBox.fill(`${URL}models/estimate-e2e/too-big/`);
+    await load();
+    await until(page, async () => /too-big: its/.test(await alertText(page)), 2 * MINUTE, 'the second estimate refusal');
+    assert.match(await alertText(page), /does not fit a tab in either precision/);
+
+    // Gated: refused without a token, then with a wrong one, each saying why.
+    await urlBox.fill(`${URL}models/gated/gemma3-tiny/`);
+    await load();
+    await until(page, async () => /HTTP 401/.test(await alertText(page)), 2 * MINUTE, 'the gated refusal');
+    assert.match(await alertText(page), /gated or private: accept its terms .* paste an access token/);
+    const tokenBox = page.getByLabel('Hugging Face token');
+    await tokenBox.fill('hf_wrong');
+    await load();
+    await until(page, async () => /HTTP 403/.test(await alertText(page)), 2 * MINUTE, 'the wrong-token refusal');
+    assert.match(await alertText(page), /the token was refused/);
+    await tokenBox.fill(TOKEN);
+    await load();
+    await until(page, async () => /Loaded: models\/gated\/gemma3-tiny|Loaded: gated\/gemma3-tiny/.test(await loadedLine()), 3 * MINUTE, 'the gated model');
+    await waitCompare(page, 3 * MINUTE, logs);
+    const got = await readIds(page, 'Baseline output');
+    const want = cli(['generate', '--model', join(ROOT, 'models', 'gated', 'gemma3-tiny'), '--prompt', 'I think dogs are', '--max-new-tokens', '24', '--json']);
+    assert.deepEqual(got, want.ids);
+    // The token is in no link, no storage and no cached request.
+    await until(page, async () => page.url().includes('#s='), MINUTE, 'the state in the address');
+    const kept = await page.evaluate(async () => {
+      const out = [location.href, JSON.stringify(Object.entries(localStorage)), JSON.stringify(Object.entries(sessionStorage))];
+      for (const name of await caches.keys()) {
+        const c = await caches.open(name);
+        for (const r of await c.keys()) out.push(r.url, JSON.stringify([...r.headers]));
+      }
+      return out.join('\n');
+    });
+    assert.match(kept, /gated\/gemma3-tiny/, 'the cache holds the gated files');
+    assert.ok(!kept.includes(TOKEN), 'the token leaked into the link, storage or cache');
+    await screenshot(page, '19-gated-loaded');
   });
 
   test('cached reload: time to first token, speed, and the main thread during generation; Stop', { timeout: 10 * MINUTE }, async () => {

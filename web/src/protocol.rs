@@ -110,6 +110,10 @@ pub enum Request {
         precision: Precision,
         #[serde(default)]
         kernels: Kernels,
+        /// A Hugging Face token for gated repositories (never part of the
+        /// link state; the worker keeps it in memory only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
     },
     /// Switch the quantized kernels in place (no reload). Answers: `KernelsSet` | `Error`.
     SetKernels { kernels: Kernels },
@@ -388,8 +392,8 @@ mod tests {
     fn requests_round_trip() {
         let reqs = vec![
             Request::Ping { text: "hi".into() },
-            Request::Load { source: ModelLocation::Gguf { url: "models/x.gguf".into() }, precision: Precision::F32, kernels: Kernels::Auto },
-            Request::Load { source: ModelLocation::HfRepo { base: "https://h/gpt2/resolve/main/".into() }, precision: Precision::Quantized, kernels: Kernels::Scalpel },
+            Request::Load { source: ModelLocation::Gguf { url: "models/x.gguf".into() }, precision: Precision::F32, kernels: Kernels::Auto, token: None },
+            Request::Load { source: ModelLocation::HfRepo { base: "https://h/gpt2/resolve/main/".into() }, precision: Precision::Quantized, kernels: Kernels::Scalpel, token: Some("hf_x".into()) },
             Request::SetKernels { kernels: Kernels::Candle },
             Request::Compare {
                 prompt: Prompt { text: "I think".into(), chat: true },

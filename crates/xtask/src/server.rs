@@ -5,6 +5,11 @@
 //! page is cross-origin isolated (SharedArrayBuffer is available), and the
 //! right MIME types (`application/wasm` for streaming compilation).
 //! Supports GET/HEAD, keep-alive and single byte ranges.
+//!
+//! Like the Hugging Face hub's gated repositories, files under
+//! `/models/gated/` answer 401 without `Authorization: Bearer
+//! GATED_TEST_TOKEN` and 403 with another token: the browser tests load a
+//! gated model with the token a user would paste.
 
 use crate::R;
 use std::fs::File;
@@ -14,6 +19,10 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
+
+/// The token `/models/gated/` accepts (see the module comment).
+pub const GATED_TEST_TOKEN: &str = "hf_scalpel_test_token";
+const GATED_PREFIX: &str = "/models/gated/";
 
 pub struct Server {
     listener: TcpListener,
@@ -73,6 +82,7 @@ fn handle_connection(stream: TcpStream, mounts: &[(String, PathBuf)], log: bool)
         let version = parts.next().unwrap_or("HTTP/1.0").to_string();
         // Headers.
         let mut range: Option<String> = None;
+        let mut authorization: Option<String> = None;
         let mut close = version == "HTTP/1.0";
         let mut header_bytes = 0usize;
         loop {
@@ -93,6 +103,8 @@ fn handle_connection(stream: TcpStream, mounts: &[(String, PathBuf)], log: bool)
                 let v = v.trim();
                 if k == "range" {
                     range = Some(v.to_string());
+                } else if k == "authorization" {
+                    authorization = Some(v.to_string());
                 } else if k == "connection" {
                     let v = v.to_ascii_lowercase();
                     if v.contains("close") {
@@ -106,6 +118,10 @@ fn handle_connection(stream: TcpStream, mounts: &[(String, PathBuf)], log: bool)
         let status = if method != "GET" && method != "HEAD" {
             respond_simple(&mut out, 405, "Method Not Allowed", close)?;
             405
+        } else if target.starts_with(GATED_PREFIX) && authorization.as_deref() != Some(&format!("Bearer {GATED_TEST_TOKEN}")) {
+            let (code, text) = if authorization.is_none() { (401, "Unauthorized") } else { (403, "Forbidden") };
+            respond_simple(&mut out, code, text, close)?;
+            code
         } else {
             serve_file(&mut out, mounts, &target, method == "HEAD", range.as_deref(), close)?
         };

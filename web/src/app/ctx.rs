@@ -93,6 +93,9 @@ pub struct Ctx {
     pub notice: RwSignal<Option<String>>,
     /// The model a link names, waiting for the user's click before it is downloaded.
     pub confirm_model: RwSignal<Option<ModelLocation>>,
+    /// A Hugging Face token the user pasted (gated repositories): held in
+    /// memory for this visit only, never in the link state or storage.
+    pub hf_token: RwSignal<String>,
     /// The user has chosen a model this visit (a restarted worker reloads it unasked).
     chosen: StoredValue<bool>,
     /// The next load follows a worker crash: it must not run anything by itself.
@@ -137,6 +140,7 @@ impl Ctx {
             first_token_page: RwSignal::new(None),
             notice: RwSignal::new(None),
             confirm_model: RwSignal::new(None),
+            hf_token: RwSignal::new(String::new()),
             chosen: StoredValue::new(false),
             recovering: StoredValue::new(false),
             reload_after_stop: StoredValue::new(false),
@@ -316,7 +320,8 @@ impl Ctx {
             (ModelLocation::File { .. }, None) => self.local_file.get_value(),
             (_, f) => f,
         };
-        self.send_with(Request::Load { source, precision, kernels }, file);
+        let token = Some(self.hf_token.get_untracked()).filter(|t| !t.trim().is_empty());
+        self.send_with(Request::Load { source, precision, kernels, token }, file);
     }
 
     pub fn n_layers(self) -> u32 {

@@ -3,6 +3,7 @@
 //! fragment as base64url JSON (`#s=…`), is validated on the way in, and
 //! turns into an intervention document (docs/interventions.md) for the worker.
 
+pub mod catalogue;
 mod presets;
 mod stack;
 

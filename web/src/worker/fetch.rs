@@ -11,13 +11,104 @@ use wasm_bindgen_futures::JsFuture;
 /// Name of the Cache API store holding model files (bump to invalidate).
 pub const CACHE_NAME: &str = "scalpel-models-v1";
 
-use crate::MAX_DOWNLOAD_BYTES as MAX_DOWNLOAD;
+pub use crate::MAX_DOWNLOAD_BYTES as MAX_DOWNLOAD;
 
 /// Most shards an index may list (the largest hub checkpoints have a few hundred).
 const MAX_SHARDS: usize = 512;
 
 fn scope() -> web_sys::WorkerGlobalScope {
     js_sys::global().unchecked_into()
+}
+
+thread_local! {
+    /// The Hugging Face token the user pasted, for gated repositories. It
+    /// lives here in the worker's memory only (never in a link, the cache
+    /// or storage) and is sent only to the hub and this page's own origin,
+    /// so a link naming a model elsewhere cannot collect it.
+    static TOKEN: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Sets the token later downloads may send (`None` forgets it).
+pub fn set_token(token: Option<String>) {
+    TOKEN.with(|t| *t.borrow_mut() = token.filter(|t| !t.trim().is_empty()).map(|t| t.trim().to_string()));
+}
+
+fn has_token() -> bool {
+    TOKEN.with(|t| t.borrow().is_some())
+}
+
+/// Whether the token may travel to `url`: `https://huggingface.co/…`, or
+/// this page's own origin.
+fn token_goes_to(url: &str) -> bool {
+    let here = get(&js_sys::global(), "location");
+    let (href, origin) = (get(&here, "href").as_string().unwrap_or_default(), get(&here, "origin").as_string().unwrap_or_default());
+    let Ok(u) = web_sys::Url::new_with_base(url, &href) else { return false };
+    (u.protocol() == "https:" && u.host() == "huggingface.co") || (!origin.is_empty() && u.origin() == origin)
+}
+
+/// A GET of `url`, with the token when it may go there and `range` when given.
+async fn get_url(url: &str, range: Option<&str>) -> Result<web_sys::Response, String> {
+    let headers = web_sys::Headers::new().map_err(js_err)?;
+    if let Some(t) = TOKEN.with(|t| t.borrow().clone()).filter(|_| token_goes_to(url)) {
+        headers.set("Authorization", &format!("Bearer {t}")).map_err(js_err)?;
+    }
+    if let Some(r) = range {
+        headers.set("Range", r).map_err(js_err)?;
+    }
+    let init = web_sys::RequestInit::new();
+    init.set_headers(&headers);
+    let resp = JsFuture::from(scope().fetch_with_str_and_init(url, &init))
+        .await
+        .map_err(|e| format!("could not fetch {url}: {} (network error or the server refused cross-origin access)", js_err(e)))?;
+    Ok(resp.unchecked_into())
+}
+
+/// What a refused download means, for the user.
+fn refused(url: &str, resp: &web_sys::Response) -> String {
+    let status = resp.status();
+    let why = match (status, has_token() && token_goes_to(url)) {
+        (401 | 403, false) => " — the repository is gated or private: accept its terms on its Hugging Face page while signed in, then paste an access token in the Model card (\"Hugging Face token\") and load again",
+        (401, true) => " — the token was not accepted (mistyped, or revoked?)",
+        (403, true) => " — the token was refused: its account may not have accepted this repository's terms yet, or the token lacks read access",
+        _ => "",
+    };
+    format!("could not fetch {url}: HTTP {status} {}{why}", resp.status_text())
+}
+
+/// The first `n` bytes of `url` (a `Range` request; a server that sends
+/// the whole file is read only that far), and the file's full size when
+/// the server says. Nothing is cached.
+pub async fn fetch_prefix(url: &str, n: usize) -> Result<(Vec<u8>, Option<u64>), String> {
+    let resp = get_url(url, Some(&format!("bytes=0-{}", n - 1))).await?;
+    if !resp.ok() {
+        return Err(refused(url, &resp));
+    }
+    let total = match resp.status() {
+        206 => resp.headers().get("content-range").ok().flatten().and_then(|r| r.rsplit('/').next().and_then(|t| t.parse::<u64>().ok())),
+        _ => content_length(&resp).map(|t| t as u64),
+    };
+    let body = resp.body().ok_or_else(|| format!("{url}: empty response body"))?;
+    let reader: web_sys::ReadableStreamDefaultReader = body.get_reader().unchecked_into();
+    let mut buf: Vec<u8> = Vec::new();
+    while buf.len() < n {
+        let chunk = JsFuture::from(reader.read()).await.map_err(|e| format!("download of {url} failed: {}", js_err(e)))?;
+        if get(&chunk, "done").as_bool() == Some(true) {
+            break;
+        }
+        let value: js_sys::Uint8Array = get(&chunk, "value").unchecked_into();
+        let take = (value.length() as usize).min(n - buf.len());
+        let start = buf.len();
+        buf.resize(start + take, 0);
+        value.subarray(0, take as u32).copy_to(&mut buf[start..]);
+    }
+    let _ = reader.cancel();
+    Ok((buf, total))
+}
+
+/// Whether `url` is in the model cache (no bytes read).
+pub async fn is_cached(url: &str) -> bool {
+    let Some(c) = cache().await else { return false };
+    JsFuture::from(c.match_with_str(url)).await.is_ok_and(|hit| !hit.is_undefined() && !hit.is_null())
 }
 
 async fn cache() -> Option<web_sys::Cache> {
@@ -74,7 +165,7 @@ pub async fn fetch_cached(url: &str, progress: bool) -> Result<(Vec<u8>, bool), 
 
 /// `budget`: the bytes this file may take (what is left of the model's
 /// [`MAX_DOWNLOAD`]).
-async fn fetch_cached_opt(url: &str, progress: bool, optional: bool, budget: f64) -> Result<Option<(Vec<u8>, bool)>, String> {
+pub async fn fetch_cached_opt(url: &str, progress: bool, optional: bool, budget: f64) -> Result<Option<(Vec<u8>, bool)>, String> {
     let cache = cache().await;
     if let Some(c) = &cache {
         if let Ok(hit) = JsFuture::from(c.match_with_str(url)).await {
@@ -91,15 +182,12 @@ async fn fetch_cached_opt(url: &str, progress: bool, optional: bool, budget: f64
             }
         }
     }
-    let resp = JsFuture::from(scope().fetch_with_str(url))
-        .await
-        .map_err(|e| format!("could not fetch {url}: {} (network error or the server refused cross-origin access)", js_err(e)))?;
-    let resp: web_sys::Response = resp.unchecked_into();
+    let resp = get_url(url, None).await?;
     if optional && resp.status() == 404 {
         return Ok(None);
     }
     if !resp.ok() {
-        return Err(format!("could not fetch {url}: HTTP {} {}", resp.status(), resp.status_text()));
+        return Err(refused(url, &resp));
     }
     let mut bytes = read_body(url, resp, progress, budget).await?;
     if let Some(c) = &cache {

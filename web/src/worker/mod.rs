@@ -146,8 +146,13 @@ async fn engine_request(req: Request, file: Option<JsValue>) -> Result<(), Strin
     match req {
         Request::Ping { .. } | Request::ClearCache => unreachable!("handled by `handle`"),
         Request::SetKernels { kernels } => model::set_kernels(kernels),
-        Request::Load { source, precision, kernels } => {
+        Request::Load { source, precision, kernels, token } => {
             let t0 = now_ms();
+            fetch::set_token(token);
+            if let Err(message) = model::check_before_download(&source, precision).await {
+                post(&Response::LoadFailed { message, kept: model::is_loaded() });
+                return Ok(());
+            }
             // The loaded model's own files (a precision change) made a model before.
             let rebuilt = file.is_none() && loaded().is_some_and(|l| l.source == source);
             let file = file.map(|f| f.unchecked_into::<web_sys::Blob>());

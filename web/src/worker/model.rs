@@ -3,11 +3,12 @@
 //! [`with_model`].
 
 use super::compare;
+use super::fetch;
 use super::post;
 use super::ModelBytes;
 use crate::js::now_ms;
 use crate::protocol::{Kernels, LoadedModel, ModelLocation, ModelSummary, Precision, Prompt, Response};
-use scalpel_engine::{Logits, Model, PassSize, Tokenizer};
+use scalpel_engine::{Logits, Model, PassSize, Tokenizer, WeightEstimate};
 use std::cell::RefCell;
 
 thread_local! {
@@ -49,12 +50,79 @@ pub fn set_kernels(kernels: Kernels) -> Result<(), String> {
     })
 }
 
-/// wasm32 memory the weights may take: 3 of its 4 GiB, less the file as
-/// fetched and the engine's copy of its tensors while it builds (the last
-/// GiB holds a prompt's activations). Over it, an allocation would abort the
-/// worker; the engine refuses such a model before expanding it.
 fn weight_budget(bytes: &ModelBytes) -> u64 {
-    (3u64 << 30).saturating_sub(2 * bytes.byte_len() as u64)
+    crate::weight_budget(bytes.byte_len() as u64)
+}
+
+/// How far into a GGUF file its header is looked for before the download:
+/// 2 MB holds a 50k-token vocabulary, 16 MB the largest (262k tokens with
+/// scores); a header that goes on past 64 MB waits for the whole file.
+const GGUF_HEADER_PREFIXES: [usize; 3] = [2 << 20, 16 << 20, 64 << 20];
+
+/// Before anything large is downloaded: the model's memory estimated from
+/// its config.json or GGUF header, refused (saying which precision fits,
+/// if one does) when its weights at `precision` would not fit beside its
+/// files. Files already in the browser cache are not checked here (the
+/// build checks the exact size); a header that cannot be read is left to
+/// the full download, whose parse names the fault.
+pub async fn check_before_download(source: &ModelLocation, precision: Precision) -> Result<(), String> {
+    let label = source.label();
+    let est = match source {
+        ModelLocation::File { .. } => return Ok(()),
+        ModelLocation::HfRepo { base } => {
+            let base = if base.ends_with('/') { base.to_string() } else { format!("{base}/") };
+            if fetch::is_cached(&format!("{base}model.safetensors")).await {
+                return Ok(());
+            }
+            let url = format!("{base}config.json");
+            let Some((config, _)) = fetch::fetch_cached_opt(&url, false, true, 1e6).await? else {
+                return Err(format!("{url}: not found (is this a Hugging Face model folder?)"));
+            };
+            WeightEstimate::from_hf_config("config.json", &config).map_err(|e| format!("{label}: {e}"))?
+        }
+        ModelLocation::Gguf { url } => {
+            if fetch::is_cached(url).await {
+                return Ok(());
+            }
+            let mut found = None;
+            for n in GGUF_HEADER_PREFIXES {
+                let (prefix, total) = fetch::fetch_prefix(url, n).await?;
+                let Some(total) = total else { return Ok(()) };
+                if total as f64 > fetch::MAX_DOWNLOAD {
+                    return Err(format!("{label}: the file has {:.0} MB, more than the {:.0} MB the browser build takes", total as f64 / 1e6, fetch::MAX_DOWNLOAD / 1e6));
+                }
+                found = WeightEstimate::from_gguf_header(&label, &prefix, total as usize).map_err(|e| e.to_string())?;
+                if found.is_some() || prefix.len() as u64 >= total {
+                    break;
+                }
+            }
+            let Some(est) = found else { return Ok(()) };
+            est
+        }
+    };
+    let budget = crate::weight_budget(est.file_bytes);
+    let need = est.built_bytes(precision);
+    if need <= budget {
+        return Ok(());
+    }
+    let mb = |b: u64| format!("{:.0} MB", b as f64 / 1e6);
+    let other = match precision {
+        Precision::F32 => Precision::Quantized,
+        Precision::Quantized => Precision::F32,
+    };
+    let hint = if est.built_bytes(other) <= budget {
+        format!("; in {} precision they need about {}, which fits: choose it under Precision and load again", other.as_str(), mb(est.built_bytes(other)))
+    } else {
+        format!(" (and about {} in {} precision): it does not fit a tab in either precision", mb(est.built_bytes(other)), other.as_str())
+    };
+    Err(format!(
+        "{label}: its {:.0}M weights need about {} in {} precision, more than the {} a tab holds beside its {} of files{hint}. Nothing was downloaded.",
+        est.params as f64 / 1e6,
+        mb(need),
+        precision.as_str(),
+        mb(budget),
+        mb(est.file_bytes)
+    ))
 }
 
 /// Most bytes one forward pass may take: the last GiB of wasm32 memory

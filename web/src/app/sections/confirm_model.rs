@@ -41,6 +41,8 @@ pub fn ConfirmModel() -> impl IntoView {
         ModelLocation::File { name } => name.clone(),
     };
     let host = host_of(&url);
+    // The token field is offered where it may be sent (huggingface.co).
+    let on_hub = host == "huggingface.co";
     let label = source.label();
     let too_big = move || matches!(size.get(), Size::Bytes(b) if b > MAX_DOWNLOAD_BYTES);
     let size_text = move || match size.get() {
@@ -68,6 +70,19 @@ pub fn ConfirmModel() -> impl IntoView {
                 <span role="group" aria-label="Model size">{size_text}</span>
             </p>
             <p class="muted">"Nothing is downloaded until you choose."</p>
+            <Show when=move || on_hub>
+                <label class="row">
+                    "Hugging Face token (gated models only) "
+                    <input
+                        type="password"
+                        autocomplete="off"
+                        aria-label="Hugging Face token"
+                        placeholder="hf_…"
+                        prop:value=move || ctx.hf_token.get()
+                        on:input=move |ev| ctx.hf_token.set(event_target_value(&ev))
+                    />
+                </label>
+            </Show>
             <div class="row">
                 <button on:click=download disabled=too_big>"Download and load it"</button>
                 <button class="secondary" on:click=use_default>"Use the default model instead"</button>

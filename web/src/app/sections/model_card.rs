@@ -8,6 +8,7 @@ use super::super::widgets::{event_target, fmt_mb};
 use super::super::{Ctx, Phase};
 use super::gpu::GpuSection;
 use crate::protocol::{Kernels, ModelLocation, Precision, Request};
+use crate::state::catalogue;
 
 fn loading(ctx: Ctx) -> bool {
     matches!(ctx.phase.get(), Phase::Downloading | Phase::Loading | Phase::Starting)
@@ -42,14 +43,17 @@ pub fn ModelCard() -> impl IntoView {
     }
 }
 
-/// The source picker: the default model, a GGUF or Hugging Face URL, or a local file.
+/// The source picker: the default model, a model from the menu
+/// (`state::catalogue`), a GGUF or Hugging Face URL, or a local file; and
+/// the Hugging Face token gated repositories need.
 #[component]
 fn Source(load_file: impl Fn(web_sys::File) + Copy + 'static) -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let url = RwSignal::new(String::new());
     let kind = RwSignal::new("default".to_string());
+    let chosen = move || kind.get().strip_prefix("cat:").and_then(catalogue::by_key);
     let on_load = move |_| {
-        let p = ctx.st.with_untracked(|s| s.precision);
+        let mut p = ctx.st.with_untracked(|s| s.precision);
         let typed = url.get_untracked().trim().to_string();
         if let (true, Some(why)) = (kind.get_untracked() == "default", super::super::ctx::missing_default_model()) {
             ctx.error.set(Some(why));
@@ -58,7 +62,17 @@ fn Source(load_file: impl Fn(web_sys::File) + Copy + 'static) -> impl IntoView {
         let src = match kind.get_untracked().as_str() {
             "gguf" => ModelLocation::Gguf { url: typed },
             "hf" => ModelLocation::HfRepo { base: typed },
-            _ => super::super::ctx::default_model(),
+            k => match k.strip_prefix("cat:").and_then(catalogue::by_key) {
+                Some(m) => {
+                    // A model whose f32 weights do not fit loads quantized.
+                    if m.precision == Precision::Quantized && p == Precision::F32 {
+                        p = Precision::Quantized;
+                        ctx.st.update(|s| s.precision = p);
+                    }
+                    m.location()
+                }
+                None => super::super::ctx::default_model(),
+            },
         };
         if let ModelLocation::Gguf { url } | ModelLocation::HfRepo { base: url } = &src {
             if url.is_empty() {
@@ -82,11 +96,17 @@ fn Source(load_file: impl Fn(web_sys::File) + Copy + 'static) -> impl IntoView {
                 "Source "
                 <select aria-label="Model source" on:change=move |ev| kind.set(event_target_value(&ev)) prop:value=move || kind.get()>
                     <option value="default">"SmolLM2-135M-Instruct (default)"</option>
+                    <optgroup label="From the Hugging Face hub">
+                        {catalogue::CATALOGUE
+                            .iter()
+                            .map(|m| view! { <option value=format!("cat:{}", m.key)>{format!("{} ({} MB)", m.label, m.download_mb)}</option> })
+                            .collect_view()}
+                    </optgroup>
                     <option value="gguf">"GGUF file by URL"</option>
                     <option value="hf">"Hugging Face repository (URL)"</option>
                 </select>
             </label>
-            <Show when=move || kind.get() != "default">
+            <Show when=move || kind.get() == "gguf" || kind.get() == "hf">
                 <input
                     type="url"
                     class="wide"
@@ -102,6 +122,27 @@ fn Source(load_file: impl Fn(web_sys::File) + Copy + 'static) -> impl IntoView {
                 <input type="file" accept=".gguf" aria-label="Open a model file" on:change=on_file />
             </label>
         </div>
+        <Show when=move || chosen().is_some()>
+            <p class="muted" role="group" aria-label="Chosen model">
+                {move || chosen().map(|m| format!("{} · {} · {}", m.label, m.repo, m.summary())).unwrap_or_default()}
+            </p>
+        </Show>
+        <Show when=move || kind.get() != "default">
+            <div class="row">
+                <label>
+                    "Hugging Face token "
+                    <input
+                        type="password"
+                        autocomplete="off"
+                        aria-label="Hugging Face token"
+                        placeholder="hf_… (gated models only)"
+                        prop:value=move || ctx.hf_token.get()
+                        on:input=move |ev| ctx.hf_token.set(event_target_value(&ev))
+                    />
+                </label>
+                <span class="muted">"Kept in this tab's memory only: not in links, caches or storage; sent only to huggingface.co and this site."</span>
+            </div>
+        </Show>
     }
 }
 

@@ -165,6 +165,16 @@ def architectures(vocab):
               rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
                                "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}},
               hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True), "spm", torch.bfloat16),
+        # For llama.cpp's GGUF converter (make_arch_gguf.py), whose Gemma 3
+        # files do not carry what the model above varies: every 6th layer
+        # full, the sliding layers' RoPE base 10000, scores × head_dim^-½ —
+        # llama.cpp's fixed values, so the GGUF and transformers agree.
+        ("gemma3_gguf", T.Gemma3TextConfig, T.Gemma3ForCausalLM,
+         dict(common, num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=1, head_dim=8, query_pre_attn_scalar=8,
+              sliding_window=4, layer_types=["sliding_attention"] * 5 + ["full_attention"],
+              rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
+                               "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}},
+              hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True), "spm", torch.float32),
     ]
 
 
@@ -335,11 +345,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     here = os.path.dirname(os.path.abspath(__file__))
     ap.add_argument("--out", default=os.path.join(here, "..", "fixtures", "arch"))
+    ap.add_argument("--only", nargs="*", help="write only these fixtures (names as in architectures())")
     args = ap.parse_args()
     torch.set_default_dtype(torch.float32)
     for k, arch in enumerate(architectures(0)):
-        write_arch(*arch, out_root=args.out, seed=1000 + k)
-    write_spm_gguf(args.out)
+        if not args.only or arch[0] in args.only:
+            write_arch(*arch, out_root=args.out, seed=1000 + k)
+    if not args.only:
+        write_spm_gguf(args.out)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Converts the tiny Hugging Face checkpoints of `make_arch_fixtures.py` to
 GGUF with llama.cpp's own converter, for the architectures whose GGUF
-Scalpel reads besides llama (Qwen2, Qwen3).
+Scalpel reads besides llama (Qwen2, Qwen3, Gemma 3).
 
 llama.cpp's converter is not a PyPI wheel, but it ships in the
 `llama-cpp-python` source distribution on PyPI:
@@ -24,7 +24,11 @@ import argparse
 import os
 import sys
 
-PRE = {"qwen2": "qwen2", "qwen3_bf16": "gpt-2"}
+# gemma3_gguf: its tiny tokenizer.json (no tokenizer.model) goes through
+# the converter's BPE path; the test feeds transformers' ids, so only the
+# weights and hyperparameters are compared (real Gemma GGUFs carry a
+# SentencePiece vocabulary, checked by the spm_gguf fixture).
+PRE = {"qwen2": "qwen2", "qwen3_bf16": "gpt-2", "gemma3_gguf": "gpt-2"}
 
 
 def main():
@@ -32,6 +36,7 @@ def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap.add_argument("--llama-cpp", required=True, help="llama.cpp's source folder (with convert_hf_to_gguf.py)")
     ap.add_argument("--fixtures", default=os.path.join(here, "..", "fixtures", "arch"))
+    ap.add_argument("--only", nargs="*", help="convert only these fixtures")
     args = ap.parse_args()
     sys.path.insert(0, args.llama_cpp)
     sys.path.insert(0, os.path.join(args.llama_cpp, "gguf-py"))
@@ -39,6 +44,8 @@ def main():
     from conversion import base
 
     for name, pre in PRE.items():
+        if args.only and name not in args.only:
+            continue
         base.TextModel.get_vocab_base_pre = lambda self, tokenizer, pre=pre: pre
         for outtype in ["f32"]:
             out = os.path.join(args.fixtures, name, f"model-{outtype}.gguf")

@@ -5,7 +5,9 @@
 //! attention scores and logits (Gemma 2) or q/k norms and a second RoPE
 //! base for sliding layers (Gemma 3).
 
-use crate::arch::llama::{hf_decoder_config, hf_decoder_parts, DecoderNorms};
+use crate::arch::llama::{gguf_decoder_config, gguf_decoder_parts, hf_decoder_config, hf_decoder_parts, DecoderNorms};
+use crate::load::gguf::Gguf;
+use crate::load::parts::{NormParts, QkLayout};
 use crate::arch::{hf_opt_f64, ArchDef};
 use crate::config::{Activation, Arch, Config};
 use crate::error::{Error, Result};
@@ -24,10 +26,10 @@ pub(crate) const GEMMA2: ArchDef = ArchDef {
 
 pub(crate) const GEMMA3: ArchDef = ArchDef {
     arch: Arch::Gemma3,
-    gguf_names: &[],
+    gguf_names: &["gemma3"],
     hf_model_types: &["gemma3_text", "gemma3"],
-    gguf_config: None,
-    gguf_parts: None,
+    gguf_config: Some(gemma3_gguf_config),
+    gguf_parts: Some(gemma3_gguf_parts),
     hf_config: gemma3_config,
     hf_parts,
 };
@@ -123,4 +125,78 @@ fn gemma3_config(file: &str, v: &serde_json::Value) -> Result<Config> {
 
 fn hf_parts(cfg: &Config, st: &Store) -> Result<Parts> {
     hf_decoder_parts(cfg, st, DecoderNorms::Gemma)
+}
+
+/// A Gemma 3 GGUF as llama.cpp reads it (`src/models/gemma3.cpp`): the
+/// file carries no `query_pre_attn_scalar` (scores scale by head_dim^-½,
+/// or (d_model / heads)^-½ for the 62-layer 27B) and no layer types
+/// unless `attention.sliding_window_pattern` is given (else every 6th
+/// layer is full); the sliding layers' RoPE base is `rope.freq_base_swa`
+/// (default 10000). The converter stores the norms' `1 + w` itself.
+fn gemma3_gguf_config(g: &Gguf, name: &str) -> Result<Config> {
+    let mut cfg = gguf_decoder_config(g, name, Arch::Gemma3)?;
+    let key = |k: &str| format!("{name}.{k}");
+    let file = &g.file;
+    cfg.act = Activation::GeluTanh;
+    let f = &mut cfg.extra;
+    f.post_norms = true;
+    f.qk_norm = true;
+    f.embed_scale = Some((cfg.d_model as f64).sqrt() as f32);
+    let scale_width = if cfg.n_layers == 62 { cfg.d_model / cfg.n_heads } else { cfg.d_head };
+    f.attn_scale = Some((scale_width as f64).powf(-0.5) as f32);
+    f.final_softcap = match g.get(&key("final_logit_softcapping")) {
+        None => None,
+        Some(v) => Some(v.as_f64().ok_or_else(|| Error::load(file, format!("{} is not a number", key("final_logit_softcapping"))))? as f32),
+    };
+    let window = g.get(&key("attention.sliding_window")).and_then(|v| v.as_u64()).unwrap_or(0);
+    if window > 0 {
+        f.sliding_window = Some(window as usize);
+        f.sliding_layers = match g.get(&key("attention.sliding_window_pattern")) {
+            Some(v) => match (v.as_array(), v.as_u64()) {
+                (Some(a), _) => {
+                    let layers: Vec<bool> = a.iter().map(|x| x.as_bool()).collect::<Option<_>>().ok_or_else(|| {
+                        Error::load(file, format!("{} is not an array of booleans", key("attention.sliding_window_pattern")))
+                    })?;
+                    if layers.len() != cfg.n_layers {
+                        return Err(Error::load(file, format!("{} lists {} layers; the model has {}", key("attention.sliding_window_pattern"), layers.len(), cfg.n_layers)));
+                    }
+                    layers
+                }
+                (None, Some(p)) => pattern_layers(cfg.n_layers, p as usize),
+                _ => return Err(Error::load(file, format!("{} is neither a number nor an array", key("attention.sliding_window_pattern")))),
+            },
+            None => pattern_layers(cfg.n_layers, 6),
+        };
+        let local = match g.get(&key("rope.freq_base_swa")) {
+            None => 10000.0,
+            Some(v) => v.as_f64().ok_or_else(|| Error::load(file, format!("{} is not a number", key("rope.freq_base_swa"))))?,
+        };
+        f.rope_local_theta = Some(local as f32);
+    }
+    cfg.validate(file)?;
+    Ok(cfg)
+}
+
+/// llama.cpp's `set_swa_pattern`: layer `l` slides unless it is the last
+/// of each group of `p` (every layer slides when `p` is 0).
+fn pattern_layers(n_layers: usize, p: usize) -> Vec<bool> {
+    (0..n_layers).map(|l| p == 0 || l % p < p - 1).collect()
+}
+
+fn gemma3_gguf_parts(cfg: &Config, g: &Gguf) -> Result<Parts> {
+    // Query and key rows are in Hugging Face order (Gemma rotates halves).
+    let mut parts = gguf_decoder_parts(cfg, g, QkLayout::Halves)?;
+    for (l, b) in parts.blocks.iter_mut().enumerate() {
+        let norm = |s: &str| -> Result<NormParts> {
+            let t = format!("blk.{l}.{s}.weight");
+            let w = g.qtensor(&t)?.dequantize(&candle_core::Device::Cpu)?;
+            if w.dims() != [cfg.d_model] {
+                return Err(Error::load(&g.file, format!("tensor '{t}' has shape {:?}, expected [{}]", w.dims(), cfg.d_model)));
+            }
+            Ok(NormParts::weight(w))
+        };
+        b.ln1_post = Some(norm("post_attention_norm")?);
+        b.ln2_post = Some(norm("post_ffw_norm")?);
+    }
+    Ok(parts)
 }

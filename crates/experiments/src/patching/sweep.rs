@@ -91,6 +91,11 @@ pub fn sweep(model: &Model, req: &PatchRequest, progress: &mut dyn FnMut(usize, 
     let layers = cfg.n_layers;
     let points: Vec<HookPoint> = (0..layers).map(|l| HookPoint::block(l, site)).collect();
     let resid_points: Vec<HookPoint> = (0..layers).map(|l| HookPoint::block(l, Site::ResidPre)).collect();
+    // A site this architecture lacks (e.g. `hook_resid_mid` of a parallel
+    // block) is refused by its name before anything runs.
+    if let Some(p) = points.first() {
+        model.hook_point(&p.name())?;
+    }
 
     // Clean and corrupted logits for the metric's reference points.
     let run_full = |run: &Run, cache_pts: &[HookPoint], kv: Option<&mut KvCache>| -> Result<(Vec<f32>, ActivationCache)> {
@@ -133,8 +138,9 @@ pub fn sweep(model: &Model, req: &PatchRequest, progress: &mut dyn FnMut(usize, 
 
     for l in 0..layers {
         let point = points[l];
-        let src = source_acts.get(&point).expect("cached");
-        let bas = base_acts.get(&point).expect("cached");
+        let missing = || Error::input(format!("hook '{}' was not reached by the forward pass", point.name()));
+        let src = source_acts.get(&point).ok_or_else(missing)?;
+        let bas = base_acts.get(&point).ok_or_else(missing)?;
         let sv: Vec<f32> = src.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
         let bv: Vec<f32> = bas.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
         let all = layer_cells(req.site, t, n_heads, &sv, &bv);

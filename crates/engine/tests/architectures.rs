@@ -36,18 +36,8 @@ fn expected(dir: &Path) -> Expected {
 }
 
 fn load(dir: &Path) -> Model {
-    let read = |f: &str| std::fs::read(dir.join(f)).ok();
-    let config = read("config.json").unwrap();
-    let tokenizer = read("tokenizer.json");
-    let tokenizer_config = read("tokenizer_config.json");
-    let weights = read("model.safetensors").unwrap();
-    let source = ModelSource::HuggingFace {
-        config: &config,
-        tokenizer: tokenizer.as_deref(),
-        tokenizer_config: tokenizer_config.as_deref(),
-        weights: vec![("model.safetensors".to_owned(), &weights[..])],
-    };
-    Model::load(&dir.file_name().unwrap().to_string_lossy(), source, Precision::F32).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+    let name = dir.file_name().unwrap().to_string_lossy();
+    Model::load(&name, scalpel_testkit::ArchFiles::read(&name).source(), Precision::F32).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {

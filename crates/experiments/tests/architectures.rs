@@ -4,22 +4,11 @@
 //! attribution's components sum to the logit difference, through Gemma's
 //! post-attention norms and GPT-NeoX's parallel blocks.
 
-use std::path::Path;
-
-use scalpel_engine::{Model, ModelSource, Precision};
+use scalpel_engine::Model;
 use scalpel_experiments::readouts::{direct_logit_attribution, logit_lens, DlaRequest, LensOptions};
 
 fn load(name: &str) -> Model {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/arch").join(name);
-    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
-    let (config, tokenizer, weights) = (read("config.json"), read("tokenizer.json"), read("model.safetensors"));
-    let source = ModelSource::HuggingFace {
-        config: &config,
-        tokenizer: Some(&tokenizer),
-        tokenizer_config: None,
-        weights: vec![("model.safetensors".into(), &weights[..])],
-    };
-    Model::load(name, source, Precision::F32).unwrap()
+    scalpel_testkit::load_arch_fixture(name)
 }
 
 #[test]

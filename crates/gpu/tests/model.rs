@@ -337,7 +337,6 @@ fn default_model_quantized_matches_cpu() {
 #[test]
 fn architectures_the_gpu_lacks_are_refused_by_name() {
     let Some(gpu) = gpu() else { return };
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/arch");
     let cases: [(&str, &[&str]); 6] = [
         ("llama", &[]),
         ("qwen2", &["attention biases"]),
@@ -347,15 +346,8 @@ fn architectures_the_gpu_lacks_are_refused_by_name() {
         ("gemma3", &["query/key norms", "sliding-window attention", "GELU"]),
     ];
     for (name, lacks) in cases {
-        let read = |f: &str| std::fs::read(dir.join(name).join(f)).unwrap();
-        let (config, tokenizer, weights) = (read("config.json"), read("tokenizer.json"), read("model.safetensors"));
-        let source = ModelSource::HuggingFace {
-            config: &config,
-            tokenizer: Some(&tokenizer),
-            tokenizer_config: None,
-            weights: vec![("model.safetensors".into(), &weights[..])],
-        };
-        let (cfg, _, parts) = scalpel_engine::read(name, source).unwrap();
+        let files = scalpel_testkit::ArchFiles::read(name);
+        let (cfg, _, parts) = scalpel_engine::read(name, files.source()).unwrap();
         match GpuModel::from_parts(gpu.clone(), name, &cfg, &parts, &GpuModelOptions::default()) {
             Ok(_) => assert!(lacks.is_empty(), "{name}: the GPU accepted it"),
             Err(e) => {

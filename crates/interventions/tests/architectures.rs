@@ -3,22 +3,11 @@
 //! architecture's own hooks, runs, and moves the logits (finite), and an
 //! identity edit leaves them bit-equal.
 
-use std::path::Path;
-
-use scalpel_engine::{Model, ModelSource, Precision};
+use scalpel_engine::Model;
 use scalpel_interventions::{parse, run, Interventions};
 
 fn load(name: &str) -> Model {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/arch").join(name);
-    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
-    let (config, tokenizer, weights) = (read("config.json"), read("tokenizer.json"), read("model.safetensors"));
-    let source = ModelSource::HuggingFace {
-        config: &config,
-        tokenizer: Some(&tokenizer),
-        tokenizer_config: None,
-        weights: vec![("model.safetensors".into(), &weights[..])],
-    };
-    Model::load(name, source, Precision::F32).unwrap()
+    scalpel_testkit::load_arch_fixture(name)
 }
 
 fn logits(model: &mut Model, ids: &[u32], items: &str) -> Result<Vec<f32>, String> {

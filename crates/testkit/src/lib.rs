@@ -1,8 +1,10 @@
 //! Test fixtures shared by every crate's tests and benches (dev-only): a
 //! seeded PRNG, a GGUF writer that can also write hostile files, tiny models
-//! in GGUF and Hugging Face layouts, random quantized blocks, the default
+//! in GGUF and Hugging Face layouts, the transformers-written architecture
+//! fixtures, random quantized blocks, the default
 //! model's location, and panics captured as values.
 
+pub mod arch;
 pub mod blocks;
 pub mod default_model;
 pub mod gguf;
@@ -12,6 +14,7 @@ pub mod rng;
 pub mod tiny;
 pub mod vocab;
 
+pub use arch::{arch_fixture_dir, load_arch_fixture, ArchFiles};
 pub use blocks::{ggml, random_blocks};
 pub use default_model::{default_model_bytes, default_model_path};
 pub use gguf::{Gguf, Meta, TensorSpec, Written};

@@ -6,7 +6,7 @@ use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
-use super::super::widgets::fmt_mb;
+use super::super::widgets::{fmt_mb, TokenField};
 use super::super::Ctx;
 use crate::js::{content_length, js_err};
 use crate::protocol::ModelLocation;
@@ -71,17 +71,7 @@ pub fn ConfirmModel() -> impl IntoView {
             </p>
             <p class="muted">"Nothing is downloaded until you choose."</p>
             <Show when=move || on_hub>
-                <label class="row">
-                    "Hugging Face token (gated models only) "
-                    <input
-                        type="password"
-                        autocomplete="off"
-                        aria-label="Hugging Face token"
-                        placeholder="hf_…"
-                        prop:value=move || ctx.hf_token.get()
-                        on:input=move |ev| ctx.hf_token.set(event_target_value(&ev))
-                    />
-                </label>
+                <div class="row"><TokenField label="Hugging Face token (gated models only) " placeholder="hf_…"/></div>
             </Show>
             <div class="row">
                 <button on:click=download disabled=too_big>"Download and load it"</button>

@@ -4,7 +4,7 @@
 
 use leptos::prelude::*;
 
-use super::super::widgets::{event_target, fmt_mb};
+use super::super::widgets::{event_target, fmt_mb, TokenField};
 use super::super::{Ctx, Phase};
 use super::gpu::GpuSection;
 use crate::protocol::{Kernels, ModelLocation, Precision, Request};
@@ -129,17 +129,7 @@ fn Source(load_file: impl Fn(web_sys::File) + Copy + 'static) -> impl IntoView {
         </Show>
         <Show when=move || kind.get() != "default">
             <div class="row">
-                <label>
-                    "Hugging Face token "
-                    <input
-                        type="password"
-                        autocomplete="off"
-                        aria-label="Hugging Face token"
-                        placeholder="hf_… (gated models only)"
-                        prop:value=move || ctx.hf_token.get()
-                        on:input=move |ev| ctx.hf_token.set(event_target_value(&ev))
-                    />
-                </label>
+                <TokenField label="Hugging Face token " placeholder="hf_… (gated models only)"/>
                 <span class="muted">"Kept in this tab's memory only: not in links, caches or storage; sent only to huggingface.co and this site."</span>
             </div>
         </Show>

@@ -35,6 +35,26 @@ pub fn StopButton(kind: &'static str) -> impl IntoView {
     }
 }
 
+/// The Hugging Face token field (gated repositories): bound to the page's
+/// in-memory `Ctx::hf_token`, never stored.
+#[component]
+pub fn TokenField(label: &'static str, placeholder: &'static str) -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    view! {
+        <label>
+            {label}
+            <input
+                type="password"
+                autocomplete="off"
+                aria-label="Hugging Face token"
+                placeholder=placeholder
+                prop:value=move || ctx.hf_token.get()
+                on:input=move |ev| ctx.hf_token.set(event_target_value(&ev))
+            />
+        </label>
+    }
+}
+
 pub fn fmt_mb(b: f64) -> String {
     format!("{:.1} MB", b / 1e6)
 }

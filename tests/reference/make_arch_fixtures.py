@@ -175,6 +175,14 @@ def architectures(vocab):
               rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
                                "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}},
               hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True), "spm", torch.float32),
+        # The same for Gemma 2, whose GGUF files fix even layers sliding and
+        # scores × head_dim^-½ (llama.cpp's `gemma2.cpp`); the soft-caps and
+        # the window travel in the file.
+        ("gemma2_gguf", T.Gemma2Config, T.Gemma2ForCausalLM,
+         dict(common, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=8, query_pre_attn_scalar=8,
+              attn_logit_softcapping=4.0, final_logit_softcapping=6.0, sliding_window=4,
+              layer_types=["sliding_attention", "full_attention"] * 2,
+              hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True), "spm", torch.float32),
     ]
 
 

@@ -242,13 +242,15 @@ fn sentencepiece_gguf_ids_equal_sentencepiece() {
     }
 }
 
-/// Qwen2 and Qwen3 GGUF files written by llama.cpp's own converter
-/// (`tests/reference/make_arch_gguf.py`, f32) from the same checkpoints:
-/// the same ids (llama.cpp's `qwen2` pre-tokenizer) and logits within 1e-4
-/// of transformers', with no tokenizer warning.
+/// Qwen2, Qwen3, GPT-NeoX, Gemma 2 and Gemma 3 GGUF files written by
+/// llama.cpp's own converter (`tests/reference/make_arch_gguf.py`, f32)
+/// from the same checkpoints: the same ids (llama.cpp's `qwen2` and `gpt-2`
+/// pre-tokenizers) and logits within 1e-4 of transformers', with no
+/// tokenizer warning. (GPT-NeoX: with the model's exact GELU, where
+/// llama.cpp approximates it.)
 #[test]
 fn gguf_files_match_transformers() {
-    for dir_name in ["qwen2", "qwen3_bf16", "gemma3_gguf"] {
+    for dir_name in ["qwen2", "qwen3_bf16", "gpt_neox", "gemma2_gguf", "gemma3_gguf"] {
         let dir = fixtures().join(dir_name);
         let exp = expected(&dir);
         let bytes = std::fs::read(dir.join("model-f32.gguf")).unwrap();
@@ -258,7 +260,7 @@ fn gguf_files_match_transformers() {
             // The tiny Gemma tokenizer is not one llama.cpp names (real
             // Gemma GGUFs carry SentencePiece vocabularies: spm_gguf):
             // its logits are compared on transformers' ids.
-            if dir_name != "gemma3_gguf" {
+            if !dir_name.starts_with("gemma") {
                 assert_eq!(&model.tokenizer().encode(text).unwrap(), ids, "{dir_name}: ids of {text:?}");
             }
             let got = model.logits(ids).unwrap();
@@ -288,6 +290,117 @@ fn gemma3_gguf_reads_llama_cpps_fixed_values() {
     assert_eq!((c.extra.sliding_window, c.extra.rope_local_theta, c.rope_theta), (Some(4), Some(10000.0), 1e6));
     assert_eq!(c.extra.attn_scale, Some(8f32.powf(-0.5)));
     assert!(c.extra.qk_norm && c.extra.post_norms && c.tied_embeddings);
+}
+
+/// A Gemma 2 GGUF as llama.cpp reads it: even layers slide, scores scale
+/// by head_dim^-½, the soft-caps and window come from the file.
+#[test]
+fn gemma2_gguf_reads_llama_cpps_fixed_values() {
+    let bytes = std::fs::read(fixtures().join("gemma2_gguf/model-f32.gguf")).unwrap();
+    let model = Model::load("model-f32.gguf", ModelSource::Gguf(&bytes), Precision::F32).unwrap();
+    let c = &model.config;
+    assert_eq!(c.arch, scalpel_engine::Arch::Gemma2);
+    assert_eq!(c.extra.sliding_layers, [true, false, true, false]);
+    assert_eq!((c.extra.sliding_window, c.extra.rope_local_theta), (Some(4), None));
+    assert_eq!((c.extra.attn_softcap, c.extra.final_softcap), (Some(4.0), Some(6.0)));
+    assert_eq!(c.extra.attn_scale, Some(8f32.powf(-0.5)));
+    assert!(!c.extra.qk_norm && c.extra.post_norms && c.tied_embeddings);
+}
+
+/// A GPT-NeoX GGUF: partial rotary from `rope.dimension_count`, parallel
+/// blocks, LayerNorm, an untied unembedding, the exact GELU.
+#[test]
+fn gpt_neox_gguf_reads_partial_rotary_and_parallel_blocks() {
+    let bytes = std::fs::read(fixtures().join("gpt_neox/model-f32.gguf")).unwrap();
+    let model = Model::load("model-f32.gguf", ModelSource::Gguf(&bytes), Precision::F32).unwrap();
+    let c = &model.config;
+    assert_eq!(c.arch, scalpel_engine::Arch::GptNeox);
+    assert_eq!((c.extra.rotary_dim, c.extra.parallel_residual, c.tied_embeddings), (Some(2), true, false));
+    assert_eq!((c.act, c.norm), (scalpel_engine::config::Activation::Gelu, scalpel_engine::config::NormKind::Layer));
+}
+
+/// The fused query/key/value of a quantized GPT-NeoX GGUF is split into
+/// roles by rows of blocks (`Gguf::qtensor_rows`), never dequantized whole:
+/// a Q8_0 copy of the fixture, built in f32 precision, equals an f32 copy
+/// holding exactly its dequantized values.
+#[test]
+fn gpt_neox_q8_gguf_splits_the_fused_matrix_by_block_rows() {
+    use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+    let path = fixtures().join("gpt_neox/model-f32.gguf");
+    let mut f = std::fs::File::open(&path).unwrap();
+    let content = gguf_file::Content::read(&mut f).unwrap();
+    let write = |quantize: bool| -> Vec<u8> {
+        let mut tensors = Vec::new();
+        for name in content.tensor_infos.keys() {
+            let t = content.tensor(&mut f.try_clone().unwrap(), name, &Device::Cpu).unwrap();
+            let q = if t.shape().dims().len() == 2 && name != "token_embd.weight" {
+                let q8 = QTensor::quantize(&t.dequantize(&Device::Cpu).unwrap(), GgmlDType::Q8_0).unwrap();
+                if quantize { q8 } else { QTensor::quantize(&q8.dequantize(&Device::Cpu).unwrap(), GgmlDType::F32).unwrap() }
+            } else {
+                t
+            };
+            tensors.push((name.clone(), q));
+        }
+        let meta: Vec<(&str, &gguf_file::Value)> = content.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let mut out = std::io::Cursor::new(Vec::new());
+        gguf_file::write(&mut out, &meta, &refs).unwrap();
+        out.into_inner()
+    };
+    let (q8, f32) = (write(true), write(false));
+    let q8_model = Model::load("q8.gguf", ModelSource::Gguf(&q8), Precision::F32).unwrap();
+    let f32_model = Model::load("f32.gguf", ModelSource::Gguf(&f32), Precision::F32).unwrap();
+    let ids = &expected(&fixtures().join("gpt_neox")).prompts[0].1;
+    let d = max_abs_diff(&q8_model.logits(ids).unwrap(), &f32_model.logits(ids).unwrap());
+    assert!(d < 1e-5, "Q8_0 GGUF vs its dequantized values: logits differ by {d}");
+    // And the quantized precision multiplies the split blocks as they are
+    // (int8 activations: the tolerance of `gguf_files_match_transformers`).
+    let q = Model::load("q8.gguf", ModelSource::Gguf(&q8), Precision::Quantized).unwrap();
+    let d = max_abs_diff(&q.logits(ids).unwrap(), &f32_model.logits(ids).unwrap());
+    assert!(d < 0.5, "Q8_0 GGUF in quantized precision: logits differ by {d}");
+}
+
+/// Every metadata value of every architecture's GGUF fixture, removed or
+/// replaced by a hostile one (zero, the largest integer, NaN, a string
+/// where a number belongs): the load gives a model or an error naming the
+/// file, never a panic, and never takes long (no allocation sized by a
+/// claimed value before the tensors confirm it).
+#[test]
+fn gguf_metadata_of_every_architecture_tampered_never_panics() {
+    use candle_core::quantized::{gguf_file, QTensor};
+    use gguf_file::Value;
+    let mut cases = 0;
+    for dir_name in ["qwen2", "qwen3_bf16", "gpt_neox", "gemma2_gguf", "gemma3_gguf"] {
+        let path = fixtures().join(dir_name).join("model-f32.gguf");
+        let mut f = std::fs::File::open(&path).unwrap();
+        let content = gguf_file::Content::read(&mut f).unwrap();
+        let tensors: Vec<(String, QTensor)> =
+            content.tensor_infos.keys().map(|n| (n.clone(), content.tensor(&mut f.try_clone().unwrap(), n, &Device::Cpu).unwrap())).collect();
+        let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let hostile = [None, Some(Value::U32(0)), Some(Value::U32(u32::MAX)), Some(Value::U64(u64::MAX)), Some(Value::F32(f32::NAN)), Some(Value::String("x".into()))];
+        for key in content.metadata.keys().filter(|k| !k.starts_with("tokenizer.ggml.")) {
+            for v in &hostile {
+                let meta: Vec<(&str, &Value)> = content
+                    .metadata
+                    .iter()
+                    .filter_map(|(k, old)| if k == key { v.as_ref().map(|v| (k.as_str(), v)) } else { Some((k.as_str(), old)) })
+                    .collect();
+                let mut out = std::io::Cursor::new(Vec::new());
+                gguf_file::write(&mut out, &meta, &refs).unwrap();
+                let bytes = out.into_inner();
+                let t0 = std::time::Instant::now();
+                let what = format!("{dir_name}: {key} = {v:?}");
+                match scalpel_testkit::panic::no_panic(|| Model::load("model.gguf", ModelSource::Gguf(&bytes), Precision::F32).map(|m| m.logits(&[1, 2]).map(|_| ()))) {
+                    Err(p) => panic!("{what}: panicked: {p}"),
+                    Ok(Err(e)) | Ok(Ok(Err(e))) => assert!(e.to_string().contains("model.gguf") || e.to_string().contains(key.as_str()), "{what}: {e}"),
+                    Ok(Ok(Ok(()))) => {}
+                }
+                assert!(t0.elapsed().as_secs_f64() < 10.0, "{what}: took {:?}", t0.elapsed());
+                cases += 1;
+            }
+        }
+    }
+    assert!(cases > 100, "{cases} cases");
 }
 
 /// The parameter count read from config.json alone (the page's estimate

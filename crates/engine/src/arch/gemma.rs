@@ -16,10 +16,10 @@ use crate::load::safetensors::Store;
 
 pub(crate) const GEMMA2: ArchDef = ArchDef {
     arch: Arch::Gemma2,
-    gguf_names: &[],
+    gguf_names: &["gemma2"],
     hf_model_types: &["gemma2"],
-    gguf_config: None,
-    gguf_parts: None,
+    gguf_config: Some(gemma2_gguf_config),
+    gguf_parts: Some(gguf_parts),
     hf_config: gemma2_config,
     hf_parts,
 };
@@ -29,7 +29,7 @@ pub(crate) const GEMMA3: ArchDef = ArchDef {
     gguf_names: &["gemma3"],
     hf_model_types: &["gemma3_text", "gemma3"],
     gguf_config: Some(gemma3_gguf_config),
-    gguf_parts: Some(gemma3_gguf_parts),
+    gguf_parts: Some(gguf_parts),
     hf_config: gemma3_config,
     hf_parts,
 };
@@ -127,30 +127,83 @@ fn hf_parts(cfg: &Config, st: &Store) -> Result<Parts> {
     hf_decoder_parts(cfg, st, DecoderNorms::Gemma)
 }
 
-/// A Gemma 3 GGUF as llama.cpp reads it (`src/models/gemma3.cpp`): the
-/// file carries no `query_pre_attn_scalar` (scores scale by head_dim^-½,
-/// or (d_model / heads)^-½ for the 62-layer 27B) and no layer types
-/// unless `attention.sliding_window_pattern` is given (else every 6th
-/// layer is full); the sliding layers' RoPE base is `rope.freq_base_swa`
-/// (default 10000). The converter stores the norms' `1 + w` itself.
+/// What llama.cpp fixes or defaults for a Gemma GGUF, where the two
+/// generations differ (`src/models/gemma2.cpp`, `gemma3.cpp`).
+struct GgufDefaults {
+    /// `set_swa_pattern`'s group size when the file gives no
+    /// `attention.sliding_window_pattern`.
+    swa_pattern: usize,
+    /// The window when the file gives none (`None`: no layer slides).
+    window: Option<usize>,
+    /// The sliding layers' RoPE base when `rope.freq_base_swa` is absent
+    /// (`None`: the full layers' base).
+    local_theta: Option<f64>,
+    /// Layer count of the model whose scores scale by (d_model / heads)^-½
+    /// instead of head_dim^-½ (the 27B of each generation).
+    wide_scale_layers: usize,
+}
+
+/// A Gemma 2 GGUF as llama.cpp reads it: even layers slide (window 4096
+/// unless given), scores scale by head_dim^-½ (the file carries no
+/// `query_pre_attn_scalar`), attention and final soft-caps from the file
+/// or llama.cpp's defaults (50, 30), one RoPE base unless
+/// `rope.freq_base_swa` is given.
+fn gemma2_gguf_config(g: &Gguf, name: &str) -> Result<Config> {
+    let d = GgufDefaults { swa_pattern: 2, window: Some(4096), local_theta: None, wide_scale_layers: 46 };
+    let mut cfg = gguf_config(g, name, Arch::Gemma2, d)?;
+    let f = &mut cfg.extra;
+    f.attn_softcap = Some(gguf_number(g, &format!("{name}.attn_logit_softcapping"))?.unwrap_or(50.0) as f32);
+    f.final_softcap = Some(gguf_number(g, &format!("{name}.final_logit_softcapping"))?.unwrap_or(30.0) as f32);
+    cfg.validate(&g.file)?;
+    Ok(cfg)
+}
+
+/// A Gemma 3 GGUF as llama.cpp reads it: the file carries no
+/// `query_pre_attn_scalar` (scores scale by head_dim^-½, or
+/// (d_model / heads)^-½ for the 62-layer 27B) and no layer types unless
+/// `attention.sliding_window_pattern` is given (else every 6th layer is
+/// full); the sliding layers' RoPE base is `rope.freq_base_swa` (default
+/// 10000); no attention soft-cap, a final one only when the file says.
 fn gemma3_gguf_config(g: &Gguf, name: &str) -> Result<Config> {
-    let mut cfg = gguf_decoder_config(g, name, Arch::Gemma3)?;
+    let d = GgufDefaults { swa_pattern: 6, window: None, local_theta: Some(10000.0), wide_scale_layers: 62 };
+    let mut cfg = gguf_config(g, name, Arch::Gemma3, d)?;
+    cfg.extra.qk_norm = true;
+    cfg.extra.final_softcap = gguf_number(g, &format!("{name}.final_logit_softcapping"))?.map(|c| c as f32);
+    cfg.validate(&g.file)?;
+    Ok(cfg)
+}
+
+/// An optional number from a GGUF file's metadata: a value of another type
+/// is an error, not a default.
+fn gguf_number(g: &Gguf, key: &str) -> Result<Option<f64>> {
+    match g.get(key) {
+        None => Ok(None),
+        Some(v) => v.as_f64().map(Some).ok_or_else(|| Error::load(&g.file, format!("{key} is not a number"))),
+    }
+}
+
+/// What Gemma 2 and 3 GGUF files share: the llama layout's keys, √d_model
+/// embedding scale, post-norms, GELU-tanh, the score scale and the sliding
+/// layers. The converter stores the norms' `1 + w` itself.
+fn gguf_config(g: &Gguf, name: &str, arch: Arch, defaults: GgufDefaults) -> Result<Config> {
+    let mut cfg = gguf_decoder_config(g, name, arch)?;
     let key = |k: &str| format!("{name}.{k}");
     let file = &g.file;
     cfg.act = Activation::GeluTanh;
     let f = &mut cfg.extra;
     f.post_norms = true;
-    f.qk_norm = true;
     f.embed_scale = Some((cfg.d_model as f64).sqrt() as f32);
-    let scale_width = if cfg.n_layers == 62 { cfg.d_model / cfg.n_heads } else { cfg.d_head };
+    let scale_width = if cfg.n_layers == defaults.wide_scale_layers { cfg.d_model / cfg.n_heads } else { cfg.d_head };
     f.attn_scale = Some((scale_width as f64).powf(-0.5) as f32);
-    f.final_softcap = match g.get(&key("final_logit_softcapping")) {
-        None => None,
-        Some(v) => Some(v.as_f64().ok_or_else(|| Error::load(file, format!("{} is not a number", key("final_logit_softcapping"))))? as f32),
+    let window = match g.get(&key("attention.sliding_window")) {
+        None => defaults.window,
+        Some(v) => {
+            let w = v.as_u64().ok_or_else(|| Error::load(file, format!("{} is not an integer", key("attention.sliding_window"))))?;
+            Some(super::size(file, &key("attention.sliding_window"), w)?)
+        }
     };
-    let window = g.get(&key("attention.sliding_window")).and_then(|v| v.as_u64()).unwrap_or(0);
-    if window > 0 {
-        f.sliding_window = Some(window as usize);
+    if let Some(window) = window.filter(|&w| w > 0) {
+        f.sliding_window = Some(window);
         f.sliding_layers = match g.get(&key("attention.sliding_window_pattern")) {
             Some(v) => match (v.as_array(), v.as_u64()) {
                 (Some(a), _) => {
@@ -165,15 +218,10 @@ fn gemma3_gguf_config(g: &Gguf, name: &str) -> Result<Config> {
                 (None, Some(p)) => pattern_layers(cfg.n_layers, p as usize),
                 _ => return Err(Error::load(file, format!("{} is neither a number nor an array", key("attention.sliding_window_pattern")))),
             },
-            None => pattern_layers(cfg.n_layers, 6),
+            None => pattern_layers(cfg.n_layers, defaults.swa_pattern),
         };
-        let local = match g.get(&key("rope.freq_base_swa")) {
-            None => 10000.0,
-            Some(v) => v.as_f64().ok_or_else(|| Error::load(file, format!("{} is not a number", key("rope.freq_base_swa"))))?,
-        };
-        f.rope_local_theta = Some(local as f32);
+        f.rope_local_theta = gguf_number(g, &key("rope.freq_base_swa"))?.or(defaults.local_theta).map(|t| t as f32);
     }
-    cfg.validate(file)?;
     Ok(cfg)
 }
 
@@ -183,7 +231,7 @@ fn pattern_layers(n_layers: usize, p: usize) -> Vec<bool> {
     (0..n_layers).map(|l| p == 0 || l % p < p - 1).collect()
 }
 
-fn gemma3_gguf_parts(cfg: &Config, g: &Gguf) -> Result<Parts> {
+fn gguf_parts(cfg: &Config, g: &Gguf) -> Result<Parts> {
     // Query and key rows are in Hugging Face order (Gemma rotates halves).
     let mut parts = gguf_decoder_parts(cfg, g, QkLayout::Halves)?;
     for (l, b) in parts.blocks.iter_mut().enumerate() {

@@ -3,24 +3,159 @@
 //! first `rotary_pct` of each head, a fused query/key/value matrix laid
 //! out head by head (`[q_h, k_h, v_h]` for each head h), a GELU MLP with
 //! biases and an untied unembedding.
+//!
+//! GGUF files (`gptneox`) are read as llama.cpp reads them
+//! (`src/models/gptneox.cpp`), with one deliberate difference: llama.cpp
+//! computes the MLP's GELU with the tanh approximation, while the models
+//! (Pythia: `hidden_act: "gelu"`) were trained with the exact, erf-based
+//! GELU that transformers computes. The file does not say which; Scalpel
+//! computes the model's own, so a GGUF gives transformers' numbers
+//! (llama.cpp's differ by up to ~1e-3 per activation).
 
 use candle_core::Tensor;
 
-use crate::arch::{hf_bool, hf_opt_f64, hf_usize, ArchDef};
+use crate::arch::{hf_bool, hf_opt_f64, hf_usize, size, ArchDef};
 use crate::config::{Activation, Arch, Config, NormKind, PosEmbedding};
 use crate::error::{Error, Result};
+use crate::load::gguf::Gguf;
 use crate::load::parts::{BlockParts, LinearParts, NormParts, Parts, QkLayout, Weight};
 use crate::load::safetensors::Store;
 
 pub(crate) const DEF: ArchDef = ArchDef {
     arch: Arch::GptNeox,
-    gguf_names: &[],
+    gguf_names: &["gptneox"],
     hf_model_types: &["gpt_neox"],
-    gguf_config: None,
-    gguf_parts: None,
+    gguf_config: Some(gguf_config),
+    gguf_parts: Some(gguf_parts),
     hf_config,
     hf_parts,
 };
+
+fn gguf_config(g: &Gguf, name: &str) -> Result<Config> {
+    let file = &g.file;
+    let key = |k: &str| format!("{name}.{k}");
+    let u = |k: &str| -> Result<usize> { size(file, &key(k), g.require_u64(&key(k))?) };
+    let number = |k: &str| -> Result<Option<f64>> {
+        match g.get(&key(k)) {
+            None => Ok(None),
+            Some(v) => v.as_f64().map(Some).ok_or_else(|| Error::load(file, format!("{} is not a number", key(k)))),
+        }
+    };
+    let d_model = u("embedding_length")?;
+    let n_heads = u("attention.head_count")?;
+    let d_head = d_model.checked_div(n_heads).unwrap_or(0);
+    if let Some(kv) = g.get(&key("attention.head_count_kv")) {
+        if kv.as_u64() != Some(n_heads as u64) {
+            return Err(Error::load(file, format!("{} differs from the head count {n_heads}: GPT-NeoX has no grouped keys", key("attention.head_count_kv"))));
+        }
+    }
+    // llama.cpp requires both; a default would silently change the block.
+    let parallel = g
+        .require(&key("use_parallel_residual"))?
+        .as_bool()
+        .ok_or_else(|| Error::load(file, format!("{} is not a boolean", key("use_parallel_residual"))))?;
+    let eps = number("attention.layer_norm_epsilon")?.ok_or_else(|| Error::load(file, format!("missing metadata '{}'", key("attention.layer_norm_epsilon"))))?;
+    let rotary_dim = match g.get(&key("rope.dimension_count")) {
+        None => d_head,
+        Some(_) => u("rope.dimension_count")?,
+    };
+    if rotary_dim == 0 || rotary_dim > d_head || rotary_dim % 2 != 0 {
+        return Err(Error::load(file, format!("{} = {rotary_dim} is not an even number in 2..={d_head}", key("rope.dimension_count"))));
+    }
+    if let Some(ty) = g.get(&key("rope.scaling.type")) {
+        if ty.as_str() != Some("none") {
+            return Err(Error::load(file, format!("{}: rope scaling {} is not supported", key("rope.scaling.type"), ty.as_str().unwrap_or("(not a string)"))));
+        }
+    }
+    let d_vocab = g.info("token_embd.weight").and_then(|t| t.shape.first().copied()).ok_or_else(|| Error::load(file, "missing tensor 'token_embd.weight'"))?;
+    if g.info("output.weight").is_none() {
+        return Err(Error::load(file, "missing tensor 'output.weight': GPT-NeoX's unembedding is its own matrix"));
+    }
+    Ok(Config {
+        arch: Arch::GptNeox,
+        n_layers: u("block_count")?,
+        d_model,
+        n_heads,
+        n_kv_heads: n_heads,
+        d_head,
+        d_mlp: u("feed_forward_length")?,
+        d_vocab,
+        n_ctx: u("context_length")?,
+        norm: NormKind::Layer,
+        norm_eps: eps,
+        pos_embedding: PosEmbedding::Rope,
+        rope_theta: number("rope.freq_base")?.unwrap_or(10000.0) as f32,
+        gated_mlp: false,
+        act: Activation::Gelu,
+        tied_embeddings: false,
+        extra: crate::config::Features {
+            parallel_residual: parallel,
+            rotary_dim: (rotary_dim != d_head).then_some(rotary_dim),
+            ..Default::default()
+        },
+    })
+}
+
+/// llama.cpp's converter reorders the fused query/key/value rows from
+/// head by head to role by role (all query rows, then key, then value) and
+/// keeps Hugging Face's rotary order within a head.
+fn gguf_parts(cfg: &Config, g: &Gguf) -> Result<Parts> {
+    let (d, m, v) = (cfg.d_model, cfg.d_mlp, cfg.d_vocab);
+    let check = |t: &str, got: &[usize], want: &[usize]| -> Result<()> {
+        if got != want {
+            return Err(Error::load(&g.file, format!("tensor '{t}' has shape {got:?}, expected {want:?}")));
+        }
+        Ok(())
+    };
+    let matrix = |t: &str, want: [usize; 2]| -> Result<Weight> {
+        let q = g.qtensor(t)?;
+        check(t, q.shape().dims(), &want)?;
+        Ok(Weight::Quant(q))
+    };
+    let vector = |t: &str, width: usize| -> Result<Tensor> {
+        let q = g.qtensor(t)?;
+        check(t, q.shape().dims(), &[width])?;
+        Ok(q.dequantize(&candle_core::Device::Cpu)?)
+    };
+    let ln = |n: &str| -> Result<NormParts> { Ok(NormParts { w: vector(&format!("{n}.weight"), d)?, b: Some(vector(&format!("{n}.bias"), d)?) }) };
+    let linear = |n: &str, want: [usize; 2]| -> Result<LinearParts> {
+        Ok(LinearParts { w: matrix(&format!("{n}.weight"), want)?, b: Some(vector(&format!("{n}.bias"), want[0])?) })
+    };
+    let mut blocks = Vec::with_capacity(cfg.n_layers);
+    for l in 0..cfg.n_layers {
+        let p = format!("blk.{l}");
+        let qkv = format!("{p}.attn_qkv");
+        let info = g.info(&format!("{qkv}.weight")).ok_or_else(|| Error::load(&g.file, format!("missing tensor '{qkv}.weight'")))?;
+        check(&format!("{qkv}.weight"), &info.shape, &[3 * d, d])?;
+        let bias = vector(&format!("{qkv}.bias"), 3 * d)?;
+        let part = |i: usize| -> Result<LinearParts> {
+            Ok(LinearParts { w: Weight::Quant(g.qtensor_rows(&format!("{qkv}.weight"), i * d, d)?), b: Some(bias.narrow(0, i * d, d)?.contiguous()?) })
+        };
+        blocks.push(BlockParts {
+            ln1: ln(&format!("{p}.attn_norm"))?,
+            q: part(0)?,
+            k: part(1)?,
+            v: part(2)?,
+            q_norm: None,
+            k_norm: None,
+            o: linear(&format!("{p}.attn_output"), [d, d])?,
+            ln1_post: None,
+            ln2: ln(&format!("{p}.ffn_norm"))?,
+            ln2_post: None,
+            gate: None,
+            up: linear(&format!("{p}.ffn_up"), [m, d])?,
+            down: linear(&format!("{p}.ffn_down"), [d, m])?,
+        });
+    }
+    Ok(Parts {
+        embed: matrix("token_embd.weight", [v, d])?,
+        pos_embed: None,
+        blocks,
+        ln_final: ln("output_norm")?,
+        unembed: Some(matrix("output.weight", [v, d])?),
+        qk_layout: QkLayout::Halves,
+    })
+}
 
 fn hf_config(file: &str, v: &serde_json::Value) -> Result<Config> {
     let get = |k: &str| hf_usize(file, v, k);

@@ -498,6 +498,26 @@ impl<'a> Gguf<'a> {
         self.blocks_to_qtensor(info, |dst| dst.copy_from_slice(self.raw(info)))
     }
 
+    /// Rows `start..start + n` of a matrix tensor as a tensor of their own,
+    /// still in the stored blocks (a row is whole blocks): a fused matrix
+    /// (GPT-NeoX's query/key/value) split by role without dequantizing.
+    pub fn qtensor_rows(&self, name: &str, start: usize, n: usize) -> Result<QTensor> {
+        let info = self.find(name)?;
+        let &[rows, cols] = info.shape.as_slice() else {
+            return Err(Error::load(&self.file, format!("tensor '{name}' has shape {:?}, expected a matrix", info.shape)));
+        };
+        if start.checked_add(n).is_none_or(|end| end > rows) {
+            return Err(Error::load(&self.file, format!("tensor '{name}' has {rows} rows; rows {start}..{} were asked for", start.saturating_add(n))));
+        }
+        if cols % info.dtype.block_size() != 0 {
+            return Err(Error::load(&self.file, format!("tensor '{name}': rows of {cols} values are not whole {:?} blocks", info.dtype)));
+        }
+        let row_bytes = cols / info.dtype.block_size() * info.dtype.type_size();
+        let part = TensorInfo { name: name.to_owned(), dtype: info.dtype, shape: vec![n, cols], start: info.start + start * row_bytes, len: n * row_bytes };
+        let raw = self.raw(&part);
+        self.blocks_to_qtensor(&part, |dst| dst.copy_from_slice(raw))
+    }
+
     /// Fills a 4-byte aligned buffer of the tensor's size with `fill` and
     /// hands it to candle, which reads the blocks in place (they hold f32 or
     /// f16 fields, so the bytes must be aligned) and checks nothing itself.

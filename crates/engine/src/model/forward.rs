@@ -238,10 +238,11 @@ impl Model {
         if t == 0 {
             return Err(Error::input("empty prompt: there are no tokens to run"));
         }
-        if start + t > self.config.n_ctx {
+        // `start` may come from a caller's bad arguments: no overflow.
+        if start.checked_add(t).is_none_or(|end| end > self.config.n_ctx) {
             return Err(Error::input(format!(
                 "{} tokens ({t} new + {start} cached) exceed the model's context length of {}",
-                start + t,
+                start as u128 + t as u128,
                 self.config.n_ctx
             )));
         }

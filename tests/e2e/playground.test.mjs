@@ -269,6 +269,59 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
     }
   });
 
+  test('an embed offers its readers the controls the author picked: a strength slider and the prompt re-run the figure; an unknown control is named', { timeout: 15 * MINUTE }, async () => {
+    await open(page, URL);
+    await waitState(page, 'ready', 5 * MINUTE, logs);
+    await preset(page, '"Love − Hate" steering', logs);
+    await waitCompare(page, 5 * MINUTE, logs);
+    // The author picks the readers' controls; the snippet carries them.
+    await page.getByRole('button', { name: 'Embed', exact: true }).click();
+    await page.getByRole('checkbox', { name: 'Embed control: strength' }).check();
+    await page.getByRole('checkbox', { name: 'Embed control: prompt' }).check();
+    const snippet = await page.getByRole('textbox', { name: 'Embed snippet' }).inputValue();
+    const src = snippet.match(/src="([^"]+)"/)[1].replaceAll('&amp;', '&');
+    assert.match(src, /\?embed=1&controls=prompt,strength#s=/);
+    const want = await readIds(page, 'Intervened output');
+    await page.setViewportSize({ width: 720, height: 620 });
+    try {
+      await open(page, src);
+      await waitState(page, 'ready', 5 * MINUTE, logs);
+      await waitCompare(page, 5 * MINUTE, logs);
+      assert.deepEqual(await readIds(page, 'Intervened output'), want, 'the embed shows the author\'s result first');
+      assert.equal(await page.getByRole('tab').count(), 0, 'no tabs');
+      assert.equal(await page.getByRole('button', { name: 'Add intervention' }).count(), 0, 'no stack editor');
+      assert.equal(await page.getByRole('spinbutton', { name: 'Temperature' }).count(), 0, 'no sampling');
+      assert.equal(await page.getByRole('textbox', { name: 'Intervention 1 plus prompt' }).count(), 0, 'no vector builder');
+      await screenshot(page, '07b-embed-controls');
+      // Strength 0: the intervened column becomes the baseline.
+      const base = await readIds(page, 'Baseline output');
+      const strength = page.getByRole('spinbutton', { name: 'Intervention 1 strength' });
+      await strength.fill('0');
+      await strength.press('Enter');
+      await page.waitForTimeout(600);
+      await waitCompare(page, 3 * MINUTE, logs);
+      assert.deepEqual(await readIds(page, 'Intervened output'), base, 'strength 0 gives the baseline');
+      // The prompt: the figure re-runs on the reader's text, and the
+      // address keeps the embed and its controls.
+      const prompt = page.getByRole('textbox', { name: 'Prompt', exact: true });
+      await prompt.fill('My favourite food is');
+      await page.waitForTimeout(600);
+      await waitCompare(page, 3 * MINUTE, logs);
+      assert.notDeepEqual(await readIds(page, 'Baseline output'), base, 'a new prompt, a new baseline');
+      assert.match(page.url(), /\?embed=1&controls=prompt,strength#s=/);
+      // A control that does not exist is named; the figure still renders.
+      await open(page, src.replace('controls=prompt,strength', 'controls=prompt,layers'));
+      await waitState(page, 'ready', 5 * MINUTE, logs);
+      const notice = await page.getByRole('alert', { name: 'Link error' }).textContent();
+      assert.match(notice, /'layers' that does not exist \(controls: prompt, strength, sampling, stack\)/);
+      assert.equal(await page.getByRole('textbox', { name: 'Prompt', exact: true }).count(), 0, 'no controls from a bad list');
+    } finally {
+      await page.setViewportSize({ width: 1280, height: 900 });
+      await open(page, URL);
+      await waitState(page, 'ready', 5 * MINUTE, logs);
+    }
+  });
+
   test('malformed and hostile links are rejected with a message or rendered as text', { timeout: 10 * MINUTE }, async () => {
     const linkError = () => page.getByRole('alert', { name: 'Link error' });
     await open(page, `${URL}#s=!!!not-base64`);

@@ -7,7 +7,7 @@ use leptos::prelude::*;
 use super::client::{Client, Stopping};
 use crate::js::now_ms;
 use crate::protocol::{BenchResult, LoadedModel, ModelLocation, Precision, Request, Response};
-use crate::state::Shared;
+use crate::state::{EmbedControls, Shared};
 use crate::MODEL_URL_META;
 
 thread_local! {
@@ -75,6 +75,8 @@ pub struct Ctx {
     pub work: RwSignal<(u32, u32)>,
     pub bench: RwSignal<Option<BenchResult>>,
     pub embed: bool,
+    /// What an embed's reader may change (`?controls=`; none outside embeds).
+    pub controls: EmbedControls,
     /// Which stack item asked for a separation scan / control vector / SAE latent.
     pub asking_item: RwSignal<Option<u32>>,
     /// The last separation scan and the stack item that asked for it.
@@ -119,7 +121,7 @@ pub struct Ctx {
 type OnStart = Box<dyn Fn(&'static str)>;
 
 impl Ctx {
-    pub fn new(st: Shared, embed: bool) -> Ctx {
+    pub fn new(st: Shared, embed: Option<EmbedControls>) -> Ctx {
         Ctx {
             st: RwSignal::new(st),
             phase: RwSignal::new(Phase::Starting),
@@ -130,7 +132,8 @@ impl Ctx {
             busy_with: RwSignal::new(None),
             work: RwSignal::new((0, 0)),
             bench: RwSignal::new(None),
-            embed,
+            embed: embed.is_some(),
+            controls: embed.unwrap_or_default(),
             asking_item: RwSignal::new(None),
             scan: RwSignal::new(None),
             gpu: RwSignal::new(None),
@@ -251,6 +254,12 @@ impl Ctx {
         let r = self.reload_after_stop.get_value();
         self.reload_after_stop.set_value(false);
         r
+    }
+
+    /// Whether a control is shown: always on the page; in an embed, when
+    /// the link's `controls=` offers it (`pick` reads which).
+    pub fn shows(self, pick: fn(EmbedControls) -> bool) -> bool {
+        !self.embed || pick(self.controls)
     }
 
     pub fn ready(self) -> bool {

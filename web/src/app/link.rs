@@ -1,12 +1,13 @@
 //! The page's URL: the state it opens with (`#s=…`, plus `preset`,
-//! `panel`, `precision`, `kernels` and `embed` query parameters), the link
+//! `panel`, `precision`, `kernels`, `embed` and `controls` query
+//! parameters), the link
 //! for the current state, copying it, and the copies kept in the browser
 //! (the last valid state, and a state that crashed the engine).
 
 use gloo_storage::{LocalStorage, Storage};
 
 use crate::protocol::{Kernels, Precision};
-use crate::state::{presets, Panel, Shared, MAX_LINK_CHARS};
+use crate::state::{presets, EmbedControls, Panel, Shared, MAX_LINK_CHARS};
 
 /// localStorage key of the last valid state (the "restore previous session" offer).
 const LAST_STATE_KEY: &str = "scalpel.last_state";
@@ -15,6 +16,20 @@ const CRASHED_STATE_KEY: &str = "scalpel.crashed_state";
 
 fn location_hash() -> String {
     web_sys::window().and_then(|w| w.location().hash().ok()).unwrap_or_default()
+}
+
+/// Whether the page is an embed (`embed=1`), and the controls its reader
+/// gets (`controls=`; an unknown one is an error for the link notice, and
+/// the embed then offers none).
+pub fn embed_controls() -> (Option<EmbedControls>, Option<String>) {
+    if query_param("embed").as_deref() != Some("1") {
+        return (None, None);
+    }
+    match query_param("controls").map(|v| EmbedControls::parse(&v)) {
+        None => (Some(EmbedControls::default()), None),
+        Some(Ok(c)) => (Some(c), None),
+        Some(Err(e)) => (Some(EmbedControls::default()), Some(e)),
+    }
 }
 
 pub fn query_param(name: &str) -> Option<String> {
@@ -53,20 +68,28 @@ pub fn initial_state() -> (Shared, Option<String>) {
     (st, err)
 }
 
-/// The page's URL for `st` (embed adds `embed=1`).
-pub fn link_for(st: &Shared, embed: bool) -> String {
+/// The query of a page's URL: none, or an embed with the reader's controls.
+fn query(embed: Option<EmbedControls>) -> String {
+    match embed {
+        None => String::new(),
+        Some(c) if !c.any() => "?embed=1".into(),
+        Some(c) => format!("?embed=1&controls={}", c.to_param()),
+    }
+}
+
+/// The page's URL for `st`; an embed's adds `embed=1` and its controls.
+pub fn link_for(st: &Shared, embed: Option<EmbedControls>) -> String {
     let loc = web_sys::window().map(|w| w.location());
     let origin = loc.as_ref().and_then(|l| l.origin().ok()).unwrap_or_default();
     let path = loc.as_ref().and_then(|l| l.pathname().ok()).unwrap_or_else(|| "/".into());
-    let q = if embed { "?embed=1" } else { "" };
-    format!("{origin}{path}{q}#s={}", st.encode())
+    format!("{origin}{path}{}#s={}", query(embed), st.encode())
 }
 
 /// Keeps the address bar and the browser's saved copy on `st`, if it is
 /// valid (a state the next visit would reject is never written; the
-/// problem is returned). No history entries are added; only `embed` stays
-/// a query parameter (the others are folded into the state).
-pub fn remember(st: &Shared, embed: bool) -> Result<(), String> {
+/// problem is returned). No history entries are added; only `embed` and
+/// `controls` stay query parameters (the others are folded into the state).
+pub fn remember(st: &Shared, embed: Option<EmbedControls>) -> Result<(), String> {
     st.validate()?;
     let enc = st.encode();
     if enc.len() > MAX_LINK_CHARS {
@@ -74,8 +97,7 @@ pub fn remember(st: &Shared, embed: bool) -> Result<(), String> {
     }
     let Some(w) = web_sys::window() else { return Ok(()) };
     if let Ok(h) = w.history() {
-        let q = if embed { "?embed=1" } else { "" };
-        let url = format!("{}{q}#s={enc}", w.location().pathname().unwrap_or_else(|_| "/".into()));
+        let url = format!("{}{}#s={enc}", w.location().pathname().unwrap_or_else(|_| "/".into()), query(embed));
         let _ = h.replace_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some(&url));
     }
     // Private windows and full storage refuse: the address still holds the state.

@@ -25,11 +25,13 @@ pub fn start() {
 #[component]
 fn App() -> impl IntoView {
     let (initial, link_error) = link::initial_state();
-    let embed = link::query_param("embed").as_deref() == Some("1");
+    let (embed_controls, controls_error) = link::embed_controls();
+    let link_error = link_error.or(controls_error);
+    let embed = embed_controls.is_some();
     // The last valid state this browser kept, offered when the page opens on another one.
     let saved = RwSignal::new(if embed { None } else { link::saved_state().filter(|s| *s != initial) });
     let crashed_before = link::crashed_before(&initial);
-    let ctx = Ctx::new(initial, embed);
+    let ctx = Ctx::new(initial, embed_controls);
     provide_context(ctx);
     let panels = panels::Panels::new();
     panels.provide();
@@ -45,7 +47,7 @@ fn App() -> impl IntoView {
         ctx.st.with(|s| {
             // An address that failed to open stays as it was until the user changes something.
             if prev.is_some() || !bad_address {
-                state_problem.set(link::remember(s, embed).err());
+                state_problem.set(link::remember(s, embed_controls).err());
             }
         })
     });

@@ -4,9 +4,11 @@
 //! turns into an intervention document (docs/interventions.md) for the worker.
 
 pub mod catalogue;
+mod embed;
 mod presets;
 mod stack;
 
+pub use embed::{EmbedControls, CONTROLS};
 pub use presets::{presets, Preset};
 pub use stack::{lines, parse_positions, StackItem, UiOp, VectorSpec};
 

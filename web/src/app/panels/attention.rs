@@ -49,7 +49,7 @@ pub fn View() -> impl IntoView {
     };
     view! {
         <div class="attention">
-            <Show when=move || !ctx.embed>
+            <Show when=move || ctx.shows(|c| c.prompt)>
                 <PromptBox/>
                 <div class="row">
                     <button on:click=move |_| run(ctx, state) disabled=move || !ctx.ready()>"Compute patterns"</button>

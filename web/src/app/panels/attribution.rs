@@ -102,7 +102,7 @@ pub fn View() -> impl IntoView {
     view! {
         <div class="attribution">
             <h3>"Direct logit attribution"</h3>
-            <Show when=move || !ctx.embed>
+            <Show when=move || ctx.shows(|c| c.prompt)>
                 <PromptBox/>
                 <div class="row">
                     <label>"Answer " <input type="text" class="short" aria-label="DLA answer" prop:value=move || st.with(|s| s.attribution.answer.clone()) on:input=move |ev| { let v = event_target_value(&ev); st.update(|s| s.attribution.answer = v) } /></label>

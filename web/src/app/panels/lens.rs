@@ -89,7 +89,7 @@ pub fn View() -> impl IntoView {
     let st = ctx.st;
     view! {
         <div class="lens">
-            <Show when=move || !ctx.embed>
+            <Show when=move || ctx.shows(|c| c.prompt)>
                 <PromptBox/>
                 <div class="row">
                     <label>"Target token " <input type="text" class="short" aria-label="Target token" placeholder=" Paris" prop:value=move || st.with(|s| s.lens.target.clone()) on:input=move |ev| { let v = event_target_value(&ev); st.update(|s| s.lens.target = v) } /></label>

@@ -63,7 +63,7 @@ pub fn View() -> impl IntoView {
     };
     view! {
         <div class="patch">
-            <Show when=move || !ctx.embed>
+            <Show when=move || ctx.shows(|c| c.prompt)>
                 <Inputs/>
                 <div class="row">
                     <Choices/>

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use leptos::prelude::*;
 
-use super::super::stack::Stack;
+use super::super::stack::{EmbedStrengths, Stack};
 use super::super::widgets::{show_token, Bars, StopButton};
 use super::super::Ctx;
 use super::{num_input, PromptBox};
@@ -171,15 +171,28 @@ pub fn View() -> impl IntoView {
     let st = ctx.st;
     view! {
         <div class="steer">
-            <Show when=move || !ctx.embed>
-                <PromptBox with_chat=true/>
+            <Show when=move || ctx.shows(|c| c.prompt)>
+                <PromptBox with_chat=!ctx.embed/>
+            </Show>
+            // An embed's reader runs what they change (it re-runs on change too).
+            <Show when=move || ctx.shows(|c| c.any())>
                 <div class="row controls">
                     <button on:click=move |_| run(ctx, state) disabled=move || !ctx.ready()>"Run"</button>
                     <StopButton kind="compare"/>
-                    <label class="check">
-                        <input type="checkbox" aria-label="Re-run on change" prop:checked=move || state.auto_run.get() on:change=move |ev| state.auto_run.set(event_target_checked(&ev)) />
-                        "re-run on change"
-                    </label>
+                    <Show when=move || !ctx.embed>
+                        <label class="check">
+                            <input type="checkbox" aria-label="Re-run on change" prop:checked=move || state.auto_run.get() on:change=move |ev| state.auto_run.set(event_target_checked(&ev)) />
+                            "re-run on change"
+                        </label>
+                    </Show>
+                </div>
+            </Show>
+            // Above the results, where a reader of a figure looks for them.
+            <Show when=move || ctx.embed && ctx.controls.strength && !ctx.controls.stack>
+                <EmbedStrengths/>
+            </Show>
+            <Show when=move || ctx.shows(|c| c.sampling)>
+                <div class="row controls" role="group" aria-label="Sampling">
                     {num_input("Max new tokens", ("1", "1024", "1"), move || st.with(|s| s.sampling.max_new_tokens), move |v: usize| st.update(|s| s.sampling.max_new_tokens = v.clamp(1, 1024)))}
                     {num_input("Temperature", ("0", "5", "0.1"), move || st.with(|s| s.sampling.temperature), move |v: f32| st.update(|s| s.sampling.temperature = if v.is_finite() { v.clamp(0.0, 5.0) } else { 0.0 }))}
                     {num_input("Top-k", ("0", "1000", "1"), move || st.with(|s| s.sampling.top_k.unwrap_or(0)), move |v: usize| st.update(|s| s.sampling.top_k = (v > 0).then_some(v)))}
@@ -193,7 +206,7 @@ pub fn View() -> impl IntoView {
             </div>
             <p role="group" class="speed" aria-label="Tokens per second">{move || speed_line(&state.comparison.get())}</p>
             <Report/>
-            <Show when=move || !ctx.embed>
+            <Show when=move || ctx.shows(|c| c.stack)>
                 <Stack/>
             </Show>
         </div>

@@ -14,7 +14,7 @@ pub fn EmbedHeader() -> impl IntoView {
         <header class="embed-header">
             <strong>"Scalpel"</strong>
             <span class="muted">{move || panels::title(ctx.st.with(|s| s.panel))}</span>
-            <a href=move || ctx.st.with(|s| link_for(s, false)) target="_blank" rel="noopener">"Open in Scalpel ↗"</a>
+            <a href=move || ctx.st.with(|s| link_for(s, None)) target="_blank" rel="noopener">"Open in Scalpel ↗"</a>
         </header>
     }
 }

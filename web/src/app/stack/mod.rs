@@ -193,6 +193,35 @@ fn Item(id: u32) -> impl IntoView {
     }
 }
 
+/// What an embed with `controls=strength` offers its reader: each
+/// steering or scaling intervention's strength, and nothing else of the
+/// stack (the link's interventions stay as the author made them).
+#[component]
+pub fn EmbedStrengths() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let items = move || ctx.st.with(|s| s.stack.iter().filter(|i| i.enabled && matches!(i.op, UiOp::Add | UiOp::Scale)).map(|i| i.id).collect::<Vec<_>>());
+    let describe = move |id: u32| {
+        read(ctx, id, |i| {
+            let at = i.layer.map_or("every layer".to_string(), |l| format!("layer {l}"));
+            format!("#{} {} at {at}, {}", number(ctx, id), i.op.label(), i.site)
+        })
+        .unwrap_or_default()
+    };
+    view! {
+        <section class="stack embed-strengths" aria-label="Intervention strengths">
+            <Show when=move || items().is_empty()>
+                <p class="muted">"This figure has no steering or scaling intervention to adjust."</p>
+            </Show>
+            <For each=items key=|id| *id children=move |id| view! {
+                <div class="item">
+                    <span class="muted">{move || describe(id)}</span>
+                    <Strength id=id/>
+                </div>
+            }/>
+        </section>
+    }
+}
+
 /// Strength: a log-scale slider (|s| from 0.01 to 100) and a numeric field.
 #[component]
 fn Strength(id: u32) -> impl IntoView {

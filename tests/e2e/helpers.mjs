@@ -25,8 +25,12 @@ export const CHROMIUM_ARGS = [
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
 ];
 
-/** Launch Chromium with a throw-away profile. Returns { context, page, logs, close }. */
-export async function launch(extraArgs = []) {
+/**
+ * Launch Chromium with a throw-away profile. Returns { context, page, logs, close }.
+ * `cardOpen`: the user's preference to keep the model card open (the
+ * tests reach its controls); the folded first screen has its own test.
+ */
+export async function launch(extraArgs = [], { cardOpen = true } = {}) {
   const profile = mkdtempSync(join(tmpdir(), 'scalpel-e2e-'));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
@@ -34,6 +38,11 @@ export async function launch(extraArgs = []) {
     args: [...CHROMIUM_ARGS, ...extraArgs],
     viewport: { width: 1280, height: 900 },
   });
+  if (cardOpen) {
+    await context.addInitScript(() => {
+      try { localStorage.setItem('scalpel.model_card', 'open'); } catch { /* about:blank */ }
+    });
+  }
   const page = context.pages()[0] ?? (await context.newPage());
   const logs = [];
   page.on('console', (m) => logs.push(`[console.${m.type()}] ${m.text()}`));

@@ -62,6 +62,39 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
     await screenshot(page, '01-loaded');
   });
 
+  test('the first screen on a 1024×700 laptop: once the model loads, its card folds to one line and the experiment shows; Change opens it and the choice is kept', { timeout: 10 * MINUTE }, async () => {
+    const fresh = await launch([], { cardOpen: false });
+    try {
+      const p = fresh.page;
+      await p.setViewportSize({ width: 1024, height: 700 });
+      await open(p, URL);
+      await waitState(p, 'ready', 5 * MINUTE, fresh.logs);
+      await waitCompare(p, 5 * MINUTE, fresh.logs);
+      const card = p.getByRole('region', { name: 'Model' });
+      assert.match(await card.getAttribute('class'), /folded/);
+      assert.match(await p.getByLabel('Loaded model').textContent(), /SmolLM2-135M-Instruct.*· f32 · .*1 thread/);
+      assert.equal(await p.getByRole('combobox', { name: 'Precision' }).count(), 0, 'the folded card has no controls');
+      const cardBox = await card.boundingBox();
+      assert.ok(cardBox.height < 60, `one line: ${cardBox.height}px`);
+      // The experiment is on the first screen: the tabs and both columns' start.
+      const tabs = await p.getByRole('tablist', { name: 'Panels' }).boundingBox();
+      const lane = await p.getByRole('log', { name: 'Baseline output' }).boundingBox();
+      console.log(`first screen 1024x700: model card ${cardBox.height.toFixed(0)} px tall, tabs at ${tabs.y.toFixed(0)} px, baseline output at ${lane.y.toFixed(0)} px`);
+      assert.ok(lane.y < 700, `the baseline output starts at ${lane.y}px, below the first screen`);
+      await screenshot(p, '00-first-screen-1024x700');
+      // Change: the whole card; kept open across a reload; Fold folds it.
+      await p.getByRole('button', { name: 'Change the model, precision or backend' }).click();
+      assert.equal(await p.getByRole('combobox', { name: 'Precision' }).count(), 1);
+      await open(p, URL);
+      await waitState(p, 'ready', 5 * MINUTE, fresh.logs);
+      assert.equal(await p.getByRole('combobox', { name: 'Precision' }).count(), 1, 'kept open after a reload');
+      await p.getByRole('button', { name: 'Fold the model card to one line' }).click();
+      assert.match(await p.getByRole('region', { name: 'Model' }).getAttribute('class'), /folded/);
+    } finally {
+      await fresh.close();
+    }
+  });
+
   test('steering: the intervened output differs, and both equal the CLI running the same document', { timeout: 10 * MINUTE }, async () => {
     await preset(page, '"Love − Hate" steering', logs);
     await waitCompare(page, 5 * MINUTE, logs);

@@ -1,7 +1,10 @@
 //! The model card: where the model comes from (default, URL, Hugging Face
 //! repository, local file), its precision and kernels, the download, what
-//! is loaded, the benchmark and the WebGPU backend.
+//! is loaded, the benchmark and the WebGPU backend. Once a model is loaded
+//! it folds to one line (name, precision, backend, "Change"), so the first
+//! screen shows the experiment; a user who opens it keeps it open.
 
+use gloo_storage::{LocalStorage, Storage};
 use leptos::prelude::*;
 
 use super::super::widgets::{event_target, fmt_mb, TokenField};
@@ -14,8 +17,59 @@ fn loading(ctx: Ctx) -> bool {
     matches!(ctx.phase.get(), Phase::Downloading | Phase::Loading | Phase::Starting)
 }
 
+/// localStorage key of the card's fold: `open` keeps it open across loads
+/// and visits (a preference, not part of any link).
+const CARD_KEY: &str = "scalpel.model_card";
+
+fn set_open(open: RwSignal<bool>, o: bool) {
+    open.set(o);
+    // Private windows and full storage refuse: the card still folds for this visit.
+    let storage = LocalStorage::raw();
+    let _ = if o { storage.set_item(CARD_KEY, "open") } else { storage.remove_item(CARD_KEY) };
+}
+
 #[component]
 pub fn ModelCard() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let open = RwSignal::new(LocalStorage::raw().get_item(CARD_KEY).ok().flatten().as_deref() == Some("open"));
+    // Folded only with a model in place and nothing being fetched or confirmed.
+    let folded = move || !open.get() && ctx.info.with(|i| i.is_some()) && !loading(ctx) && ctx.confirm_model.with(|m| m.is_none());
+    view! {
+        <Show when=folded fallback=move || view! { <FullCard open=open/> }>
+            <FoldedCard open=open/>
+        </Show>
+    }
+}
+
+/// The card as one line: what is loaded, and the way back to the rest.
+#[component]
+fn FoldedCard(open: RwSignal<bool>) -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let line = move || {
+        ctx.info
+            .get()
+            .map(|i| format!("{} · {} · {} · 1 thread", i.name, i.precision.as_str(), i.backend))
+            .unwrap_or_default()
+    };
+    view! {
+        <section class="card model folded" aria-labelledby="model-h">
+            <h2 id="model-h">"Model"</h2>
+            <p role="group"
+                class="model-info"
+                aria-label="Loaded model"
+                data-precision=move || ctx.info.get().map(|i| i.precision.as_str()).unwrap_or_default()
+                data-cached=move || ctx.info.get().map(|i| i.from_cache.to_string()).unwrap_or_default()
+                title=move || ctx.info.get().map(|i| loaded_line(&i)).unwrap_or_default()
+            >
+                {line}
+            </p>
+            <button class="secondary" aria-label="Change the model, precision or backend" on:click=move |_| set_open(open, true)>"Change"</button>
+        </section>
+    }
+}
+
+#[component]
+fn FullCard(open: RwSignal<bool>) -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     // The worker gets the File itself (a handle, not its bytes): it reads
     // it into wasm memory only while it builds the model, and again on a
@@ -32,7 +86,12 @@ pub fn ModelCard() -> impl IntoView {
     };
     view! {
         <section class="card model" aria-labelledby="model-h" on:dragover=|ev: web_sys::DragEvent| ev.prevent_default() on:drop=on_drop>
-            <h2 id="model-h">"Model"</h2>
+            <div class="row card-head">
+                <h2 id="model-h">"Model"</h2>
+                <Show when=move || ctx.info.with(|i| i.is_some())>
+                    <button class="secondary" aria-label="Fold the model card to one line" on:click=move |_| set_open(open, false)>"Fold"</button>
+                </Show>
+            </div>
             <Source load_file=load_file/>
             <PrecisionRow/>
             <Download/>
@@ -222,18 +281,7 @@ fn Loaded() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let line = move || match ctx.info.get() {
         None => "No model loaded".to_string(),
-        Some(i) => format!(
-            "Loaded: {} · {} · {} · {} {:.1} s · build {:.1} s · {} layers × {} heads, d_model {}",
-            i.name,
-            i.precision.as_str(),
-            fmt_mb(i.bytes),
-            if i.from_cache { "from cache" } else { "download" },
-            i.fetch_ms / 1e3,
-            i.load_ms / 1e3,
-            i.summary.n_layers,
-            i.summary.n_heads,
-            i.summary.d_model
-        ),
+        Some(i) => loaded_line(&i),
     };
     view! {
         <p role="group"
@@ -245,6 +293,22 @@ fn Loaded() -> impl IntoView {
             {line}
         </p>
     }
+}
+
+/// Everything about the loaded model, on one line.
+fn loaded_line(i: &crate::protocol::LoadedModel) -> String {
+    format!(
+        "Loaded: {} · {} · {} · {} {:.1} s · build {:.1} s · {} layers × {} heads, d_model {}",
+        i.name,
+        i.precision.as_str(),
+        fmt_mb(i.bytes),
+        if i.from_cache { "from cache" } else { "download" },
+        i.fetch_ms / 1e3,
+        i.load_ms / 1e3,
+        i.summary.n_layers,
+        i.summary.n_heads,
+        i.summary.d_model
+    )
 }
 
 /// The benchmark, measured like `scalpel bench`.

@@ -355,6 +355,180 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
     }
   });
 
+  test('the course: every exercise solved the way a student would and checked in the worker; a wrong answer fails with the measured value; progress is kept', { timeout: 20 * MINUTE }, async () => {
+    await open(page, URL);
+    await waitState(page, 'ready', 5 * MINUTE, logs);
+    const check = async () => {
+      await page.getByRole('button', { name: 'Check', exact: true }).click();
+      await until(page, async () => (await page.getByRole('status', { name: 'Exercise verdict' }).count()) > 0, 5 * MINUTE, 'the verdict');
+      await waitState(page, 'ready', 5 * MINUTE, logs);
+      const pass = (await page.getByRole('status', { name: 'Exercise verdict' }).getAttribute('data-pass')) === 'true';
+      const items = (await page.getByRole('list', { name: 'Check results' }).locator('li').allTextContents()).join('\n');
+      console.log(`exercise check: ${pass ? 'solved' : 'not yet'}\n${items}`);
+      return { pass, items };
+    };
+    const exercise = async (title) => {
+      await page.getByRole('button', { name: `Exercise: ${title}` }).click();
+      await page.waitForTimeout(300);
+      await waitState(page, 'ready', 5 * MINUTE, logs);
+      assert.equal(await page.getByRole('heading', { name: title }).count(), 1);
+    };
+    const strength = (n) => page.getByRole('spinbutton', { name: `Intervention ${n} strength` });
+
+    // 1. Read the top next token; a wrong answer first, then greedy sampling.
+    await exercise('1. The next token, and sampling');
+    await waitCompare(page, 5 * MINUTE, logs);
+    await page.getByRole('textbox', { name: 'Your answer' }).fill('London');
+    let r = await check();
+    assert.equal(r.pass, false);
+    assert.match(r.items, /✗ the answer is right — you answered "London"/);
+    assert.match(r.items, /✗ the generated text contains " Paris" \(without interventions\) — generated "/);
+    await screenshot(page, '08-exercise-student-wrong');
+    const top = (await page.getByRole('list', { name: 'Baseline next-token probabilities' }).locator('li').first().textContent()).match(/"([^"]*)"/)[1];
+    await page.getByRole('textbox', { name: 'Your answer' }).fill(top);
+    await page.getByRole('spinbutton', { name: 'Temperature' }).fill('0');
+    await page.getByRole('spinbutton', { name: 'Temperature' }).press('Enter');
+    await page.waitForTimeout(600);
+    await waitCompare(page, 5 * MINUTE, logs);
+    r = await check();
+    assert.ok(r.pass, r.items);
+    assert.equal(await page.getByRole('button', { name: 'Exercise: 1. The next token, and sampling' }).getAttribute('data-done'), 'true', 'progress kept');
+
+    // 2. Steering with a prompt pair (the next exercise, from the verdict).
+    await page.getByRole('button', { name: 'Next exercise →' }).click();
+    await waitState(page, 'ready', 5 * MINUTE, logs);
+    assert.equal(await page.getByRole('heading', { name: '2. Steering with a prompt pair' }).count(), 1);
+    await page.getByRole('combobox', { name: 'New intervention type' }).selectOption('add');
+    await page.getByRole('button', { name: 'Add intervention' }).click();
+    await page.getByRole('combobox', { name: 'Intervention 1 layer' }).selectOption('2');
+    await page.getByRole('combobox', { name: 'Intervention 1 hook' }).selectOption('hook_resid_pre');
+    await page.getByRole('textbox', { name: 'Intervention 1 plus prompt' }).fill('I love you');
+    await page.getByRole('textbox', { name: 'Intervention 1 minus prompt' }).fill('I hate you');
+    await strength(1).fill('4');
+    await strength(1).press('Enter');
+    await page.waitForTimeout(600);
+    await waitCompare(page, 5 * MINUTE, logs);
+    r = await check();
+    assert.ok(r.pass, r.items);
+
+    // 3. Where steering works: try layers until ' friend' passes 40%.
+    await exercise('3. Where steering works');
+    let found = null;
+    for (const layer of [4, 6, 8, 10, 12]) {
+      await page.getByRole('combobox', { name: 'Intervention 1 layer' }).selectOption(String(layer));
+      await page.waitForTimeout(600);
+      await waitCompare(page, 5 * MINUTE, logs);
+      const bars = await page.getByRole('list', { name: 'Intervened next-token probabilities' }).locator('li').allTextContents();
+      const friend = bars.find((b) => b.includes('" friend"'));
+      if (friend && parseFloat(friend.match(/([\d.]+)%/)[1]) >= 40) { found = layer; break; }
+    }
+    assert.ok(found !== null, 'a layer where " friend" passes 40%');
+    r = await check();
+    assert.ok(r.pass, r.items);
+
+    // 4. Zero- vs mean-ablation of L23H3: compare P(' Mary'), answer, keep the stronger.
+    await exercise('4. Zero- or mean-ablation of a head');
+    const pMary = async () => {
+      await page.waitForTimeout(600);
+      await waitCompare(page, 5 * MINUTE, logs);
+      const bars = await page.getByRole('list', { name: 'Intervened next-token probabilities' }).locator('li').allTextContents();
+      return parseFloat(bars.find((b) => b.includes('" Mary"')).match(/([\d.]+)%/)[1]);
+    };
+    await page.getByRole('combobox', { name: 'New intervention type' }).selectOption('zero');
+    await page.getByRole('button', { name: 'Add intervention' }).click();
+    await page.getByRole('combobox', { name: 'Intervention 1 layer' }).selectOption('23');
+    await page.getByRole('textbox', { name: 'Intervention 1 heads' }).fill('3');
+    await page.getByRole('textbox', { name: 'Intervention 1 heads' }).press('Enter');
+    const zero = await pMary();
+    await page.getByRole('combobox', { name: 'Intervention 1 operation' }).selectOption('mean');
+    await page.getByRole('combobox', { name: 'Intervention 1 hook' }).selectOption('attn.hook_z');
+    await page.getByRole('combobox', { name: 'Intervention 1 layer' }).selectOption('23');
+    await page.getByRole('textbox', { name: 'Intervention 1 heads' }).fill('3');
+    await page.getByRole('textbox', { name: 'Intervention 1 heads' }).press('Enter');
+    const mean = await pMary();
+    console.log(`exercise 4: P(" Mary") with L23H3 zero-ablated ${zero}%, mean-ablated ${mean}%`);
+    assert.ok(zero < mean);
+    await page.getByRole('combobox', { name: 'Intervention 1 operation' }).selectOption('zero');
+    await page.getByRole('combobox', { name: 'Intervention 1 layer' }).selectOption('23');
+    await page.getByRole('textbox', { name: 'Intervention 1 heads' }).fill('3');
+    await page.getByRole('textbox', { name: 'Intervention 1 heads' }).press('Enter');
+    await pMary();
+    await page.getByRole('textbox', { name: 'Your answer' }).fill('zero');
+    r = await check();
+    assert.ok(r.pass, r.items);
+
+    // 5. IOI patching: run the sweep, read the last column.
+    await exercise('5. Patching: which position, which layer');
+    await page.getByRole('button', { name: 'Run sweep' }).click();
+    await until(page, async () => (await page.getByRole('table', { name: 'Patching heatmap' }).count()) > 0, 5 * MINUTE, 'the sweep');
+    await waitState(page, 'ready', 5 * MINUTE, logs);
+    const rows = await page.getByRole('table', { name: 'Patching heatmap' }).evaluate((t) => [...t.querySelectorAll('tbody tr')]
+      .map((tr) => [tr.querySelector('th').textContent, [...tr.querySelectorAll('td')].map((td) => Number(td.dataset.value))]));
+    const half = rows.map(([label, v]) => [Number(label.replace(/^L/, '')), v[v.length - 1]]).filter(([, v]) => v > 0.5).map(([l]) => l);
+    await page.getByRole('textbox', { name: 'Your answer' }).fill(String(Math.min(...half)));
+    r = await check();
+    assert.ok(r.pass, r.items);
+
+    // 6. The logit lens: the first layer whose last cell reads ' Paris'.
+    await exercise('6. The logit lens: where a fact appears');
+    await page.getByRole('button', { name: 'Run lens' }).click();
+    await until(page, async () => (await page.getByRole('table', { name: 'Logit lens' }).count()) > 0, 5 * MINUTE, 'the lens');
+    await waitState(page, 'ready', 5 * MINUTE, logs);
+    const lens = await page.getByRole('table', { name: 'Logit lens' }).evaluate((t) => [...t.querySelectorAll('tbody tr')]
+      .map((tr) => [tr.querySelector('th').textContent, [...tr.querySelectorAll('td')].map((td) => td.textContent)]));
+    const paris = lens.filter(([label, cells]) => /^L\d+$/.test(label) && /Paris/.test(cells[cells.length - 1])).map(([label]) => Number(label.slice(1)));
+    await page.getByRole('textbox', { name: 'Your answer' }).fill(String(Math.min(...paris)));
+    r = await check();
+    assert.ok(r.pass, r.items);
+    for (const title of ['1. The next token, and sampling', '2. Steering with a prompt pair', '3. Where steering works', '4. Zero- or mean-ablation of a head', '5. Patching: which position, which layer', '6. The logit lens: where a fact appears']) {
+      assert.equal(await page.getByRole('button', { name: `Exercise: ${title}` }).getAttribute('data-done'), 'true', `${title} marked solved`);
+    }
+  });
+
+  test('a teacher makes an exercise in the page: checks from the current results, a preview, and a link that poses it in a fresh browser', { timeout: 15 * MINUTE }, async () => {
+    await open(page, URL);
+    await waitState(page, 'ready', 5 * MINUTE, logs);
+    await preset(page, '"Love − Hate" steering', logs);
+    await waitCompare(page, 5 * MINUTE, logs);
+    await page.getByRole('button', { name: 'Make an exercise' }).click();
+    await page.getByRole('textbox', { name: 'Exercise title' }).fill('Steer the neighbour');
+    await page.getByRole('textbox', { name: 'Exercise task' }).fill('Steer with **love − hate** so the model speaks well of the neighbour.\n\n- at most one vector\n- strength at most `5`');
+    await page.getByRole('textbox', { name: 'Exercise hints' }).fill('Layer 4 works.');
+    await page.getByRole('button', { name: 'Next token is the current top-1' }).click();
+    await page.getByRole('button', { name: 'Stack like the current one' }).click();
+    const checks = await page.getByRole('list', { name: 'Exercise checks' }).locator('li').allTextContents();
+    assert.equal(checks.length, 2);
+    assert.match(checks[1], /exactly 1 enabled "Steer \(add a vector\)" intervention\(s\), strength at most 5/);
+    await screenshot(page, '09-exercise-builder');
+    await page.getByRole('button', { name: 'Copy exercise link' }).click();
+    await page.getByRole('button', { name: 'Preview as student' }).click();
+    assert.equal(await page.getByRole('heading', { name: 'Steer the neighbour' }).count(), 1);
+    assert.equal(await page.getByRole('group', { name: 'Task' }).locator('strong').textContent(), 'love − hate');
+    const link = page.url();
+    const fresh = await launch();
+    try {
+      await open(fresh.page, link);
+      await waitState(fresh.page, 'ready', 10 * MINUTE, fresh.logs);
+      await waitCompare(fresh.page, 5 * MINUTE, fresh.logs);
+      assert.equal(await fresh.page.getByRole('heading', { name: 'Steer the neighbour' }).count(), 1);
+      await fresh.page.getByRole('button', { name: 'Check', exact: true }).click();
+      await until(fresh.page, async () => (await fresh.page.getByRole('status', { name: 'Exercise verdict' }).count()) > 0, 5 * MINUTE, 'the verdict');
+      assert.equal(await fresh.page.getByRole('status', { name: 'Exercise verdict' }).getAttribute('data-pass'), 'true', 'the teacher\'s own state passes');
+      // Too strong: the stack check fails and says what it measured.
+      const s = fresh.page.getByRole('spinbutton', { name: 'Intervention 1 strength' });
+      await s.fill('9');
+      await s.press('Enter');
+      await fresh.page.waitForTimeout(600);
+      await waitCompare(fresh.page, 5 * MINUTE, fresh.logs);
+      await fresh.page.getByRole('button', { name: 'Check', exact: true }).click();
+      await until(fresh.page, async () => (await fresh.page.getByRole('status', { name: 'Exercise verdict' }).getAttribute('data-pass')) === 'false', 5 * MINUTE, 'the failing verdict');
+      const items = (await fresh.page.getByRole('list', { name: 'Check results' }).locator('li').allTextContents()).join('\n');
+      assert.match(items, /✗ the stack has exactly 1 .* strongest \|strength\| 9/);
+    } finally {
+      await fresh.close();
+    }
+  });
+
   test('malformed and hostile links are rejected with a message or rendered as text', { timeout: 10 * MINUTE }, async () => {
     const linkError = () => page.getByRole('alert', { name: 'Link error' });
     await open(page, `${URL}#s=!!!not-base64`);

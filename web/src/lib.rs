@@ -2,6 +2,7 @@
 //! talking through the typed messages in [`protocol`].
 
 pub mod colour;
+pub mod markdown;
 pub mod protocol;
 pub mod state;
 

@@ -168,6 +168,10 @@ pub enum Request {
     /// then `decode_tokens` greedy KV-cached steps; median over `rounds`.
     /// Answers: `Bench` | `Error`.
     Bench { prompt_tokens: u32, decode_tokens: u32, rounds: u32 },
+    /// Evaluate the exercise `state` poses on the state itself (its
+    /// prompt, sampling, stack, sweep settings and answer), running what
+    /// each check needs. Answers: `Work`*, `Checked` | `Cancelled` | `Error`.
+    Check { state: Box<crate::state::Shared> },
 }
 
 impl Request {
@@ -190,6 +194,7 @@ impl Request {
             Request::Bench { .. } | Request::GpuBench { .. } => "bench",
             Request::GpuInit { .. } => "gpu-init",
             Request::GpuRun { .. } => "gpu-run",
+            Request::Check { .. } => "check",
         }
     }
 
@@ -331,6 +336,8 @@ pub enum Response {
     /// An SAE decoder row and the hook the SAE reads (`blocks.{l}.{site}`).
     SaeLatent { name: String, hook: String, latent: u32, d_sae: u32, values: Vec<f32> },
     Bench(Box<BenchResult>),
+    /// An exercise's verdict, one per check in order.
+    Checked { outcomes: Vec<crate::state::CheckOutcome> },
     /// Loading failed. `kept`: the previous model is still loaded and usable
     /// (the failure happened before it was replaced, e.g. a bad URL).
     LoadFailed { message: String, kept: bool },

@@ -78,3 +78,31 @@ fn every_op_runs_on_every_architecture() {
         }
     }
 }
+
+/// `mean` takes the mean over the prompt's positions: a pass over the
+/// prompt and generated tokens together (a comparison's scoring pass)
+/// gives the prompt positions the logits of the prompt alone, as
+/// generation saw them.
+#[test]
+fn mean_over_the_prompt_in_a_longer_scoring_pass() {
+    use scalpel_engine::Logits;
+    let mut model = load("llama");
+    let doc = parse(r#"{"version":1,"interventions":[{"hook":"blocks.1.hook_mlp_out","op":"mean"},{"hook":"blocks.0.attn.hook_z","op":"mean","heads":[1]}]}"#).unwrap();
+    let prompt: Vec<u32> = vec![5, 17, 40, 9, 33];
+    let full: Vec<u32> = [prompt.clone(), vec![61, 2, 70]].concat();
+    let rows = |m: &mut Model, ids: &[u32]| -> Vec<Vec<f32>> {
+        let mut iv = Interventions::compile(m, &doc, prompt.len()).unwrap();
+        run::logit_rows(m, ids, &mut iv, Logits::All).unwrap().to_vec2().unwrap()
+    };
+    let alone = rows(&mut model, &prompt);
+    let scored = rows(&mut model, &full);
+    for p in 0..prompt.len() {
+        let d = alone[p].iter().zip(&scored[p]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(d < 1e-5, "position {p}: {d}");
+    }
+    // And the mean is not the one over all eight positions.
+    let mut all = Interventions::compile(&model, &doc, full.len()).unwrap();
+    let over_all: Vec<Vec<f32>> = run::logit_rows(&mut model, &full, &mut all, Logits::All).unwrap().to_vec2().unwrap();
+    let d = over_all[0].iter().zip(&scored[0]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(d > 1e-4, "the prompt's mean and the full pass's mean should differ: {d}");
+}

@@ -7,7 +7,7 @@ use leptos::prelude::*;
 use super::client::{Client, Stopping};
 use crate::js::now_ms;
 use crate::protocol::{BenchResult, LoadedModel, ModelLocation, Precision, Request, Response};
-use crate::state::{EmbedControls, Shared};
+use crate::state::{CheckOutcome, EmbedControls, Shared};
 use crate::MODEL_URL_META;
 
 thread_local! {
@@ -98,6 +98,10 @@ pub struct Ctx {
     /// A Hugging Face token the user pasted (gated repositories): held in
     /// memory for this visit only, never in the link state or storage.
     pub hf_token: RwSignal<String>,
+    /// The last exercise check's verdicts (cleared when a check starts).
+    pub checked: RwSignal<Option<Vec<CheckOutcome>>>,
+    /// The teacher's exercise builder is open (instead of the student's view).
+    pub building: RwSignal<bool>,
     /// The user has chosen a model this visit (a restarted worker reloads it unasked).
     chosen: StoredValue<bool>,
     /// The next load follows a worker crash: it must not run anything by itself.
@@ -144,6 +148,8 @@ impl Ctx {
             notice: RwSignal::new(None),
             confirm_model: RwSignal::new(None),
             hf_token: RwSignal::new(String::new()),
+            checked: RwSignal::new(None),
+            building: RwSignal::new(false),
             chosen: StoredValue::new(false),
             recovering: StoredValue::new(false),
             reload_after_stop: StoredValue::new(false),
@@ -401,6 +407,11 @@ impl Ctx {
             Response::GpuResult { .. } => {
                 self.status.set("WebGPU run finished".into());
                 self.gpu_result.set(Some(r.clone()));
+            }
+            Response::Checked { outcomes } => {
+                let passed = outcomes.iter().filter(|o| o.pass).count();
+                self.status.set(format!("Checked: {passed} of {} checks pass", outcomes.len()));
+                self.checked.set(Some(outcomes.clone()));
             }
             Response::Cancelled => self.status.set("Stopped".into()),
             Response::Notice { message } => self.notice.set(Some(message.clone())),

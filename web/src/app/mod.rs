@@ -117,6 +117,14 @@ fn App() -> impl IntoView {
             <Show when=move || !embed fallback=|| view! { <sections::embed::EmbedStatus/> }>
                 <sections::model_card::ModelCard/>
                 <sections::presets::Presets/>
+                <Show when=move || ctx.building.get()>
+                    <sections::exercise::ExerciseBuilder/>
+                </Show>
+            </Show>
+            <Show when=move || !ctx.building.get() && ctx.st.with(|s| s.exercise.is_some())>
+                <sections::exercise::ExerciseCard/>
+            </Show>
+            <Show when=move || !embed>
                 <Tabs panels=panels/>
             </Show>
             <section class="panel" role="tabpanel" aria-label=move || panels::title(ctx.st.with(|s| s.panel))>

@@ -5,10 +5,12 @@
 
 pub mod catalogue;
 mod embed;
+pub mod exercise;
 mod presets;
 mod stack;
 
 pub use embed::{EmbedControls, CONTROLS};
+pub use exercise::{Check, CheckOutcome, Exercise};
 pub use presets::{presets, Preset};
 pub use stack::{lines, parse_positions, StackItem, UiOp, VectorSpec};
 
@@ -94,6 +96,12 @@ pub struct Shared {
     pub attribution: AttributionInputs,
     pub attention_layer: u32,
     pub attention_head: u32,
+    /// An exercise the link poses (`exercise.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exercise: Option<Exercise>,
+    /// The student's answer to it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub answer: String,
 }
 
 impl Default for Shared {
@@ -123,6 +131,8 @@ impl Default for Shared {
             attribution: AttributionInputs { answer: " Paris".into(), wrong: String::new(), layer: 0, neuron: 0 },
             attention_layer: 0,
             attention_head: 0,
+            exercise: None,
+            answer: String::new(),
         }
     }
 }
@@ -172,6 +182,7 @@ impl Shared {
             ("lens.target", &self.lens.target),
             ("attribution.answer", &self.attribution.answer),
             ("attribution.wrong", &self.attribution.wrong),
+            ("answer", &self.answer),
         ];
         for (name, t) in texts {
             if t.len() > MAX_TEXT {
@@ -249,6 +260,9 @@ impl Shared {
                 }
                 ModelLocation::File { .. } => return Err("a link cannot carry a local file; pick the file again".into()),
             }
+        }
+        if let Some(e) = &self.exercise {
+            e.validate(MAX_TEXT)?;
         }
         Ok(())
     }

@@ -9,13 +9,16 @@
 //! - `model.rs`: the loaded CPU model, prompts → ids;
 //! - `compare.rs`: baseline vs intervened generation (CPU or WebGPU);
 //! - `gpu.rs`: the WebGPU backend; `bench.rs`: the CPU benchmark;
-//! - `readouts.rs`, `patching.rs`, `vectors.rs`: the panels' other requests.
+//! - `readouts.rs`, `patching.rs`, `vectors.rs`: the panels' other requests;
+//! - `exercise.rs`: an exercise's checks on the student's state.
 
 mod fetch;
 #[cfg(feature = "engine")]
 mod bench;
 #[cfg(feature = "engine")]
 mod compare;
+#[cfg(feature = "engine")]
+mod exercise;
 #[cfg(feature = "engine")]
 mod gpu;
 #[cfg(feature = "engine")]
@@ -187,6 +190,7 @@ async fn engine_request(req: Request, file: Option<JsValue>) -> Result<(), Strin
         }
         Request::Compare { prompt, sampling, doc, top_k, gpu } => compare::compare(&prompt, &sampling, &doc, top_k, gpu).await,
         Request::Patch { spec } => patching::patch(&spec),
+        Request::Check { state } => exercise::check(&state),
         Request::Lens { prompt, doc, target } => readouts::lens(&prompt, &doc, &target),
         Request::Attention { prompt, doc } => readouts::attention(&prompt, &doc),
         Request::Dla { prompt, doc, answer, wrong } => readouts::dla(&prompt, &doc, &answer, &wrong),

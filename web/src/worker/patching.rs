@@ -4,11 +4,24 @@
 use super::model::{encode, plain, with_model};
 use super::{post, stop_requested, Throttle};
 use crate::protocol::{PatchSpec, Response};
+use scalpel_engine::Model;
 use scalpel_experiments::patching::{sweep, Corruption, Direction, PatchRequest, Strategy};
 use scalpel_experiments::readouts::first_token;
+use scalpel_types::patching::PatchResult;
 
 pub fn patch(spec: &PatchSpec) -> Result<(), String> {
     with_model(|m| {
+        match run_sweep(m, spec)? {
+            Some(result) => post(&Response::Patched(Box::new(result))),
+            None => post(&Response::Cancelled),
+        }
+        Ok(())
+    })
+}
+
+/// The sweep `spec` asks for, posting `Work` as it goes; None if stopped.
+pub fn run_sweep(m: &mut Model, spec: &PatchSpec) -> Result<Option<PatchResult>, String> {
+    {
         let corruption = if spec.corrupt.is_empty() {
             let positions = spec.noise.clone().unwrap_or_default();
             if positions.is_empty() {
@@ -36,10 +49,9 @@ pub fn patch(spec: &PatchSpec) -> Result<(), String> {
             !stop_requested()
         };
         match sweep(m, &req, &mut progress) {
-            Ok(result) => post(&Response::Patched(Box::new(result))),
-            Err(scalpel_engine::Error::Cancelled) => post(&Response::Cancelled),
-            Err(e) => return Err(e.to_string()),
+            Ok(result) => Ok(Some(result)),
+            Err(scalpel_engine::Error::Cancelled) => Ok(None),
+            Err(e) => Err(e.to_string()),
         }
-        Ok(())
-    })
+    }
 }

@@ -18,8 +18,12 @@ use crate::vectors::sources::run_prompt;
 pub(crate) const DEF: OpDef = OpDef { name: "mean", fields: &["over"], check: no_check, compile };
 
 enum Mean {
-    /// Over this prompt's positions, filled on the first pass that sees them.
-    OfPrompt { index: usize, means: HashMap<HookPoint, Tensor> },
+    /// Over this prompt's positions, filled on the first pass that sees
+    /// them. A pass over the prompt and generated tokens together (a
+    /// comparison's scoring pass) takes the mean over the first
+    /// `prompt_len` positions only, as generation did: the same numbers
+    /// either way.
+    OfPrompt { index: usize, prompt_len: usize, means: HashMap<HookPoint, Tensor> },
     /// Over a prompt set, per point (`[1, 1, ...]`, broadcast over positions).
     Over(HashMap<HookPoint, Tensor>),
 }
@@ -28,7 +32,7 @@ fn compile(cx: &mut Cx, i: usize, iv: &Intervention) -> Res<Compiled> {
     let Op::Mean { over } = &iv.op else { unreachable!("registered for mean") };
     let target = cx.target(i, iv)?;
     let mean = match over {
-        None => Mean::OfPrompt { index: i, means: HashMap::new() },
+        None => Mean::OfPrompt { index: i, prompt_len: cx.prompt_len, means: HashMap::new() },
         Some(prompts) => Mean::Over(over_prompts(cx, i, prompts, &target.points)?),
     };
     Ok(Compiled::Hook(target, Box::new(mean)))
@@ -68,14 +72,17 @@ impl HookOp for Mean {
     fn apply(&mut self, x: &Tensor, m: &Tensor, ctx: &HookCtx) -> scalpel_engine::Result<Option<Tensor>> {
         let mean = match self {
             Mean::Over(means) => &means[&ctx.point],
-            Mean::OfPrompt { index, means } => {
+            Mean::OfPrompt { index, prompt_len, means } => {
                 if let Entry::Vacant(e) = means.entry(ctx.point) {
                     if ctx.start_pos != 0 {
                         return Err(scalpel_engine::Error::input(format!(
                             "intervention {index}: 'mean' needs the whole prompt in one pass"
                         )));
                     }
-                    e.insert(x.mean_keepdim(ctx.point.site.pos_axis())?);
+                    let axis = ctx.point.site.pos_axis();
+                    let seen = x.dim(axis)?;
+                    let prompt = if *prompt_len > 0 { (*prompt_len).min(seen) } else { seen };
+                    e.insert(x.narrow(axis, 0, prompt)?.mean_keepdim(axis)?);
                 }
                 &means[&ctx.point]
             }

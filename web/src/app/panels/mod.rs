@@ -47,6 +47,17 @@ macro_rules! panels {
                 }
             }
 
+            /// The last comparison's most likely next token (and whether
+            /// it is the intervened column's), for the exercise builder.
+            pub fn top_next(self) -> Option<(String, f32, bool)> {
+                steer::top_next(self.steer)
+            }
+
+            /// The last patching sweep, for the exercise builder.
+            pub fn sweep(self) -> Option<crate::protocol::PatchResult> {
+                patch::result(self.patch)
+            }
+
             /// Lets every panel take what it shows from a response.
             pub fn on_response(self, ctx: Ctx, r: &Response) {
                 $($module::on_response(ctx, self.$module, r);)*

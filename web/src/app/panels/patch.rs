@@ -29,6 +29,11 @@ fn sweep(ctx: Ctx, state: State) {
     ctx.send(Request::Patch { spec: ctx.st.with_untracked(|s| s.patch.clone()) });
 }
 
+/// The last sweep the panel shows.
+pub fn result(state: State) -> Option<PatchResult> {
+    state.result.get_untracked()
+}
+
 pub fn on_response(ctx: Ctx, state: State, r: &Response) {
     match r {
         Response::Patched(o) => {

@@ -58,6 +58,15 @@ impl State {
     }
 }
 
+/// The most likely next token after the prompt in the last comparison:
+/// the intervened column's when there is one (`true`), else the baseline's.
+pub fn top_next(state: State) -> Option<(String, f32, bool)> {
+    state.comparison.with_untracked(|c| {
+        let pick = |r: &Option<LaneResult>| r.as_ref().and_then(|r| r.next.first().map(|t| (t.token.clone(), t.prob)));
+        pick(&c.result_intervened).map(|(t, p)| (t, p, true)).or_else(|| pick(&c.result_baseline).map(|(t, p)| (t, p, false)))
+    })
+}
+
 /// The comparison request for the current state (its document may be invalid).
 fn request(ctx: Ctx) -> Result<Request, String> {
     let doc = ctx.st.with_untracked(|s| s.document())?;

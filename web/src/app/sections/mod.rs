@@ -5,6 +5,7 @@
 
 pub mod confirm_model;
 pub mod embed;
+pub mod exercise;
 mod gpu;
 pub mod model_card;
 pub mod presets;

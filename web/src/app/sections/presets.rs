@@ -44,6 +44,7 @@ pub fn Presets() -> impl IntoView {
                     })
                     .collect_view()}
             </ul>
+            <super::exercise::Course/>
         </section>
     }
 }

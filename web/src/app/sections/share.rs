@@ -39,6 +39,7 @@ pub fn ShareBar() -> impl IntoView {
         <div class="share">
             <button class="secondary" on:click=on_copy>"Copy link"</button>
             <button class="secondary" on:click=on_embed>"Embed"</button>
+            <button class="secondary" on:click=move |_| ctx.building.set(true)>"Make an exercise"</button>
             <span class="muted" aria-live="polite">{move || note.get()}</span>
             <Show when=move || open.get()>
                 <fieldset class="embed-controls">

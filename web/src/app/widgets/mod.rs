@@ -3,9 +3,11 @@
 
 mod bars;
 mod heatmap;
+mod markdown;
 
 pub use bars::Bars;
 pub use heatmap::Heatmap;
+pub use markdown::Markdown;
 pub use crate::colour::{css, diverging, ink, sequential};
 
 use leptos::prelude::*;

@@ -99,7 +99,7 @@ def main():
     import nnsight
     import transformer_lens
     print(f"torch {torch.__version__}, transformers {__import__('transformers').__version__}, "
-          f"nnsight {nnsight.__version__}, transformer_lens {getattr(transformer_lens, '__version__', '?')}")
+          f"nnsight {nnsight.__version__}, transformer_lens {__import__('importlib.metadata').metadata.version('transformer_lens')}")
     tmp = tempfile.mkdtemp(prefix="scalpel-export-")
     worst = 0.0
     failures = []

@@ -83,9 +83,19 @@ fn prepare(a: &ExportArgs, doc: Document, name: String) -> Result<(ModelSpec, Do
         let cfg = scalpel_engine::hf_config(&path.display().to_string(), &json)?;
         return Ok((spec_of(&cfg, name), doc));
     }
-    let m = ModelArgs { model: a.model.clone(), precision: "f32".into(), kernels: "auto".into(), json: false, threads: 1 };
+    let m = ModelArgs {
+        model: a.model.clone(),
+        precision: "f32".into(),
+        kernels: "auto".into(),
+        json: false,
+        threads: 1,
+    };
     let model = load(&m)?;
     let (doc, _) = vectors::resolve_doc(&model, doc, &a.sae, &a.doc)?;
+    let (doc, warnings) = scalpel_interventions::vectors::literal_vectors(&model, &doc).map_err(|e| anyhow!("{}: {e}", a.doc.display()))?;
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
     Ok((spec_of(&model.config, name), doc))
 }
 
@@ -108,18 +118,28 @@ pub fn run(a: &ExportArgs) -> Result<()> {
         (Some(n), _) => n.clone(),
         (None, "default") => "HuggingFaceTB/SmolLM2-135M-Instruct".into(),
         (None, m) if Path::new(m).is_dir() => m.to_owned(),
-        (None, m) => bail!("--model {m} is not a Hugging Face directory: name the model for the export with --hf-model (e.g. meta-llama/Llama-3.1-8B)"),
+        (None, m) => bail!(
+            "--model {m} is not a Hugging Face directory: name the model for the export with --hf-model (e.g. meta-llama/Llama-3.1-8B)"
+        ),
     };
     let (spec, doc) = prepare(a, doc, name)?;
     let at = |e: String| anyhow!("{}: cannot export to {}: {e}", a.doc.display(), target.name());
     let plan = scalpel_export::plan(&doc, &spec).map_err(at)?;
-    let opts = ScriptOptions { prompt: a.prompt.clone(), max_new_tokens: a.max_new_tokens };
+    let opts = ScriptOptions {
+        prompt: a.prompt.clone(),
+        max_new_tokens: a.max_new_tokens,
+    };
     for (i, op) in &plan.disabled {
         eprintln!("note: intervention {i} ({op}) is disabled in the document and not exported");
     }
     match target {
         Target::Nnsight => write_out(&a.out, scalpel_export::nnsight::script(&plan, &spec, &opts).map_err(at)?.as_bytes()),
-        Target::TransformerLens => write_out(&a.out, scalpel_export::transformer_lens::script(&plan, &spec, &opts).map_err(at)?.as_bytes()),
+        Target::TransformerLens => write_out(
+            &a.out,
+            scalpel_export::transformer_lens::script(&plan, &spec, &opts)
+                .map_err(at)?
+                .as_bytes(),
+        ),
         Target::VllmLens => {
             let (body, _) = scalpel_export::vllm_lens::request(&plan, &spec, &opts).map_err(at)?;
             let mut s = serde_json::to_string_pretty(&body)?;
@@ -129,7 +149,9 @@ pub fn run(a: &ExportArgs) -> Result<()> {
             Ok(())
         }
         Target::LlamaCpp => {
-            let Some(out) = &a.out else { bail!("--to llama-cpp writes a GGUF file: give --out FILE.gguf") };
+            let Some(out) = &a.out else {
+                bail!("--to llama-cpp writes a GGUF file: give --out FILE.gguf")
+            };
             let e = scalpel_export::llama_cpp::export(&plan, &spec, &out.display().to_string(), &a.llama_model).map_err(at)?;
             write_out(&a.out, &e.gguf)?;
             println!("{}", e.command);

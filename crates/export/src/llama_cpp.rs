@@ -60,7 +60,11 @@ pub fn write_control_vector(cv: &ControlVector) -> Result<Vec<u8>, String> {
             return Err(format!("direction.{k} has no values"));
         }
         if v.len() != d {
-            return Err(format!("direction.{k} has {} values but direction.{} has {d}", v.len(), cv.directions[0].0));
+            return Err(format!(
+                "direction.{k} has {} values but direction.{} has {d}",
+                v.len(),
+                cv.directions[0].0
+            ));
         }
         if let Some(j) = v.iter().position(|x| !x.is_finite()) {
             return Err(format!("direction.{k} has a non-finite value at index {j}"));
@@ -121,7 +125,11 @@ pub fn steering(plan: &Plan, target: &str) -> Result<Steering, String> {
         StepOp::Add { scale, .. } => *scale,
         _ => 1.0,
     };
-    let same = plan.steps.iter().all(|s| matches!(&s.op, StepOp::Add { scale, .. } if *scale == common)) && common != 0.0;
+    let same = plan
+        .steps
+        .iter()
+        .all(|s| matches!(&s.op, StepOp::Add { scale, .. } if *scale == common))
+        && common != 0.0;
     let mut layers: Vec<(usize, Vec<f32>)> = Vec::new();
     for st in &plan.steps {
         let at = |m: String| format!("intervention {} ({}) at '{}': {m}", st.index, st.op.name(), st.point.name());
@@ -147,10 +155,15 @@ pub fn steering(plan: &Plan, target: &str) -> Result<Steering, String> {
     layers.sort_by_key(|x| x.0);
     for (k, v) in &layers {
         if let Some(j) = v.iter().position(|x| !x.is_finite()) {
-            return Err(format!("the vectors added at the output of block {k} sum to a non-finite value at index {j}"));
+            return Err(format!(
+                "the vectors added at the output of block {k} sum to a non-finite value at index {j}"
+            ));
         }
     }
-    Ok(Steering { layers, scale: if same { common } else { 1.0 } })
+    Ok(Steering {
+        layers,
+        scale: if same { common } else { 1.0 },
+    })
 }
 
 /// llama.cpp's architecture names, for `controlvector.model_hint`.
@@ -180,12 +193,25 @@ pub fn export(plan: &Plan, spec: &ModelSpec, gguf_path: &str, model_file: &str) 
             "a vector is added at blocks.{k}.hook_resid_post (the output of block 0): llama.cpp rejects control-vector layer 0 (its loader starts at direction.1)"
         ));
     }
-    let cv = ControlVector { model_hint: Some(model_hint(&spec.arch).to_owned()), directions: st.layers };
+    let cv = ControlVector {
+        model_hint: Some(model_hint(&spec.arch).to_owned()),
+        directions: st.layers,
+    };
     let gguf = write_control_vector(&cv)?;
-    let command = format!("llama-server -m {model_file} --control-vector-scaled {gguf_path} {}", crate::py::f(st.scale));
-    Ok(LlamaCppExport { gguf, command, notes: disabled_notes(plan) })
+    let command = format!(
+        "llama-server -m {model_file} --control-vector-scaled {gguf_path} {}",
+        crate::py::f(st.scale)
+    );
+    Ok(LlamaCppExport {
+        gguf,
+        command,
+        notes: disabled_notes(plan),
+    })
 }
 
 pub(crate) fn disabled_notes(plan: &Plan) -> Vec<String> {
-    plan.disabled.iter().map(|(i, op)| format!("intervention {i} ({op}) is disabled in the document and not exported")).collect()
+    plan.disabled
+        .iter()
+        .map(|(i, op)| format!("intervention {i} ({op}) is disabled in the document and not exported"))
+        .collect()
 }

@@ -49,7 +49,13 @@ pub fn module_of(point: HookPoint, spec: &ModelSpec) -> Result<Access, String> {
     let fam = family(&spec.arch)?;
     let no = |why: &str| Err(format!("'{}' has no nnsight counterpart on {}: {why}", point.name(), spec.arch));
     let acc = |path: String, kind: &'static str| Ok(Access { path, kind, heads: None });
-    let heads = |path: String, kind: &'static str, n: usize| Ok(Access { path, kind, heads: Some(n) });
+    let heads = |path: String, kind: &'static str, n: usize| {
+        Ok(Access {
+            path,
+            kind,
+            heads: Some(n),
+        })
+    };
     let attn_internal = "it is computed inside the attention function, not by a module (use the TransformerLens export)";
     let (root, blk) = match fam {
         Family::Llama | Family::Gemma => ("model", "model.layers"),
@@ -74,7 +80,11 @@ pub fn module_of(point: HookPoint, spec: &ModelSpec) -> Result<Access, String> {
     match fam {
         Family::Llama | Family::Gemma => {
             let gemma = matches!(fam, Family::Gemma);
-            let ln2 = if gemma { "pre_feedforward_layernorm" } else { "post_attention_layernorm" };
+            let ln2 = if gemma {
+                "pre_feedforward_layernorm"
+            } else {
+                "post_attention_layernorm"
+            };
             match point.site {
                 Site::ResidPre => acc(b, "input"),
                 Site::Ln1Normalized => acc(format!("{b}.input_layernorm"), "output"),
@@ -101,7 +111,14 @@ pub fn module_of(point: HookPoint, spec: &ModelSpec) -> Result<Access, String> {
         Family::Neox | Family::Gpt2 => {
             let neox = matches!(fam, Family::Neox);
             let (ln1, ln2, attn, o, up, down) = if neox {
-                ("input_layernorm", "post_attention_layernorm", "attention", "attention.dense", "mlp.dense_h_to_4h", "mlp.dense_4h_to_h")
+                (
+                    "input_layernorm",
+                    "post_attention_layernorm",
+                    "attention",
+                    "attention.dense",
+                    "mlp.dense_h_to_4h",
+                    "mlp.dense_4h_to_h",
+                )
             } else {
                 ("ln_1", "ln_2", "attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
             };
@@ -128,7 +145,9 @@ pub fn module_of(point: HookPoint, spec: &ModelSpec) -> Result<Access, String> {
 pub(crate) const RESID_MID: &str = "Hugging Face's block keeps the residual in a local variable; the value at the second norm's input is a copy, so editing it would change only the MLP's input, not the residual stream (edit hook_attn_out instead)";
 
 /// Forward order: embeddings, then block by block in site order, then the final norm.
-fn order(p: HookPoint) -> (usize, usize, Site) {
+type Order = (usize, usize, Site);
+
+fn order(p: HookPoint) -> Order {
     match p.layer {
         Some(l) => (1, l, p.site),
         None if p.site == Site::LnFinalNormalized => (2, 0, p.site),
@@ -214,7 +233,7 @@ if __name__ == "__main__":
 /// nnsight counterpart.
 pub fn script(plan: &Plan, spec: &ModelSpec, opts: &ScriptOptions) -> Result<String, String> {
     // (order, access, hook names)
-    let mut sites: Vec<((usize, usize, Site), Access, Vec<String>)> = Vec::new();
+    let mut sites: Vec<(Order, Access, Vec<String>)> = Vec::new();
     for st in &plan.steps {
         let a = module_of(st.point, spec).map_err(|e| format!("intervention {} ({}): {e}", st.index, st.op.name()))?;
         let name = st.point.name();
@@ -228,7 +247,7 @@ pub fn script(plan: &Plan, spec: &ModelSpec, opts: &ScriptOptions) -> Result<Str
             None => sites.push((order(st.point), a, vec![name])),
         }
     }
-    sites.sort_by(|a, b| a.0.cmp(&b.0));
+    sites.sort_by_key(|a| a.0);
     let how = "Needs nnsight (`pip install nnsight`). Runs locally, or on NDIF with --remote\n\
                (an NDIF API key; the model must be one NDIF hosts).\n\
                Run: python THIS.py [--model NAME_OR_DIR] [--prompt TEXT] [--max-new-tokens N] [--remote]";

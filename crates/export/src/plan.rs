@@ -19,14 +19,32 @@ pub enum Pos {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum StepOp {
-    Add { vector: Vec<f32>, scale: f32 },
-    Scale { factor: f32 },
+    Add {
+        vector: Vec<f32>,
+        scale: f32,
+    },
+    Scale {
+        factor: f32,
+    },
     Zero,
-    Mean { over: Option<Vec<String>> },
-    Patch { source: String },
-    ProjectOut { direction: Vec<f32> },
-    SetProjection { direction: Vec<f32>, value: Option<f32>, cap: Option<f32>, source: Option<String> },
-    Knockout { keys: Pos },
+    Mean {
+        over: Option<Vec<String>>,
+    },
+    Patch {
+        source: String,
+    },
+    ProjectOut {
+        direction: Vec<f32>,
+    },
+    SetProjection {
+        direction: Vec<f32>,
+        value: Option<f32>,
+        cap: Option<f32>,
+        source: Option<String>,
+    },
+    Knockout {
+        keys: Pos,
+    },
 }
 
 impl StepOp {
@@ -129,7 +147,11 @@ fn width(spec: &ModelSpec, site: Site) -> Option<usize> {
 /// Lowers a document for export. Errors name the intervention and its op.
 pub fn plan(doc: &Document, spec: &ModelSpec) -> Result<Plan, String> {
     if doc.version != scalpel_types::VERSION {
-        return Err(format!("document version {} is not one this exporter knows ({})", doc.version, scalpel_types::VERSION));
+        return Err(format!(
+            "document version {} is not one this exporter knows ({})",
+            doc.version,
+            scalpel_types::VERSION
+        ));
     }
     let mut steps = Vec::new();
     let mut disabled = Vec::new();
@@ -160,7 +182,10 @@ pub fn plan(doc: &Document, spec: &ModelSpec) -> Result<Plan, String> {
                 }
             }
             if matches!(op, StepOp::Knockout { .. }) && !matches!(point.site, Site::AttnScores | Site::Pattern) {
-                return Err(at(format!("knockout applies to attn.hook_attn_scores or attn.hook_pattern, not '{}'", point.name())));
+                return Err(at(format!(
+                    "knockout applies to attn.hook_attn_scores or attn.hook_pattern, not '{}'",
+                    point.name()
+                )));
             }
             steps.push(Step {
                 index: i,
@@ -178,7 +203,9 @@ pub fn plan(doc: &Document, spec: &ModelSpec) -> Result<Plan, String> {
 fn points(hook: &str, spec: &ModelSpec) -> Result<Vec<HookPoint>, String> {
     let layout = Layout(spec);
     if let Some(suffix) = hook.strip_prefix("blocks.*.") {
-        (0..spec.n_layers).map(|l| HookPoint::parse(&format!("blocks.{l}.{suffix}"), &layout)).collect()
+        (0..spec.n_layers)
+            .map(|l| HookPoint::parse(&format!("blocks.{l}.{suffix}"), &layout))
+            .collect()
     } else {
         Ok(vec![HookPoint::parse(hook, &layout)?])
     }

@@ -60,11 +60,20 @@ fn step(st: &Step) -> String {
         StepOp::Scale { factor } => write!(out, ", factor={}", f(*factor)),
         StepOp::Zero => Ok(()),
         StepOp::Mean { over } => {
-            write!(out, ", over={}", opt(over, |o| format!("[{}]", o.iter().map(|x| s(x)).collect::<Vec<_>>().join(", "))))
+            write!(
+                out,
+                ", over={}",
+                opt(over, |o| format!("[{}]", o.iter().map(|x| s(x)).collect::<Vec<_>>().join(", ")))
+            )
         }
         StepOp::Patch { source } => write!(out, ", source={}", s(source)),
         StepOp::ProjectOut { direction } => write!(out, ", direction={}", floats(direction)),
-        StepOp::SetProjection { direction, value, cap, source } => write!(
+        StepOp::SetProjection {
+            direction,
+            value,
+            cap,
+            source,
+        } => write!(
             out,
             ", direction={}, value={}, cap={}, source={}",
             floats(direction),
@@ -83,7 +92,11 @@ fn step(st: &Step) -> String {
 pub fn preamble(target: &str, how: &str, spec: &ModelSpec, opts: &ScriptOptions, plan: &Plan, extra_note: &[String]) -> String {
     let mut o = String::new();
     o.push_str("#!/usr/bin/env python3\n");
-    writeln!(o, "\"\"\"A Scalpel intervention document, exported for {target} by `scalpel export` (docs/export.md).\n").unwrap();
+    writeln!(
+        o,
+        "\"\"\"A Scalpel intervention document, exported for {target} by `scalpel export` (docs/export.md).\n"
+    )
+    .unwrap();
     o.push_str(how);
     o.push('\n');
     if plan.disabled.is_empty() && extra_note.is_empty() {

@@ -22,7 +22,11 @@ fn base64(bytes: &[u8]) -> String {
     for c in bytes.chunks(3) {
         let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
         for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
-            out.push(if i <= c.len() { B64[(n >> shift & 63) as usize] as char } else { '=' });
+            out.push(if i <= c.len() {
+                B64[(n >> shift & 63) as usize] as char
+            } else {
+                '='
+            });
         }
     }
     out

@@ -4,6 +4,7 @@
 
 mod args;
 mod bench;
+mod export;
 mod features;
 mod forward;
 mod patch;
@@ -66,6 +67,9 @@ enum Cmd {
     Neuron(readout::NeuronArgs),
     /// Generate and report every token's projection onto a direction at a hook.
     Monitor(readout::MonitorArgs),
+    /// An intervention document as an nnsight or TransformerLens script, a llama.cpp
+    /// control vector or a vllm-lens steering request (docs/export.md).
+    Export(export::ExportArgs),
     /// How far `quantized` is from `f32` on a fixed prompt set: KL and top-1 agreement.
     PrecisionGap(ModelArgs),
 }
@@ -96,6 +100,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Info(a) => forward::info(&a),
         Cmd::PrecisionGap(m) => precision_gap::run(&m),
         Cmd::Patch(a) => patch::run(&a),
+        Cmd::Export(a) => export::run(&a),
         Cmd::BenchInterventions(a) => patch::bench(&a),
         Cmd::Vector(a) => vectors::run_vector(&a),
         Cmd::Probe(a) => vectors::run_probe(&a),

@@ -8,91 +8,10 @@ use scalpel_types::document::Document;
 
 use super::{ce, steering_document, Res};
 
-/// A llama.cpp / repeng control vector: `direction.{k}` tensors, each added
-/// to the output of block `k` (`blocks.{k}.hook_resid_post`).
-#[derive(Clone, Debug, PartialEq)]
-pub struct ControlVector {
-    pub model_hint: Option<String>,
-    /// (k, values), sorted by k.
-    pub directions: Vec<(usize, Vec<f32>)>,
-}
-
-/// The hook a control vector's `direction.{k}` is applied at.
-pub fn control_hook(k: usize) -> String {
-    format!("blocks.{k}.hook_resid_post")
-}
-
-/// The control-vector layer index `k` of a residual-stream hook point:
-/// `blocks.{k}.hook_resid_post` → k, `blocks.{l}.hook_resid_pre` → l − 1.
-pub fn control_layer(point: HookPoint) -> Res<usize> {
-    match (point.site, point.layer) {
-        (Site::ResidPost, Some(k)) => Ok(k),
-        (Site::ResidPre, Some(l)) if l > 0 => Ok(l - 1),
-        _ => Err(format!(
-            "'{}' has no control-vector layer: control vectors are added to a block's output (blocks.K.hook_resid_post = blocks.K+1.hook_resid_pre)",
-            point.name()
-        )),
-    }
-}
-
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
-    out.extend_from_slice(s.as_bytes());
-}
-
-const GGUF_ALIGN: usize = 32;
-
-/// Writes a control vector as GGUF v3 (F32 tensors `direction.{k}`,
-/// `general.architecture = controlvector`, `controlvector.model_hint`,
-/// `controlvector.layer_count`), the layout repeng and llama.cpp write.
-pub fn write_control_vector(cv: &ControlVector) -> Res<Vec<u8>> {
-    if cv.directions.is_empty() {
-        return Err("a control vector needs at least one direction".into());
-    }
-    let d = cv.directions[0].1.len();
-    for (k, v) in &cv.directions {
-        if v.is_empty() {
-            return Err(format!("direction.{k} has no values"));
-        }
-        if v.len() != d {
-            return Err(format!("direction.{k} has {} values but direction.{} has {d}", v.len(), cv.directions[0].0));
-        }
-        if let Some(j) = v.iter().position(|x| !x.is_finite()) {
-            return Err(format!("direction.{k} has a non-finite value at index {j}"));
-        }
-    }
-    let mut out = Vec::new();
-    out.extend_from_slice(b"GGUF");
-    out.extend_from_slice(&3u32.to_le_bytes());
-    out.extend_from_slice(&(cv.directions.len() as u64).to_le_bytes());
-    out.extend_from_slice(&3u64.to_le_bytes());
-    put_str(&mut out, "general.architecture");
-    out.extend_from_slice(&8u32.to_le_bytes());
-    put_str(&mut out, "controlvector");
-    put_str(&mut out, "controlvector.model_hint");
-    out.extend_from_slice(&8u32.to_le_bytes());
-    put_str(&mut out, cv.model_hint.as_deref().unwrap_or(""));
-    put_str(&mut out, "controlvector.layer_count");
-    out.extend_from_slice(&4u32.to_le_bytes());
-    out.extend_from_slice(&(cv.directions.len() as u32).to_le_bytes());
-    let bytes_per = (d * 4).div_ceil(GGUF_ALIGN) * GGUF_ALIGN;
-    for (i, (k, _)) in cv.directions.iter().enumerate() {
-        put_str(&mut out, &format!("direction.{k}"));
-        out.extend_from_slice(&1u32.to_le_bytes());
-        out.extend_from_slice(&(d as u64).to_le_bytes());
-        out.extend_from_slice(&0u32.to_le_bytes()); // GGML_TYPE_F32
-        out.extend_from_slice(&((i * bytes_per) as u64).to_le_bytes());
-    }
-    out.resize(out.len().div_ceil(GGUF_ALIGN) * GGUF_ALIGN, 0);
-    for (_, v) in &cv.directions {
-        let start = out.len();
-        for x in v {
-            out.extend_from_slice(&x.to_le_bytes());
-        }
-        out.resize(start + bytes_per, 0);
-    }
-    Ok(out)
-}
+// The file layout and the layer convention (direction.{k} = the output of
+// block k) live in scalpel-export, which writes control vectors for
+// llama.cpp; this module reads them and turns them into documents.
+pub use scalpel_export::llama_cpp::{control_hook, control_layer, write_control_vector, ControlVector};
 
 /// Reads a control vector with the validating GGUF reader. `name` names the
 /// file in errors. Returns the vector and warnings.

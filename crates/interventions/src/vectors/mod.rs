@@ -33,6 +33,7 @@ pub use scalpel_types::vectors::{LayerScore, Method, Pool};
 use scalpel_types::document::{Document, Intervention, Op, Positions, Vector};
 
 pub use control::{control_hook, control_layer, control_vector_document, read_control_vector, to_control_vector, write_control_vector, ControlVector};
+pub use sources::literal_vectors;
 pub use resolve::{resolve, vector_from_file, FileReader, Resources, SaeTable};
 
 use crate::context::{check_stop, Stop};

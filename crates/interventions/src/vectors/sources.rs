@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 
 use scalpel_engine::{HookPoint, Model, Tensor};
-use scalpel_types::document::{Vector, VectorSource};
+use scalpel_types::document::{Document, Intervention, Op, Vector, VectorSource};
 
-use crate::context::{check_finite, check_stop, Cx, Stop};
+use crate::context::{check_finite, check_stop, never, Cx, Stop};
 use crate::Res;
 use crate::select::resolve_pos;
 
@@ -133,3 +133,43 @@ pub(crate) fn unit(i: usize, field: &str, v: Vec<f32>) -> Res<Tensor> {
     Tensor::new(v.iter().map(|x| (*x as f64 / n) as f32).collect::<Vec<_>>(), &scalpel_engine::Device::Cpu).map_err(|e| e.to_string())
 }
 
+
+/// The document with every vector and direction computed from prompts
+/// (`prompt_diff`, `mean_diff`, `pca`) replaced by its numbers, as
+/// compiling would compute them: for exporting the document to an engine
+/// that cannot run these (`scalpel export`). `sae` and `file` sources must
+/// be resolved first ([`super::resolve`]). Returns the warnings too.
+pub fn literal_vectors(model: &Model, doc: &Document) -> Res<(Document, Vec<String>)> {
+    fn walk(model: &Model, items: &mut [Intervention], prefix: &str, warnings: &mut Vec<String>) -> Res<()> {
+        for (j, iv) in items.iter_mut().enumerate() {
+            let points: Vec<HookPoint> = match iv.hook.as_deref() {
+                Some(h) if h.starts_with("blocks.*.") => {
+                    let suffix = &h["blocks.*.".len()..];
+                    (0..model.config.n_layers).map(|l| model.hook_point(&format!("blocks.{l}.{suffix}"))).collect::<Result<_, _>>().map_err(|e| e.to_string())?
+                }
+                Some(h) => vec![model.hook_point(h).map_err(|e| format!("intervention {prefix}{j}: {e}"))?],
+                None => Vec::new(),
+            };
+            let fix = |field: &str, v: &mut Vector, warnings: &mut Vec<String>| -> Res<()> {
+                if matches!(v, Vector::From(_)) {
+                    *v = Vector::Values(build_vector(model, &never, j, field, v, &points, warnings)?);
+                }
+                Ok(())
+            };
+            match &mut iv.op {
+                Op::Add { vector, .. } | Op::KvAdd { vector, .. } => fix("vector", vector, warnings)?,
+                Op::ProjectOut { direction } | Op::SetProjection { direction, .. } => fix("direction", direction, warnings)?,
+                Op::Conditional { direction, then, .. } => {
+                    fix("direction", direction, warnings)?;
+                    walk(model, then, &format!("{prefix}{j}.then."), warnings)?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+    let mut out = doc.clone();
+    let mut warnings = Vec::new();
+    walk(model, &mut out.interventions, "", &mut warnings)?;
+    Ok((out, warnings))
+}

@@ -159,14 +159,19 @@ pub fn Course() -> impl IntoView {
             <ol class="course-list">
                 {course()
                     .into_iter()
-                    .map(|s| {
+                    .enumerate()
+                    .map(|(i, s)| {
                         let e = s.exercise.clone().expect("course states pose exercises");
+                        // "1. Title" shows as "1" and "Title": a folded card keeps only the number.
+                        let name = e.title.split_once(". ").map_or(e.title.clone(), |(_, t)| t.to_string());
                         let id = StoredValue::new(e.id.clone());
                         let done = move || id.with_value(|id| solved().get(id).copied().unwrap_or(false));
                         view! {
                             <li>
-                                <button class="preset" data-done=move || done().to_string() aria-label=format!("Exercise: {}", e.title) on:click=move |_| open_state(ctx, panels, s.clone())>
-                                    {e.title.clone()}{move || if done() { " ✓" } else { "" }}
+                                <button class="preset" data-done=move || done().to_string() aria-label=format!("Exercise: {}", e.title) title=e.title.clone() on:click=move |_| open_state(ctx, panels, s.clone())>
+                                    <span class="course-num">{format!("{}.", i + 1)}</span>
+                                    <span class="course-title">{format!(" {name}")}</span>
+                                    {move || if done() { " ✓" } else { "" }}
                                 </button>
                             </li>
                         }

@@ -152,8 +152,8 @@ fn gemma2_gguf_config(g: &Gguf, name: &str) -> Result<Config> {
     let d = GgufDefaults { swa_pattern: 2, window: Some(4096), local_theta: None, wide_scale_layers: 46 };
     let mut cfg = gguf_config(g, name, Arch::Gemma2, d)?;
     let f = &mut cfg.extra;
-    f.attn_softcap = Some(gguf_number(g, &format!("{name}.attn_logit_softcapping"))?.unwrap_or(50.0) as f32);
-    f.final_softcap = Some(gguf_number(g, &format!("{name}.final_logit_softcapping"))?.unwrap_or(30.0) as f32);
+    f.attn_softcap = Some(g.opt_f64(&format!("{name}.attn_logit_softcapping"))?.unwrap_or(50.0) as f32);
+    f.final_softcap = Some(g.opt_f64(&format!("{name}.final_logit_softcapping"))?.unwrap_or(30.0) as f32);
     cfg.validate(&g.file)?;
     Ok(cfg)
 }
@@ -168,18 +168,9 @@ fn gemma3_gguf_config(g: &Gguf, name: &str) -> Result<Config> {
     let d = GgufDefaults { swa_pattern: 6, window: None, local_theta: Some(10000.0), wide_scale_layers: 62 };
     let mut cfg = gguf_config(g, name, Arch::Gemma3, d)?;
     cfg.extra.qk_norm = true;
-    cfg.extra.final_softcap = gguf_number(g, &format!("{name}.final_logit_softcapping"))?.map(|c| c as f32);
+    cfg.extra.final_softcap = g.opt_f64(&format!("{name}.final_logit_softcapping"))?.map(|c| c as f32);
     cfg.validate(&g.file)?;
     Ok(cfg)
-}
-
-/// An optional number from a GGUF file's metadata: a value of another type
-/// is an error, not a default.
-fn gguf_number(g: &Gguf, key: &str) -> Result<Option<f64>> {
-    match g.get(key) {
-        None => Ok(None),
-        Some(v) => v.as_f64().map(Some).ok_or_else(|| Error::load(&g.file, format!("{key} is not a number"))),
-    }
 }
 
 /// What Gemma 2 and 3 GGUF files share: the llama layout's keys, √d_model
@@ -220,7 +211,7 @@ fn gguf_config(g: &Gguf, name: &str, arch: Arch, defaults: GgufDefaults) -> Resu
             },
             None => pattern_layers(cfg.n_layers, defaults.swa_pattern),
         };
-        f.rope_local_theta = gguf_number(g, &key("rope.freq_base_swa"))?.or(defaults.local_theta).map(|t| t as f32);
+        f.rope_local_theta = g.opt_f64(&key("rope.freq_base_swa"))?.or(defaults.local_theta).map(|t| t as f32);
     }
     Ok(cfg)
 }

@@ -35,12 +35,7 @@ fn gguf_config(g: &Gguf, name: &str) -> Result<Config> {
     let file = &g.file;
     let key = |k: &str| format!("{name}.{k}");
     let u = |k: &str| -> Result<usize> { size(file, &key(k), g.require_u64(&key(k))?) };
-    let number = |k: &str| -> Result<Option<f64>> {
-        match g.get(&key(k)) {
-            None => Ok(None),
-            Some(v) => v.as_f64().map(Some).ok_or_else(|| Error::load(file, format!("{} is not a number", key(k)))),
-        }
-    };
+    let number = |k: &str| g.opt_f64(&key(k));
     let d_model = u("embedding_length")?;
     let n_heads = u("attention.head_count")?;
     let d_head = d_model.checked_div(n_heads).unwrap_or(0);
@@ -62,11 +57,7 @@ fn gguf_config(g: &Gguf, name: &str) -> Result<Config> {
     if rotary_dim == 0 || rotary_dim > d_head || rotary_dim % 2 != 0 {
         return Err(Error::load(file, format!("{} = {rotary_dim} is not an even number in 2..={d_head}", key("rope.dimension_count"))));
     }
-    if let Some(ty) = g.get(&key("rope.scaling.type")) {
-        if ty.as_str() != Some("none") {
-            return Err(Error::load(file, format!("{}: rope scaling {} is not supported", key("rope.scaling.type"), ty.as_str().unwrap_or("(not a string)"))));
-        }
-    }
+    g.check_no_rope_scaling(name)?;
     let d_vocab = g.info("token_embd.weight").and_then(|t| t.shape.first().copied()).ok_or_else(|| Error::load(file, "missing tensor 'token_embd.weight'"))?;
     if g.info("output.weight").is_none() {
         return Err(Error::load(file, "missing tensor 'output.weight': GPT-NeoX's unembedding is its own matrix"));

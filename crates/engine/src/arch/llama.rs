@@ -77,14 +77,7 @@ pub(crate) fn gguf_decoder_config(g: &Gguf, arch: &str, kind: Arch) -> Result<Co
         extra: Default::default(),
     };
     cfg.validate(&g.file)?;
-    // llama.cpp's rotary scalings change the numbers; only none is implemented.
-    if let Some(ty) = g.get(&key("rope.scaling.type")) {
-        match ty.as_str() {
-            Some("none") => {}
-            Some(other) => return Err(Error::load(&g.file, format!("{}: rope scaling '{other}' is not supported", key("rope.scaling.type")))),
-            None => return Err(Error::load(&g.file, format!("{} is not a string", key("rope.scaling.type")))),
-        }
-    }
+    g.check_no_rope_scaling(arch)?;
     if let Some(rope_dim) = g.get(&key("rope.dimension_count")).and_then(|v| v.as_u64()) {
         if rope_dim != cfg.d_head as u64 {
             return Err(Error::load(

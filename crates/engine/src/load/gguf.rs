@@ -484,6 +484,26 @@ impl<'a> Gguf<'a> {
         })
     }
 
+    /// An optional number from the metadata: absent is `None`; a value of
+    /// another type is an error, never a default.
+    pub fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v.as_f64().map(Some).ok_or_else(|| Error::load(&self.file, format!("metadata '{key}' should be a number, found {}", v.type_name()))),
+        }
+    }
+
+    /// llama.cpp's rotary scalings change the numbers; only `none` is
+    /// implemented: any other `{arch}.rope.scaling.type` is an error naming it.
+    pub fn check_no_rope_scaling(&self, arch: &str) -> Result<()> {
+        let key = format!("{arch}.rope.scaling.type");
+        match self.get(&key).map(|v| v.as_str()) {
+            None | Some(Some("none")) => Ok(()),
+            Some(Some(other)) => Err(Error::load(&self.file, format!("{key}: rope scaling '{other}' is not supported"))),
+            Some(None) => Err(Error::load(&self.file, format!("{key} is not a string"))),
+        }
+    }
+
     pub fn raw(&self, info: &TensorInfo) -> &'a [u8] {
         &self.bytes[info.start..info.start + info.len]
     }

@@ -17,6 +17,39 @@ import {
 
 const MINUTE = 60_000;
 const tmp = mkdtempSync(join(tmpdir(), 'scalpel-e2e-docs-'));
+const MODEL_DIR = process.env.SCALPEL_MODEL_DIR ?? join(ROOT, 'models');
+
+/** A deterministic uniform(-0.5, 0.5) stream (Park–Miller). */
+function seeded(seed) {
+  return () => ((seed = (seed * 16807) % 2147483647) / 2147483647 - 0.5);
+}
+
+/** A TopK sparsify SAE on layer 2's MLP output (1,024 latents, k = 16) in the served
+ * models/ folder (git-ignored), as a Hugging Face folder would hold it; returns its folder. */
+function writeTestDictionary() {
+  const dir = join(MODEL_DIR, 'sae-e2e', 'layers.2.mlp');
+  const [dIn, n] = [576, 1024];
+  const rand = seeded(7);
+  writeSafetensors(join(dir, 'sae.safetensors'), {
+    'encoder.weight': [[n, dIn], Float32Array.from({ length: n * dIn }, () => 0.2 * rand())],
+    'encoder.bias': [[n], new Float32Array(n)],
+    W_dec: [[n, dIn], Float32Array.from({ length: n * dIn }, () => 0.05 * rand())],
+    b_dec: [[dIn], new Float32Array(dIn)],
+  });
+  writeFileSync(join(dir, 'cfg.json'), JSON.stringify({ activation: 'topk', k: 16, num_latents: n, d_in: dIn, transcode: false, skip_connection: false }));
+  return dir;
+}
+
+/** Writes f32 tensors `{name: [shape, Float32Array]}` as a safetensors file. */
+function writeSafetensors(path, tensors) {
+  mkdirSync(join(path, '..'), { recursive: true });
+  const header = {};
+  let off = 0;
+  for (const [k, [shape, data]] of Object.entries(tensors)) { header[k] = { dtype: 'F32', shape, data_offsets: [off, off + data.byteLength] }; off += data.byteLength; }
+  const h = Buffer.from(JSON.stringify(header));
+  const len = Buffer.alloc(8); len.writeBigUInt64LE(BigInt(h.length));
+  writeFileSync(path, Buffer.concat([len, h, ...Object.values(tensors).map(([, d]) => Buffer.from(d.buffer, d.byteOffset, d.byteLength))]));
+}
 
 async function preset(page, title, logs) {
   await page.getByRole('button', { name: `Preset: ${title}` }).click();
@@ -168,43 +201,130 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
     let want = cli(['generate', '--prompt', 'I think my neighbour is', '--max-new-tokens', '16', '--interventions', file, '--json']);
     assert.deepEqual(await readIds(page, 'Intervened output'), want.ids);
 
-    // A tiny SAELens SAE for blocks.3.hook_resid_pre (d_in 576, 8 latents), written here.
+    // A tiny SAELens SAE for blocks.3.hook_resid_pre (d_in 576, 8 latents), written here,
+    // loaded in the Features panel; the stack's vector is its latent 5's decoder row.
     const [dIn, dSae] = [576, 8];
-    const tensors = {};
-    let seed = 1;
-    const rand = () => ((seed = (seed * 16807) % 2147483647) / 2147483647 - 0.5);
-    tensors.W_enc = [[dIn, dSae], Float32Array.from({ length: dIn * dSae }, rand)];
-    tensors.W_dec = [[dSae, dIn], Float32Array.from({ length: dSae * dIn }, rand)];
-    tensors.b_enc = [[dSae], new Float32Array(dSae)];
-    tensors.b_dec = [[dIn], new Float32Array(dIn)];
-    const header = {};
-    let off = 0;
-    for (const [k, [shape, data]] of Object.entries(tensors)) { header[k] = { dtype: 'F32', shape, data_offsets: [off, off + data.byteLength] }; off += data.byteLength; }
-    const h = Buffer.from(JSON.stringify(header));
-    const len = Buffer.alloc(8); len.writeBigUInt64LE(BigInt(h.length));
-    const weights = join(tmp, 'sae_weights.safetensors');
-    writeFileSync(weights, Buffer.concat([len, h, ...Object.values(tensors).map(([, d]) => Buffer.from(d.buffer))]));
-    const cfg = join(tmp, 'cfg.json');
-    writeFileSync(cfg, JSON.stringify({ architecture: 'standard', d_in: dIn, d_sae: dSae, hook_name: 'blocks.3.hook_resid_pre' }));
+    const rand = seeded(1);
+    const saeDir = join(tmp, 'sae-l3');
+    writeSafetensors(join(saeDir, 'sae_weights.safetensors'), {
+      W_enc: [[dIn, dSae], Float32Array.from({ length: dIn * dSae }, rand)],
+      W_dec: [[dSae, dIn], Float32Array.from({ length: dSae * dIn }, rand)],
+      b_enc: [[dSae], new Float32Array(dSae)],
+      b_dec: [[dIn], new Float32Array(dIn)],
+    });
+    writeFileSync(join(saeDir, 'cfg.json'), JSON.stringify({ architecture: 'standard', d_in: dIn, d_sae: dSae, hook_name: 'blocks.3.hook_resid_pre' }));
+    await tab(page, 'Features (SAEs)');
+    await page.getByRole('combobox', { name: 'Dictionary source' }).selectOption('files');
+    await page.getByLabel('Dictionary files').setInputFiles([join(saeDir, 'cfg.json'), join(saeDir, 'sae_weights.safetensors')]);
+    await page.getByRole('button', { name: 'Load dictionary' }).click();
+    await until(page, async () => /Dictionary .* loaded: 8 latents at blocks\.3\.hook_resid_pre/.test(await page.getByRole('status').textContent()), MINUTE, 'the SAE');
+    await tab(page, 'Generate & intervene');
+    await page.getByRole('combobox', { name: 'Intervention 1 layer' }).selectOption('3');
+    await page.getByRole('combobox', { name: 'Intervention 1 hook' }).selectOption('hook_resid_pre');
     await page.getByRole('combobox', { name: 'Intervention 1 vector source' }).selectOption('sae');
-    await page.getByLabel('Intervention 1 SAE cfg.json').setInputFiles(cfg);
-    await page.getByLabel('Intervention 1 SAE weights').setInputFiles(weights);
-    const latent = page.getByRole('spinbutton', { name: 'Intervention 1 SAE latent' });
+    const latent = page.getByRole('spinbutton', { name: 'Intervention 1 latent' });
     await latent.fill('5');
     await latent.press('Enter');
-    await page.getByRole('button', { name: 'Load latent' }).click();
-    await until(page, async () => /SAE latent 5 loaded/.test(await page.getByRole('status').textContent()), MINUTE, 'the SAE latent');
     await page.waitForTimeout(600);
     await waitCompare(page, 3 * MINUTE, logs);
     doc = JSON.parse(await page.getByLabel('Intervention document', { exact: true }).textContent());
     assert.equal(doc.interventions[0].hook, 'blocks.3.hook_resid_pre');
-    const row = Array.from(tensors.W_dec[1].subarray(5 * dIn, 6 * dIn));
-    const maxDiff = Math.max(...doc.interventions[0].vector.map((v, i) => Math.abs(v - row[i])));
-    assert.ok(maxDiff < 1e-6, `decoder row differs by ${maxDiff}`);
+    assert.deepEqual(doc.interventions[0].vector, { from: 'sae', latent: 5 });
     file = join(tmp, 'sae.json');
     writeFileSync(file, JSON.stringify(doc));
-    want = cli(['generate', '--prompt', 'I think my neighbour is', '--max-new-tokens', '16', '--interventions', file, '--json']);
+    want = cli(['generate', '--prompt', 'I think my neighbour is', '--max-new-tokens', '16', '--interventions', file, '--sae', saeDir, '--json']);
     assert.deepEqual(await readIds(page, 'Intervened output'), want.ids);
+  });
+
+  test('features: a sparsify dictionary by URL; latents per token, the corpus pass and a dashboard equal the CLI; steer and ablate from the dashboard run like the CLI; the pass is kept in IndexedDB', { timeout: 20 * MINUTE }, async () => {
+    // A TopK sparsify SAE on layer 2's MLP output (1,024 latents, k = 16), in the served
+    // models/ folder (git-ignored) as a Hugging Face folder would hold it.
+    const dir = writeTestDictionary();
+    await open(page, URL);
+    await waitState(page, 'ready', 5 * MINUTE, logs);
+    await tab(page, 'Features (SAEs)');
+    await page.getByRole('combobox', { name: 'Dictionary source' }).selectOption('url');
+    await page.getByRole('textbox', { name: 'Dictionary folder URL' }).fill(`${URL}models/sae-e2e/layers.2.mlp/`);
+    await page.getByRole('button', { name: 'Load dictionary' }).click();
+    await until(page, async () => /1024 latents at blocks\.2\.hook_mlp_out/.test(await page.getByRole('status').textContent()), MINUTE, 'the dictionary');
+    assert.match(await page.getByLabel('Loaded dictionary').textContent(), /sparsify · TopK, k = 16 · SAE at blocks\.2\.hook_mlp_out · 1024 latents/);
+
+    // Latents per token: the page's equal the CLI's.
+    const prompt = 'The Eiffel Tower is in Paris, and 7 + 5 = 12.';
+    await page.getByRole('textbox', { name: 'Prompt', exact: true }).fill(prompt);
+    await page.getByRole('button', { name: 'Encode prompt' }).click();
+    await until(page, async () => (await page.getByRole('table', { name: 'Features per position' }).count()) > 0, 2 * MINUTE, 'the features');
+    await waitState(page, 'ready', MINUTE, logs);
+    const rows = await page.getByRole('table', { name: 'Features per position' }).evaluate((t) => [...t.querySelectorAll('tbody tr')].map((r) => r.dataset.latents));
+    const want = cli(['features', '--sae', dir, '--prompt', prompt, '--top-k', '5', '--json']);
+    assert.equal(rows.length, want.positions.length);
+    let worst = 0;
+    want.positions.forEach((p, i) => {
+      const got = rows[i].split(',').filter(Boolean).map((x) => x.split(':').map(Number));
+      assert.deepEqual(got.map((g) => g[0]), p.latents.map((l) => l.id), `position ${i} ids`);
+      got.forEach((g, j) => { worst = Math.max(worst, Math.abs(g[1] - p.latents[j].activation)); });
+    });
+    console.log(`features: ${rows.length} positions, top-5 ids equal the CLI's, max |activation page - CLI| = ${worst.toExponential(2)}; ${await page.getByLabel('Features summary').textContent()}`);
+    assert.ok(worst < 1e-4, `activations differ by ${worst}`);
+    await screenshot(page, '20-features');
+
+    // The corpus pass, then a dashboard: its top contexts equal `scalpel features --latent`.
+    await page.getByRole('button', { name: 'Run the corpus pass' }).click();
+    await until(page, async () => /Corpus pass done/.test(await page.getByRole('status').textContent()), 10 * MINUTE, 'the corpus pass');
+    const status = await page.getByLabel('Corpus status').textContent();
+    console.log(`corpus pass in the page (1,024 latents at layer 2): ${status}`);
+    assert.match(status, /computed in/);
+    const latentId = want.positions[1].latents[0].id;
+    await page.getByRole('button', { name: new RegExp(`^Latent ${latentId}:`) }).first().click();
+    const contexts = page.getByRole('list', { name: `Latent ${latentId} top contexts` });
+    await until(page, async () => (await contexts.count()) > 0, 2 * MINUTE, 'the dashboard');
+    await waitState(page, 'ready', MINUTE, logs);
+    const got = await contexts.evaluate((l) => [...l.querySelectorAll('li')].map((li) => ({ window: +li.dataset.window, position: +li.dataset.position, activation: +li.dataset.activation })));
+    const dash = cli(['features', '--sae', dir, '--latent', String(latentId), '--corpus', 'public/corpus/corpus-v1.txt', '--contexts', '10', '--json']);
+    assert.deepEqual(got.map((c) => [c.window, c.position]), dash.contexts.map((c) => [c.window, c.position]));
+    const dAct = Math.max(...got.map((c, i) => Math.abs(c.activation - dash.contexts[i].activation)));
+    console.log(`dashboard of latent ${latentId}: ${got.length} top contexts equal the CLI's (max |dact| ${dAct.toExponential(2)}); native pass ${dash.tokens} tokens at ${dash.tokens_per_second.toFixed(0)} tokens/s`);
+    assert.ok(dAct < 1e-4);
+    assert.match(await page.getByLabel('Latent corpus summary').textContent(), new RegExp(`Fires at ${dash.fires} of ${dash.tokens} corpus tokens`));
+    await screenshot(page, '21-dashboard');
+
+    // One click each: steer with the latent and ablate it; the comparison equals the CLI's run of the same document.
+    await page.getByRole('spinbutton', { name: 'Steering strength' }).fill('6');
+    await page.getByRole('spinbutton', { name: 'Steering strength' }).press('Enter');
+    await page.getByRole('button', { name: 'Steer with this latent' }).click();
+    await page.getByRole('button', { name: 'Ablate this latent' }).click();
+    await tab(page, 'Generate & intervene');
+    await page.waitForTimeout(600);
+    await waitCompare(page, 3 * MINUTE, logs);
+    const doc = JSON.parse(await page.getByLabel('Intervention document', { exact: true }).textContent());
+    assert.deepEqual(doc.interventions.map((i) => [i.hook, i.op]), [['blocks.2.hook_mlp_out', 'add'], ['blocks.2.hook_mlp_out', 'sae_clamp']]);
+    const file = join(tmp, 'features.json');
+    writeFileSync(file, JSON.stringify(doc));
+    const run = cli(['generate', '--prompt', await page.getByRole('textbox', { name: 'Prompt', exact: true }).inputValue(), '--max-new-tokens', '24', '--interventions', file, '--sae', dir, '--json']);
+    assert.deepEqual(await readIds(page, 'Intervened output'), run.ids);
+
+    // A fresh page from the link: the dictionary loads with the Features panel, and the pass is read back from IndexedDB.
+    await tab(page, 'Features (SAEs)');
+    const link = page.url();
+    await open(page, link);
+    await waitState(page, 'ready', 5 * MINUTE, logs);
+    await until(page, async () => /1024 latents/.test(await page.getByLabel('Loaded dictionary').textContent().catch(() => '')), 2 * MINUTE, 'the link\'s dictionary');
+    await waitState(page, 'ready', MINUTE, logs);
+    await page.getByRole('button', { name: 'Run the corpus pass' }).click();
+    await until(page, async () => /IndexedDB/.test(await page.getByLabel('Corpus status').textContent()), MINUTE, 'the cached pass');
+
+    // A dictionary for another model's width is refused by name.
+    const bad = join(MODEL_DIR, 'sae-e2e', 'layers.3.mlp');
+    writeSafetensors(join(bad, 'sae.safetensors'), {
+      'encoder.weight': [[32, 64], new Float32Array(32 * 64)], 'encoder.bias': [[32], new Float32Array(32)],
+      W_dec: [[32, 64], new Float32Array(32 * 64)], b_dec: [[64], new Float32Array(64)],
+    });
+    writeFileSync(join(bad, 'cfg.json'), JSON.stringify({ activation: 'topk', k: 4, num_latents: 32, d_in: 64 }));
+    await page.getByRole('combobox', { name: 'Dictionary source' }).selectOption('url');
+    await page.getByRole('textbox', { name: 'Dictionary folder URL' }).fill(`${URL}models/sae-e2e/layers.3.mlp/`);
+    await page.getByRole('button', { name: 'Load dictionary' }).click();
+    await until(page, async () => /64/.test(await alertText(page)) && /576/.test(await alertText(page)), MINUTE, 'the refusal');
+    console.log(`mismatched dictionary: ${await alertText(page)}`);
   });
 
   test('every worked example runs without an error', { timeout: 10 * MINUTE }, async () => {
@@ -1074,6 +1194,26 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
       console.log(`axe, ${name}: ${violations.length ? JSON.stringify(violations) : 'no violations'}`);
       found.push(...violations.filter((v) => v.impact === 'serious' || v.impact === 'critical').map((v) => ({ panel: name, ...v })));
     }
+    // Features, with a dictionary's latents, a search and a dashboard shown.
+    writeTestDictionary();
+    await tab(page, 'Features (SAEs)');
+    await page.getByRole('combobox', { name: 'Dictionary source' }).selectOption('url');
+    await page.getByRole('textbox', { name: 'Dictionary folder URL' }).fill(`${URL}models/sae-e2e/layers.2.mlp/`);
+    await page.getByRole('button', { name: 'Load dictionary' }).click();
+    await until(page, async () => /1024 latents/.test(await page.getByRole('status').textContent()), MINUTE, 'the dictionary');
+    await page.getByRole('button', { name: 'Encode prompt' }).click();
+    await until(page, async () => (await page.getByRole('table', { name: 'Features per position' }).count()) > 0, 2 * MINUTE, 'the features');
+    await page.getByRole('textbox', { name: 'Search token' }).fill(' dogs');
+    await page.getByRole('button', { name: 'Search latents' }).click();
+    await until(page, async () => (await page.getByRole('group', { name: 'Search results' }).count()) > 0, MINUTE, 'the search');
+    await page.getByRole('group', { name: 'Search results' }).getByRole('button').first().click();
+    await until(page, async () => (await page.getByRole('region', { name: /Latent \d+ dashboard/ }).count()) > 0, MINUTE, 'the dashboard');
+    await waitState(page, ['ready', 'error'], MINUTE, logs);
+    const violations = await page.evaluate(async () => (await axe.run(document, { resultTypes: ['violations'] })).violations
+      .map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.map((n) => n.target.join(' ')) })));
+    console.log(`axe, Features (SAEs): ${violations.length ? JSON.stringify(violations) : 'no violations'}`);
+    found.push(...violations.filter((v) => v.impact === 'serious' || v.impact === 'critical').map((v) => ({ panel: 'Features', ...v })));
+    await screenshot(page, '22-features-search');
     await tab(page, 'Generate & intervene');
     assert.deepEqual(found, [], 'serious or critical accessibility violations');
   });

@@ -314,6 +314,13 @@ def test_corpus_top_contexts_match_numpy(scalpel, tiny, ref, tmp_path):
     print(f"corpus: latent {latent} fires in {counts[latent]}/{len(windows)} windows; top {n_ctx} "
           f"windows {[b[1] for b in best]}, max|dact| {worst:.2e}")
     assert worst < TOL
+    # the same pass counts where the latent fires and bins its activations (log-spaced, 4 per decade from 1e-2)
+    vals = np.concatenate([a[:, latent] for a in acts])
+    vals = vals[vals > 0]
+    assert r["fires"] == len(vals)
+    counts = r["histogram"]["counts"]
+    want = np.bincount(np.clip(np.floor((np.log10(vals) + 2) * 4), 0, len(counts) - 1).astype(int), minlength=len(counts))
+    assert sum(counts) == len(vals) and np.abs(np.asarray(counts) - want).sum() <= 2, (counts, want.tolist())
     # a latent out of range is refused by name
     p = scalpel.run("features", "--model", path, "--sae", d, "--latent", 96, "--corpus", corpus, "--json")
     assert p.returncode != 0 and "latent 96" in p.stderr and "panicked" not in p.stderr

@@ -19,6 +19,7 @@ pub use scalpel_types::patching::{Metric, PatchResult, PatchSite};
 pub use scalpel_types::readouts::{AttentionResult, DlaResult, LensResult, NeuronResult, TokenProb};
 pub use scalpel_types::run::ItemReport;
 pub use scalpel_types::vectors::LayerScore;
+pub use scalpel_types::features::{CorpusStatus, DictionaryInfo, Features, LatentDashboard, LatentSearch};
 pub use scalpel_types::{GenerateOptions, Kernels, Precision};
 
 /// Where the model comes from (a link carries it; the worker fetches it).
@@ -58,6 +59,62 @@ pub fn last_segment(url: &str) -> String {
     let path = url.split(['?', '#']).next().unwrap_or(url);
     path.rsplit('/').find(|s| !s.is_empty()).unwrap_or(path).to_string()
 }
+
+/// Where a dictionary (SAE or transcoder) comes from. A dictionary is a
+/// folder (docs/features.md): SAELens `cfg.json` + `sae_weights.safetensors`,
+/// sparsify `cfg.json` + `sae.safetensors` (the folder's name is the hook,
+/// e.g. `layers.6.mlp`), or Gemma Scope `params.npz`/`params.safetensors`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DictLocation {
+    /// The folder's URL (ending in `/`), e.g. a Hugging Face
+    /// `…/resolve/main/layers.6.mlp/`; the worker fetches `cfg.json` and
+    /// the first weights file that exists (browser cache first).
+    Url {
+        base: String,
+        /// The input hook, for files that do not name it (Gemma Scope), or
+        /// to override a sparsify folder name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hook: Option<String>,
+    },
+    /// Files the user picked (their bytes travel in the envelope's `file`
+    /// field as an array, in `names` order). Cannot be shared in a link.
+    Files {
+        folder: String,
+        names: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hook: Option<String>,
+    },
+}
+
+impl DictLocation {
+    pub fn label(&self) -> String {
+        match self {
+            DictLocation::Url { base, .. } => {
+                let t = base.trim_end_matches('/');
+                let t = t.strip_prefix("https://huggingface.co/").unwrap_or(t);
+                t.replace("/resolve/main/", "/")
+            }
+            DictLocation::Files { folder, .. } => format!("{folder} (local files)"),
+        }
+    }
+}
+
+/// The default dictionary for the default model: EleutherAI's sparsify
+/// TopK SAEs on SmolLM2-135M's MLP outputs (64× expansion: 36,864 latents),
+/// one folder per layer.
+pub const DEFAULT_DICTIONARY_REPO: &str = "EleutherAI/sae-SmolLM2-135M-64x";
+
+pub fn default_dictionary(layer: u32) -> DictLocation {
+    DictLocation::Url { base: format!("https://huggingface.co/{DEFAULT_DICTIONARY_REPO}/resolve/main/layers.{layer}.mlp/"), hook: None }
+}
+
+/// The corpus the page's dashboards read (public/corpus/README.md).
+pub const CORPUS_URL: &str = "corpus/corpus-v1.txt";
+/// Corpus windows are at most this many tokens (as `scalpel features --max-tokens`).
+pub const CORPUS_WINDOW_TOKENS: u32 = 64;
+/// Contexts kept per latent (as `scalpel features --contexts`).
+pub const CORPUS_CONTEXTS: u32 = 10;
 
 /// A prompt as the user typed it; `chat` wraps it in the model's chat
 /// template as a user message.
@@ -149,10 +206,6 @@ pub enum Request {
     /// Read a llama.cpp / repeng control vector (GGUF); its bytes travel in
     /// the envelope's `file` field. Answers: `ControlVector` | `Error`.
     ImportControlVector { name: String },
-    /// Decoder row `latent` of a SAELens SAE: `cfg_json` is its cfg.json; the
-    /// bytes of sae_weights.safetensors travel in the envelope's `file` field.
-    /// Answers: `SaeLatent` | `Error`.
-    SaeLatent { name: String, cfg_json: String, latent: u32 },
     /// Start the WebGPU backend on the loaded model (its weights on the
     /// GPU, f32 or quantized as the CPU model). `allow_software`: accept a
     /// software adapter (SwiftShader), which is never picked otherwise.
@@ -168,6 +221,25 @@ pub enum Request {
     /// then `decode_tokens` greedy KV-cached steps; median over `rounds`.
     /// Answers: `Bench` | `Error`.
     Bench { prompt_tokens: u32, decode_tokens: u32, rounds: u32 },
+    /// Read a dictionary and check it against the loaded model; it stays
+    /// loaded (one at a time) for the requests below and for stack items
+    /// that name its latents. Answers: `Progress`*, `DictionaryLoaded` | `Error`.
+    LoadDictionary { source: DictLocation },
+    /// The dictionary's latents on a prompt (top `top_k` per position, L0,
+    /// reconstruction error) and what splicing it in does to the next-token
+    /// distribution. Answers: `Features` | `Error`.
+    Features { prompt: Prompt, top_k: u32 },
+    /// One latent's dashboard (with the corpus pass's findings when it has
+    /// run for this model and dictionary). Answers: `Dashboard` | `Error`.
+    Dashboard { latent: u32 },
+    /// Latents that write to `text`'s first token, and (after a corpus
+    /// pass) that peak on it. Answers: `LatentSearch` | `Error`.
+    SearchLatents { text: String },
+    /// The corpus pass ([`CORPUS_URL`]): from the browser's IndexedDB when
+    /// it holds this model's and dictionary's, else computed (resuming a
+    /// stopped pass). Answers: `Work`*, `CorpusIndexed` (also when
+    /// stopped: `complete` is false) | `Error`.
+    CorpusPass,
     /// Evaluate the exercise `state` poses on the state itself (its
     /// prompt, sampling, stack, sweep settings and answer), running what
     /// each check needs. Answers: `Work`*, `Checked` | `Cancelled` | `Error`.
@@ -190,11 +262,15 @@ impl Request {
             Request::Neuron { .. } => "neuron",
             Request::Separation { .. } => "separation",
             Request::ImportControlVector { .. } => "control-vector",
-            Request::SaeLatent { .. } => "sae",
             Request::Bench { .. } | Request::GpuBench { .. } => "bench",
             Request::GpuInit { .. } => "gpu-init",
             Request::GpuRun { .. } => "gpu-run",
             Request::Check { .. } => "check",
+            Request::LoadDictionary { .. } => "dictionary",
+            Request::Features { .. } => "features",
+            Request::Dashboard { .. } => "dashboard",
+            Request::SearchLatents { .. } => "search",
+            Request::CorpusPass => "corpus",
         }
     }
 
@@ -202,7 +278,7 @@ impl Request {
     /// newer view of the same panel replaces the older one (the page shows
     /// only the last), a newer load or kernel switch replaces the older one.
     /// Requests that change something the user asked for once (a control
-    /// vector, an SAE latent, clearing the cache, starting the GPU) are
+    /// vector, a corpus pass, clearing the cache, starting the GPU) are
     /// never dropped.
     pub fn supersedes(&self, older: &Request) -> bool {
         use Request::*;
@@ -220,13 +296,17 @@ impl Request {
                 | Bench { .. }
                 | GpuRun { .. }
                 | GpuBench { .. }
+                | LoadDictionary { .. }
+                | Features { .. }
+                | Dashboard { .. }
+                | SearchLatents { .. }
         );
         replaceable && std::mem::discriminant(self) == std::mem::discriminant(older)
     }
 
     /// Whether the worker polls the stop flag while doing it.
     pub fn stoppable(&self) -> bool {
-        matches!(self, Request::Compare { .. } | Request::Patch { .. } | Request::GpuRun { .. })
+        matches!(self, Request::Compare { .. } | Request::Patch { .. } | Request::GpuRun { .. } | Request::CorpusPass)
     }
 }
 
@@ -333,9 +413,12 @@ pub enum Response {
     Separation { site: String, method: String, scores: Vec<LayerScore>, best: Option<u32> },
     /// A control vector's directions: `(k, values)`, each added at `blocks.{k}.hook_resid_post`.
     ControlVector { name: String, directions: Vec<(u32, Vec<f32>)>, warnings: Vec<String> },
-    /// An SAE decoder row and the hook the SAE reads (`blocks.{l}.{site}`).
-    SaeLatent { name: String, hook: String, latent: u32, d_sae: u32, values: Vec<f32> },
     Bench(Box<BenchResult>),
+    DictionaryLoaded(Box<DictionaryInfo>),
+    Features(Box<Features>),
+    Dashboard(Box<LatentDashboard>),
+    LatentSearch(Box<LatentSearch>),
+    CorpusIndexed(Box<CorpusStatus>),
     /// An exercise's verdict, one per check in order.
     Checked { outcomes: Vec<crate::state::CheckOutcome> },
     /// Loading failed. `kept`: the previous model is still loaded and usable
@@ -446,10 +529,10 @@ mod tests {
         };
         assert!(compare("b").supersedes(&compare("a")));
         assert!(Request::SetKernels { kernels: Kernels::Candle }.supersedes(&Request::SetKernels { kernels: Kernels::Scalpel }));
-        // A queued import, latent, cache clear or GPU start is never dropped.
+        // A queued import, corpus pass, cache clear or GPU start is never dropped.
         let once = [
             Request::ImportControlVector { name: "a.gguf".into() },
-            Request::SaeLatent { name: "s".into(), cfg_json: "{}".into(), latent: 1 },
+            Request::CorpusPass,
             Request::ClearCache,
             Request::GpuInit { allow_software: false },
         ];

@@ -4,43 +4,11 @@
 //! call the same functions.
 
 use candle_core::Tensor;
-use scalpel_engine::{ActivationCache, Logits, Model};
-use serde::{Deserialize, Serialize};
+use scalpel_engine::{ActivationCache, HookPoint, Logits, Model, Site};
 
 use crate::sae::{ce, Res, Sae};
 
-/// One active latent.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Latent {
-    pub id: u32,
-    pub activation: f32,
-}
-
-/// One position's features.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PositionFeatures {
-    pub position: usize,
-    /// The token id and its string.
-    pub id: u32,
-    pub token: String,
-    /// The `top_k` largest positive activations, highest first (ties: lower id first).
-    pub latents: Vec<Latent>,
-    /// How many latents are non-zero.
-    pub l0: usize,
-    /// ‖y − ŷ‖² / ‖y‖²: y is the hook value (an SAE's input, a transcoder's
-    /// output hook), ŷ the dictionary's output.
-    pub reconstruction_error: f32,
-}
-
-/// `features`' result.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Features {
-    pub hook: String,
-    /// A transcoder's output hook.
-    pub hook_out: Option<String>,
-    pub d_sae: usize,
-    pub positions: Vec<PositionFeatures>,
-}
+pub use scalpel_types::features::{Context, Features, Latent, PositionFeatures};
 
 /// The dense values of one prompt: `[t, d_in]` input, `[t, d_out]` target
 /// (the value at the output hook), `[t, d_sae]` latents, `[t, d_out]` output.
@@ -53,17 +21,56 @@ pub struct Encoded {
 
 /// Runs the model on `ids` and encodes the dictionary's hook value(s).
 pub fn encode_prompt(model: &Model, sae: &Sae, ids: &[u32]) -> Res<Encoded> {
+    let (input, target) = hook_rows(model, sae, ids, true)?;
+    let (latents, output) = sae.reconstruct(&input)?;
+    let target = target.ok_or_else(|| format!("{}: no value at the output hook", sae.name))?;
+    Ok(Encoded { input, target, latents, output })
+}
+
+/// The latents `[t, d_sae]` of `ids` (no decoding): what a corpus pass reads.
+pub fn encode_latents(model: &Model, sae: &Sae, ids: &[u32]) -> Res<Tensor> {
+    let (input, _) = hook_rows(model, sae, ids, false)?;
+    sae.encode(&input)
+}
+
+/// The dictionary's input rows on `ids` and (`with_target`) the rows of
+/// the value at its output hook. Only the blocks up to the later hook run:
+/// nothing after a hook changes its value.
+fn hook_rows(model: &Model, sae: &Sae, ids: &[u32], with_target: bool) -> Res<(Tensor, Option<Tensor>)> {
     let p_in = sae.point(model)?;
     let p_out = sae.point_out(model)?;
-    let mut cache = ActivationCache::new([p_in, p_out]);
+    let points = if with_target { vec![p_in, p_out] } else { vec![p_in] };
+    let mut cache = ActivationCache::new(points.iter().copied());
     let tokens = model.ids_tensor(ids).map_err(ce)?;
-    model.forward(&tokens, None, Some(&mut cache), Logits::Last).map_err(ce)?;
+    match blocks_to_run(model, &points) {
+        Some(layers) => model.forward_blocks(&tokens, layers, Some(&mut cache)).map(|_| ()),
+        None => model.forward(&tokens, None, Some(&mut cache), Logits::Last).map(|_| ()),
+    }
+    .map_err(ce)?;
     let x = cache.get(&p_in).ok_or_else(|| format!("{}: hook '{}' was not reached", sae.name, sae.hook_name))?;
     let (input, _) = sae.rows_of(x).map_err(ce)?;
-    let y = cache.get(&p_out).ok_or_else(|| format!("{}: hook '{}' was not reached", sae.name, sae.hook_out()))?;
-    let target = sae.out_rows_of(y).map_err(ce)?;
-    let (latents, output) = sae.reconstruct(&input)?;
-    Ok(Encoded { input, target, latents, output })
+    let target = match with_target {
+        false => None,
+        true => {
+            let y = cache.get(&p_out).ok_or_else(|| format!("{}: hook '{}' was not reached", sae.name, sae.hook_out()))?;
+            Some(sae.out_rows_of(y).map_err(ce)?)
+        }
+    };
+    Ok((input, target))
+}
+
+/// How many blocks must run for every hook in `points` to be reached
+/// (None: one is after the last block, e.g. `ln_final.hook_normalized`).
+fn blocks_to_run(model: &Model, points: &[HookPoint]) -> Option<usize> {
+    let mut n = 0;
+    for p in points {
+        match p.layer {
+            Some(l) => n = n.max(l + 1),
+            None if matches!(p.site, Site::Embed | Site::PosEmbed) => {}
+            None => return None,
+        }
+    }
+    (n <= model.config.n_layers).then_some(n)
 }
 
 /// Each position's top `top_k` latents, L0 and reconstruction error.
@@ -97,25 +104,12 @@ pub fn prompt_features(model: &Model, sae: &Sae, ids: &[u32], top_k: usize) -> R
             reconstruction_error: err[p],
         })
         .collect();
-    Ok((Features { hook: sae.hook_name.clone(), hook_out: sae.hook_name_out.clone(), d_sae: sae.d_sae, positions }, enc))
+    Ok((Features { hook: sae.hook_name.clone(), hook_out: sae.hook_name_out.clone(), d_sae: sae.d_sae, positions, splice: None }, enc))
 }
 
 /// The `k` largest positive entries of `row`, highest first, ties by lower id.
 pub fn top_latents(row: &[f32], k: usize) -> Vec<Latent> {
     scalpel_engine::top_k(row, k).into_iter().filter(|x| x.1 > 0.0).map(|(id, activation)| Latent { id, activation }).collect()
-}
-
-/// One context of a corpus where a latent fires.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Context {
-    /// Which window of the corpus (the caller's numbering).
-    pub window: usize,
-    pub ids: Vec<u32>,
-    /// The position of the highest activation (the first, on ties).
-    pub position: usize,
-    pub activation: f32,
-    /// The latent's activation at every position of the window.
-    pub activations: Vec<f32>,
 }
 
 /// Splits a document's ids into windows of at most `max_tokens`.
@@ -140,13 +134,12 @@ pub fn top_contexts(
     let mut best: Vec<Context> = Vec::new();
     for (w, ids) in windows.iter().enumerate() {
         if !ids.is_empty() {
-            let enc = encode_prompt(model, sae, ids)?;
-            let acts: Vec<f32> = enc.latents.narrow(1, latent, 1).and_then(|c| c.flatten_all()).and_then(|c| c.to_vec1()).map_err(ce)?;
+            let acts = crate::corpus::column(&encode_latents(model, sae, ids)?, latent)?;
             let (position, activation) = acts.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
             if activation > 0.0 {
                 let at = best.partition_point(|c| c.activation >= activation);
                 if at < n {
-                    best.insert(at, Context { window: w, ids: ids.clone(), position, activation, activations: acts });
+                    best.insert(at, Context { window: w, ids: ids.clone(), tokens: model.tokenizer().text_pieces(ids), position, activation, activations: acts });
                     best.truncate(n);
                 }
             }

@@ -6,6 +6,7 @@
 //!
 //! Like the engine, nothing here does I/O: callers hand over bytes.
 
+pub mod corpus;
 pub mod features;
 pub mod load;
 pub mod npz;

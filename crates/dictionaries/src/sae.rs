@@ -338,6 +338,15 @@ impl Sae {
         self.w_dec.get(latent).and_then(|r| r.to_vec1()).map_err(ce)
     }
 
+    /// W_dec · w for a column `w` (`[d_out, 1]`): every latent's decoder
+    /// row dotted with one direction at the output hook, `[d_sae]`.
+    pub fn decoder_times(&self, w: &Tensor) -> Res<Vec<f32>> {
+        if w.dims() != [self.d_out, 1] {
+            return Err(format!("{}: a direction of shape {:?} against decoder rows of width {}", self.name, w.dims(), self.d_out));
+        }
+        self.w_dec.matmul(w).and_then(|s| s.flatten_all()).and_then(|s| s.to_vec1()).map_err(ce)
+    }
+
     /// decode(f with latent i set to `value`) − decode(f): the change that
     /// clamping makes, leaving the reconstruction error in place. SAEs only:
     /// a transcoder's latents write at another hook.

@@ -179,6 +179,25 @@ impl Tokenizer {
         ids.iter().map(|&id| self.decode(&[id])).collect()
     }
 
+    /// The text each id adds when decoded after the ids before it: a
+    /// multi-byte character split over several byte tokens appears whole on
+    /// the token that completes it (the others add ""), where
+    /// `token_strings` shows replacement characters. For displaying text.
+    pub fn text_pieces(&self, ids: &[u32]) -> Vec<String> {
+        // Text whose characters are complete: a byte token that starts a
+        // character decodes to U+FFFD until the token that completes it.
+        let mut done = String::new();
+        (0..ids.len())
+            .map(|i| {
+                let text = self.decode(&ids[..=i]);
+                let complete = text.trim_end_matches('\u{FFFD}');
+                let piece = complete.strip_prefix(done.as_str()).map(str::to_string).unwrap_or_else(|| self.decode(&ids[i..=i]));
+                done = complete.to_string();
+                piece
+            })
+            .collect()
+    }
+
     /// The raw vocabulary entry for an id (e.g. "Ġthe").
     pub fn id_to_token(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)

@@ -6,9 +6,11 @@
 //! - `patching/`: activation-patching sweeps (exact, batched and cached;
 //!   naive; attribution patching);
 //! - `probes`: linear probes per layer or head, and ITI documents from them;
+//! - `features`: a dictionary spliced in, latent dashboards and search;
 //! - `bench`: prefill and decode speed, measured one way for the CLI and the page.
 
 pub mod bench;
+pub mod features;
 pub mod patching;
 pub mod probes;
 pub mod readouts;

@@ -5,6 +5,7 @@
 
 pub mod document;
 pub mod edit;
+pub mod features;
 pub mod files;
 pub mod hooks;
 pub mod options;

@@ -379,6 +379,11 @@ impl Ctx {
                 self.error.set(Some("this build of the worker has no engine".into()));
             }
             Response::Pong { text } => self.status.set(format!("pong: {text}")),
+            // A dictionary's download: told in the status line, not the model's progress bar.
+            Response::Progress { loaded, total } if self.busy_with.get_untracked() == Some("dictionary") => {
+                let of = total.map(|t| format!(" of {}", super::widgets::fmt_mb(t))).unwrap_or_default();
+                self.status.set(format!("Downloading the dictionary: {}{of}…", super::widgets::fmt_mb(*loaded)));
+            }
             Response::Progress { loaded, total } => {
                 self.progress.update(|p| (p.0, p.1) = (*loaded, *total));
                 if total.is_some_and(|t| *loaded >= t) {
@@ -394,7 +399,7 @@ impl Ctx {
             Response::Loaded(m) => self.loaded(m),
             Response::LoadFailed { message, kept } => self.load_failed(message, *kept),
             Response::CacheCleared { entries } => self.status.set(format!("Model cache cleared ({entries} files)")),
-            Response::ControlVector { .. } | Response::SaeLatent { .. } | Response::Separation { .. } => super::stack::on_response(self, r),
+            Response::ControlVector { .. } | Response::Separation { .. } => super::stack::on_response(self, r),
             Response::Bench(b) => {
                 self.bench.set(Some((**b).clone()));
                 self.status.set("Benchmark finished".into());

@@ -14,7 +14,7 @@ pub use exercise::{Check, CheckOutcome, Exercise};
 pub use presets::{presets, Preset};
 pub use stack::{lines, parse_positions, StackItem, UiOp, VectorSpec};
 
-use crate::protocol::{GenerateOptions, Kernels, Metric, ModelLocation, PatchSite, PatchSpec, Precision};
+use crate::protocol::{DictLocation, GenerateOptions, Kernels, Metric, ModelLocation, PatchSite, PatchSpec, Precision};
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -38,10 +38,11 @@ pub enum Panel {
     Lens,
     Attention,
     Attribution,
+    Features,
 }
 
 impl Panel {
-    pub const ALL: [Panel; 5] = [Panel::Steer, Panel::Patch, Panel::Lens, Panel::Attention, Panel::Attribution];
+    pub const ALL: [Panel; 6] = [Panel::Steer, Panel::Patch, Panel::Lens, Panel::Attention, Panel::Attribution, Panel::Features];
     pub fn title(self) -> &'static str {
         match self {
             Panel::Steer => "Generate & intervene",
@@ -49,6 +50,7 @@ impl Panel {
             Panel::Lens => "Logit lens",
             Panel::Attention => "Attention",
             Panel::Attribution => "Logit attribution & neurons",
+            Panel::Features => "Features (SAEs)",
         }
     }
     pub fn id(self) -> &'static str {
@@ -58,6 +60,7 @@ impl Panel {
             Panel::Lens => "lens",
             Panel::Attention => "attention",
             Panel::Attribution => "attribution",
+            Panel::Features => "features",
         }
     }
 }
@@ -74,6 +77,52 @@ pub struct AttributionInputs {
     pub wrong: String,
     pub layer: u32,
     pub neuron: u32,
+}
+
+/// The Features panel's inputs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeaturesInputs {
+    /// The dictionary (a folder URL: picked files cannot travel in a link).
+    /// Stack items that name its latents need it loaded.
+    pub dict: Option<DictLocation>,
+    /// Latents listed per position.
+    pub top_k: u32,
+    /// The latent whose dashboard is open.
+    pub latent: Option<u32>,
+    /// The token a latent search looks up.
+    pub search: String,
+}
+
+impl Default for FeaturesInputs {
+    fn default() -> Self {
+        FeaturesInputs { dict: None, top_k: 5, latent: None, search: String::new() }
+    }
+}
+
+/// Most latents a link may name (the largest published dictionaries have ~1M).
+const MAX_LATENT: u32 = 1 << 24;
+
+/// Checks a URL a link carries (a model or a dictionary): http(s) or a
+/// path on this site, and nothing a URL parser would read as another site.
+fn check_url(what: &str, url: &str) -> Result<(), String> {
+    if url.len() > 2048 {
+        return Err(format!("the {what} URL is too long"));
+    }
+    // URL parsers drop tabs and newlines anywhere (`/\t/host` is `//host`).
+    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!("the {what} URL contains spaces or control characters"));
+    }
+    let lower = url.to_ascii_lowercase();
+    let scheme_ok = lower.starts_with("https://") || lower.starts_with("http://") || !lower.contains(':');
+    if !scheme_ok {
+        return Err(format!("the {what} URL must be http(s) or a path on this site"));
+    }
+    // Browsers read `//host/x` (and `/\host`, `\\host`) as another site, not a path here.
+    if lower.starts_with("//") || lower.starts_with("/\\") || lower.starts_with('\\') {
+        return Err(format!("the {what} URL is protocol-relative (//host/…), which names another site; write https://host/… instead"));
+    }
+    Ok(())
 }
 
 /// Everything a link carries.
@@ -102,6 +151,8 @@ pub struct Shared {
     /// The student's answer to it.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub answer: String,
+    #[serde(default)]
+    pub features: FeaturesInputs,
 }
 
 impl Default for Shared {
@@ -133,6 +184,7 @@ impl Default for Shared {
             attention_head: 0,
             exercise: None,
             answer: String::new(),
+            features: FeaturesInputs::default(),
         }
     }
 }
@@ -240,25 +292,34 @@ impl Shared {
         }
         if let Some(src) = &self.model {
             match src {
-                ModelLocation::Gguf { url } | ModelLocation::HfRepo { base: url } => {
-                    if url.len() > 2048 {
-                        return Err("the model URL is too long".into());
-                    }
-                    // URL parsers drop tabs and newlines anywhere (`/\t/host` is `//host`).
-                    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
-                        return Err("the model URL contains spaces or control characters".into());
-                    }
-                    let lower = url.to_ascii_lowercase();
-                    let scheme_ok = lower.starts_with("https://") || lower.starts_with("http://") || !lower.contains(':');
-                    if !scheme_ok {
-                        return Err("the model URL must be http(s) or a path on this site".into());
-                    }
-                    // Browsers read `//host/x` (and `/\host`, `\\host`) as another site, not a path here.
-                    if lower.starts_with("//") || lower.starts_with("/\\") || lower.starts_with('\\') {
-                        return Err("the model URL is protocol-relative (//host/…), which names another site; write https://host/… instead".into());
+                ModelLocation::Gguf { url } | ModelLocation::HfRepo { base: url } => check_url("model", url)?,
+                ModelLocation::File { .. } => return Err("a link cannot carry a local file; pick the file again".into()),
+            }
+        }
+        let f = &self.features;
+        match &f.dict {
+            None => {}
+            Some(DictLocation::Url { base, hook }) => {
+                check_url("dictionary", base)?;
+                if let Some(h) = hook {
+                    if h.len() > 128 || !h.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
+                        return Err("field 'features.dict.hook' is not a hook name".into());
                     }
                 }
-                ModelLocation::File { .. } => return Err("a link cannot carry a local file; pick the file again".into()),
+            }
+            Some(DictLocation::Files { .. }) => return Err("a link cannot carry picked dictionary files; pick them again".into()),
+        }
+        if f.top_k == 0 || f.top_k > 64 {
+            return Err(format!("field 'features.top_k' is {}; it must be 1..=64", f.top_k));
+        }
+        if f.latent.is_some_and(|l| l >= MAX_LATENT) || f.search.len() > 200 {
+            return Err("field 'features' names a latent or search out of range".into());
+        }
+        for (i, it) in self.stack.iter().enumerate() {
+            if let VectorSpec::SaeLatent { latent } = it.vector {
+                if latent >= MAX_LATENT {
+                    return Err(format!("intervention {}: latent {latent} is out of range", i + 1));
+                }
             }
         }
         if let Some(e) = &self.exercise {
@@ -317,6 +378,45 @@ mod tests {
             let doc = p.state.document().unwrap();
             scalpel_interventions::parse(&doc).unwrap_or_else(|e| panic!("preset {}: {e}", p.id));
         }
+    }
+
+    #[test]
+    fn dictionary_latents_become_sae_documents_and_hostile_dictionary_links_are_refused() {
+        let mut s = Shared::default();
+        let mut steer = StackItem::new(1, UiOp::Add, 30);
+        (steer.layer, steer.site, steer.vector, steer.strength) = (Some(6), "hook_mlp_out".into(), VectorSpec::SaeLatent { latent: 123 }, 8.0);
+        let mut clamp = StackItem::new(2, UiOp::SaeClamp, 30);
+        (clamp.layer, clamp.vector, clamp.strength) = (Some(6), VectorSpec::SaeLatent { latent: 7 }, 0.0);
+        s.stack = vec![steer, clamp];
+        s.features.dict = Some(crate::protocol::default_dictionary(6));
+        s.features.latent = Some(123);
+        assert_eq!(Shared::decode(&s.encode()).unwrap(), s);
+        let doc = s.document().unwrap();
+        scalpel_interventions::parse(&doc).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&doc).unwrap();
+        assert_eq!(v["interventions"][0], json!({"hook": "blocks.6.hook_mlp_out", "op": "add", "vector": {"from": "sae", "latent": 123}, "scale": 8.0, "positions": "all"}));
+        assert_eq!(v["interventions"][1], json!({"hook": "blocks.6.hook_mlp_out", "op": "sae_clamp", "latent": 7, "value": 0.0, "positions": "all"}));
+
+        let with = |d: DictLocation| Shared { features: FeaturesInputs { dict: Some(d), ..Default::default() }, ..Default::default() };
+        for base in ["javascript:alert(1)", "//evil.example/sae/", "/\\evil.example/", "a\tb"] {
+            let e = Shared::decode(&with(DictLocation::Url { base: base.into(), hook: None }).encode()).unwrap_err();
+            assert!(e.contains("the dictionary URL"), "{base}: {e}");
+        }
+        let e = Shared::decode(&with(DictLocation::Url { base: "models/x/".into(), hook: Some("<script>".into()) }).encode()).unwrap_err();
+        assert!(e.contains("hook"), "{e}");
+        let e = Shared::decode(&with(DictLocation::Files { folder: "x".into(), names: vec![], hook: None }).encode()).unwrap_err();
+        assert!(e.contains("picked dictionary files"), "{e}");
+        let mut s = Shared::default();
+        s.features.top_k = 0;
+        assert!(Shared::decode(&s.encode()).unwrap_err().contains("features.top_k"));
+        s.features.top_k = 5;
+        s.features.latent = Some(u32::MAX);
+        assert!(Shared::decode(&s.encode()).unwrap_err().contains("features"));
+        // Links from before the Features panel still open.
+        let mut old: serde_json::Value = serde_json::to_value(Shared::default()).unwrap();
+        old.as_object_mut().unwrap().remove("features");
+        let b = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(old.to_string());
+        assert_eq!(Shared::decode(&b).unwrap().features, FeaturesInputs::default());
     }
 
     #[test]

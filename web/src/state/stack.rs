@@ -19,12 +19,15 @@ pub enum UiOp {
     Mean,
     /// Remove the component along the vector's direction.
     ProjectOut,
+    /// Clamp one latent of the loaded dictionary to `strength` through its
+    /// error term (0: ablate it); the latent is the item's `SaeLatent` vector.
+    SaeClamp,
     /// Any intervention as raw JSON (every op of the document format).
     Json,
 }
 
 impl UiOp {
-    pub const ALL: [UiOp; 6] = [UiOp::Add, UiOp::Scale, UiOp::Zero, UiOp::Mean, UiOp::ProjectOut, UiOp::Json];
+    pub const ALL: [UiOp; 7] = [UiOp::Add, UiOp::Scale, UiOp::Zero, UiOp::Mean, UiOp::ProjectOut, UiOp::SaeClamp, UiOp::Json];
     pub fn as_str(self) -> &'static str {
         match self {
             UiOp::Add => "add",
@@ -32,6 +35,7 @@ impl UiOp {
             UiOp::Zero => "zero",
             UiOp::Mean => "mean",
             UiOp::ProjectOut => "project_out",
+            UiOp::SaeClamp => "sae_clamp",
             UiOp::Json => "json",
         }
     }
@@ -42,6 +46,7 @@ impl UiOp {
             UiOp::Zero => "Zero-ablate",
             UiOp::Mean => "Mean-ablate",
             UiOp::ProjectOut => "Project out a direction",
+            UiOp::SaeClamp => "Clamp a dictionary latent",
             UiOp::Json => "Custom (JSON)",
         }
     }
@@ -64,8 +69,11 @@ pub enum VectorSpec {
     /// A llama.cpp control vector (GGUF) read from a file: `(k, values)`,
     /// added at `blocks.{k}.hook_resid_post` (its own layers).
     Control { name: String, directions: Vec<(u32, Vec<f32>)> },
-    /// Literal values (e.g. an SAE decoder row), with where they came from.
+    /// Literal values, with where they came from.
     Literal { label: String, values: Vec<f32> },
+    /// Decoder row `latent` of the dictionary loaded in the Features panel
+    /// (the document's `{"from": "sae"}`; the CLI takes `--sae DIR`).
+    SaeLatent { latent: u32 },
 }
 
 impl Default for VectorSpec {
@@ -110,6 +118,7 @@ impl StackItem {
             UiOp::Zero => ("attn.hook_z", 1.0),
             UiOp::Mean => ("mlp.hook_post", 1.0),
             UiOp::ProjectOut => ("hook_resid_post", 1.0),
+            UiOp::SaeClamp => ("hook_mlp_out", 0.0),
             UiOp::Json => ("hook_resid_pre", 1.0),
         };
         StackItem {
@@ -122,7 +131,7 @@ impl StackItem {
             heads: if op == UiOp::Zero { "0".into() } else { String::new() },
             neurons: String::new(),
             strength,
-            vector: VectorSpec::default(),
+            vector: if op == UiOp::SaeClamp { VectorSpec::SaeLatent { latent: 0 } } else { VectorSpec::default() },
             vector_layer: None,
             json: format!(r#"{{"hook": "blocks.{mid}.hook_resid_pre", "op": "scale", "factor": 0.5}}"#),
         }
@@ -180,9 +189,14 @@ impl StackItem {
             UiOp::Zero => Op::Zero,
             UiOp::Mean => Op::Mean { over: None },
             UiOp::ProjectOut => Op::ProjectOut { direction: self.vector()? },
+            UiOp::SaeClamp => match self.vector {
+                VectorSpec::SaeLatent { latent } => Op::SaeClamp { latent: latent as usize, value: self.strength },
+                _ => return Err("a clamp needs a dictionary latent".into()),
+            },
             UiOp::Json => unreachable!("custom JSON is passed through as written"),
         };
-        Ok(vec![item(self.hook(), op, true)?])
+        let units = self.op != UiOp::SaeClamp;
+        Ok(vec![item(self.hook(), op, units)?])
     }
 
     /// Where a prompt-built vector is read: the item's hook, or `vector_layer`.
@@ -221,6 +235,7 @@ impl StackItem {
                 }
                 Vector::Values(values.clone())
             }
+            VectorSpec::SaeLatent { latent } => Vector::From(VectorSource::Sae { latent: *latent as usize, hook: None }),
             VectorSpec::Control { directions, .. } => {
                 // As a direction at this item's own hook: the layer's direction.
                 let l = self.layer.ok_or("a control-vector direction needs one layer")?;

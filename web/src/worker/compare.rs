@@ -44,7 +44,8 @@ pub fn compile(m: &Model, doc: &str, prompt_len: usize) -> Result<Option<Interve
     if !d.interventions.iter().any(|i| i.enabled) {
         return Ok(None);
     }
-    let (d, saes) = vectors::resolve(m, &d, &vectors::Resources::default()).map_err(what)?;
+    let res = vectors::Resources { saes: super::features::saes(), read_file: None };
+    let (d, saes) = vectors::resolve(m, &d, &res).map_err(what)?;
     Interventions::compile_until(m, &d, prompt_len, &saes, &stop_requested)
         .map(Some)
         .map_err(|e| if e == scalpel_interventions::STOPPED { e } else { what(e) })

@@ -10,7 +10,9 @@
 //! - `compare.rs`: baseline vs intervened generation (CPU or WebGPU);
 //! - `gpu.rs`: the WebGPU backend; `bench.rs`: the CPU benchmark;
 //! - `readouts.rs`, `patching.rs`, `vectors.rs`: the panels' other requests;
-//! - `exercise.rs`: an exercise's checks on the student's state.
+//! - `exercise.rs`: an exercise's checks on the student's state;
+//! - `features.rs`: dictionaries, latents, dashboards, the corpus pass
+//!   (kept in IndexedDB through `idb.rs`).
 
 mod fetch;
 #[cfg(feature = "engine")]
@@ -20,7 +22,11 @@ mod compare;
 #[cfg(feature = "engine")]
 mod exercise;
 #[cfg(feature = "engine")]
+mod features;
+#[cfg(feature = "engine")]
 mod gpu;
+#[cfg(feature = "engine")]
+mod idb;
 #[cfg(feature = "engine")]
 mod model;
 #[cfg(feature = "engine")]
@@ -200,11 +206,12 @@ async fn engine_request(req: Request, file: Option<JsValue>) -> Result<(), Strin
             let bytes = sent_bytes(file).await?.ok_or("no file was sent with the control vector")?;
             vectors::import_control_vector(&name, &bytes)
         }
-        Request::SaeLatent { name, cfg_json, latent } => {
-            let bytes = sent_bytes(file).await?.ok_or("no weights file was sent with the SAE")?;
-            vectors::sae_latent(&name, &cfg_json, &bytes, latent)
-        }
         Request::Bench { prompt_tokens, decode_tokens, rounds } => bench::run(prompt_tokens, decode_tokens, rounds),
+        Request::LoadDictionary { source } => features::load(source, file).await,
+        Request::Features { prompt, top_k } => features::features(&prompt, top_k),
+        Request::Dashboard { latent } => features::dashboard_of(latent),
+        Request::SearchLatents { text } => features::search(&text),
+        Request::CorpusPass => features::corpus_pass().await,
         Request::GpuInit { allow_software } => {
             let l = loaded().ok_or("no model loaded yet")?;
             compare::forget_baseline();

@@ -1,6 +1,6 @@
 //! Where the page's steering vectors come from, besides the intervention
-//! document itself: a per-layer separation scan of two prompt sets, an
-//! imported control vector, an SAE latent's decoder row.
+//! document itself: a per-layer separation scan of two prompt sets and an
+//! imported control vector (a dictionary's latents: `features.rs`).
 
 use super::model::with_model;
 use super::post;
@@ -38,20 +38,6 @@ pub fn import_control_vector(name: &str, bytes: &[u8]) -> Result<(), String> {
         warnings.extend(more);
         let directions = cv.directions.into_iter().map(|(k, v)| (k as u32, v)).collect();
         post(&Response::ControlVector { name: name.to_string(), directions, warnings });
-        Ok(())
-    })
-}
-
-pub fn sae_latent(name: &str, cfg_json: &str, weights: &[u8], latent: u32) -> Result<(), String> {
-    with_model(|m| {
-        let sae = scalpel_dictionaries::Sae::load(name, cfg_json.as_bytes(), weights)?;
-        // Checks the hook and width against this model.
-        sae.point(m)?;
-        if latent as usize >= sae.d_sae {
-            return Err(format!("{name}: latent {latent} is out of range (the SAE has {} latents)", sae.d_sae));
-        }
-        let values = sae.decoder_row(latent as usize)?;
-        post(&Response::SaeLatent { name: name.to_string(), hook: sae.hook_name.clone(), latent, d_sae: sae.d_sae as u32, values });
         Ok(())
     })
 }

@@ -93,7 +93,6 @@ impl Model {
         hooks: Option<&mut (dyn Hook + '_)>,
         logits: Logits,
     ) -> Result<Tensor> {
-        let d = self.config.d_model;
         let (b, t) = tokens.dims2()?;
         let start = cache.as_ref().map(|c| c.len).unwrap_or(0);
         self.check_span(start, t)?;
@@ -101,6 +100,34 @@ impl Model {
         self.check_logits(t, logits)?;
         self.check_pass(self.pass_size(b, start, t, logits, cache.is_some(), hooks.as_deref()))?;
         let mut pass = self.pass(hooks, b, start, t)?;
+        let x = self.embedded(tokens, &mut pass)?;
+        self.run_blocks(0, x, pass, cache, logits)
+    }
+
+    /// Runs only blocks `0..layers` on `tokens` (`[batch, t]`, no cache)
+    /// and returns the residual stream after them (`[batch, t, d_model]`;
+    /// the embeddings for `layers = 0`). Hooks on those blocks run as in
+    /// `forward`, so their values are the same: a dictionary over an early
+    /// hook reads a corpus without paying for the rest of the model.
+    pub fn forward_blocks(&self, tokens: &Tensor, layers: usize, hooks: Option<&mut (dyn Hook + '_)>) -> Result<Tensor> {
+        let (b, t) = tokens.dims2()?;
+        if layers > self.config.n_layers {
+            return Err(Error::input(format!("forward_blocks: {layers} blocks asked for; the model has {}", self.config.n_layers)));
+        }
+        self.check_span(0, t)?;
+        self.check_pass(self.pass_size(b, 0, t, Logits::Last, false, hooks.as_deref()))?;
+        let mut pass = self.pass(hooks, b, 0, t)?;
+        let mut x = self.embedded(tokens, &mut pass)?;
+        for (l, blk) in self.blocks.iter().enumerate().take(layers) {
+            x = self.block(l, blk, x, &mut pass, None)?;
+        }
+        Ok(x)
+    }
+
+    /// The token (and learned position) embeddings of a pass, hooked.
+    fn embedded(&self, tokens: &Tensor, pass: &mut Pass) -> Result<Tensor> {
+        let d = self.config.d_model;
+        let (b, t, start) = (pass.batch, pass.t, pass.start);
         let mut x = self.embed.index_select(&tokens.flatten_all()?, 0)?.reshape((b, t, d))?;
         if let Some(scale) = self.config.extra.embed_scale {
             x = (x * scale as f64)?;
@@ -110,7 +137,7 @@ impl Model {
             let pos = wpe.narrow(0, start, t)?.unsqueeze(0)?.broadcast_as((b, t, d))?.contiguous()?;
             x = (x + pass.hook(HookPoint::global(Site::PosEmbed), pos)?)?;
         }
-        self.run_blocks(0, x, pass, cache, logits)
+        Ok(x)
     }
 
     /// Runs blocks `layer..` on `resid` (the `blocks.{layer}.hook_resid_pre`

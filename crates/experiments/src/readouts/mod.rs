@@ -20,7 +20,7 @@ pub use attention::attention_patterns;
 pub use dla::{direct_logit_attribution, DlaRequest};
 pub use lens::{logit_lens, LensOptions};
 pub use monitor::{hook_width, monitor, read_vector, ProjectionMonitor};
-pub use neuron::{neuron_vocab, NeuronRequest};
+pub use neuron::{neuron_vocab, promoted_suppressed, token_direction, vocab_scores, NeuronRequest};
 pub use scalpel_types::readouts::*;
 
 

@@ -42,27 +42,8 @@ pub fn neuron_vocab(model: &Model, req: &NeuronRequest, extra: Option<&mut dyn H
     let w_down = model.weight(req.layer, Matrix::Down)?; // [d_model, d_mlp]
     let col: Vec<f32> = w_down.narrow(1, req.neuron, 1)?.flatten_all()?.to_vec1()?;
     let output_norm = col.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt() as f32;
-    let mut v = col.clone();
-    if req.through_final_norm {
-        let (w, _) = final_norm_params(model)?;
-        if cfg.norm == NormKind::Layer {
-            let m = v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
-            v.iter_mut().for_each(|x| *x = (*x as f64 - m) as f32);
-        }
-        v.iter_mut().zip(&w).for_each(|(x, &w)| *x *= w);
-    }
-    let vt = Tensor::from_vec(v, (cfg.d_model, 1), &Device::Cpu)?;
-    let scores: Vec<f32> = model.unembedding_times(&vt)?.flatten_all()?.to_vec1()?;
-    let neg: Vec<f32> = scores.iter().map(|x| -x).collect();
-    let tok = model.tokenizer();
-    let promoted = top_k(&scores, req.top_k)
-        .into_iter()
-        .map(|(id, s)| TokenScore { id, token: tok.decode(&[id]), score: s })
-        .collect();
-    let suppressed = top_k(&neg, req.top_k)
-        .into_iter()
-        .map(|(id, s)| TokenScore { id, token: tok.decode(&[id]), score: -s })
-        .collect();
+    let scores = vocab_scores(model, &col, req.through_final_norm)?;
+    let (promoted, suppressed) = promoted_suppressed(model, &scores, req.top_k);
     let activations = match &req.prompt {
         None => None,
         Some(ids) => {
@@ -76,7 +57,7 @@ pub fn neuron_vocab(model: &Model, req: &NeuronRequest, extra: Option<&mut dyn H
             };
             Some(NeuronActivations {
                 ids: ids.clone(),
-                tokens: tok.token_strings(ids),
+                tokens: model.tokenizer().token_strings(ids),
                 post: unit(points[0])?,
                 pre: unit(points[1])?,
                 pre_linear: if cfg.gated_mlp { Some(unit(points[2])?) } else { None },
@@ -94,4 +75,50 @@ pub fn neuron_vocab(model: &Model, req: &NeuronRequest, extra: Option<&mut dyn H
         activations,
         seconds: t0.elapsed().as_secs_f64(),
     })
+}
+
+/// A residual-stream direction `v` (`[d_model]`) through the final norm's
+/// weight (centred first for a LayerNorm) when `through_final_norm`, then
+/// the unembedding: every token's logit change per unit along `v`.
+pub fn vocab_scores(model: &Model, v: &[f32], through_final_norm: bool) -> Result<Vec<f32>> {
+    let cfg = &model.config;
+    if v.len() != cfg.d_model {
+        return Err(Error::input(format!("a direction of width {} cannot be read through the unembedding (d_model = {})", v.len(), cfg.d_model)));
+    }
+    let mut v = v.to_vec();
+    if through_final_norm {
+        let (w, _) = final_norm_params(model)?;
+        if cfg.norm == NormKind::Layer {
+            let m = v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
+            v.iter_mut().for_each(|x| *x = (*x as f64 - m) as f32);
+        }
+        v.iter_mut().zip(&w).for_each(|(x, &w)| *x *= w);
+    }
+    let vt = Tensor::from_vec(v, (cfg.d_model, 1), &Device::Cpu)?;
+    Ok(model.unembedding_times(&vt)?.flatten_all()?.to_vec1()?)
+}
+
+/// The residual direction whose dot product with any `v` is
+/// `vocab_scores(v)[id]`: token `id`'s unembedding row times the final
+/// norm's weight (and centred, for a LayerNorm).
+pub fn token_direction(model: &Model, id: u32, through_final_norm: bool) -> Result<Vec<f32>> {
+    let mut u: Vec<f32> = model.unembedding_rows(&[id])?.flatten_all()?.to_vec1()?;
+    if through_final_norm {
+        let (w, _) = final_norm_params(model)?;
+        u.iter_mut().zip(&w).for_each(|(x, &w)| *x *= w);
+        if model.config.norm == NormKind::Layer {
+            let m = u.iter().map(|&x| x as f64).sum::<f64>() / u.len() as f64;
+            u.iter_mut().for_each(|x| *x = (*x as f64 - m) as f32);
+        }
+    }
+    Ok(u)
+}
+
+/// The `k` highest scores (highest first) and the `k` lowest (lowest first), as tokens.
+pub fn promoted_suppressed(model: &Model, scores: &[f32], k: usize) -> (Vec<TokenScore>, Vec<TokenScore>) {
+    let tok = model.tokenizer();
+    let neg: Vec<f32> = scores.iter().map(|x| -x).collect();
+    let promoted = top_k(scores, k).into_iter().map(|(id, s)| TokenScore { id, token: tok.decode(&[id]), score: s }).collect();
+    let suppressed = top_k(&neg, k).into_iter().map(|(id, s)| TokenScore { id, token: tok.decode(&[id]), score: -s }).collect();
+    (promoted, suppressed)
 }

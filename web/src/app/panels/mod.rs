@@ -8,6 +8,7 @@
 
 mod attention;
 mod attribution;
+mod features;
 mod lens;
 mod patch;
 mod steer;
@@ -91,6 +92,7 @@ panels! {
     lens => Lens,
     attention => Attention,
     attribution => Attribution,
+    features => Features,
 }
 
 /// The prompt the reading panels run on.

@@ -41,7 +41,7 @@ fn read<T: 'static>(ctx: Ctx, id: u32, f: impl Fn(&StackItem) -> T) -> Option<T>
 }
 
 /// What a stack item asked the worker for: a control vector's directions,
-/// an SAE latent's decoder row, or a layer scan.
+/// or a layer scan.
 pub fn on_response(ctx: Ctx, r: &Response) {
     let Some(id) = ctx.asking_item.get_untracked() else { return };
     match r {
@@ -52,18 +52,6 @@ pub fn on_response(ctx: Ctx, r: &Response) {
             } else {
                 format!("Control vector {name} imported: {}", warnings.join("; "))
             });
-        }
-        Response::SaeLatent { name, hook, latent, d_sae, values } => {
-            // Put the item at the SAE's hook: blocks.{l}.{site}.
-            let at = hook.strip_prefix("blocks.").and_then(|r| r.split_once('.')).and_then(|(l, site)| Some((l.parse::<u32>().ok()?, site.to_string())));
-            update(ctx, id, |it| {
-                if let Some((l, site)) = &at {
-                    it.layer = Some(*l);
-                    it.site = site.clone();
-                }
-                it.vector = VectorSpec::Literal { label: format!("{name}: latent {latent} of {d_sae} at {hook}"), values: values.clone() };
-            });
-            ctx.status.set(format!("SAE latent {latent} loaded from {name}"));
         }
         Response::Separation { .. } => {
             ctx.scan.set(Some((id, r.clone())));
@@ -179,7 +167,10 @@ fn Item(id: u32) -> impl IntoView {
                         </label>
                     </Show>
                 </div>
-                <Show when=move || matches!(op(), UiOp::Add | UiOp::Scale)>
+                <Show when=move || op() == UiOp::SaeClamp>
+                    <vector::LatentPick id=id/>
+                </Show>
+                <Show when=move || matches!(op(), UiOp::Add | UiOp::Scale | UiOp::SaeClamp)>
                     <Strength id=id/>
                 </Show>
                 <Show when=move || op().needs_vector()>
@@ -228,10 +219,10 @@ fn Strength(id: u32) -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let s = move || read(ctx, id, |i| i.strength).unwrap_or(1.0);
     let index = move || number(ctx, id);
-    let is_scale = move || read(ctx, id, |i| i.op == UiOp::Scale).unwrap_or(false);
+    let op = move || read(ctx, id, |i| i.op).unwrap_or(UiOp::Add);
     view! {
         <div class="row">
-            <label>{move || if is_scale() { "Factor " } else { "Strength " }}
+            <label>{move || match op() { UiOp::Scale => "Factor ", UiOp::SaeClamp => "Clamp to (0: ablate) ", _ => "Strength " }}
                 <input
                     type="range"
                     min="-2"

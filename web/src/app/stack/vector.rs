@@ -1,6 +1,7 @@
 //! Where a steering vector comes from: a prompt pair (ActAdd), two prompt
 //! sets (CAA mean difference or RepE PCA, with a per-layer scan), a
-//! control-vector file, or an SAE latent; and the layer it is read at.
+//! control-vector file, or a latent of the loaded dictionary; and the layer
+//! it is read at.
 
 use leptos::prelude::*;
 use wasm_bindgen_futures::JsFuture;
@@ -21,7 +22,8 @@ pub fn VectorBuilder(id: u32) -> impl IntoView {
             VectorSpec::Sets { pca: false, .. } => "mean_diff",
             VectorSpec::Sets { pca: true, .. } => "pca",
             VectorSpec::Control { .. } => "control",
-            VectorSpec::Literal { .. } => "sae",
+            VectorSpec::Literal { .. } => "literal",
+            VectorSpec::SaeLatent { .. } => "sae",
         })
         .unwrap_or("pair")
     };
@@ -38,7 +40,7 @@ pub fn VectorBuilder(id: u32) -> impl IntoView {
                 "mean_diff" => VectorSpec::Sets { positive: pos, negative: neg, pca: false },
                 "pca" => VectorSpec::Sets { positive: pos, negative: neg, pca: true },
                 "control" => VectorSpec::Control { name: String::new(), directions: vec![] },
-                "sae" => VectorSpec::Literal { label: String::new(), values: vec![] },
+                "sae" => VectorSpec::SaeLatent { latent: 0 },
                 _ => VectorSpec::PromptPair { plus: lines(&pos).first().cloned().unwrap_or_default(), minus: lines(&neg).first().cloned().unwrap_or_default() },
             };
         });
@@ -52,13 +54,17 @@ pub fn VectorBuilder(id: u32) -> impl IntoView {
                         <option value="mean_diff" selected=move || kind() == "mean_diff">"two prompt sets: mean difference (CAA)"</option>
                         <option value="pca" selected=move || kind() == "pca">"two prompt sets: PCA (RepE)"</option>
                         <option value="control" selected=move || kind() == "control">"a control vector file (GGUF)"</option>
-                        <option value="sae" selected=move || kind() == "sae">"an SAE latent (SAELens files)"</option>
+                        <option value="sae" selected=move || kind() == "sae">"a latent of the loaded dictionary (Features)"</option>
+                        <Show when=move || kind() == "literal">
+                            <option value="literal" selected=true>"values (from the link)"</option>
+                        </Show>
                     </select>
                 </label>
             </div>
             {move || match kind() {
                 "pair" => view! { <PromptPair id=id/> }.into_any(),
-                "sae" => view! { <SaeLoader id=id/> }.into_any(),
+                "sae" => view! { <LatentPick id=id/> }.into_any(),
+                "literal" => view! { <p class="muted">{move || read(ctx, id, |i| match &i.vector { VectorSpec::Literal { label, values } => format!("{label} ({} values)", values.len()), _ => String::new() }).unwrap_or_default()}</p> }.into_any(),
                 "control" => view! { <ControlFile id=id/> }.into_any(),
                 _ => view! { <PromptSets id=id/> }.into_any(),
             }}
@@ -71,7 +77,7 @@ fn prompt_text(ctx: Ctx, id: u32, which: u8) -> String {
     read(ctx, id, |i| match &i.vector {
         VectorSpec::PromptPair { plus, minus } => if which == 0 { plus.clone() } else { minus.clone() },
         VectorSpec::Sets { positive, negative, .. } => if which == 0 { positive.clone() } else { negative.clone() },
-        VectorSpec::Control { .. } | VectorSpec::Literal { .. } => String::new(),
+        VectorSpec::Control { .. } | VectorSpec::Literal { .. } | VectorSpec::SaeLatent { .. } => String::new(),
     })
     .unwrap_or_default()
 }
@@ -80,7 +86,7 @@ fn set_prompt_text(ctx: Ctx, id: u32, which: u8, v: String) {
     update(ctx, id, |it| match &mut it.vector {
         VectorSpec::PromptPair { plus, minus } => *(if which == 0 { plus } else { minus }) = v,
         VectorSpec::Sets { positive, negative, .. } => *(if which == 0 { positive } else { negative }) = v,
-        VectorSpec::Control { .. } | VectorSpec::Literal { .. } => {}
+        VectorSpec::Control { .. } | VectorSpec::Literal { .. } | VectorSpec::SaeLatent { .. } => {}
     })
 }
 
@@ -187,51 +193,24 @@ fn ControlFile(id: u32) -> impl IntoView {
     }
 }
 
-/// An SAE decoder row: pick cfg.json and sae_weights.safetensors, choose a latent.
+/// Which latent of the dictionary loaded in the Features panel: its decoder
+/// row is the vector (`{"from": "sae"}`), or the latent a clamp sets.
 #[component]
-fn SaeLoader(id: u32) -> impl IntoView {
+pub fn LatentPick(id: u32) -> impl IntoView {
     let ctx = expect_context::<Ctx>();
-    let label = move |what: &str| aria(ctx, id, what);
-    let cfg = StoredValue::new_local(None::<web_sys::File>);
-    let weights = StoredValue::new_local(None::<web_sys::File>);
-    let latent = RwSignal::new(0u32);
-    let pick = move |slot: StoredValue<Option<web_sys::File>, LocalStorage>| {
-        move |ev: web_sys::Event| {
-            let input: web_sys::HtmlInputElement = event_target(&ev);
-            slot.set_value(input.files().and_then(|l| l.get(0)));
-        }
-    };
-    let on_load = move |_| {
-        let (Some(c), Some(w)) = (cfg.get_value(), weights.get_value()) else {
-            ctx.error.set(Some("pick both cfg.json and sae_weights.safetensors".into()));
-            return;
-        };
-        let l = latent.get_untracked();
-        wasm_bindgen_futures::spawn_local(async move {
-            let text = match JsFuture::from(c.text()).await {
-                Ok(t) => t.as_string().unwrap_or_default(),
-                Err(e) => return ctx.error.set(Some(format!("cfg.json: {}", crate::js::js_err(e)))),
-            };
-            match JsFuture::from(w.array_buffer()).await {
-                Ok(buf) => {
-                    ctx.asking_item.set(Some(id));
-                    ctx.send_with(Request::SaeLatent { name: w.name(), cfg_json: text, latent: l }, Some(buf));
-                }
-                Err(e) => ctx.error.set(Some(format!("{}: {}", w.name(), crate::js::js_err(e)))),
-            }
-        });
-    };
+    let latent = move || read(ctx, id, |i| match i.vector { VectorSpec::SaeLatent { latent } => latent, _ => 0 }).unwrap_or(0);
+    let dict = move || ctx.st.with(|s| s.features.dict.as_ref().map(|d| d.label()));
     view! {
         <div class="row">
-            <label class="file">"cfg.json " <input type="file" accept=".json" aria-label=move || label("SAE cfg.json") on:change=pick(cfg) /></label>
-            <label class="file">"sae_weights.safetensors " <input type="file" accept=".safetensors" aria-label=move || label("SAE weights") on:change=pick(weights) /></label>
-            <label>"Latent " <input type="number" min="0" class="short" aria-label=move || label("SAE latent") prop:value=move || latent.get().to_string() on:change=move |ev| { if let Ok(v) = event_target_value(&ev).parse() { latent.set(v) } } /></label>
-            <button class="secondary" on:click=on_load disabled=move || !ctx.ready()>"Load latent"</button>
+            <label>"Latent "
+                <input type="number" min="0" class="short" aria-label=move || aria(ctx, id, "latent") prop:value=move || latent().to_string()
+                    on:change=move |ev| { if let Ok(v) = event_target_value(&ev).parse::<u32>() { update(ctx, id, |it| it.vector = VectorSpec::SaeLatent { latent: v }) } } />
+            </label>
+            <span class="muted">{move || match dict() {
+                Some(d) => format!("of {d} (Features panel); the item must sit at the dictionary's hook"),
+                None => "load a dictionary in the Features panel first".to_string(),
+            }}</span>
         </div>
-        <p class="muted">{move || read(ctx, id, |i| match &i.vector {
-            VectorSpec::Literal { label, values } if !values.is_empty() => format!("{label} ({} values); the item moved to the SAE's hook", values.len()),
-            _ => "no latent loaded".to_string(),
-        }).unwrap_or_default()}</p>
     }
 }
 

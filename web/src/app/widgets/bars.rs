@@ -14,6 +14,9 @@ pub fn Bars(
     /// Labels are names (L3H2, L5.mlp), not tokens: shown as they are.
     #[prop(optional)]
     names: bool,
+    /// Values are counts: shown without decimals.
+    #[prop(optional)]
+    counts: bool,
 ) -> impl IntoView {
     let max = items.iter().fold(0f32, |m, (_, v)| m.max(v.abs())).max(1e-9);
     let rows = items
@@ -32,7 +35,13 @@ pub fn Bars(
                 (true, false) => "bar pos",
                 (true, true) => "bar neg",
             };
-            let shown = if percent { format!("{:.1}%", 100.0 * v) } else { format!("{v:.3}") };
+            let shown = if percent {
+                format!("{:.1}%", 100.0 * v)
+            } else if counts {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.3}")
+            };
             view! {
                 <li data-value=v.to_string()>
                     <span class="bar-label">{if names { name.clone() } else { show_token(&name) }}</span>

@@ -11,9 +11,9 @@
 //   cargo xtask serve --port 8765 &
 //   cd tests/e2e && SCALPEL_URL=http://127.0.0.1:8765/ node ../bench/corpus_pass.mjs
 
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { launch, cli, URL, ROOT, waitState, until } from '../e2e/helpers.mjs';
+import { launch, cli, URL, ROOT, waitState, until, seeded, writeSafetensors } from '../e2e/helpers.mjs';
 
 const MINUTE = 60_000;
 const DURATION = Number(process.env.DURATION ?? 60);
@@ -22,21 +22,13 @@ const dir = join(MODEL_DIR, 'sae-bench', 'layers.6.mlp');
 const [dIn, n, k] = [576, 36864, 32];
 
 if (!existsSync(join(dir, 'sae.safetensors'))) {
-  let seed = 3;
-  const rand = () => ((seed = (seed * 16807) % 2147483647) / 2147483647 - 0.5);
-  const tensors = {
+  const rand = seeded(3);
+  writeSafetensors(join(dir, 'sae.safetensors'), {
     'encoder.weight': [[n, dIn], Float32Array.from({ length: n * dIn }, () => 0.1 * rand())],
     'encoder.bias': [[n], new Float32Array(n)],
     W_dec: [[n, dIn], Float32Array.from({ length: n * dIn }, () => 0.05 * rand())],
     b_dec: [[dIn], new Float32Array(dIn)],
-  };
-  mkdirSync(dir, { recursive: true });
-  const header = {};
-  let off = 0;
-  for (const [name, [shape, data]] of Object.entries(tensors)) { header[name] = { dtype: 'F32', shape, data_offsets: [off, off + data.byteLength] }; off += data.byteLength; }
-  const h = Buffer.from(JSON.stringify(header));
-  const len = Buffer.alloc(8); len.writeBigUInt64LE(BigInt(h.length));
-  writeFileSync(join(dir, 'sae.safetensors'), Buffer.concat([len, h, ...Object.values(tensors).map(([, d]) => Buffer.from(d.buffer))]));
+  });
   writeFileSync(join(dir, 'cfg.json'), JSON.stringify({ activation: 'topk', k, num_latents: n, d_in: dIn }));
 }
 

@@ -9,9 +9,9 @@
 
 import { chromium } from 'playwright-core';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = resolve(fileURLToPath(import.meta.url), '../../..');
@@ -143,4 +143,20 @@ export async function loadPrecision(page, precision, logs) {
   await waitState(page, 'ready', 10 * 60_000, logs);
   const loaded = await page.getByLabel('Loaded model').getAttribute('data-precision');
   if (loaded !== precision) throw new Error(`expected a ${precision} model, got "${loaded}"`);
+}
+
+/** A deterministic uniform(-0.5, 0.5) stream (Park–Miller). */
+export function seeded(seed) {
+  return () => ((seed = (seed * 16807) % 2147483647) / 2147483647 - 0.5);
+}
+
+/** Writes f32 tensors `{name: [shape, Float32Array]}` as a safetensors file (its folder made). */
+export function writeSafetensors(path, tensors) {
+  mkdirSync(dirname(path), { recursive: true });
+  const header = {};
+  let off = 0;
+  for (const [k, [shape, data]] of Object.entries(tensors)) { header[k] = { dtype: 'F32', shape, data_offsets: [off, off + data.byteLength] }; off += data.byteLength; }
+  const h = Buffer.from(JSON.stringify(header));
+  const len = Buffer.alloc(8); len.writeBigUInt64LE(BigInt(h.length));
+  writeFileSync(path, Buffer.concat([len, h, ...Object.values(tensors).map(([, d]) => Buffer.from(d.buffer, d.byteOffset, d.byteLength))]));
 }

@@ -13,16 +13,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   URL, ROOT, launch, cli, state as state_, waitState, until, screenshot, loadPrecision, readIds, waitCompare, readHeatmap, alertText,
+  seeded, writeSafetensors,
 } from './helpers.mjs';
 
 const MINUTE = 60_000;
 const tmp = mkdtempSync(join(tmpdir(), 'scalpel-e2e-docs-'));
 const MODEL_DIR = process.env.SCALPEL_MODEL_DIR ?? join(ROOT, 'models');
-
-/** A deterministic uniform(-0.5, 0.5) stream (Park–Miller). */
-function seeded(seed) {
-  return () => ((seed = (seed * 16807) % 2147483647) / 2147483647 - 0.5);
-}
 
 /** A TopK sparsify SAE on layer 2's MLP output (1,024 latents, k = 16) in the served
  * models/ folder (git-ignored), as a Hugging Face folder would hold it; returns its folder. */
@@ -38,17 +34,6 @@ function writeTestDictionary() {
   });
   writeFileSync(join(dir, 'cfg.json'), JSON.stringify({ activation: 'topk', k: 16, num_latents: n, d_in: dIn, transcode: false, skip_connection: false }));
   return dir;
-}
-
-/** Writes f32 tensors `{name: [shape, Float32Array]}` as a safetensors file. */
-function writeSafetensors(path, tensors) {
-  mkdirSync(join(path, '..'), { recursive: true });
-  const header = {};
-  let off = 0;
-  for (const [k, [shape, data]] of Object.entries(tensors)) { header[k] = { dtype: 'F32', shape, data_offsets: [off, off + data.byteLength] }; off += data.byteLength; }
-  const h = Buffer.from(JSON.stringify(header));
-  const len = Buffer.alloc(8); len.writeBigUInt64LE(BigInt(h.length));
-  writeFileSync(path, Buffer.concat([len, h, ...Object.values(tensors).map(([, d]) => Buffer.from(d.buffer, d.byteOffset, d.byteLength))]));
 }
 
 async function preset(page, title, logs) {

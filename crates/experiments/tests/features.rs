@@ -10,19 +10,18 @@ use scalpel_dictionaries::Sae;
 use scalpel_engine::{ActivationCache, Model};
 use scalpel_experiments::features::{dashboard, search_token, splice};
 use scalpel_experiments::readouts::vocab_scores;
-use scalpel_testkit::rng::Rng;
+use scalpel_testkit::hf::{safetensors_bytes, StTensor};
+use scalpel_testkit::rng::{f32_bytes, Rng};
 
 const CORPUS: &str = "The dog sleeps in the warm sun.\nI love the warm sun today\n\nHello world! The cat is happy\n\
 What a lovely day in the park, and the dog barks\nThe cake was sweet and soft\nfn main() { println!(\"hi\"); }\n";
 
 fn safetensors_of(tensors: &[(&str, Vec<f32>, Vec<usize>)]) -> Vec<u8> {
-    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> =
-        tensors.iter().map(|(n, d, s)| (n.to_string(), d.iter().flat_map(|v| v.to_le_bytes()).collect(), s.clone())).collect();
-    let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
+    let st: Vec<StTensor> = tensors
         .iter()
-        .map(|(n, b, s)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap()))
+        .map(|(n, d, s)| StTensor { name: n.to_string(), shape: s.clone(), dtype: safetensors::Dtype::F32, data: f32_bytes(d) })
         .collect();
-    safetensors::serialize(views, None).unwrap()
+    safetensors_bytes(&st)
 }
 
 /// A SAELens dictionary at `hook` with the given weights.

@@ -4,7 +4,7 @@
 use anyhow::Result;
 use serde_json::json;
 
-use scalpel_engine::{logsumexp, Model, Precision};
+use scalpel_engine::{kl_logprobs, log_softmax, Model, Precision};
 
 use crate::args::{print_json, set_threads, ModelArgs};
 use crate::source;
@@ -35,12 +35,8 @@ pub fn run(m: &ModelArgs) -> Result<()> {
         let b: Vec<Vec<f32>> = quant.logits(&ids)?.to_vec2()?;
         let (mut p_agree, mut p_kl) = (0usize, 0f64);
         for (ra, rb) in a.iter().zip(&b) {
-            let (la, lb) = (logsumexp(ra) as f64, logsumexp(rb) as f64);
             // KL(exact || quantized) of the next-token distributions.
-            let kl: f64 = ra.iter().zip(rb).map(|(&x, &y)| {
-                let (lpa, lpb) = (x as f64 - la, y as f64 - lb);
-                lpa.exp() * (lpa - lpb)
-            }).sum();
+            let kl = kl_logprobs(&log_softmax(ra), &log_softmax(rb));
             let same = scalpel_engine::argmax(ra) == scalpel_engine::argmax(rb);
             p_agree += same as usize;
             p_kl += kl;

@@ -46,6 +46,19 @@ pub fn top_k(xs: &[f32], k: usize) -> Vec<(u32, f32)> {
     idx
 }
 
+/// A logit row's log-probabilities (log softmax).
+pub fn log_softmax(xs: &[f32]) -> Vec<f32> {
+    let lse = logsumexp(xs);
+    xs.iter().map(|x| x - lse).collect()
+}
+
+/// KL(p ‖ q) in nats of two log-probability rows, summed in f64. The one
+/// place Scalpel computes a KL: patching's metric, the lens's KL to the
+/// final layer, and a dictionary splice's KL all call it.
+pub fn kl_logprobs(p: &[f32], q: &[f32]) -> f64 {
+    p.iter().zip(q).map(|(&a, &b)| (a as f64).exp() * (a as f64 - b as f64)).sum()
+}
+
 /// log Σ exp(xs), computed stably.
 pub fn logsumexp(xs: &[f32]) -> f32 {
     let m = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);

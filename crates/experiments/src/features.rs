@@ -8,7 +8,7 @@
 use candle_core::{Device, Tensor};
 use scalpel_dictionaries::corpus::{contexts, CorpusIndex};
 use scalpel_dictionaries::Sae;
-use scalpel_engine::{logsumexp, top_k, Error, Hook, HookCtx, HookPoint, Logits, Model, Result};
+use scalpel_engine::{kl_logprobs, log_softmax, top_k, Error, Hook, HookCtx, HookPoint, Logits, Model, Result};
 use scalpel_types::features::{LatentCorpus, LatentDashboard, LatentMatch, LatentSearch, Splice};
 
 use crate::readouts::{promoted_suppressed, token_direction, vocab_scores};
@@ -61,11 +61,7 @@ impl Hook for Spliced<'_> {
 
 /// KL(p ‖ q) in nats of two logit rows.
 pub fn kl_of_logits(p: &[f32], q: &[f32]) -> f64 {
-    let (lp, lq) = (logsumexp(p), logsumexp(q));
-    p.iter().zip(q).map(|(&a, &b)| {
-        let la = (a - lp) as f64;
-        la.exp() * (la - (b - lq) as f64)
-    }).sum::<f64>().max(0.0)
+    kl_logprobs(&log_softmax(p), &log_softmax(q)).max(0.0)
 }
 
 /// The model's next-token distribution at every position of `ids`, with and

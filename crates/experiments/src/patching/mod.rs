@@ -29,7 +29,7 @@ pub use sweep::sweep;
 
 use candle_core::{Device, Tensor};
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use scalpel_engine::{
+use scalpel_engine::{log_softmax, 
     Error, Hook, HookCtx, HookList, HookPoint, KvCache, Logits, Model, Result, Site,
 };
 
@@ -116,11 +116,6 @@ struct Scorer {
     clean_logprobs: Vec<f32>,
 }
 
-fn log_softmax(row: &[f32]) -> Vec<f32> {
-    let lse = scalpel_engine::logsumexp(row);
-    row.iter().map(|x| x - lse).collect()
-}
-
 impl Scorer {
     fn score(&self, row: &[f32]) -> f32 {
         let ld = row[self.answer] - row[self.wrong];
@@ -128,14 +123,7 @@ impl Scorer {
             Metric::LogitDiff => ld,
             Metric::LogitDiffNorm => (ld - self.ld_corrupt) / (self.ld_clean - self.ld_corrupt),
             Metric::Prob => log_softmax(row)[self.answer].exp(),
-            Metric::Kl => {
-                let lp = log_softmax(row);
-                self.clean_logprobs
-                    .iter()
-                    .zip(&lp)
-                    .map(|(&a, &b)| (a as f64).exp() * (a - b) as f64)
-                    .sum::<f64>() as f32
-            }
+            Metric::Kl => scalpel_engine::kl_logprobs(&self.clean_logprobs, &log_softmax(row)) as f32,
         }
     }
 }

@@ -2,7 +2,7 @@ use web_time::Instant;
 
 use candle_core::{Device, Tensor};
 use scalpel_engine::{
-    logsumexp, Hook, HookPoint, Model, Result, Site,
+    kl_logprobs, log_softmax, logsumexp, Hook, HookPoint, Model, Result, Site,
 };
 use scalpel_types::readouts::*;
 
@@ -35,12 +35,9 @@ fn lens_cell(model: &Model, position: usize, row: &[f32], final_lp: &[f32], opts
         let l = row[t as usize];
         TargetStat { prob: (l - lse).exp(), logprob: l - lse, logit: l, rank: 1 + row.iter().filter(|&&x| x > l).count() }
     });
-    let (mut entropy, mut kl) = (0f64, 0f64);
-    for (&x, &f) in row.iter().zip(final_lp) {
-        let lp = (x - lse) as f64;
-        entropy -= lp.exp() * lp;
-        kl += (f as f64).exp() * (f as f64 - lp);
-    }
+    let lp = log_softmax(row);
+    let entropy: f64 = -lp.iter().map(|&l| (l as f64).exp() * l as f64).sum::<f64>();
+    let kl = kl_logprobs(final_lp, &lp);
     LensCell { position, top, target, entropy: entropy as f32, kl_to_final: kl.max(0.0) as f32 }
 }
 

@@ -107,17 +107,23 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let od: Vec<f64> = od.into_iter().map(median).collect();
     let (rp, rd, hp, hd) = (median(rp), median(rd), median(hp), median(hd));
     let label = |i: usize| format!("{} ({})", kernels[i], models[i].kernels());
+    // The memory-bandwidth bound on decode: matrix bytes per token over the read rate.
+    let rate = bench::read_rate(256 << 20, 3);
+    let bound = |m: &Model| rate / m.matrix_bytes() as f64;
     let mut ours_json = serde_json::Map::new();
     for i in 0..n {
         ours_json.insert(
             kernels[i].to_string(),
             json!({"kernels_in_use": models[i].kernels().to_string(), "prefill_tok_s": op[i], "decode_tok_s": od[i],
-                "ratio_over_reference": {"prefill": op[i] / rp, "decode": od[i] / rd}}),
+                "ratio_over_reference": {"prefill": op[i] / rp, "decode": od[i] / rd},
+                "matrix_bytes_per_token": models[i].matrix_bytes(), "decode_bound_tok_s": bound(&models[i]),
+                "share_of_bound": od[i] / bound(&models[i])}),
         );
     }
     let v = json!({
         "ours": ours_json,
         "candle_reference": {"prefill_tok_s": rp, "decode_tok_s": rd},
+        "read_bytes_per_s": rate,
         "ratio_last_over_first_kernels": {"prefill": op[n - 1] / op[0], "decode": od[n - 1] / od[0]},
         "ours_with_noop_hook": {"kernels": kernels[0].to_string(), "prefill_tok_s": hp, "decode_tok_s": hd},
         "settings": {"model": name, "precision": a.precision, "kernels": a.kernels, "prompt_tokens": a.prompt_tokens,
@@ -138,6 +144,16 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         }
         if n > 1 {
             println!("ratio {} / {}            {:>13.3}   {:>12.3}", kernels[n - 1], kernels[0], op[n - 1] / op[0], od[n - 1] / od[0]);
+        }
+        println!("streaming read {:.1} GB/s (one thread, 256 MiB)", rate / 1e9);
+        for (i, m) in models.iter().enumerate() {
+            println!(
+                "decode bound, kernels {:<14} {:.1} MB/token -> {:.1} tok/s; measured {:.0}% of it",
+                label(i),
+                m.matrix_bytes() as f64 / 1e6,
+                bound(m),
+                100.0 * od[i] / bound(m)
+            );
         }
     }
     Ok(())

@@ -42,6 +42,32 @@ pub fn measure(model: &Model, prompt: &[u32], decode: usize, mut hook: Option<&m
     Ok(Speeds { prefill, decode: decode as f64 / t1.elapsed().as_secs_f64() })
 }
 
+/// The machine's streaming-read rate in bytes/s: the best of `passes`
+/// sums over a buffer of `bytes` (well past the caches: 256 MiB natively),
+/// with independent accumulators so the loop is bound by memory, not by
+/// the adds. A decode step reads every matrix once, so
+/// `Model::matrix_bytes() / rate` is the least time a token can take.
+pub fn read_rate(bytes: usize, passes: usize) -> f64 {
+    let words = (bytes / 8).max(1 << 10);
+    // Touched first, so the pages are real and not the zero page.
+    let buf: Vec<u64> = (0..words as u64).collect();
+    let mut best = 0f64;
+    let mut sink = 0u64;
+    for _ in 0..passes.max(1) {
+        let t = Instant::now();
+        let mut acc = [0u64; 8];
+        for chunk in buf.chunks_exact(8) {
+            for (a, x) in acc.iter_mut().zip(chunk) {
+                *a = a.wrapping_add(*x);
+            }
+        }
+        sink = sink.wrapping_add(acc.iter().fold(0u64, |s, a| s.wrapping_add(*a)));
+        best = best.max((words * 8) as f64 / t.elapsed().as_secs_f64());
+    }
+    std::hint::black_box(sink);
+    best
+}
+
 /// The median (the upper one of an even count); NaN for none.
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));

@@ -298,7 +298,7 @@ impl Ctx {
     }
 
     pub fn ensure_e2e_npm(&self) -> R<()> {
-        step("Playwright driver and axe-core (npm, tests/e2e)");
+        step("Playwright driver, axe-core and wllama (npm, tests/e2e)");
         let dir = self.root.join("tests/e2e");
         let lock = dir.join("package-lock.json");
         let marker = dir.join("node_modules/.package-lock.json");
@@ -309,7 +309,7 @@ impl Ctx {
             },
             _ => false,
         };
-        if fresh && ["playwright-core", "axe-core"].iter().all(|p| dir.join("node_modules").join(p).is_dir()) {
+        if fresh && ["playwright-core", "axe-core", "@wllama/wllama"].iter().all(|p| dir.join("node_modules").join(p).is_dir()) {
             note("up to date");
             return Ok(());
         }

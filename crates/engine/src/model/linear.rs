@@ -47,6 +47,23 @@ impl Linear {
         }
     }
 
+    /// Bytes of the matrix (and bias) as held: what one matmul over a
+    /// single row reads.
+    pub fn bytes(&self) -> u64 {
+        let bias = |b: &Option<Tensor>| b.as_ref().map_or(0, |b| (b.elem_count() * b.dtype().size_in_bytes()) as u64);
+        match self {
+            Linear::F32 { w } => (w.weight().elem_count() * 4) as u64 + bias(&w.bias().cloned()),
+            Linear::Quant { w, b } => {
+                let m = match w {
+                    QMatMul::QTensor(q) => q.storage_size_in_bytes() as u64,
+                    QMatMul::Tensor(t) | QMatMul::TensorF16(t) => (t.elem_count() * t.dtype().size_in_bytes()) as u64,
+                };
+                m + bias(b)
+            }
+            Linear::Scalpel { w, b } => (w.rows() * w.cols() / 32 * w.qtype().gguf_block_bytes()) as u64 + bias(b),
+        }
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (y, b) = match self {
             Linear::F32 { w } => return Ok(w.forward(x)?),

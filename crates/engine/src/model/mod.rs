@@ -71,6 +71,10 @@ impl Block {
         })
     }
 
+    fn linears(&self) -> impl Iterator<Item = &Linear> {
+        [&self.attn.q, &self.attn.k, &self.attn.v, &self.attn.o, &self.mlp.up, &self.mlp.down].into_iter().chain(self.mlp.gate.as_ref())
+    }
+
     fn linears_mut(&mut self) -> impl Iterator<Item = &mut Linear> {
         let Block { attn, mlp, .. } = self;
         [&mut attn.q, &mut attn.k, &mut attn.v, &mut attn.o, &mut mlp.up, &mut mlp.down].into_iter().chain(mlp.gate.as_mut())
@@ -259,6 +263,13 @@ impl Model {
 
     /// The kernels of the quantized matmuls: `Candle` or `Scalpel` (never
     /// `Auto`); `Candle` in f32 precision, where nothing is quantized.
+    /// Bytes the matrices of one decode step read: every block's
+    /// projections and the unembedding, as held (blocks or f32). With the
+    /// machine's streaming-read rate this bounds decode speed (`scalpel bench`).
+    pub fn matrix_bytes(&self) -> u64 {
+        self.blocks.iter().flat_map(Block::linears).map(Linear::bytes).sum::<u64>() + self.unembed.bytes()
+    }
+
     pub fn kernels(&self) -> Kernels {
         self.kernels
     }

@@ -10,10 +10,10 @@ import assert from 'node:assert/strict';
 import { cpSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import {
   URL, ROOT, launch, cli, state as state_, waitState, until, screenshot, loadPrecision, readIds, waitCompare, readHeatmap, alertText,
-  seeded, writeSafetensors,
+  seeded, writeSafetensors, wllamaBench,
 } from './helpers.mjs';
 
 const MINUTE = 60_000;
@@ -34,6 +34,44 @@ function writeTestDictionary() {
   });
   writeFileSync(join(dir, 'cfg.json'), JSON.stringify({ activation: 'topk', k: 16, num_latents: n, d_in: dIn, transcode: false, skip_connection: false }));
   return dir;
+}
+
+/** A circuit-tracer transcoder set (config.yaml + layer_3.safetensors, its layout: W_enc [n, d]),
+ * a JumpReLU with some negative thresholds and a skip connection, in the served models/ folder. */
+function writeCircuitTracerSet() {
+  const dir = join(MODEL_DIR, 'ct-e2e');
+  const [d, n] = [576, 512];
+  const rand = seeded(11);
+  writeSafetensors(join(dir, 'layer_3.safetensors'), {
+    W_enc: [[n, d], Float32Array.from({ length: n * d }, () => 0.3 * rand())],
+    W_dec: [[n, d], Float32Array.from({ length: n * d }, () => 0.05 * rand())],
+    b_enc: [[n], Float32Array.from({ length: n }, () => 0.2 * rand())],
+    b_dec: [[d], new Float32Array(d)],
+    'activation_function.threshold': [[n], Float32Array.from({ length: n }, () => 0.5 * rand())],
+    W_skip: [[d, d], Float32Array.from({ length: d * d }, () => 0.01 * rand())],
+  });
+  writeFileSync(join(dir, 'config.yaml'), 'model_name: SmolLM2-135M-Instruct\nmodel_kind: transcoder_set\nfeature_input_hook: mlp.hook_in\nfeature_output_hook: mlp.hook_out\n');
+  return dir;
+}
+
+/** The Features table's latents, once a new one is shown, against `scalpel features` on the same prompt. */
+async function compareLatents(page, logs, sae, prompt, label) {
+  await page.getByRole('textbox', { name: 'Prompt', exact: true }).fill(prompt);
+  await page.getByRole('button', { name: 'Encode prompt' }).click();
+  await until(page, async () => (await page.getByRole('table', { name: 'Features per position' }).count()) > 0, 2 * MINUTE, 'the features');
+  await waitState(page, 'ready', MINUTE, logs);
+  const rows = await page.getByRole('table', { name: 'Features per position' }).evaluate((t) => [...t.querySelectorAll('tbody tr')].map((r) => r.dataset.latents));
+  const want = cli(['features', '--sae', sae, '--prompt', prompt, '--top-k', '5', '--json']);
+  assert.equal(rows.length, want.positions.length);
+  let worst = 0;
+  want.positions.forEach((p, i) => {
+    const got = rows[i].split(',').filter(Boolean).map((x) => x.split(':').map(Number));
+    assert.deepEqual(got.map((g) => g[0]), p.latents.map((l) => l.id), `${label}: position ${i} ids`);
+    got.forEach((g, j) => { worst = Math.max(worst, Math.abs(g[1] - p.latents[j].activation)); });
+  });
+  console.log(`${label}: ${rows.length} positions, top-5 ids equal the CLI's, max |activation page - CLI| = ${worst.toExponential(2)}; ${await page.getByLabel('Features summary').textContent()}`);
+  assert.ok(worst < 1e-4, `${label}: activations differ by ${worst}`);
+  return want;
 }
 
 async function preset(page, title, logs) {
@@ -236,21 +274,7 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
 
     // Latents per token: the page's equal the CLI's.
     const prompt = 'The Eiffel Tower is in Paris, and 7 + 5 = 12.';
-    await page.getByRole('textbox', { name: 'Prompt', exact: true }).fill(prompt);
-    await page.getByRole('button', { name: 'Encode prompt' }).click();
-    await until(page, async () => (await page.getByRole('table', { name: 'Features per position' }).count()) > 0, 2 * MINUTE, 'the features');
-    await waitState(page, 'ready', MINUTE, logs);
-    const rows = await page.getByRole('table', { name: 'Features per position' }).evaluate((t) => [...t.querySelectorAll('tbody tr')].map((r) => r.dataset.latents));
-    const want = cli(['features', '--sae', dir, '--prompt', prompt, '--top-k', '5', '--json']);
-    assert.equal(rows.length, want.positions.length);
-    let worst = 0;
-    want.positions.forEach((p, i) => {
-      const got = rows[i].split(',').filter(Boolean).map((x) => x.split(':').map(Number));
-      assert.deepEqual(got.map((g) => g[0]), p.latents.map((l) => l.id), `position ${i} ids`);
-      got.forEach((g, j) => { worst = Math.max(worst, Math.abs(g[1] - p.latents[j].activation)); });
-    });
-    console.log(`features: ${rows.length} positions, top-5 ids equal the CLI's, max |activation page - CLI| = ${worst.toExponential(2)}; ${await page.getByLabel('Features summary').textContent()}`);
-    assert.ok(worst < 1e-4, `activations differ by ${worst}`);
+    const want = await compareLatents(page, logs, dir, prompt, 'features');
     await screenshot(page, '20-features');
 
     // The corpus pass, then a dashboard: its top contexts equal `scalpel features --latent`.
@@ -310,6 +334,23 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
     await page.getByRole('button', { name: 'Load dictionary' }).click();
     await until(page, async () => /64/.test(await alertText(page)) && /576/.test(await alertText(page)), MINUTE, 'the refusal');
     console.log(`mismatched dictionary: ${await alertText(page)}`);
+
+    // A circuit-tracer transcoder set, by URL (the field names the layer's file) and by picked files.
+    const ct = writeCircuitTracerSet();
+    await page.getByRole('textbox', { name: 'Dictionary folder URL' }).fill(`${URL}models/ct-e2e/`);
+    await page.getByRole('textbox', { name: 'Dictionary hook' }).fill('layer_3.safetensors');
+    await page.getByRole('button', { name: 'Load dictionary' }).click();
+    const loaded = async () => page.getByLabel('Loaded dictionary').textContent().catch(() => '');
+    await until(page, async () => /512 latents/.test(await loaded()), MINUTE, 'the transcoder set');
+    assert.match(await loaded(), /circuit_tracer · JumpReLU \(no ReLU.* · transcoder blocks\.3\.ln2\.hook_normalized → blocks\.3\.hook_mlp_out · 512 latents/);
+    await compareLatents(page, logs, join(ct, 'layer_3.safetensors'), 'Paris is the capital of France.', 'circuit-tracer by URL');
+    await screenshot(page, '23-circuit-tracer');
+    await page.getByRole('combobox', { name: 'Dictionary source' }).selectOption('files');
+    await page.getByRole('textbox', { name: 'Dictionary hook' }).fill('');
+    await page.getByLabel('Dictionary files').setInputFiles([join(ct, 'config.yaml'), join(ct, 'layer_3.safetensors')]);
+    await page.getByRole('button', { name: 'Load dictionary' }).click();
+    await until(page, async () => /local files.*512 latents/.test(await loaded()), MINUTE, 'the picked transcoder set');
+    await compareLatents(page, logs, join(ct, 'layer_3.safetensors'), 'Paris is the capital of France.', 'circuit-tracer from files');
   });
 
   test('every worked example runs without an error', { timeout: 10 * MINUTE }, async () => {
@@ -1133,7 +1174,7 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
     }
   });
 
-  test('benchmark: wasm (single thread) next to native, per backend', { timeout: 20 * MINUTE }, async () => {
+  test('benchmark: wasm (single thread) next to native, per backend, and next to llama.cpp\'s wasm build in the same browser', { timeout: 25 * MINUTE }, async () => {
     const rows = [];
     await page.getByText('Benchmark', { exact: true }).click();
     const bench = async (label) => {
@@ -1146,22 +1187,51 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
       assert.ok(prefill > 0 && decode > 0, `bench result ${await res.textContent()}`);
       rows.push([label, prefill, decode]);
     };
+    // llama.cpp's wasm build on the same GGUF, served from this origin (cross-origin isolated,
+    // so it may use threads); the prompt is the benchmark's 64 tokens as text.
+    const wllama = async (threads) => {
+      const seed = 'The quick brown fox jumps over the lazy dog. In 1905, Einstein published four papers that changed physics. ';
+      const prompt = cli(['tokenize', '--prompt', seed.repeat(3), '--json']).tokens.slice(0, 64).join('');
+      const model = basename(process.env.SCALPEL_MODEL ?? 'SmolLM2-135M-Instruct.Q4_1.gguf');
+      cpSync(join(ROOT, 'tests/e2e/node_modules/@wllama/wllama/esm'), join(MODEL_DIR, 'wllama'), { recursive: true });
+      const t = await wllamaBench(page, { base: `${URL}models/wllama/`, modelUrl: `${URL}models/${model}`, prompt, threads, tokens: 64, rounds: 2 });
+      assert.equal(t.threads, threads, `llama.cpp ran ${t.threads} threads (cross-origin isolated: ${t.isolated})`);
+      assert.ok(Math.abs(t.prompt_n - 64) <= 2 && t.predicted_n >= 63, `llama.cpp prompt ${t.prompt_n} tokens, ${t.predicted_n} decoded`);
+      rows.push([`llama.cpp wasm (wllama), ${threads} thread${threads > 1 ? 's' : ''}`, t.prompt_per_second, t.predicted_per_second]);
+    };
     await loadPrecision(page, 'quantized', logs);
     for (const kernels of ['candle', 'scalpel']) {
       await page.getByRole('combobox', { name: 'Kernels' }).selectOption(kernels);
       await waitState(page, 'ready', MINUTE, logs);
       await bench(`wasm quantized, ${kernels} kernels`);
     }
+    await wllama(1);
     await loadPrecision(page, 'f32', logs);
     await bench('wasm f32');
+    await wllama(2);
+    await loadPrecision(page, 'quantized', logs);
+    await bench('wasm quantized, scalpel kernels (again)');
     const q = cli(['bench', '--precision', 'quantized', '--kernels', 'candle,scalpel', '--rounds', '1', '--json']);
     rows.push(['native quantized, candle kernels', q.ours.candle.prefill_tok_s, q.ours.candle.decode_tok_s]);
     rows.push(['native quantized, scalpel kernels', q.ours.scalpel.prefill_tok_s, q.ours.scalpel.decode_tok_s]);
     const f = cli(['bench', '--precision', 'f32', '--kernels', 'candle', '--rounds', '1', '--json']);
     rows.push(['native f32', f.ours.candle.prefill_tok_s, f.ours.candle.decode_tok_s]);
-    console.log('benchmark (64 + 64 tokens, 1 thread)    prefill tok/s   decode tok/s');
-    for (const [name, p, d] of rows) console.log(`${name.padEnd(38)} ${p.toFixed(1).padStart(13)} ${d.toFixed(1).padStart(14)}`);
+    console.log('benchmark (64 + 64 tokens, 1 thread unless said)   prefill tok/s   decode tok/s');
+    for (const [name, p, d] of rows) console.log(`${name.padEnd(48)} ${p.toFixed(1).padStart(13)} ${d.toFixed(1).padStart(14)}`);
+    const row = (label) => rows.find((r) => r[0] === label);
     console.log(`wasm decode, scalpel / candle kernels: ${(rows[1][2] / rows[0][2]).toFixed(2)}x; prefill ${(rows[1][1] / rows[0][1]).toFixed(2)}x`);
+    const [sq, sq2, sf, l1, l2] = ['wasm quantized, scalpel kernels', 'wasm quantized, scalpel kernels (again)', 'wasm f32',
+      'llama.cpp wasm (wllama), 1 thread', 'llama.cpp wasm (wllama), 2 threads'].map(row);
+    const quant = [(sq[1] + sq2[1]) / 2, (sq[2] + sq2[2]) / 2];
+    console.log(`against llama.cpp wasm, 1 thread each: quantized prefill ${(quant[0] / l1[1]).toFixed(2)}x, decode ${(quant[1] / l1[2]).toFixed(2)}x; `
+      + `f32 prefill ${(sf[1] / l1[1]).toFixed(2)}x, decode ${(sf[2] / l1[2]).toFixed(2)}x; llama.cpp 2 threads / 1: decode ${(l2[2] / l1[2]).toFixed(2)}x`);
+    // The memory-bandwidth bound on decode: bytes a token reads over this machine's streaming-read rate (same run).
+    const rate = q.read_bytes_per_s;
+    const [qb, fb] = [q.ours.scalpel.matrix_bytes_per_token, f.ours.candle.matrix_bytes_per_token];
+    const share = (tok, bytes) => `${(100 * tok * bytes / rate).toFixed(0)}%`;
+    console.log(`decode bound at ${(rate / 1e9).toFixed(1)} GB/s streaming read (native, 1 thread): quantized ${(qb / 1e6).toFixed(1)} MB/token -> ${(rate / qb).toFixed(1)} tok/s, `
+      + `f32 ${(fb / 1e6).toFixed(1)} MB/token -> ${(rate / fb).toFixed(1)} tok/s; share of it: page quantized ${share(quant[1], qb)}, page f32 ${share(sf[2], fb)}, `
+      + `llama.cpp 1 thread ${share(l1[2], qb)}, native quantized ${share(q.ours.scalpel.decode_tok_s, qb)}, native f32 ${share(f.ours.candle.decode_tok_s, fb)}`);
   });
 
   test('accessibility: axe-core finds no serious or critical violation on any panel, results shown', { timeout: 10 * MINUTE }, async () => {

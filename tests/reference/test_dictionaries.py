@@ -16,6 +16,14 @@ NumPy encoders/decoders written here from each format's own code
     input); the files do not name the hook (--hook / --hook-out).
   * SAELens skip_transcoder: the input normalised (layer_norm here), not
     undone on the output; out = f W_dec + b_dec + x W_skip^T on the raw x.
+  * circuit-tracer transcoder sets (transcoder/single_layer_transcoder.py,
+    activation_functions.py, utils/hf_utils.py): config.yaml (model_kind
+    transcoder_set, feature_input_hook / feature_output_hook relative to the
+    block, activation, k, transcoders) + layer_N.safetensors with W_enc
+    [n, d_in], W_dec [n, d_out], b_enc, b_dec, activation_function.threshold,
+    W_skip [d_out, d_in], k. pre = x W_enc^T + b_enc (nothing subtracted);
+    JumpReLU pre * (pre > threshold) and TopK pre * gate, neither ReLU'd;
+    relu otherwise. mlp.hook_in is the MLP's input (ln2.hook_normalized here).
 
 `scalpel features --json --full` prints the dense latents and output; the
 per-position top-k ids must be identical and activations within 1e-4.
@@ -228,19 +236,26 @@ def test_gemma_scope_jumprelu_matches_numpy(scalpel, tiny, ref, tmp_path, kind, 
     assert p.returncode != 0 and "--hook" in p.stderr and "panicked" not in p.stderr
 
 
-def test_gemma_scope_transcoder_npz(scalpel, tiny, ref, tmp_path):
-    """Gemma Scope transcoders (as SAELens loads them): ln2.hook_normalized -> hook_mlp_out, JumpReLU."""
+@pytest.mark.parametrize("kind", ["npz", "affine_safetensors"])
+def test_gemma_scope_transcoder(scalpel, tiny, ref, tmp_path, kind):
+    """Gemma Scope transcoders (as SAELens loads them): ln2.hook_normalized -> hook_mlp_out, JumpReLU;
+    Gemma Scope 2's affine ones add x @ affine_skip_connection ([d_in, d_out], as circuit-tracer's
+    load_gemma_scope_2_transcoder reads it: W_skip = its transpose)."""
     path = tiny[TINY]["path"]
     m = ref(path)
     ids = m.tokenizer.encode(PROMPT)
     hooks = hooks_of(m, ids)
     h_in, h_out = "blocks.1.ln2.hook_normalized", "blocks.1.hook_mlp_out"
     x, y = hooks[h_in], hooks[h_out]
-    d, W = write_gemma(tmp_path / "gst", gemma_weights(11, x.shape[1], 72, y.shape[1]), "npz")
+    W = gemma_weights(11, x.shape[1], 72, y.shape[1])
+    if kind == "affine_safetensors":
+        W["affine_skip_connection"] = rnd(np.random.default_rng(5), x.shape[1], y.shape[1], scale=0.3 / np.sqrt(x.shape[1]))
+    d, W = write_gemma(tmp_path / "gst", W, "npz" if kind == "npz" else "safetensors")
     r = features(scalpel, path, d, ids, "--hook", h_in, "--hook-out", h_out)
     assert r["hook"] == h_in and r["hook_out"] == h_out
     f = jumprelu_encode(W, x)
-    check_features(r, f, plain_decode(W, f), y, 5, "gemma scope transcoder")
+    out = plain_decode(W, f) + (x @ W["affine_skip_connection"] if "affine_skip_connection" in W else 0)
+    check_features(r, f, out, y, 5, f"gemma scope transcoder ({kind})")
 
 
 # ---------------------------------------------------------------- SAELens skip transcoder
@@ -271,6 +286,120 @@ def test_saelens_skip_transcoder_layer_norm(scalpel, tiny, ref, tmp_path):
     f = np.maximum(pre, 0)
     out = f @ W["W_dec"] + W["b_dec"] + x @ W["W_skip"].T
     check_features(r, f, out, y, 5, "saelens skip_transcoder")
+
+
+# ---------------------------------------------------------------- circuit-tracer
+def write_circuit_tracer(d, layer, config, seed, d_in, d_out, n, threshold=None, skip=False, k=None, name=None):
+    """A circuit-tracer set folder: config.yaml (text, as its configs are
+    written) and one layer's file, in its layout (W_enc [n, d_in])."""
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(seed)
+    W = {"W_enc": rnd(rng, n, d_in, scale=1 / np.sqrt(d_in)), "W_dec": rnd(rng, n, d_out, scale=1 / np.sqrt(n)),
+         "b_enc": rnd(rng, n, scale=0.3), "b_dec": rnd(rng, d_out, scale=0.1)}
+    if threshold is not None:
+        W["activation_function.threshold"] = threshold(rng, n)
+    if skip:
+        W["W_skip"] = rnd(rng, d_out, d_in, scale=0.3 / np.sqrt(d_in))
+    os.makedirs(d, exist_ok=True)
+    file = name or f"layer_{layer}.safetensors"
+    tensors = dict(W)
+    if k is not None:
+        tensors["k"] = np.array(k, dtype=np.int64)
+    save_file(tensors, os.path.join(str(d), file))
+    with open(os.path.join(str(d), "config.yaml"), "w") as f:
+        f.write(config)
+    return os.path.join(str(d), file), {k: v.astype(np.float64) for k, v in W.items()}
+
+
+def circuit_tracer_encode(W, x, activation, k=None):
+    pre = x @ W["W_enc"].T + W["b_enc"]
+    if activation == "topk":
+        return topk_dense(pre, k)  # x * gate: the k largest, negative or not
+    if "activation_function.threshold" in W:
+        return pre * (pre > W["activation_function.threshold"])
+    return np.maximum(pre, 0)
+
+
+def circuit_tracer_decode(W, f, x):
+    out = f @ W["W_dec"] + W["b_dec"]
+    if "W_skip" in W:
+        out = out + x @ W["W_skip"].T
+    return out
+
+
+CT_HEAD = "model_name: tiny\nmodel_kind: transcoder_set\nscan: tiny-test\n"
+CIRCUIT_TRACER = {
+    # config body, layer, (input hook, output hook), writer options
+    "jumprelu_skip_mlp_in_out": ("feature_input_hook: mlp.hook_in\nfeature_output_hook: mlp.hook_out\n", 1,
+                                 ("blocks.1.ln2.hook_normalized", "blocks.1.hook_mlp_out"),
+                                 # some thresholds negative: the gate keeps negative activations
+                                 dict(threshold=lambda rng, n: rnd(rng, n, scale=0.4), skip=True)),
+    "topk_resid_mid_listed": ('feature_input_hook: "hook_resid_mid"\nfeature_output_hook: "hook_mlp_out"\n'
+                              "activation: topk\nk: 44\ntranscoders:\n  - hf://tiny/set/a0.safetensors\n"
+                              "  - hf://tiny/set/a1.safetensors?revision=main\n", 0,
+                              ("blocks.0.hook_resid_mid", "blocks.0.hook_mlp_out"), dict(k=44, name="a0.safetensors")),
+    "relu_templated_hooks": ('feature_input_hook: "blocks.{layer}.hook_resid_pre"\n'
+                             'feature_output_hook: "blocks.{layer}.hook_mlp_out"\nactivation: relu\n', 1,
+                             ("blocks.1.hook_resid_pre", "blocks.1.hook_mlp_out"), dict()),
+}
+
+
+@pytest.mark.parametrize("case", list(CIRCUIT_TRACER))
+def test_circuit_tracer_matches_numpy(scalpel, tiny, ref, tmp_path, case):
+    path = tiny[TINY]["path"]
+    m = ref(path)
+    body, layer, (h_in, h_out), opts = CIRCUIT_TRACER[case]
+    ids = m.tokenizer.encode(PROMPT)
+    hooks = hooks_of(m, ids)
+    x, y = hooks[h_in], hooks[h_out]
+    f_path, W = write_circuit_tracer(tmp_path / case, layer, CT_HEAD + body, len(case), x.shape[1], y.shape[1], 80, **opts)
+    r = features(scalpel, path, f_path, ids)
+    assert r["hook"] == h_in and r["hook_out"] == h_out, r["hook"]
+    activation = "topk" if "topk" in body else None
+    f = circuit_tracer_encode(W, x, activation, opts.get("k"))
+    if case.startswith("jumprelu") or activation == "topk":
+        print(f"{case}: {int((f < 0).sum())} negative activations kept (no ReLU)")
+        assert (f < 0).any(), "the case should exercise circuit-tracer's gates without a ReLU"
+    check_features(r, f, circuit_tracer_decode(W, f, x), y, 5, f"circuit-tracer {case}")
+    # A decoder row steers at the output hook, as any transcoder's.
+    doc = tmp_path / "row.json"
+    doc.write_text(json.dumps({"version": 1, "interventions": [
+        {"hook": h_out, "op": "add", "scale": 2.0, "vector": {"from": "sae", "latent": 3}}]}))
+    got = hook_array(scalpel.json("activations", "--model", path, "--ids", ",".join(map(str, ids)), "--hook", h_out,
+                                  "--interventions", doc, "--sae", f_path))
+    assert np.abs(got - (y + 2.0 * W["W_dec"][3])).max() < TOL
+
+
+def test_circuit_tracer_refused_by_name(scalpel, tiny, ref, tmp_path):
+    path = tiny[TINY]["path"]
+    d_model = ref(path).cfg["d_model"]
+
+    def refused(target, want):
+        p = scalpel.run("features", "--model", path, "--sae", target, "--prompt", "hi", "--json")
+        assert p.returncode != 0 and "panicked" not in p.stderr, p.stderr
+        assert want in p.stderr, f"{want!r} not in: {p.stderr}"
+        print("refused:", p.stderr.strip().splitlines()[-1])
+
+    hooks = "feature_input_hook: mlp.hook_in\nfeature_output_hook: mlp.hook_out\n"
+    f, _ = write_circuit_tracer(tmp_path / "a", 0, CT_HEAD + hooks, 0, d_model, d_model, 16)
+    refused(tmp_path / "a", "give one layer's file")
+    os.remove(tmp_path / "a" / "config.yaml")
+    refused(f, "config.yaml beside it")
+    f, _ = write_circuit_tracer(tmp_path / "b", 0, CT_HEAD.replace("transcoder_set", "cross_layer_transcoder") + hooks,
+                                0, d_model, d_model, 16)
+    refused(f, "cross-layer transcoder")
+    f, _ = write_circuit_tracer(tmp_path / "c", 0, CT_HEAD + hooks.replace("mlp.hook_in", "ln2.hook_normalized"),
+                                0, d_model, d_model, 16)
+    refused(f, "before the norm's weight")
+    f, _ = write_circuit_tracer(tmp_path / "d", 0, CT_HEAD + hooks, 0, d_model // 2, d_model, 16)
+    refused(f, f"d_in is {d_model // 2}")
+    f, _ = write_circuit_tracer(tmp_path / "e", 40, CT_HEAD + hooks, 0, d_model, d_model, 16)
+    refused(f, "blocks.40.ln2.hook_normalized")
+    f, _ = write_circuit_tracer(tmp_path / "g", 0, CT_HEAD + hooks + "activation: topk\nk: 4\n", 0, d_model, d_model, 16, k=5)
+    refused(f, "config.yaml says k = 4")
+    f, _ = write_circuit_tracer(tmp_path / "h", 0, "model_kind: [transcoder_set\n", 0, d_model, d_model, 16)
+    refused(f, "not valid YAML")
 
 
 # ---------------------------------------------------------------- corpus mode
@@ -491,6 +620,16 @@ def test_smollm_sparsify_sae_and_transcoder(scalpel, smol, smol_ref, tmp_path):
         print(f"  active sets equal to the float64 reference's at {same:.0%} of positions, "
               f"max|dlatent| {np.abs(f - f_ref).max():.1e}")
         assert same == 1.0
+    # circuit-tracer: a JumpReLU skip transcoder on layer 4's MLP (mlp.hook_in -> mlp.hook_out)
+    body, (h_in, h_out) = CIRCUIT_TRACER["jumprelu_skip_mlp_in_out"][0], ("blocks.4.ln2.hook_normalized", "blocks.4.hook_mlp_out")
+    f_path, W = write_circuit_tracer(tmp_path / "ct", 4, CT_HEAD + body, 13, 576, 576, 512,
+                                     threshold=lambda rng, n: np.abs(rnd(rng, n, scale=0.5)), skip=True)
+    r = features(scalpel, smol, f_path, ids, k=8)
+    assert r["hook"] == h_in and r["hook_out"] == h_out
+    x, y = np.asarray(r["input"]), np.asarray(r["target"])
+    assert np.allclose(x, hooks[h_in], atol=1e-3, rtol=2e-5) and np.allclose(y, hooks[h_out], atol=1e-3, rtol=2e-5)
+    f = circuit_tracer_encode(W, x, None)
+    check_features(r, f, circuit_tracer_decode(W, f, x), y, 8, "smollm circuit-tracer layer_4")
 
 
 @requires_smol

@@ -69,7 +69,8 @@ pub struct InputArgs {
     #[arg(long)]
     pub interventions: Option<std::path::PathBuf>,
     /// A dictionary directory (SAELens, sparsify or Gemma Scope with a
-    /// cfg.json naming its hook; docs/features.md) for the document's `sae_clamp` ops and `{"from": "sae"}` vectors; repeatable.
+    /// cfg.json naming its hook), or a circuit-tracer layer_N.safetensors
+    /// (docs/features.md), for the document's `sae_clamp` ops and `{"from": "sae"}` vectors; repeatable.
     #[arg(long)]
     pub sae: Vec<std::path::PathBuf>,
 }

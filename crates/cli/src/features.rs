@@ -31,7 +31,9 @@ pub struct FeaturesArgs {
     chat: bool,
     /// The dictionary directory: SAELens (cfg.json + sae_weights.safetensors),
     /// sparsify (cfg.json + sae.safetensors; the folder name is the hook, e.g.
-    /// layers.6.mlp) or Gemma Scope (params.npz / params.safetensors).
+    /// layers.6.mlp), Gemma Scope (params.npz / params.safetensors), or one
+    /// layer of a circuit-tracer transcoder set: DIR/layer_6.safetensors with
+    /// DIR/config.yaml.
     #[arg(long)]
     sae: PathBuf,
     /// The input hook, for Gemma Scope (its files do not name it) or to

@@ -118,7 +118,8 @@ pub struct SaeArgs {
     m: ModelArgs,
     #[command(flatten)]
     i: InputArgs,
-    /// The dictionary directory (SAELens, sparsify, or Gemma Scope with a cfg.json naming its hook).
+    /// The dictionary directory (SAELens, sparsify, or Gemma Scope with a cfg.json naming its hook),
+    /// or one layer_N.safetensors of a circuit-tracer transcoder set.
     #[arg(long = "dir")]
     dir: PathBuf,
     /// Latents shown per position.
@@ -435,17 +436,44 @@ pub fn run_probe(a: &ProbeArgs) -> Result<()> {
     Ok(())
 }
 
-/// Loads a dictionary directory in any format `scalpel_dictionaries`
-/// reads (SAELens, sparsify, Gemma Scope; docs/features.md); `hook` /
-/// `hook_out` name the hooks of formats whose files do not.
-pub fn load_dict(dir: &Path, hook: Option<&str>, hook_out: Option<&str>) -> Result<Sae> {
-    if !dir.is_dir() {
-        bail!("{}: not a directory (a dictionary is a folder: cfg.json + weights)", dir.display());
+/// Loads a dictionary in any format `scalpel_dictionaries` reads
+/// (docs/features.md): a folder (SAELens, sparsify, Gemma Scope), or one
+/// layer's file of a circuit-tracer transcoder set (`DIR/layer_6.safetensors`,
+/// its `config.yaml` beside it). `hook` / `hook_out` name the hooks of
+/// formats whose files do not.
+pub fn load_dict(path: &Path, hook: Option<&str>, hook_out: Option<&str>) -> Result<Sae> {
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("{}: cannot read", p.display()));
+    if path.is_file() {
+        let config = path.parent().map(|d| d.join("config.yaml")).filter(|c| c.is_file());
+        let (Some(config), Some(file)) = (config, path.file_name().and_then(|f| f.to_str())) else {
+            bail!("{}: a file is read as one layer of a circuit-tracer transcoder set, with its config.yaml beside it; none is there (other dictionaries are folders)", path.display());
+        };
+        let yaml = read(&config)?;
+        if yaml.len() > scalpel_dictionaries::MAX_CONFIG_YAML {
+            bail!("{}: {} bytes; a transcoder set's config.yaml is a few hundred", config.display(), yaml.len());
+        }
+        let weights = read(path)?;
+        let files = scalpel_dictionaries::DictFiles { config_yaml: Some(&yaml), layer_file: Some((file, &weights)), hook, hook_out, ..Default::default() };
+        return finish(Sae::load_files(&path.display().to_string(), &files));
+    }
+    if !path.is_dir() {
+        bail!("{}: not a directory (a dictionary is a folder: cfg.json + weights; or one layer_N.safetensors of a circuit-tracer set)", path.display());
+    }
+    let dir = path;
+    if dir.join("config.yaml").is_file() && !dir.join("cfg.json").exists() {
+        let layers = std::fs::read_dir(dir)
+            .map(|d| d.filter_map(|e| e.ok()?.file_name().to_str().and_then(scalpel_dictionaries::circuit_tracer_layer)).count())
+            .unwrap_or(0);
+        bail!(
+            "{}: a circuit-tracer transcoder set (config.yaml, {layers} layer_N.safetensors files): give one layer's file, e.g. {}",
+            dir.display(),
+            dir.join("layer_0.safetensors").display()
+        );
     }
     let mut bytes: Vec<Option<Vec<u8>>> = Vec::new();
     for f in scalpel_dictionaries::FILE_NAMES {
         let p = dir.join(f);
-        bytes.push(if p.exists() { Some(std::fs::read(&p).with_context(|| format!("{}: cannot read", p.display()))?) } else { None });
+        bytes.push(if p.exists() { Some(read(&p)?) } else { None });
     }
     let folder = dir.canonicalize().ok().and_then(|d| d.file_name().map(|f| f.to_string_lossy().into_owned())).unwrap_or_default();
     let files = scalpel_dictionaries::DictFiles {
@@ -457,8 +485,13 @@ pub fn load_dict(dir: &Path, hook: Option<&str>, hook_out: Option<&str>) -> Resu
         params_safetensors: bytes[4].as_deref(),
         hook,
         hook_out,
+        ..Default::default()
     };
-    let sae = Sae::load_files(&dir.display().to_string(), &files).map_err(anyhow::Error::msg)?;
+    finish(Sae::load_files(&dir.display().to_string(), &files))
+}
+
+fn finish(sae: Result<Sae, String>) -> Result<Sae> {
+    let sae = sae.map_err(anyhow::Error::msg)?;
     for n in &sae.notes {
         eprintln!("note: {}: {n}", sae.name);
     }

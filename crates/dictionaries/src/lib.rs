@@ -1,6 +1,6 @@
 //! Dictionaries over a model's activations: sparse autoencoders and
 //! transcoders, read from the files their trainers publish (SAELens,
-//! EleutherAI sparsify, Gemma Scope; docs/features.md). Interventions clamp
+//! EleutherAI sparsify, Gemma Scope, circuit-tracer; docs/features.md). Interventions clamp
 //! and steer with their latents; `features` encodes a prompt and finds a
 //! latent's top contexts.
 //!
@@ -12,5 +12,5 @@ pub mod load;
 pub mod npz;
 pub mod sae;
 
-pub use load::{sparsify_hooks, DictFiles, FILE_NAMES};
+pub use load::{circuit_tracer_hook, circuit_tracer_layer, sparsify_hooks, DictFiles, FILE_NAMES, MAX_CONFIG_YAML};
 pub use sae::{Format, Sae, SaeArch, SaeNorm};

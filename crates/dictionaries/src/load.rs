@@ -1,7 +1,8 @@
 //! Reading the published formats into a `Sae` (docs/features.md has the
 //! tables): SAELens (`cfg.json` + `sae_weights.safetensors`), EleutherAI
 //! sparsify (a folder per hook: `cfg.json` + `sae.safetensors`), Gemma Scope
-//! (`params.npz` / `params.safetensors`). Every tensor is checked for shape,
+//! (`params.npz` / `params.safetensors`), circuit-tracer transcoder sets
+//! (`config.yaml` + one `layer_N.safetensors` per layer). Every tensor is checked for shape,
 //! dtype and finite values before use; tensors a format does not define are
 //! refused by name, and so are config values this code does not implement.
 //! Nothing allocates more than the bytes given (shapes are compared before
@@ -12,7 +13,8 @@ use candle_core::{DType, Device, Tensor};
 use crate::npz::{read_npz, NpyArray};
 use crate::sae::{ce, Format, Res, Sae, SaeArch, SaeNorm};
 
-/// The files a dictionary folder may hold, by the names callers read.
+/// The files a dictionary folder may hold, by the names callers read (a
+/// circuit-tracer set is `config.yaml` and a `layer_N.safetensors` instead).
 pub const FILE_NAMES: [&str; 5] = ["cfg.json", "sae_weights.safetensors", "sae.safetensors", "params.npz", "params.safetensors"];
 
 /// A dictionary folder's files (bytes), for `Sae::load_files`. Exactly one
@@ -33,6 +35,26 @@ pub struct DictFiles<'a> {
     pub hook: Option<&'a str>,
     /// The output hook of a transcoder given that way.
     pub hook_out: Option<&'a str>,
+    /// A circuit-tracer transcoder set's `config.yaml`, with `layer_file`.
+    pub config_yaml: Option<&'a [u8]>,
+    /// One layer of a circuit-tracer set: its file name (`layer_6.safetensors`) and bytes.
+    pub layer_file: Option<(&'a str, &'a [u8])>,
+}
+
+impl DictFiles<'_> {
+    /// The names of the weights files given (at most one is allowed).
+    fn weights_present(&self) -> Vec<&'static str> {
+        [
+            ("sae_weights.safetensors", self.sae_weights_safetensors.is_some()),
+            ("sae.safetensors", self.sae_safetensors.is_some()),
+            ("params.npz", self.params_npz.is_some()),
+            ("params.safetensors", self.params_safetensors.is_some()),
+        ]
+        .iter()
+        .filter(|p| p.1)
+        .map(|p| p.0)
+        .collect()
+    }
 }
 
 /// Tensors by name from a safetensors file or an .npz archive.
@@ -328,6 +350,7 @@ impl Sae {
             arch,
             apply_b_dec_to_input,
             norm,
+            relu: true,
             rescale_acts_by_decoder_norm: rescale,
             head_index,
             model_name: string(&cfg, "model_name"),
@@ -420,6 +443,7 @@ impl Sae {
             // sparsify: x − b_dec for autoencoders, x for transcoders.
             apply_b_dec_to_input: !transcode,
             norm: SaeNorm::None,
+            relu: true,
             rescale_acts_by_decoder_norm: false,
             head_index: None,
             model_name: None,
@@ -437,7 +461,8 @@ impl Sae {
     /// Loads a Gemma Scope (1 or 2) JumpReLU dictionary from `params.npz` or
     /// `params.safetensors` (`npz` says which): `W_enc [d_in, d_sae]`,
     /// `W_dec [d_sae, d_out]`, `b_enc`, `b_dec`, `threshold` (lower-case
-    /// `w_` accepted, as SAELens does). The files do not name the hook:
+    /// `w_` accepted, as SAELens does), and Gemma Scope 2's affine
+    /// transcoders' `affine_skip_connection [d_in, d_out]`. The files do not name the hook:
     /// `hook` is the input hook, `hook_out` makes it a transcoder.
     pub fn load_gemma_scope(name: &str, params: &[u8], npz: bool, hook: &str, hook_out: Option<&str>) -> Res<Sae> {
         let file = if npz { "params.npz" } else { "params.safetensors" };
@@ -452,7 +477,7 @@ impl Sae {
             }
         };
         let (k_enc, k_dec) = (key("W_enc")?, key("W_dec")?);
-        store.only(name, file, &[&k_enc, &k_dec, "b_enc", "b_dec", "threshold", "scaling_factor"])?;
+        store.only(name, file, &[&k_enc, &k_dec, "b_enc", "b_dec", "threshold", "scaling_factor", "affine_skip_connection"])?;
         store.check_scaling_factor(name)?;
         let enc_shape = store.shape_of(name, &k_enc)?.ok_or_else(|| format!("{name}: {file} has no tensor 'W_enc'"))?;
         let dec_shape = store.shape_of(name, &k_dec)?.ok_or_else(|| format!("{name}: {file} has no tensor 'W_dec'"))?;
@@ -469,6 +494,14 @@ impl Sae {
         if hook == "hook_embed" {
             return Err(format!("{name}: Gemma Scope embedding SAEs are rescaled by √d_in in SAELens's loader; not supported"));
         }
+        // Gemma Scope 2's affine transcoders: ŷ += x · affine_skip_connection ([d_in, d_out]).
+        let w_skip = match store.get(name, "affine_skip_connection", &[d_in, d_out])? {
+            Some(_) if hook_out.is_none() => {
+                return Err(format!("{name}: {file} has an affine_skip_connection, which only a transcoder has: give its output hook"))
+            }
+            Some(a) => Some(a.t().and_then(|t| t.contiguous()).map_err(ce)?),
+            None => None,
+        };
         Ok(Sae {
             name: name.to_owned(),
             format: Format::GemmaScope,
@@ -481,6 +514,7 @@ impl Sae {
             // SAELens's Gemma Scope config: no b_dec on the input, no normalization.
             apply_b_dec_to_input: false,
             norm: SaeNorm::None,
+            relu: true,
             rescale_acts_by_decoder_norm: false,
             head_index: None,
             model_name: None,
@@ -490,23 +524,17 @@ impl Sae {
             b_enc: store.need(name, file, "b_enc", &[d_sae])?,
             b_dec: store.need(name, file, "b_dec", &[d_out])?,
             threshold: Some(store.need(name, file, "threshold", &[d_sae])?),
-            w_skip: None,
+            w_skip,
             dec_norms: None,
         })
     }
 
     /// Loads whichever format `files` holds (see `DictFiles`).
     pub fn load_files(name: &str, files: &DictFiles) -> Res<Sae> {
-        let present: Vec<&str> = [
-            ("sae_weights.safetensors", files.sae_weights_safetensors.is_some()),
-            ("sae.safetensors", files.sae_safetensors.is_some()),
-            ("params.npz", files.params_npz.is_some()),
-            ("params.safetensors", files.params_safetensors.is_some()),
-        ]
-        .iter()
-        .filter(|p| p.1)
-        .map(|p| p.0)
-        .collect();
+        if files.config_yaml.is_some() || files.layer_file.is_some() {
+            return Sae::load_circuit_tracer_files(name, files);
+        }
+        let present = files.weights_present();
         let cfg = || files.cfg_json.ok_or_else(|| format!("{name}: cfg.json is missing (it comes with {})", present.join(", ")));
         match present[..] {
             ["sae_weights.safetensors"] => {
@@ -540,6 +568,239 @@ impl Sae {
             }
             [] => Err(format!("{name}: no dictionary weights (expected one of sae_weights.safetensors, sae.safetensors, params.npz, params.safetensors)")),
             _ => Err(format!("{name}: more than one weights file ({}); keep one", present.join(", "))),
+        }
+    }
+}
+
+/// Largest circuit-tracer `config.yaml` read: real ones are a few hundred bytes
+/// (a `transcoders` list of one URI per layer).
+pub const MAX_CONFIG_YAML: usize = 1 << 20;
+
+/// The layer of a circuit-tracer file name, `layer_N.safetensors` → N.
+pub fn circuit_tracer_layer(file: &str) -> Option<usize> {
+    let n = file.strip_prefix("layer_")?.strip_suffix(".safetensors")?;
+    if n.is_empty() || n.len() > 4 || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    n.parse().ok()
+}
+
+/// A circuit-tracer hook (TransformerLens names relative to the block, as
+/// its `ReplacementModel` hooks them) as Scalpel's full name for `layer`.
+/// `mlp.hook_in` / `mlp.hook_out` are the MLP's input and output
+/// (`ln2.hook_normalized`, `hook_mlp_out` here). TransformerLens's RMSNorm
+/// `hook_normalized` is the value before the norm's weight, which Scalpel
+/// does not hook (its `hook_normalized` is after it): refused by name.
+pub fn circuit_tracer_hook(name: &str, field: &str, layer: usize, hook: &str) -> Res<String> {
+    if hook.is_empty() || hook.len() > 128 || !hook.chars().all(|c| c.is_ascii_alphanumeric() || "._{}".contains(c)) {
+        return Err(format!("{name}: config.yaml '{field}' is not a hook name: {hook:?}"));
+    }
+    let hook = hook.replace("{layer}", &layer.to_string());
+    let rel = match hook.strip_prefix("blocks.") {
+        Some(rest) => match rest.split_once('.') {
+            Some((n, r)) if n == layer.to_string() => r.to_owned(),
+            _ => return Err(format!("{name}: config.yaml '{field}' is '{hook}', not a hook of layer {layer}")),
+        },
+        None => hook.clone(),
+    };
+    let scalpel = match rel.as_str() {
+        "mlp.hook_in" => "ln2.hook_normalized",
+        "mlp.hook_out" => "hook_mlp_out",
+        r if r.ends_with("hook_normalized") => {
+            return Err(format!(
+                "{name}: config.yaml '{field}' is '{r}': in TransformerLens (circuit-tracer's reference) an RMSNorm's hook_normalized is the value \
+                 before the norm's weight, which Scalpel does not hook (its '{r}' is after the weight: the MLP's input is circuit-tracer's 'mlp.hook_in')"
+            ))
+        }
+        r => r,
+    };
+    Ok(format!("blocks.{layer}.{scalpel}"))
+}
+
+fn yaml_str(name: &str, cfg: &serde_yaml_ng::Mapping, key: &str) -> Res<Option<String>> {
+    match cfg.get(key) {
+        None | Some(serde_yaml_ng::Value::Null) => Ok(None),
+        Some(serde_yaml_ng::Value::String(s)) => Ok(Some(s.clone())),
+        Some(v) => Err(format!("{name}: config.yaml '{key}' must be a string, not {}", yaml_kind(v))),
+    }
+}
+
+fn yaml_kind(v: &serde_yaml_ng::Value) -> &'static str {
+    match v {
+        serde_yaml_ng::Value::Null => "null",
+        serde_yaml_ng::Value::Bool(_) => "a boolean",
+        serde_yaml_ng::Value::Number(_) => "a number",
+        serde_yaml_ng::Value::String(_) => "a string",
+        serde_yaml_ng::Value::Sequence(_) => "a list",
+        serde_yaml_ng::Value::Mapping(_) => "a mapping",
+        serde_yaml_ng::Value::Tagged(_) => "a tagged value",
+    }
+}
+
+impl Sae {
+    /// Loads one layer of a circuit-tracer transcoder set (`model_kind:
+    /// transcoder_set`): `config.yaml` names the hooks (`feature_input_hook`,
+    /// `feature_output_hook`) and the activation (`activation`: `relu`,
+    /// `topk` with `k`, or absent: JumpReLU when the file has
+    /// `activation_function.threshold`, else ReLU); `layer_N.safetensors`
+    /// holds `W_enc [d_sae, d_in]`, `W_dec [d_sae, d_out]`, `b_enc`, `b_dec`
+    /// and optionally `activation_function.threshold`, `W_skip [d_out, d_in]`
+    /// and `k`. As circuit-tracer's `SingleLayerTranscoder`: nothing is
+    /// subtracted from the input, and the TopK / JumpReLU gates have no ReLU.
+    pub fn load_circuit_tracer(name: &str, config_yaml: &[u8], file: &str, weights: &[u8]) -> Res<Sae> {
+        if config_yaml.len() > MAX_CONFIG_YAML {
+            return Err(format!("{name}: config.yaml is {} bytes; a transcoder set's is a few hundred (at most {MAX_CONFIG_YAML} read)", config_yaml.len()));
+        }
+        let doc: serde_yaml_ng::Value = serde_yaml_ng::from_slice(config_yaml).map_err(|e| format!("{name}: config.yaml is not valid YAML: {e}"))?;
+        let serde_yaml_ng::Value::Mapping(cfg) = doc else {
+            return Err(format!("{name}: config.yaml is {}, not a mapping of settings", yaml_kind(&doc)));
+        };
+        match yaml_str(name, &cfg, "model_kind")?.as_deref() {
+            Some("transcoder_set") => {}
+            Some("cross_layer_transcoder") => {
+                return Err(format!(
+                    "{name}: config.yaml is a cross-layer transcoder (model_kind: cross_layer_transcoder), whose latents write to every later layer; \
+                     Scalpel reads circuit-tracer's per-layer transcoder sets (model_kind: transcoder_set)"
+                ))
+            }
+            Some(other) => return Err(format!("{name}: config.yaml model_kind '{other}' is not supported (transcoder_set)")),
+            None => return Err(format!("{name}: config.yaml has no 'model_kind' (circuit-tracer's sets say transcoder_set)")),
+        }
+        // The layer: the file's name, or its place in the `transcoders` list.
+        let base = |p: &str| p.split(['?', '#']).next().unwrap_or(p).rsplit('/').next().unwrap_or(p).to_owned();
+        let listed = match cfg.get("transcoders") {
+            None | Some(serde_yaml_ng::Value::Null) => None,
+            Some(serde_yaml_ng::Value::Sequence(list)) => Some(
+                list.iter()
+                    .map(|v| v.as_str().map(base).ok_or_else(|| format!("{name}: config.yaml 'transcoders' must list file paths, not {}", yaml_kind(v))))
+                    .collect::<Res<Vec<String>>>()?,
+            ),
+            Some(v) => return Err(format!("{name}: config.yaml 'transcoders' must be a list, not {}", yaml_kind(v))),
+        };
+        let layer = match (circuit_tracer_layer(file), &listed) {
+            (Some(n), Some(list)) => match list.get(n) {
+                Some(f) if *f == file => n,
+                Some(f) => return Err(format!("{name}: config.yaml lists '{f}' for layer {n}, not {file}")),
+                None => return Err(format!("{name}: config.yaml lists {} transcoders; {file} would be layer {n}", list.len())),
+            },
+            (Some(n), None) => n,
+            (None, Some(list)) => list
+                .iter()
+                .position(|f| f == file)
+                .ok_or_else(|| format!("{name}: {file} is not among config.yaml's transcoders ({})", list.join(", ")))?,
+            (None, None) => return Err(format!("{name}: {file} is not named layer_N.safetensors and config.yaml lists no transcoders: which layer is it?")),
+        };
+        let field = |key: &str| -> Res<String> {
+            yaml_str(name, &cfg, key)?.ok_or_else(|| format!("{name}: config.yaml has no '{key}'"))
+        };
+        let hook_name = circuit_tracer_hook(name, "feature_input_hook", layer, &field("feature_input_hook")?)?;
+        let hook_out = circuit_tracer_hook(name, "feature_output_hook", layer, &field("feature_output_hook")?)?;
+
+        let st = Store::safetensors(name, file, weights)?;
+        st.only(name, file, &["W_enc", "W_dec", "b_enc", "b_dec", "activation_function.threshold", "W_skip", "k"])?;
+        let shape = |key: &str| -> Res<Vec<usize>> { st.shape_of(name, key)?.ok_or_else(|| format!("{name}: {file} has no tensor '{key}'")) };
+        let (enc, dec, b_enc_s, b_dec_s) = (shape("W_enc")?, shape("W_dec")?, shape("b_enc")?, shape("b_dec")?);
+        let (d_sae, d_in, d_out) = match (&enc[..], &dec[..], &b_enc_s[..], &b_dec_s[..]) {
+            ([s, i], [s2, o], [s3], [o2]) if s == s2 && s == s3 && o == o2 => (*s, *i, *o),
+            _ => {
+                return Err(format!(
+                    "{name}: {file}: W_enc {enc:?}, W_dec {dec:?}, b_enc {b_enc_s:?}, b_dec {b_dec_s:?} are not [d_sae, d_in], [d_sae, d_out], [d_sae], [d_out]"
+                ))
+            }
+        };
+        if d_in == 0 || d_sae == 0 || d_out == 0 || [d_in, d_sae, d_out].iter().any(|d| *d as u64 > MAX_DIM) {
+            return Err(format!("{name}: {file}: dimensions {d_in}, {d_sae}, {d_out} must be in 1..={MAX_DIM}"));
+        }
+        let k_file = match &st {
+            Store::St(t) => match t.tensor("k") {
+                Err(_) => None,
+                Ok(v) => {
+                    let n = v.shape().iter().product::<usize>();
+                    let k = match (v.dtype(), n) {
+                        (safetensors::Dtype::I64, 1) => i64::from_le_bytes(v.data()[..8].try_into().map_err(ce)?),
+                        (safetensors::Dtype::I32, 1) => i32::from_le_bytes(v.data()[..4].try_into().map_err(ce)?) as i64,
+                        (dt, _) => return Err(format!("{name}: {file}: tensor 'k' must be one integer, not {dt:?} of shape {:?}", v.shape())),
+                    };
+                    Some(k)
+                }
+            },
+            Store::Npz(_) => None,
+        };
+        let threshold = st.get(name, "activation_function.threshold", &[d_sae])?;
+        let arch = match yaml_str(name, &cfg, "activation")?.as_deref() {
+            Some("topk") => {
+                let k_cfg = match cfg.get("k") {
+                    None | Some(serde_yaml_ng::Value::Null) => None,
+                    Some(v) => Some(v.as_i64().ok_or_else(|| format!("{name}: config.yaml 'k' must be an integer, not {}", yaml_kind(v)))?),
+                };
+                let k = match (k_cfg, k_file) {
+                    (Some(a), Some(b)) if a != b => return Err(format!("{name}: config.yaml says k = {a} but {file} says {b}")),
+                    (Some(k), _) | (None, Some(k)) => k,
+                    (None, None) => return Err(format!("{name}: activation topk needs 'k' in config.yaml")),
+                };
+                if k < 1 || k as u64 > d_sae as u64 {
+                    return Err(format!("{name}: k = {k} must be in 1..={d_sae}"));
+                }
+                if threshold.is_some() {
+                    return Err(format!("{name}: activation topk, but {file} has a JumpReLU threshold"));
+                }
+                SaeArch::TopK(k as usize)
+            }
+            Some("relu") if threshold.is_some() => return Err(format!("{name}: activation relu, but {file} has a JumpReLU threshold")),
+            Some("relu") => SaeArch::Standard,
+            Some("jumprelu") | Some("jump_relu") | None => match threshold {
+                Some(_) => SaeArch::JumpRelu,
+                None => SaeArch::Standard,
+            },
+            Some(other) => return Err(format!("{name}: config.yaml activation '{other}' is not supported (relu, topk, jumprelu, or none: JumpReLU with a threshold, else ReLU)")),
+        };
+        if k_file.is_some() && !matches!(arch, SaeArch::TopK(_)) {
+            return Err(format!("{name}: {file} has a 'k' but config.yaml's activation is not topk"));
+        }
+        let w_skip = st.get(name, "W_skip", &[d_out, d_in])?;
+        let mut notes = Vec::new();
+        if let Some(model) = yaml_str(name, &cfg, "model_name").ok().flatten() {
+            notes.push(format!("circuit-tracer set for {model}, layer {layer}"));
+        }
+        Ok(Sae {
+            name: name.to_owned(),
+            format: Format::CircuitTracer,
+            hook_name_out: (hook_out != hook_name).then(|| hook_out.clone()),
+            hook_name,
+            d_in,
+            d_out,
+            d_sae,
+            arch,
+            apply_b_dec_to_input: false,
+            norm: SaeNorm::None,
+            relu: false,
+            rescale_acts_by_decoder_norm: false,
+            head_index: None,
+            model_name: yaml_str(name, &cfg, "model_name").ok().flatten(),
+            notes,
+            w_enc: st.need(name, file, "W_enc", &[d_sae, d_in])?.t().and_then(|t| t.contiguous()).map_err(ce)?,
+            w_dec: st.need(name, file, "W_dec", &[d_sae, d_out])?,
+            b_enc: st.need(name, file, "b_enc", &[d_sae])?,
+            b_dec: st.need(name, file, "b_dec", &[d_out])?,
+            threshold,
+            w_skip,
+            dec_norms: None,
+        })
+    }
+
+    fn load_circuit_tracer_files(name: &str, files: &DictFiles) -> Res<Sae> {
+        let others: Vec<&str> = files.cfg_json.map(|_| "cfg.json").into_iter().chain(files.weights_present()).collect();
+        if !others.is_empty() {
+            return Err(format!("{name}: a circuit-tracer set (config.yaml + layer_N.safetensors) mixed with {}; keep one dictionary's files", others.join(", ")));
+        }
+        if files.hook.is_some() || files.hook_out.is_some() {
+            return Err(format!("{name}: a circuit-tracer config.yaml names its hooks; a hook given separately is not used"));
+        }
+        match (files.config_yaml, files.layer_file) {
+            (Some(c), Some((file, w))) => Sae::load_circuit_tracer(name, c, file, w),
+            (Some(_), None) => Err(format!("{name}: config.yaml is a circuit-tracer transcoder set: give one layer's file too (layer_N.safetensors)")),
+            (None, Some((file, _))) => Err(format!("{name}: {file} is a circuit-tracer layer file: it needs its set's config.yaml")),
+            (None, None) => Err(format!("{name}: no circuit-tracer files")),
         }
     }
 }

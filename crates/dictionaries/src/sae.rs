@@ -36,6 +36,9 @@ pub enum Format {
     Sparsify,
     /// Gemma Scope / Gemma Scope 2: `params.npz` or `params.safetensors`.
     GemmaScope,
+    /// circuit-tracer's per-layer transcoder sets: `config.yaml` +
+    /// `layer_N.safetensors`.
+    CircuitTracer,
 }
 
 /// A dictionary's activation function.
@@ -44,9 +47,10 @@ pub enum Format {
 pub enum SaeArch {
     /// ReLU.
     Standard,
-    /// ReLU(h)·[h > threshold].
+    /// ReLU(h)·[h > threshold] (h·[h > threshold] without `relu`).
     JumpRelu,
-    /// The k largest pre-activations, ReLU'd; the rest zero.
+    /// The k largest pre-activations, ReLU'd (kept as they are without
+    /// `relu`); the rest zero.
     TopK(usize),
     /// sparsify's `groupmax`: ReLU, then the largest of each of k equal,
     /// contiguous groups of latents; the rest zero.
@@ -79,6 +83,11 @@ pub struct Sae {
     pub arch: SaeArch,
     pub apply_b_dec_to_input: bool,
     pub norm: SaeNorm,
+    /// Gated activations go through a ReLU too. True for every format but
+    /// circuit-tracer's, whose TopK and JumpReLU gates keep a negative
+    /// pre-activation that passes (TopK when fewer than k are positive,
+    /// JumpReLU under a negative threshold).
+    pub relu: bool,
     /// SAELens topk: pre-activations scaled by decoder row norms before the
     /// top k, activations divided by them before decoding.
     pub rescale_acts_by_decoder_norm: bool,
@@ -243,12 +252,12 @@ impl Sae {
             SaeArch::JumpRelu => {
                 let th = self.threshold.as_ref().expect("checked at load");
                 let keep = pre.broadcast_gt(th)?.to_dtype(DType::F32)?;
-                (pre.relu()? * keep)?
+                if self.relu { (pre.relu()? * keep)? } else { (pre * keep)? }
             }
-            SaeArch::TopK(k) => sparse_rows(&pre, self.d_sae, |row| scalpel_engine::top_k(row, k))?,
+            SaeArch::TopK(k) => sparse_rows(&pre, self.d_sae, self.relu, |row| scalpel_engine::top_k(row, k))?,
             SaeArch::GroupMax(k) => {
                 let g = self.d_sae / k;
-                sparse_rows(&pre, self.d_sae, |row| {
+                sparse_rows(&pre, self.d_sae, true, |row| {
                     (0..k)
                         .map(|j| {
                             let mut best = j * g;
@@ -429,14 +438,14 @@ impl Sae {
     }
 }
 
-/// `[n, d]` rows with only the entries `pick(row)` returns kept (ReLU'd).
-fn sparse_rows(pre: &Tensor, d: usize, pick: impl Fn(&[f32]) -> Vec<(u32, f32)>) -> candle_core::Result<Tensor> {
+/// `[n, d]` rows with only the entries `pick(row)` returns kept (ReLU'd if `relu`).
+fn sparse_rows(pre: &Tensor, d: usize, relu: bool, pick: impl Fn(&[f32]) -> Vec<(u32, f32)>) -> candle_core::Result<Tensor> {
     let rows: Vec<Vec<f32>> = pre.to_vec2()?;
     let n = rows.len();
     let mut out = vec![0f32; n * d];
     for (r, row) in rows.iter().enumerate() {
         for (i, v) in pick(row) {
-            out[r * d + i as usize] = v.max(0.0);
+            out[r * d + i as usize] = if relu { v.max(0.0) } else { v };
         }
     }
     Tensor::from_vec(out, (n, d), &Device::Cpu)
@@ -589,5 +598,107 @@ mod tests {
         assert!(e.contains("'threshold'"), "{e}");
         let both = DictFiles { params_npz: Some(&npz), sae_safetensors: Some(&st), ..gs };
         assert!(Sae::load_files("gs", &both).unwrap_err().contains("more than one weights file"));
+    }
+
+    /// circuit-tracer's layer files: `W_enc [d_sae, d_in]`, gates without a ReLU.
+    fn circuit_tracer_file(threshold: Option<Vec<f32>>, skip: bool) -> Vec<u8> {
+        let (d, n) = (3usize, 4usize);
+        let mut t: Vec<(&str, Vec<f32>, Vec<usize>)> = vec![
+            ("W_enc", (0..n * d).map(|i| (i as f32 - 5.0) * 0.3).collect(), vec![n, d]),
+            ("W_dec", (0..n * d).map(|i| (i as f32 * 0.7).sin()).collect(), vec![n, d]),
+            ("b_enc", vec![0.1, -0.2, 0.0, -3.0], vec![n]),
+            ("b_dec", vec![0.1; d], vec![d]),
+        ];
+        if let Some(th) = threshold {
+            t.push(("activation_function.threshold", th, vec![n]));
+        }
+        if skip {
+            t.push(("W_skip", (0..d * d).map(|i| i as f32 * 0.01).collect(), vec![d, d]));
+        }
+        safetensors_of(&t)
+    }
+
+    const CT: &str = "model_name: tiny\nmodel_kind: transcoder_set\nfeature_input_hook: mlp.hook_in\nfeature_output_hook: mlp.hook_out\n";
+
+    #[test]
+    fn circuit_tracer_sets_load_with_their_own_semantics() {
+        let x = Tensor::new(&[[1.0f32, -0.5, 2.0], [-2.0, 1.0, -1.0]], &Device::Cpu).unwrap();
+        let pre: Vec<Vec<f32>> = {
+            let w: Vec<f32> = (0..12).map(|i| (i as f32 - 5.0) * 0.3).collect();
+            let b = [0.1f32, -0.2, 0.0, -3.0];
+            x.to_vec2::<f32>().unwrap().iter().map(|r| (0..4).map(|j| (0..3).map(|i| r[i] * w[j * 3 + i]).sum::<f32>() + b[j]).collect()).collect()
+        };
+        let check = |sae: &Sae, want: &dyn Fn(&[f32]) -> Vec<f32>| {
+            let f: Vec<Vec<f32>> = sae.encode(&x).unwrap().to_vec2().unwrap();
+            for (r, p) in pre.iter().enumerate() {
+                let w = want(p);
+                for (a, b) in f[r].iter().zip(&w) {
+                    assert!((a - b).abs() < 1e-5, "{:?}: {:?} vs {w:?}", sae.arch, f[r]);
+                }
+            }
+        };
+        let files = |cfg: &'static str, file: &'static str, w: &'static [u8]| DictFiles { config_yaml: Some(cfg.as_bytes()), layer_file: Some((file, w)), ..Default::default() };
+        let leak = |b: Vec<u8>| -> &'static [u8] { Box::leak(b.into_boxed_slice()) };
+        // JumpReLU under a negative threshold keeps negative values (no ReLU).
+        let jr = leak(circuit_tracer_file(Some(vec![0.2, -10.0, 0.5, -10.0]), true));
+        let sae = Sae::load_files("ct", &files(CT, "layer_2.safetensors", jr)).unwrap();
+        assert_eq!((sae.format, sae.arch, sae.hook_name.as_str(), sae.hook_out()), (Format::CircuitTracer, SaeArch::JumpRelu, "blocks.2.ln2.hook_normalized", "blocks.2.hook_mlp_out"));
+        assert!(!sae.apply_b_dec_to_input && !sae.relu && sae.w_skip.is_some());
+        let th = [0.2f32, -10.0, 0.5, -10.0];
+        check(&sae, &|p| p.iter().zip(th).map(|(v, t)| if *v > t { *v } else { 0.0 }).collect());
+        assert!(pre.iter().any(|p| p[1] < 0.0 || p[3] < 0.0), "the test should exercise a negative activation");
+        // The skip connection: ŷ = f W_dec + b_dec + x W_skipᵀ.
+        let (f, y) = sae.reconstruct(&x).unwrap();
+        let want = (f.matmul(&sae.w_dec).unwrap().broadcast_add(&sae.b_dec).unwrap() + x.matmul(&sae.w_skip.as_ref().unwrap().t().unwrap()).unwrap()).unwrap();
+        let diff: f32 = (y - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        assert!(diff < 1e-6);
+        // TopK keeps the k largest as they are, negative or not.
+        let plain = leak(circuit_tracer_file(None, false));
+        let topk = Sae::load_files("ct", &files("model_kind: transcoder_set\nfeature_input_hook: hook_resid_mid\nfeature_output_hook: hook_mlp_out\nactivation: topk\nk: 3\n", "layer_0.safetensors", plain)).unwrap();
+        assert_eq!((topk.arch, topk.hook_name.as_str()), (SaeArch::TopK(3), "blocks.0.hook_resid_mid"));
+        check(&topk, &|p| {
+            let top = scalpel_engine::top_k(p, 3);
+            (0..4).map(|j| top.iter().find(|t| t.0 as usize == j).map(|t| t.1).unwrap_or(0.0)).collect()
+        });
+        // No activation and no threshold: ReLU.
+        let relu = Sae::load_files("ct", &files(CT, "layer_1.safetensors", plain)).unwrap();
+        assert_eq!(relu.arch, SaeArch::Standard);
+        check(&relu, &|p| p.iter().map(|v| v.max(0.0)).collect());
+        // The layer from the `transcoders` list.
+        let listed = "model_kind: transcoder_set\nfeature_input_hook: mlp.hook_in\nfeature_output_hook: mlp.hook_out\ntranscoders:\n  - hf://o/r/a.safetensors\n  - hf://o/r/b.safetensors?revision=x\n";
+        assert_eq!(Sae::load_files("ct", &files(listed, "b.safetensors", plain)).unwrap().hook_name, "blocks.1.ln2.hook_normalized");
+    }
+
+    #[test]
+    fn circuit_tracer_refuses_by_name() {
+        let w = circuit_tracer_file(None, false);
+        let err = |cfg: &str, file: &str, w: &[u8]| Sae::load_circuit_tracer("ct", cfg.as_bytes(), file, w).unwrap_err();
+        let e = err(&CT.replace("transcoder_set", "cross_layer_transcoder"), "layer_0.safetensors", &w);
+        assert!(e.contains("cross-layer"), "{e}");
+        assert!(err(&CT.replace("mlp.hook_in", "ln2.hook_normalized"), "layer_0.safetensors", &w).contains("before the norm's weight"));
+        assert!(err(&CT.replace("mlp.hook_in", "blocks.3.hook_resid_mid"), "layer_0.safetensors", &w).contains("not a hook of layer 0"));
+        assert!(err(&CT.replace("mlp.hook_in", "\"<script>\""), "layer_0.safetensors", &w).contains("not a hook name"));
+        assert!(err(CT, "weights.safetensors", &w).contains("which layer"));
+        assert!(err(&format!("{CT}activation: topk\n"), "layer_0.safetensors", &w).contains("'k'"));
+        assert!(err(&format!("{CT}activation: topk\nk: 9\n"), "layer_0.safetensors", &w).contains("k = 9"));
+        assert!(err(&format!("{CT}activation: gelu\n"), "layer_0.safetensors", &w).contains("'gelu'"));
+        assert!(err(&format!("{CT}transcoders: [a.safetensors]\n"), "layer_3.safetensors", &w).contains("lists 1 transcoders"));
+        assert!(err("- a\n- b\n", "layer_0.safetensors", &w).contains("not a mapping"));
+        assert!(err("key: [unclosed\n", "layer_0.safetensors", &w).contains("not valid YAML"));
+        assert!(err(&"a".repeat(crate::load::MAX_CONFIG_YAML + 1), "layer_0.safetensors", &w).contains("bytes"));
+        // A YAML alias bomb is refused by the parser, not expanded.
+        let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..12 {
+            bomb.push_str(&format!("{}: &{} [*{}, *{}, *{}, *{}, *{}, *{}, *{}, *{}, *{}, *{}]\n", (b'a' + i) as char, (b'a' + i) as char, (b'a' + i - 1) as char, (b'a' + i - 1) as char, (b'a' + i - 1) as char, (b'a' + i - 1) as char, (b'a' + i - 1) as char, (b'a' + i - 1) as char, (b'a' + i - 1) as char, (b'a' + i - 1) as char, (b'a' + i - 1) as char, (b'a' + i - 1) as char));
+        }
+        assert!(err(&bomb, "layer_0.safetensors", &w).contains("YAML"));
+        let extra = safetensors_of(&[("W_enc", vec![0.0; 12], vec![4, 3]), ("w_dec", vec![0.0; 12], vec![4, 3])]);
+        assert!(err(CT, "layer_0.safetensors", &extra).contains("does not define: w_dec"));
+        let bad = safetensors_of(&[("W_enc", vec![0.0; 12], vec![3, 4]), ("W_dec", vec![0.0; 12], vec![4, 3]), ("b_enc", vec![0.0; 4], vec![4]), ("b_dec", vec![0.0; 3], vec![3])]);
+        assert!(err(CT, "layer_0.safetensors", &bad).contains("[d_sae, d_in]"));
+        let e = Sae::load_files("ct", &DictFiles { layer_file: Some(("layer_0.safetensors", &w)), ..Default::default() }).unwrap_err();
+        assert!(e.contains("config.yaml"), "{e}");
+        let e = Sae::load_files("ct", &DictFiles { config_yaml: Some(CT.as_bytes()), cfg_json: Some(b"{}"), layer_file: Some(("layer_0.safetensors", &w)), ..Default::default() }).unwrap_err();
+        assert!(e.contains("mixed with cfg.json"), "{e}");
     }
 }

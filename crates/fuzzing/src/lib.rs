@@ -38,6 +38,7 @@ pub const TARGETS: &[Target] = &[
     ("link_state", link_state),
     ("control_vector", control_vector),
     ("sae", sae),
+    ("circuit_tracer", circuit_tracer),
     ("tokenizer_json", tokenizer_json),
     ("chat_template", chat_template),
     ("hf_index", hf_index),
@@ -176,6 +177,21 @@ pub fn control_vector(data: &[u8]) {
     }
 }
 
+/// Encodes, decodes and reconstructs two rows (values `i % period`,
+/// centred) with a dictionary that loaded, and checks that decoder row
+/// `d_sae` is refused; returns the rows.
+fn encode_decode(sae: &Sae, period: usize) -> Tensor {
+    let half = (period / 2) as f32;
+    let x = Tensor::from_vec((0..2 * sae.d_in).map(|i| (i % period) as f32 - half).collect::<Vec<f32>>(), (2, sae.d_in), &Device::Cpu)
+        .expect("a [2, d_in] input");
+    if let Ok(f) = sae.encode(&x) {
+        let _ = sae.decode(&f);
+    }
+    let _ = sae.reconstruct(&x);
+    assert!(sae.decoder_row(sae.d_sae).is_err(), "decoder row d_sae is out of range");
+    x
+}
+
 /// `cfg.json`, 0xFF, then `sae_weights.safetensors`. Errors name the SAE;
 /// an SAE that loads encodes, decodes and clamps inputs of its width, and
 /// one that fits the document model clamps a latent in a document run.
@@ -185,15 +201,9 @@ pub fn sae(data: &[u8]) {
         Ok(sae) => sae,
         Err(msg) => return assert_names(&msg, &["fuzz-sae"]),
     };
-    let x = Tensor::from_vec((0..2 * sae.d_in).map(|i| (i % 7) as f32 - 3.0).collect::<Vec<f32>>(), (2, sae.d_in), &Device::Cpu)
-        .expect("a [2, d_in] input");
-    if let Ok(f) = sae.encode(&x) {
-        let _ = sae.decode(&f);
-    }
-    let _ = sae.reconstruct(&x);
+    let x = encode_decode(&sae, 7);
     let _ = sae.clamp_delta(&x, 0, 1.0);
     let _ = sae.decoder_row(0);
-    assert!(sae.decoder_row(sae.d_sae).is_err(), "decoder row d_sae is out of range");
     let mut model = document_model();
     let Ok(point) = sae.point(&model) else { return };
     let doc = scalpel_interventions::parse(&format!(
@@ -204,6 +214,30 @@ pub fn sae(data: &[u8]) {
     let saes: vectors::SaeTable = HashMap::from([(point, Arc::new(sae))]);
     let ids = model.tokenizer().encode(DOCUMENT_PROMPT).expect("the document prompt tokenizes");
     run_document(&mut model, &doc, &ids, &saes);
+}
+
+/// circuit-tracer's `config.yaml`, `0xFF`, then the set's `layer_1.safetensors`.
+/// Errors name the set; a transcoder that loads encodes, decodes and
+/// reconstructs, refuses an out-of-range decoder row, and (if it fits the
+/// tiny llama) steers with its first decoder row at its output hook.
+pub fn circuit_tracer(data: &[u8]) {
+    let (cfg, weights) = split_at_ff(data);
+    let sae = match Sae::load_circuit_tracer("fuzz-ct", cfg, "layer_1.safetensors", weights.unwrap_or_default()) {
+        Ok(sae) => sae,
+        Err(msg) => return assert_names(&msg, &["fuzz-ct"]),
+    };
+    encode_decode(&sae, 5);
+    let mut model = document_model();
+    let (Ok(_), Ok(out)) = (sae.point(&model), sae.point_out(&model)) else { return };
+    let row = sae.decoder_row(0).expect("latent 0 exists");
+    let doc = scalpel_interventions::parse(&format!(
+        r#"{{"version":1,"interventions":[{{"hook":"{}","op":"add","scale":2,"vector":{}}}]}}"#,
+        out.name(),
+        serde_json::to_string(&row).expect("a row serializes")
+    ))
+    .expect("a steering document parses");
+    let ids = model.tokenizer().encode(DOCUMENT_PROMPT).expect("the document prompt tokenizes");
+    run_document(&mut model, &doc, &ids, &HashMap::new());
 }
 
 /// Texts every tokenizer that loads encodes and decodes: plain, spaced,

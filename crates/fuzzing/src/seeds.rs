@@ -38,6 +38,7 @@ pub fn seeds() -> Vec<Seed> {
     out.extend(link_state_seeds());
     out.extend(control_vector_seeds());
     out.extend(sae_seeds());
+    out.extend(circuit_tracer_seeds());
     out.extend(tokenizer_seeds());
     out.extend(chat_template_seeds());
     out.extend(hf_index_seeds());
@@ -170,6 +171,36 @@ fn sae_seeds() -> Vec<Seed> {
         seed("sae", "standard.bin", two_files(&cfg(standard), &file(11, spec.d_model, 8, false, false))),
         seed("sae", "jumprelu.bin", two_files(&cfg(jumprelu), &file(12, spec.d_mlp, 8, true, false))),
         seed("sae", "topk_head_f16.bin", two_files(&cfg(topk), &file(13, d_head, 4, false, true))),
+    ]
+}
+
+/// circuit-tracer transcoders for the document model's layer 1 (its files'
+/// layout, `W_enc [d_sae, d_in]`): a JumpReLU skip transcoder on the MLP
+/// (`mlp.hook_in` -> `mlp.hook_out`), and a TopK one from `hook_resid_mid`
+/// with `k` in config and file.
+fn circuit_tracer_seeds() -> Vec<Seed> {
+    let d = document_spec().d_model;
+    let n = 8;
+    let file = |seed: u64, jump: bool, skip: bool, k: Option<i64>| {
+        let mut rng = Rng::new(seed);
+        let mut tensor = |name: &str, shape: Vec<usize>| StTensor { name: name.into(), data: f32_bytes(&rng.vec(shape.iter().product(), 0.5)), shape, dtype: safetensors::Dtype::F32 };
+        let mut ts = vec![tensor("W_enc", vec![n, d]), tensor("W_dec", vec![n, d]), tensor("b_enc", vec![n]), tensor("b_dec", vec![d])];
+        if jump {
+            ts.push(tensor("activation_function.threshold", vec![n]));
+        }
+        if skip {
+            ts.push(tensor("W_skip", vec![d, d]));
+        }
+        if let Some(k) = k {
+            ts.push(StTensor { name: "k".into(), shape: vec![], dtype: safetensors::Dtype::I64, data: k.to_le_bytes().to_vec() });
+        }
+        safetensors_bytes(&ts)
+    };
+    let mlp = "model_name: tiny\nmodel_kind: transcoder_set\nfeature_input_hook: mlp.hook_in\nfeature_output_hook: mlp.hook_out\n";
+    let topk = "model_kind: transcoder_set\nfeature_input_hook: \"hook_resid_mid\"\nfeature_output_hook: \"hook_mlp_out\"\nactivation: topk\nk: 3\ntranscoders:\n  - hf://o/r/layer_0.safetensors\n  - hf://o/r/layer_1.safetensors\n";
+    vec![
+        seed("circuit_tracer", "jumprelu_skip.bin", two_files(mlp.as_bytes(), &file(21, true, true, None))),
+        seed("circuit_tracer", "topk_listed.bin", two_files(topk.as_bytes(), &file(22, false, false, Some(3)))),
     ]
 }
 

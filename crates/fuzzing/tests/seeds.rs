@@ -101,6 +101,19 @@ fn rejection(seed: &Seed) -> Option<String> {
                 Err(e) => err(&e),
             }
         }
+        "circuit_tracer" => {
+            let (cfg, weights) = split_at_ff(bytes);
+            let sae = match Sae::load_circuit_tracer(seed.name, cfg, "layer_1.safetensors", weights.unwrap_or_default()) {
+                Ok(sae) => sae,
+                Err(e) => return Some(e),
+            };
+            let m = model();
+            match (sae.point(&m), sae.point_out(&m), sae.is_transcoder()) {
+                (Ok(_), Ok(_), true) => None,
+                (Ok(_), Ok(_), false) => Some("not a transcoder".into()),
+                (Err(e), _, _) | (_, Err(e), _) => Some(e),
+            }
+        }
         "chat_template" => {
             let mut tok = fixtures::template_tokenizer().clone();
             tok.chat_template = Some(text());

@@ -67,6 +67,25 @@ fn with_dict<T>(f: impl FnOnce(&mut Model, &Sae, &str) -> Result<T, String>) -> 
     })
 }
 
+/// The layer file of a circuit-tracer set that the hook field names:
+/// `layer_6.safetensors`, `layer_6`, `6`, or another `*.safetensors` name
+/// its config.yaml lists.
+fn circuit_tracer_file(label: &str, field: Option<&str>) -> Result<String, String> {
+    let f = field.ok_or_else(|| format!("{label} is a circuit-tracer transcoder set (config.yaml): name the layer's file in the Hook field, e.g. layer_6.safetensors"))?;
+    let name = if f.bytes().all(|b| b.is_ascii_digit()) {
+        format!("layer_{f}.safetensors")
+    } else if f.ends_with(".safetensors") {
+        f.to_string()
+    } else {
+        format!("{f}.safetensors")
+    };
+    let stem = &name[..name.len() - ".safetensors".len()];
+    if stem.is_empty() || stem.len() > 100 || !stem.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') || stem.contains("..") {
+        return Err(format!("{label}: '{f}' is not a layer file name (layer_6.safetensors)"));
+    }
+    Ok(name)
+}
+
 /// A short content key: the length, then 64-bit words sampled every 64 KiB (FNV-1a).
 fn sample_key(bytes: &[u8]) -> String {
     let mut h: u64 = 0xcbf29ce484222325;
@@ -89,19 +108,32 @@ pub async fn load(source: DictLocation, file: Option<JsValue>) -> Result<(), Str
             let base = if base.ends_with('/') { base.clone() } else { format!("{base}/") };
             let folder = crate::protocol::last_segment(&base);
             let mut files = Vec::new();
+            let mut hook = hook.clone();
             if let Some((b, _)) = fetch_cached_opt(&format!("{base}cfg.json"), false, true, MAX_CFG).await? {
                 files.push(("cfg.json".to_string(), b));
             }
-            for name in WEIGHTS {
-                if let Some((b, _)) = fetch_cached_opt(&format!("{base}{name}"), true, true, MAX_DOWNLOAD).await? {
-                    files.push((name.to_string(), b));
-                    break;
+            // No cfg.json: a circuit-tracer set has a config.yaml instead.
+            let yaml = if files.is_empty() { fetch_cached_opt(&format!("{base}config.yaml"), false, true, MAX_CFG).await? } else { None };
+            if let Some((b, _)) = yaml {
+                // A circuit-tracer transcoder set: the field names the layer's file.
+                let file = circuit_tracer_file(&label, hook.take().as_deref())?;
+                files.push(("config.yaml".to_string(), b));
+                let (w, _) = fetch_cached_opt(&format!("{base}{file}"), true, true, MAX_DOWNLOAD)
+                    .await?
+                    .ok_or_else(|| format!("{label}: the transcoder set has no {file} (at {base}{file})"))?;
+                files.push((file, w));
+            } else {
+                for name in WEIGHTS {
+                    if let Some((b, _)) = fetch_cached_opt(&format!("{base}{name}"), true, true, MAX_DOWNLOAD).await? {
+                        files.push((name.to_string(), b));
+                        break;
+                    }
+                }
+                if !files.iter().any(|(n, _)| n != "cfg.json") {
+                    return Err(format!("{label}: none of {}, nor a circuit-tracer config.yaml, was found in the folder {base}", WEIGHTS.join(", ")));
                 }
             }
-            if !files.iter().any(|(n, _)| n != "cfg.json") {
-                return Err(format!("{label}: none of {} was found in the folder {base}", WEIGHTS.join(", ")));
-            }
-            (folder, hook.clone(), files)
+            (folder, hook, files)
         }
         DictLocation::Files { folder, names, hook } => {
             let list: js_sys::Array = file.ok_or("no files were sent with the dictionary")?.dyn_into().map_err(|_| "the dictionary's files were not sent as a list")?;
@@ -117,6 +149,7 @@ pub async fn load(source: DictLocation, file: Option<JsValue>) -> Result<(), Str
         }
     };
     let mut df = DictFiles { folder: &folder, hook: hook.as_deref(), ..Default::default() };
+    let circuit_tracer = files.iter().any(|(n, _)| n == "config.yaml");
     for (name, bytes) in &files {
         let b = Some(bytes.as_slice());
         match name.as_str() {
@@ -125,9 +158,11 @@ pub async fn load(source: DictLocation, file: Option<JsValue>) -> Result<(), Str
             "sae.safetensors" => df.sae_safetensors = b,
             "params.npz" => df.params_npz = b,
             "params.safetensors" => df.params_safetensors = b,
+            "config.yaml" => df.config_yaml = b,
+            other if circuit_tracer && other.ends_with(".safetensors") && df.layer_file.is_none() => df.layer_file = Some((other, bytes)),
             other => {
                 return Err(format!(
-                    "{other}: not a dictionary file (expected {})",
+                    "{other}: not a dictionary file (expected {}; or a circuit-tracer config.yaml with one layer_N.safetensors)",
                     scalpel_dictionaries::FILE_NAMES.join(", ")
                 ))
             }
@@ -144,11 +179,13 @@ pub async fn load(source: DictLocation, file: Option<JsValue>) -> Result<(), Str
     let info = DictionaryInfo {
         name: label,
         format: serde_json::to_value(sae.format).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
-        architecture: match sae.arch {
-            scalpel_dictionaries::SaeArch::Standard => "standard (ReLU)".into(),
-            scalpel_dictionaries::SaeArch::JumpRelu => "JumpReLU".into(),
-            scalpel_dictionaries::SaeArch::TopK(k) => format!("TopK, k = {k}"),
-            scalpel_dictionaries::SaeArch::GroupMax(k) => format!("group max, k = {k}"),
+        architecture: match (sae.arch, sae.relu) {
+            (scalpel_dictionaries::SaeArch::Standard, _) => "standard (ReLU)".into(),
+            (scalpel_dictionaries::SaeArch::JumpRelu, true) => "JumpReLU".into(),
+            (scalpel_dictionaries::SaeArch::JumpRelu, false) => "JumpReLU (no ReLU: a negative value above its threshold stays)".into(),
+            (scalpel_dictionaries::SaeArch::TopK(k), true) => format!("TopK, k = {k}"),
+            (scalpel_dictionaries::SaeArch::TopK(k), false) => format!("TopK, k = {k} (no ReLU: the k largest, negative or not)"),
+            (scalpel_dictionaries::SaeArch::GroupMax(k), _) => format!("group max, k = {k}"),
         },
         hook: sae.hook_name.clone(),
         hook_out: sae.hook_name_out.clone(),

@@ -446,7 +446,7 @@ pub fn View() -> impl IntoView {
             "files" => match state.files.get_value() {
                 Some((_, names, _)) => DictLocation::Files { folder: hook.clone().unwrap_or_default(), names, hook: hook.filter(|h| h.starts_with("blocks.") || h.starts_with("hook_")) },
                 None => {
-                    ctx.error.set(Some("pick the dictionary's files first (cfg.json and its weights file)".into()));
+                    ctx.error.set(Some("pick the dictionary's files first (cfg.json and its weights file, or config.yaml and a layer_N.safetensors)".into()));
                     return;
                 }
             },
@@ -485,7 +485,7 @@ pub fn View() -> impl IntoView {
                         <label>"Folder " <input type="text" class="short" aria-label="Dictionary folder" placeholder="layers.6.mlp" prop:value=move || state.folder.get() on:input=move |ev| state.folder.set(event_target_value(&ev)) /></label>
                     }.into_any(),
                     "files" => view! {
-                        <label class="file">"cfg.json + weights " <input type="file" multiple=true accept=".json,.safetensors,.npz" aria-label="Dictionary files" on:change=on_files /></label>
+                        <label class="file">"cfg.json + weights (or config.yaml + layer_N.safetensors) " <input type="file" multiple=true accept=".json,.yaml,.safetensors,.npz" aria-label="Dictionary files" on:change=on_files /></label>
                     }.into_any(),
                     _ => view! {
                         <label>"Layer "
@@ -497,7 +497,7 @@ pub fn View() -> impl IntoView {
                     }.into_any(),
                 }}
                 <Show when=move || state.source.get() != "default">
-                    <label>"Hook / folder name " <input type="text" class="short" aria-label="Dictionary hook" placeholder="layers.6.mlp or blocks.6.hook_resid_post" prop:value=move || state.hook.get() on:input=move |ev| state.hook.set(event_target_value(&ev)) /></label>
+                    <label title="The hook of a Gemma Scope file, a sparsify folder name, or a circuit-tracer set's layer file">"Hook / folder / layer file " <input type="text" class="short" aria-label="Dictionary hook" placeholder="layers.6.mlp, blocks.6.hook_resid_post or layer_6.safetensors" prop:value=move || state.hook.get() on:input=move |ev| state.hook.set(event_target_value(&ev)) /></label>
                 </Show>
                 <button on:click=on_load disabled=move || !ctx.ready()>"Load dictionary"</button>
             </div>
@@ -505,7 +505,7 @@ pub fn View() -> impl IntoView {
                 Some(i) => dict_line(i).into_any(),
                 None => view! { <p class="muted">{move || match st.with(|s| s.features.dict.clone()) {
                     Some(d) => format!("{} is not loaded: press Load dictionary.", d.label()),
-                    None => "No dictionary loaded. SAELens, sparsify and Gemma Scope folders are read (docs/features.md).".to_string(),
+                    None => "No dictionary loaded. SAELens, sparsify and Gemma Scope folders and circuit-tracer transcoder sets are read (docs/features.md).".to_string(),
                 }}</p> }.into_any(),
             }}
 

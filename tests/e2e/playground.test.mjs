@@ -1174,9 +1174,9 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
     }
   });
 
-  test('benchmark: wasm (single thread) next to native, per backend, and next to llama.cpp\'s wasm build in the same browser', { timeout: 25 * MINUTE }, async () => {
+  test('benchmark: wasm (single thread) next to native, per backend, and next to llama.cpp\'s wasm build in the same browser', { timeout: 30 * MINUTE }, async () => {
     const rows = [];
-    await page.getByText('Benchmark', { exact: true }).click();
+    const memory = {};
     const bench = async (label) => {
       await page.getByRole('button', { name: 'Run benchmark' }).click();
       await page.waitForTimeout(300);
@@ -1186,7 +1186,25 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
       const decode = Number(await res.getAttribute('data-decode'));
       assert.ok(prefill > 0 && decode > 0, `bench result ${await res.textContent()}`);
       rows.push([label, prefill, decode]);
+      memory[label] = { wasm: Number(await res.getAttribute('data-wasm-memory')), weights: Number(await res.getAttribute('data-weight-bytes')) };
     };
+    // f32 precision's two paths, each in a fresh page (a new worker: its
+    // WebAssembly.Memory only grows, so it is measured from a clean start).
+    for (const [query, label] of [['?precision=f32&kernels=candle', 'wasm f32, dequantize-all (candle)'], ['?precision=f32', 'wasm f32, exact over blocks (default)']]) {
+      await open(page, URL + query);
+      await waitState(page, 'ready', 10 * MINUTE, logs);
+      await page.getByText('Benchmark', { exact: true }).click();
+      await bench(label);
+      console.log(`${label}: ${await page.getByLabel('Benchmark result').textContent()}`);
+    }
+    const [mAll, mExact] = [memory['wasm f32, dequantize-all (candle)'], memory['wasm f32, exact over blocks (default)']];
+    console.log(`f32 precision memory: weights ${(mExact.weights / 1e6).toFixed(1)} MB over blocks vs ${(mAll.weights / 1e6).toFixed(1)} MB dequantized (${(mExact.weights / mAll.weights).toFixed(3)}x); `
+      + `worker WebAssembly.Memory after load + benchmark ${(mExact.wasm / 1e6).toFixed(0)} MB vs ${(mAll.wasm / 1e6).toFixed(0)} MB (${(mExact.wasm / mAll.wasm).toFixed(3)}x)`);
+    assert.ok(mExact.weights * 3 <= mAll.weights, 'the exact path holds the blocks, not f32 weights');
+    assert.ok(mExact.wasm < mAll.wasm, 'the exact path\'s worker is smaller');
+    await open(page, URL);
+    await waitState(page, 'ready', 10 * MINUTE, logs);
+    await page.getByText('Benchmark', { exact: true }).click();
     // llama.cpp's wasm build on the same GGUF, served from this origin (cross-origin isolated,
     // so it may use threads); the prompt is the benchmark's 64 tokens as text.
     const wllama = async (threads) => {
@@ -1208,14 +1226,16 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
     await wllama(1);
     await loadPrecision(page, 'f32', logs);
     await bench('wasm f32');
+    assert.match(await page.getByLabel('Benchmark result').getAttribute('data-backend'), /exact kernels/);
     await wllama(2);
     await loadPrecision(page, 'quantized', logs);
     await bench('wasm quantized, scalpel kernels (again)');
     const q = cli(['bench', '--precision', 'quantized', '--kernels', 'candle,scalpel', '--rounds', '1', '--json']);
     rows.push(['native quantized, candle kernels', q.ours.candle.prefill_tok_s, q.ours.candle.decode_tok_s]);
     rows.push(['native quantized, scalpel kernels', q.ours.scalpel.prefill_tok_s, q.ours.scalpel.decode_tok_s]);
-    const f = cli(['bench', '--precision', 'f32', '--kernels', 'candle', '--rounds', '1', '--json']);
-    rows.push(['native f32', f.ours.candle.prefill_tok_s, f.ours.candle.decode_tok_s]);
+    const f = cli(['bench', '--precision', 'f32', '--kernels', 'candle,scalpel', '--rounds', '1', '--json']);
+    rows.push(['native f32, dequantize-all (candle)', f.ours.candle.prefill_tok_s, f.ours.candle.decode_tok_s]);
+    rows.push(['native f32, exact over blocks (scalpel)', f.ours.scalpel.prefill_tok_s, f.ours.scalpel.decode_tok_s]);
     console.log('benchmark (64 + 64 tokens, 1 thread unless said)   prefill tok/s   decode tok/s');
     for (const [name, p, d] of rows) console.log(`${name.padEnd(48)} ${p.toFixed(1).padStart(13)} ${d.toFixed(1).padStart(14)}`);
     const row = (label) => rows.find((r) => r[0] === label);
@@ -1225,13 +1245,18 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
     const quant = [(sq[1] + sq2[1]) / 2, (sq[2] + sq2[2]) / 2];
     console.log(`against llama.cpp wasm, 1 thread each: quantized prefill ${(quant[0] / l1[1]).toFixed(2)}x, decode ${(quant[1] / l1[2]).toFixed(2)}x; `
       + `f32 prefill ${(sf[1] / l1[1]).toFixed(2)}x, decode ${(sf[2] / l1[2]).toFixed(2)}x; llama.cpp 2 threads / 1: decode ${(l2[2] / l1[2]).toFixed(2)}x`);
+    const [fa, fe] = ['wasm f32, dequantize-all (candle)', 'wasm f32, exact over blocks (default)'].map(row);
+    console.log(`f32 precision, exact over blocks / dequantize-all (fresh pages): prefill ${(fe[1] / fa[1]).toFixed(2)}x, decode ${(fe[2] / fa[2]).toFixed(2)}x; `
+      + `in the main page, f32 (exact) / quantized decode ${(sf[2] / quant[1]).toFixed(2)}x`);
     // The memory-bandwidth bound on decode: bytes a token reads over this machine's streaming-read rate (same run).
     const rate = q.read_bytes_per_s;
-    const [qb, fb] = [q.ours.scalpel.matrix_bytes_per_token, f.ours.candle.matrix_bytes_per_token];
+    const [qb, fb, eb] = [q.ours.scalpel.matrix_bytes_per_token, f.ours.candle.matrix_bytes_per_token, f.ours.scalpel.matrix_bytes_per_token];
     const share = (tok, bytes) => `${(100 * tok * bytes / rate).toFixed(0)}%`;
     console.log(`decode bound at ${(rate / 1e9).toFixed(1)} GB/s streaming read (native, 1 thread): quantized ${(qb / 1e6).toFixed(1)} MB/token -> ${(rate / qb).toFixed(1)} tok/s, `
-      + `f32 ${(fb / 1e6).toFixed(1)} MB/token -> ${(rate / fb).toFixed(1)} tok/s; share of it: page quantized ${share(quant[1], qb)}, page f32 ${share(sf[2], fb)}, `
-      + `llama.cpp 1 thread ${share(l1[2], qb)}, native quantized ${share(q.ours.scalpel.decode_tok_s, qb)}, native f32 ${share(f.ours.candle.decode_tok_s, fb)}`);
+      + `f32 dequantized ${(fb / 1e6).toFixed(1)} MB/token -> ${(rate / fb).toFixed(1)} tok/s, f32 over blocks ${(eb / 1e6).toFixed(1)} MB/token -> ${(rate / eb).toFixed(1)} tok/s; `
+      + `share of it: page quantized ${share(quant[1], qb)}, page f32 dequantize-all ${share(fa[2], fb)}, page f32 exact ${share(sf[2], eb)}, `
+      + `llama.cpp 1 thread ${share(l1[2], qb)}, native quantized ${share(q.ours.scalpel.decode_tok_s, qb)}, native f32 dequantize-all ${share(f.ours.candle.decode_tok_s, fb)}, `
+      + `native f32 exact ${share(f.ours.scalpel.decode_tok_s, eb)}`);
   });
 
   test('accessibility: axe-core finds no serious or critical violation on any panel, results shown', { timeout: 10 * MINUTE }, async () => {

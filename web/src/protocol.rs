@@ -386,6 +386,11 @@ pub struct BenchResult {
     pub rounds: u32,
     pub prefill_tok_s: f64,
     pub decode_tok_s: f64,
+    /// The worker's `WebAssembly.Memory` size in bytes (it only grows:
+    /// the high-water mark of this worker, the model's load included).
+    pub wasm_memory_bytes: u64,
+    /// Bytes the model's weights hold (`Model::weight_bytes`).
+    pub weight_bytes: u64,
 }
 
 /// Worker → page.

@@ -20,7 +20,9 @@ pub struct ModelArgs {
     /// f32 (exact, dequantized) or quantized (fast).
     #[arg(long, default_value = "f32")]
     pub precision: String,
-    /// Quantized matmul kernels: auto (scalpel where faster), candle or scalpel (docs/kernels.md).
+    /// Kernels for a file's quantized blocks: auto, candle or scalpel. In f32 precision
+    /// scalpel multiplies the blocks exactly in f32 (the page's default) and candle
+    /// dequantizes them all (auto natively: AVX2 is faster there); docs/kernels.md.
     #[arg(long, default_value = "auto")]
     pub kernels: String,
     /// Print JSON instead of a human summary.

@@ -116,7 +116,8 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             kernels[i].to_string(),
             json!({"kernels_in_use": models[i].kernels().to_string(), "prefill_tok_s": op[i], "decode_tok_s": od[i],
                 "ratio_over_reference": {"prefill": op[i] / rp, "decode": od[i] / rd},
-                "matrix_bytes_per_token": models[i].matrix_bytes(), "decode_bound_tok_s": bound(&models[i]),
+                "matrix_bytes_per_token": models[i].matrix_bytes(), "weight_bytes": models[i].weight_bytes(),
+                "decode_bound_tok_s": bound(&models[i]),
                 "share_of_bound": od[i] / bound(&models[i])}),
         );
     }
@@ -148,11 +149,12 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         println!("streaming read {:.1} GB/s (one thread, 256 MiB)", rate / 1e9);
         for (i, m) in models.iter().enumerate() {
             println!(
-                "decode bound, kernels {:<14} {:.1} MB/token -> {:.1} tok/s; measured {:.0}% of it",
+                "decode bound, kernels {:<14} {:.1} MB/token -> {:.1} tok/s; measured {:.0}% of it; weights hold {:.1} MB",
                 label(i),
                 m.matrix_bytes() as f64 / 1e6,
                 bound(m),
-                100.0 * od[i] / bound(m)
+                100.0 * od[i] / bound(m),
+                m.weight_bytes() as f64 / 1e6
             );
         }
     }

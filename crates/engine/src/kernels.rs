@@ -1,10 +1,15 @@
-//! Which kernels multiply quantized matrices: candle's `QMatMul` or
-//! Scalpel's own (`scalpel-kernels`: wasm simd128, int8 activations, tiled
-//! prefill). Only `Precision::Quantized` matrices are affected; a matrix whose
-//! type or shape the Scalpel kernels do not handle keeps using candle.
+//! Which kernels multiply stored blocks: candle's or Scalpel's own
+//! (`scalpel-kernels`: wasm simd128). In quantized precision, candle's
+//! `QMatMul` or Scalpel's int8-activation kernels (tiled prefill); in f32
+//! precision, candle's f32 matmul over dequantized weights (dequantize-all,
+//! the reference) or Scalpel's exact kernels over the blocks (f32
+//! activations, weights dequantized in registers). A matrix whose type or
+//! shape the Scalpel kernels do not handle keeps using candle.
+
+use std::sync::Arc;
 
 use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType, QTensor};
-use candle_core::{Device, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Device, Layout, Shape, Tensor};
 use scalpel_kernels::{QActs, QMatrix, QType};
 
 use crate::error::{Error, Result};
@@ -62,4 +67,100 @@ pub(crate) fn forward(m: &QMatrix, x: &Tensor) -> Result<Tensor> {
     let mut od = dims.to_vec();
     *od.last_mut().expect("non-empty dims") = m.rows();
     Ok(Tensor::from_vec(out, od, x.device())?)
+}
+
+/// Rows `rows` of the weights in f32, `[rows.len(), cols]`, dequantizing
+/// only those rows.
+pub(crate) fn dequantize_rows(m: &QMatrix, rows: &[u32]) -> Result<Tensor> {
+    let data = m.dequantize_rows(rows).map_err(|e| Error::input(e.0))?;
+    Ok(Tensor::from_vec(data, (rows.len(), m.cols()), &Device::Cpu)?)
+}
+
+/// At and above this many activation rows (prefill, batched sweeps) an
+/// f32-precision product over blocks dequantizes the matrix a slice of rows
+/// at a time and uses candle's f32 matmul: the conversion is then paid once
+/// for many rows, and candle's tiled matmul is faster than the exact kernel
+/// there (measured in wasm: docs/kernels.md).
+const EXACT_KERNEL_MAX_ROWS: usize = 8;
+
+/// f32 numbers per dequantized slice (8 MB): the unembedding of a 262k-token
+/// vocabulary is never expanded whole (wasm memory does not shrink).
+const SLICE_ELEMS: usize = 1 << 21;
+
+/// `x @ mᵀ` in f32 over the blocks. Few activation rows (decode): the exact
+/// kernel (`QMatrix::matmul_exact`) as a candle op whose backward pass is
+/// `grad @ m` (the matrix dequantized for that one product), so attribution
+/// patching's gradients flow through it. Many rows: slices of dequantized
+/// rows times `x` with candle's matmul (the dequantize-all path's numbers).
+pub(crate) fn forward_exact(m: &Arc<QMatrix>, x: &Tensor) -> Result<Tensor> {
+    let k = x.dims().last().copied().ok_or_else(|| Error::input("matmul of a scalar"))?;
+    if k != m.cols() {
+        return Err(Error::input(format!("matmul input has {k} features; the matrix takes {}", m.cols())));
+    }
+    if x.elem_count() / k < EXACT_KERNEL_MAX_ROWS {
+        return Ok(x.contiguous()?.apply_op1(ExactMatmul(m.clone()))?);
+    }
+    let per = (SLICE_ELEMS / m.cols()).max(1);
+    let mut parts = Vec::with_capacity(m.rows().div_ceil(per));
+    for r0 in (0..m.rows()).step_by(per) {
+        let rows: Vec<u32> = (r0 as u32..(r0 + per).min(m.rows()) as u32).collect();
+        let w = dequantize_rows(m, &rows)?;
+        parts.push(x.broadcast_matmul(&w.t()?)?);
+    }
+    Ok(match parts.len() {
+        1 => parts.pop().expect("one slice"),
+        _ => Tensor::cat(&parts, candle_core::D::Minus1)?,
+    })
+}
+
+struct ExactMatmul(Arc<QMatrix>);
+
+impl CustomOp1 for ExactMatmul {
+    fn name(&self) -> &'static str {
+        "exact-matmul-over-blocks"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let m = &self.0;
+        let CpuStorage::F32(data) = storage else { candle_core::bail!("exact matmul: f32 activations only") };
+        let Some((start, end)) = layout.contiguous_offsets() else { candle_core::bail!("exact matmul: activations not contiguous") };
+        let x = &data[start..end];
+        let mut out = vec![0f32; x.len() / m.cols() * m.rows()];
+        m.matmul_exact(x, &mut out).map_err(|e| candle_core::Error::Msg(format!("exact matmul: {e}")))?;
+        let mut dims = layout.shape().dims().to_vec();
+        *dims.last_mut().expect("checked: not a scalar") = m.rows();
+        Ok((CpuStorage::F32(out), Shape::from(dims)))
+    }
+
+    fn bwd(&self, _x: &Tensor, _y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let w = Tensor::from_vec(self.0.dequantize(), (self.0.rows(), self.0.cols()), grad.device())?;
+        Ok(Some(grad.broadcast_matmul(&w)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Var;
+
+    /// The exact op's gradient (its `bwd`) is the dequantized matrix's.
+    #[test]
+    fn exact_matmul_backward_is_the_dequantized_weights() {
+        let (rows, cols) = (5, 64);
+        let xs: Vec<f32> = (0..rows * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+        let w = Tensor::from_vec(xs, (rows, cols), &Device::Cpu).unwrap();
+        let q = candle_core::quantized::QTensor::quantize(&w, GgmlDType::Q4_1).unwrap();
+        let m = Arc::new(to_scalpel(&q).unwrap());
+        let deq = dequantize(&m).unwrap();
+        let x = Var::from_vec((0..2 * 3 * cols).map(|i| (i % 7) as f32 / 7.0 - 0.4).collect::<Vec<f32>>(), (2, 3, cols), &Device::Cpu).unwrap();
+        let y = forward_exact(&m, x.as_tensor()).unwrap();
+        let want = x.as_tensor().broadcast_matmul(&deq.t().unwrap()).unwrap();
+        let d = (&y - &want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(d < 1e-5, "{d}");
+        let g = (y.sqr().unwrap().sum_all().unwrap()).backward().unwrap();
+        let g2 = (want.sqr().unwrap().sum_all().unwrap()).backward().unwrap();
+        let (a, b) = (g.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap());
+        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(d < 1e-4, "{d}");
+    }
 }

@@ -84,11 +84,76 @@ fn switching_kernels_both_ways_keeps_the_numbers() {
     assert_eq!(m.kernels(), Kernels::Candle);
     assert_eq!(logits(&m, &ids), want);
     m.set_kernels(Kernels::Auto).unwrap();
-    assert_eq!(m.kernels(), Kernels::Auto.resolve());
+    assert_eq!(m.kernels(), Kernels::Auto.resolve(Precision::Quantized));
     assert_eq!(logits(&m, &ids), want);
-    // f32 precision: nothing is quantized, the choice is reported as candle.
-    let f = Model::load_with(GGUF_NAME, ModelSource::Gguf(&bytes), Precision::F32, Kernels::Scalpel).unwrap();
-    assert_eq!(f.kernels(), Kernels::Candle);
+}
+
+fn load_f32(bytes: &[u8], k: Kernels) -> Model {
+    Model::load_with(GGUF_NAME, ModelSource::Gguf(bytes), Precision::F32, k).unwrap()
+}
+
+/// f32 precision over stored blocks: Scalpel's exact kernels (f32
+/// activations, weights dequantized in registers) give the dequantize-all
+/// path's logits up to summation order, hold the blocks instead of f32
+/// values, and read embedding rows from the tied blocks (the same values).
+#[test]
+fn f32_precision_over_blocks_equals_dequantize_all() {
+    let ids: Vec<Vec<u32>> = vec![vec![1, 2, 3], (0..40).map(|i| (i * 7 % 200) as u32).collect(), vec![5]];
+    for (ty, id, supported) in TYPES {
+        let bytes = quantized_tiny(ty, id);
+        let (all, exact) = (load_f32(&bytes, Kernels::Candle), load_f32(&bytes, Kernels::Scalpel));
+        assert_eq!(all.kernels(), Kernels::Candle);
+        assert_eq!(exact.kernels(), Kernels::Scalpel);
+        for ids in &ids {
+            let (a, b) = (logits(&all, ids), logits(&exact, ids));
+            let scale = a.iter().fold(0f32, |m, x| m.max(x.abs()));
+            let d = max_diff(&a, &b);
+            println!("{ty:?}, {} tokens: max |Δlogit| exact vs dequantize-all = {d:.2e} (logits up to {scale:.2})", ids.len());
+            if supported {
+                assert!(d <= 1e-5 * scale.max(1.0), "{ty:?}: {d}");
+            } else {
+                assert_eq!(a, b, "{ty:?}: not handled by the exact kernels, so dequantized as before");
+            }
+        }
+        for (l, m) in [(0, Matrix::Q), (1, Matrix::Down), (1, Matrix::Gate)] {
+            assert_eq!(all.weight(l, m).unwrap().to_vec2::<f32>().unwrap(), exact.weight(l, m).unwrap().to_vec2::<f32>().unwrap());
+        }
+        let rows = [0u32, 7, 199];
+        assert_eq!(all.embedding_rows(&rows).unwrap().to_vec2::<f32>().unwrap(), exact.embedding_rows(&rows).unwrap().to_vec2::<f32>().unwrap());
+        assert!(exact.embedding_rows(&[1_000_000]).is_err());
+        if supported {
+            let (wa, we) = (all.weight_bytes(), exact.weight_bytes());
+            println!("{ty:?}: weights hold {wa} bytes dequantized, {we} as blocks ({:.2}x)", we as f64 / wa as f64);
+            assert!(we * 3 < wa, "{ty:?}: {we} vs {wa}");
+        }
+    }
+}
+
+/// f32 precision: exact → dequantize-all in place gives a dequantize-all
+/// model's logits bit for bit; the way back is refused with a message (the
+/// blocks are gone), and the model keeps working.
+#[test]
+fn f32_kernels_switch_to_dequantize_all_and_refuse_the_way_back() {
+    let bytes = quantized_tiny(GgmlDType::Q4_1, 3);
+    let ids = [3u32, 1, 4, 1, 5, 9, 2, 6];
+    let want = logits(&load_f32(&bytes, Kernels::Candle), &ids);
+    let mut m = load_f32(&bytes, Kernels::Scalpel);
+    m.set_kernels(Kernels::Candle).unwrap();
+    assert_eq!(m.kernels(), Kernels::Candle);
+    assert_eq!(logits(&m, &ids), want);
+    let e = m.set_kernels(Kernels::Scalpel).unwrap_err().to_string();
+    assert!(e.contains("reload the model"), "{e}");
+    assert_eq!(logits(&m, &ids), want);
+    // An f32 file has no blocks: the choice is reported as candle.
+    let f32_file = tiny_llama(&LlamaSpec::default()).bytes();
+    assert_eq!(load_f32(&f32_file, Kernels::Scalpel).kernels(), Kernels::Candle);
+    // Quantized precision, tied blocks: the embedding follows the kernels both ways.
+    let mut q = load(&bytes, Kernels::Scalpel);
+    let rows = q.embedding_rows(&[2, 9]).unwrap().to_vec2::<f32>().unwrap();
+    q.set_kernels(Kernels::Candle).unwrap();
+    assert_eq!(q.embedding_rows(&[2, 9]).unwrap().to_vec2::<f32>().unwrap(), rows);
+    q.set_kernels(Kernels::Scalpel).unwrap();
+    assert_eq!(q.embedding_rows(&[2, 9]).unwrap().to_vec2::<f32>().unwrap(), rows);
 }
 
 #[test]
@@ -115,5 +180,9 @@ fn kernels_parse_and_print() {
         assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{k}\""));
     }
     assert!("fast".parse::<Kernels>().is_err());
-    assert_ne!(Kernels::Auto.resolve(), Kernels::Auto);
+    for p in Precision::ALL {
+        assert_ne!(Kernels::Auto.resolve(p), Kernels::Auto);
+    }
+    // Natively f32 keeps candle's dequantized matmul (AVX2); wasm32 the exact kernels.
+    assert_eq!(Kernels::Auto.resolve(Precision::F32), Kernels::Candle);
 }

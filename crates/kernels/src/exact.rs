@@ -1,70 +1,138 @@
-//! Exact products over quantized storage: f32 activations times weights
-//! dequantized in registers, never rounded to 8 bits.
+//! Exact products over quantized storage: f32 activations times the
+//! stored weights, never rounded to 8 bits.
 //!
-//! Each weight is dequantized with the formula of [`QMatrix::dequantize`]
-//! (candle's and ggml's, so the value is the f32 weight a dequantize-all
-//! model multiplies by), multiplied by the f32 activation and accumulated in
-//! f32. The result is the f32 path's `x · wᵀ` up to summation order, while
-//! reading the 4- or 8-bit blocks instead of f32 weights: 5-6× fewer bytes,
-//! which is what bounds decoding.
+//! A block's weights are `w_k = d·q_k + m` (Q4_1; Q4_0 `d·(q_k − 8)`, Q8_0
+//! `d·q_k`) with small integer quants `q_k`, so a block's dot is
+//! `d·Σ q_k·x_k + m·Σ x_k`: the integers are converted to f32 exactly, the
+//! sum is taken in f32, and the scale (and min) applied once per block.
+//! That is the dequantize-all product `Σ fl(d·q_k + m)·x_k` up to float
+//! rounding (the weights are not rounded to f32 first, and the sums are
+//! taken in another order: a relative difference of a few ulps per dot),
+//! while reading the 4- or 8-bit blocks instead of f32 weights (5-6× fewer
+//! bytes, which is what bounds decoding) and doing two float operations
+//! per weight instead of four.
 //!
-//! One summation order for every target and every tiling: a (weight row,
-//! activation row) pair keeps sixteen f32 accumulators; element `k` goes to
-//! accumulator `k % 16` (`acc += w * x`, a multiply then an add, never
-//! fused), blocks in order; the result adds them as four groups of four,
-//! `g_i = (a_i + a_{4+i}) + (a_{8+i} + a_{12+i})`, then
-//! `(g_0 + g_1) + (g_2 + g_3)`. The simd128 kernel keeps the accumulators in
-//! four f32x4 (element `k` in vector `(k / 4) % 4`, lane `k % 4`; four
-//! independent chains keep the adds from waiting on each other) and so equals
-//! the portable one bit for bit; how rows are tiled (or split across threads)
-//! does not change any pair's operations.
+//! One order of operations for every target and every tiling. A (weight
+//! row, activation row) pair has four f32 lanes; element `k` of a block
+//! belongs to lane `k % 4`. Per block, each lane sums its eight products in
+//! element order (`p = q_l·x_l`, then `p = p + q_{4g+l}·x_{4g+l}` for
+//! g = 1..8: a multiply then an add, never fused), then
+//! `acc_l = acc_l + p_l·d`, and for Q4_1 `acc_l = acc_l + s_l·m` with
+//! `s_l` the lane's sum of the block's activations in the same order.
+//! Blocks in order; the result is `(acc_0 + acc_1) + (acc_2 + acc_3)`. The
+//! simd128 kernel keeps the lanes in one f32x4 and so equals the portable
+//! one bit for bit; how rows are tiled (or split across threads) does not
+//! change any pair's operations.
+
+#![allow(clippy::needless_range_loop)] // lane loops read clearer indexed
 
 use crate::{QMatrix, QType, Result, QK};
 
-/// The f32 value of element `j` (0..32) of block `i`'s quants `q`, with scale
-/// `d` and min `m`: [`QMatrix::dequantize`]'s formulas.
-#[inline(always)]
-fn weight(ty: QType, w: &QMatrix, i: usize, j: usize, d: f32, m: f32) -> f32 {
-    match ty {
-        QType::Q4_0 | QType::Q4_1 => {
-            let byte = w.qs[i].0[j % 16];
-            let q = if j < 16 { byte & 0x0F } else { byte >> 4 } as i16;
-            if ty == QType::Q4_0 {
-                (q - 8) as f32 * d
-            } else {
-                q as f32 * d + m
+/// Each activation row's per-block lane sums `s` (Q4_1's min term), `[n · nb]`.
+pub(crate) fn lane_sums(x: &[f32], cols: usize) -> Vec<[f32; 4]> {
+    x.chunks_exact(QK)
+        .map(|xb| {
+            let mut s = [xb[0], xb[1], xb[2], xb[3]];
+            for g in 1..QK / 4 {
+                for l in 0..4 {
+                    s[l] = s[l] + xb[4 * g + l];
+                }
+            }
+            s
+        })
+        .collect::<Vec<_>>()
+        .chunks_exact(cols / QK)
+        .flatten()
+        .copied()
+        .collect()
+}
+
+/// The dot of weight row `r` with `x` (one activation row, its lane sums
+/// `sx`) in the module's order. Each loop over the four lanes is what
+/// compilers vectorize natively.
+pub(crate) fn dot(w: &QMatrix, r: usize, x: &[f32], sx: &[[f32; 4]]) -> f32 {
+    let mut acc = [0f32; 4];
+    for (b, xb) in x.chunks_exact(QK).enumerate() {
+        let q = w.block_quants(r, b);
+        let mut p = [0f32; 4];
+        for l in 0..4 {
+            p[l] = q[l] * xb[l];
+        }
+        for g in 1..QK / 4 {
+            for l in 0..4 {
+                p[l] = p[l] + q[4 * g + l] * xb[4 * g + l];
             }
         }
-        QType::Q8_0 => w.qs[2 * i + j / 16].0[j % 16] as i8 as f32 * d,
-    }
-}
-
-/// The sixteen accumulators of a pair summed in the module's order.
-#[inline(always)]
-pub(crate) fn reduce(acc: &[f32; 16]) -> f32 {
-    let g = |i: usize| (acc[i] + acc[4 + i]) + (acc[8 + i] + acc[12 + i]);
-    (g(0) + g(1)) + (g(2) + g(3))
-}
-
-/// The dot of weight row `r` with `x` (one activation row) in the module's order.
-pub(crate) fn dot(w: &QMatrix, r: usize, x: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    for b in 0..w.nb {
         let at = r * w.nbp + b;
-        let (d, m) = (w.d[at], if w.ty == QType::Q4_1 { w.m[at] } else { 0.0 });
-        let i = r * w.nb + b;
-        for j in 0..QK {
-            acc[j % 16] += weight(w.ty, w, i, j, d, m) * x[b * QK + j];
+        let d = w.d[at];
+        for l in 0..4 {
+            acc[l] = acc[l] + p[l] * d;
+        }
+        if w.ty == QType::Q4_1 {
+            let m = w.m[at];
+            for l in 0..4 {
+                acc[l] = acc[l] + sx[b][l] * m;
+            }
         }
     }
-    reduce(&acc)
+    (acc[0] + acc[1]) + (acc[2] + acc[3])
+}
+
+/// Dots of weight row `r` with four activation rows at once: each block's
+/// quants are converted once for the four (prefill), the operations of
+/// every pair those of [`dot`].
+fn dots4(w: &QMatrix, r: usize, xs: [&[f32]; 4], ss: [&[[f32; 4]]; 4]) -> [f32; 4] {
+    let mut acc = [[0f32; 4]; 4];
+    for b in 0..w.nb {
+        let q = w.block_quants(r, b);
+        let at = r * w.nbp + b;
+        let d = w.d[at];
+        for t in 0..4 {
+            let xb = &xs[t][b * QK..(b + 1) * QK];
+            let mut p = [0f32; 4];
+            for l in 0..4 {
+                p[l] = q[l] * xb[l];
+            }
+            for g in 1..QK / 4 {
+                for l in 0..4 {
+                    p[l] = p[l] + q[4 * g + l] * xb[4 * g + l];
+                }
+            }
+            for l in 0..4 {
+                acc[t][l] = acc[t][l] + p[l] * d;
+            }
+            if w.ty == QType::Q4_1 {
+                let m = w.m[at];
+                for l in 0..4 {
+                    acc[t][l] = acc[t][l] + ss[t][b][l] * m;
+                }
+            }
+        }
+    }
+    acc.map(|a| (a[0] + a[1]) + (a[2] + a[3]))
 }
 
 pub(crate) fn matmul_portable(w: &QMatrix, x: &[f32], out: &mut [f32]) {
-    for (xt, row) in x.chunks_exact(w.cols).zip(out.chunks_exact_mut(w.rows)) {
-        for (r, o) in row.iter_mut().enumerate() {
-            *o = dot(w, r, xt);
+    let (rows, cols, nb) = (w.rows, w.cols, w.nb);
+    let n = x.len() / cols;
+    let sx = lane_sums(x, cols);
+    let xrow = |t: usize| &x[t * cols..(t + 1) * cols];
+    let srow = |t: usize| &sx[t * nb..(t + 1) * nb];
+    let mut t = 0;
+    while t + 4 <= n {
+        for r in 0..rows {
+            let got = dots4(w, r, core::array::from_fn(|k| xrow(t + k)), core::array::from_fn(|k| srow(t + k)));
+            for k in 0..4 {
+                out[(t + k) * rows + r] = got[k];
+            }
         }
+        t += 4;
+    }
+    while t < n {
+        for r in 0..rows {
+            out[t * rows + r] = dot(w, r, xrow(t), srow(t));
+        }
+        t += 1;
     }
 }
 
@@ -124,7 +192,7 @@ mod tests {
     }
 
     #[test]
-    fn equals_the_dequantized_weights_in_the_stated_order() {
+    fn follows_the_stated_order_and_equals_dequantize_all_within_rounding() {
         let mut seed = 7;
         for ty in [QType::Q4_0, QType::Q4_1, QType::Q8_0] {
             for (rows, cols, n) in [(1, 32, 1), (5, 96, 3), (9, 576, 5)] {
@@ -135,12 +203,45 @@ mod tests {
                 let deq = w.dequantize();
                 for t in 0..n {
                     for r in 0..rows {
-                        let mut acc = [0f32; 16];
-                        for k in 0..cols {
-                            acc[k % 16] += deq[r * cols + k] * x[t * cols + k];
+                        // The module's order, written out from the dequantized
+                        // weights' integers: (w - m) / d is q exactly for these scales.
+                        let mut acc = [0f32; 4];
+                        for b in 0..cols / QK {
+                            let at = r * w.nbp + b;
+                            let (d, m) = (w.d[at], if ty == QType::Q4_1 { w.m[at] } else { 0.0 });
+                            let q: Vec<f32> = w.block_quants(r, b).to_vec();
+                            for (k, &qk) in q.iter().enumerate() {
+                                let back = deq[r * cols + b * QK + k];
+                                assert_eq!(back, qk * d + m, "the quants are the dequantized weights' integers");
+                            }
+                            let xb = &x[t * cols + b * QK..t * cols + (b + 1) * QK];
+                            let mut p = [0f32; 4];
+                            let mut s = [0f32; 4];
+                            for k in 0..QK {
+                                let l = k % 4;
+                                p[l] = if k < 4 { q[k] * xb[k] } else { p[l] + q[k] * xb[k] };
+                                s[l] = if k < 4 { xb[k] } else { s[l] + xb[k] };
+                            }
+                            for l in 0..4 {
+                                acc[l] = acc[l] + p[l] * d;
+                                if ty == QType::Q4_1 {
+                                    acc[l] = acc[l] + s[l] * m;
+                                }
+                            }
                         }
-                        let want = reduce(&acc);
+                        let want = (acc[0] + acc[1]) + (acc[2] + acc[3]);
                         assert_eq!(got[t * rows + r].to_bits(), want.to_bits(), "{ty:?} [{rows}, {cols}] t={t} r={r}");
+                        // And the dequantize-all product within float rounding.
+                        let exact: f64 = (0..cols).map(|k| deq[r * cols + k] as f64 * x[t * cols + k] as f64).sum();
+                        // Bound: ~30 roundings along a dot of 576, each ≤ eps of Σ(|d·q| + |m|)·|x|.
+                        let mag: f64 = (0..cols)
+                            .map(|k| {
+                                let at = r * w.nbp + k / QK;
+                                let m = if ty == QType::Q4_1 { w.m[at].abs() } else { 0.0 };
+                                ((deq[r * cols + k] - if ty == QType::Q4_1 { w.m[at] } else { 0.0 }).abs() + m) as f64 * (x[t * cols + k] as f64).abs()
+                            })
+                            .sum();
+                        assert!((got[t * rows + r] as f64 - exact).abs() <= 64.0 * f32::EPSILON as f64 * mag + 1e-30, "{ty:?} t={t} r={r}");
                     }
                 }
             }

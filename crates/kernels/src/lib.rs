@@ -190,38 +190,90 @@ impl QMatrix {
     /// as candle's / ggml's `dequantize_row_*` (bit-identical values).
     pub fn dequantize(&self) -> Vec<f32> {
         let mut out = vec![0f32; self.rows * self.cols];
-        for r in 0..self.rows {
-            for b in 0..self.nb {
-                let at = r * self.nbp + b;
-                let d = self.d[at];
-                let y = &mut out[r * self.cols + b * QK..r * self.cols + (b + 1) * QK];
-                let i = r * self.nb + b;
-                match self.ty {
-                    QType::Q4_0 | QType::Q4_1 => {
-                        let q = &self.qs[i].0;
-                        for j in 0..16 {
-                            let (lo, hi) = ((q[j] & 0x0F) as i16, (q[j] >> 4) as i16);
-                            if self.ty == QType::Q4_0 {
-                                y[j] = (lo - 8) as f32 * d;
-                                y[j + 16] = (hi - 8) as f32 * d;
-                            } else {
-                                let m = self.m[at];
-                                y[j] = lo as f32 * d + m;
-                                y[j + 16] = hi as f32 * d + m;
-                            }
-                        }
-                    }
-                    QType::Q8_0 => {
-                        for (h, v) in self.qs[2 * i..2 * i + 2].iter().enumerate() {
-                            for j in 0..16 {
-                                y[h * 16 + j] = v.0[j] as i8 as f32 * d;
-                            }
-                        }
+        for (r, y) in out.chunks_exact_mut(self.cols).enumerate() {
+            self.dequantize_row(r, y);
+        }
+        out
+    }
+
+    /// Rows `rows` of the weights in f32, `[rows.len(), cols]` row-major,
+    /// with [`QMatrix::dequantize`]'s values, expanding only those rows (an
+    /// embedding lookup, a readout of a few unembedding rows).
+    pub fn dequantize_rows(&self, rows: &[u32]) -> Result<Vec<f32>> {
+        if let Some(&r) = rows.iter().find(|&&r| r as usize >= self.rows) {
+            return err(format!("row {r} of a {}-row matrix", self.rows));
+        }
+        let mut out = vec![0f32; rows.len() * self.cols];
+        for (&r, y) in rows.iter().zip(out.chunks_exact_mut(self.cols)) {
+            self.dequantize_row(r as usize, y);
+        }
+        Ok(out)
+    }
+
+    fn dequantize_row(&self, r: usize, y: &mut [f32]) {
+        for (b, yb) in y.chunks_exact_mut(QK).enumerate() {
+            yb.copy_from_slice(&self.block_f32(r, b));
+        }
+    }
+
+    /// Block `b` of row `r`'s integer quants as f32 (exact): Q4_0 `q − 8`,
+    /// Q4_1 `q`, Q8_0 `q`; the weights are these times `d` (plus `m`).
+    #[inline(always)]
+    pub(crate) fn block_quants(&self, r: usize, b: usize) -> [f32; QK] {
+        let i = r * self.nb + b;
+        let mut y = [0f32; QK];
+        match self.ty {
+            QType::Q4_0 | QType::Q4_1 => {
+                let q = &self.qs[i].0;
+                let off = if self.ty == QType::Q4_0 { 8 } else { 0 };
+                for j in 0..16 {
+                    y[j] = ((q[j] & 0x0F) as i16 - off) as f32;
+                    y[j + 16] = ((q[j] >> 4) as i16 - off) as f32;
+                }
+            }
+            QType::Q8_0 => {
+                for (h, v) in self.qs[2 * i..2 * i + 2].iter().enumerate() {
+                    for j in 0..16 {
+                        y[h * 16 + j] = v.0[j] as i8 as f32;
                     }
                 }
             }
         }
-        out
+        y
+    }
+
+    /// Block `b` of row `r` in f32 with candle's / ggml's formulas
+    /// (`dequantize_row_*`): Q4_0 `(q − 8)·d`, Q4_1 `q·d + m`, Q8_0 `q·d`.
+    #[inline(always)]
+    pub(crate) fn block_f32(&self, r: usize, b: usize) -> [f32; QK] {
+        let at = r * self.nbp + b;
+        let i = r * self.nb + b;
+        let d = self.d[at];
+        let mut y = [0f32; QK];
+        match self.ty {
+            QType::Q4_0 | QType::Q4_1 => {
+                let q = &self.qs[i].0;
+                let m = if self.ty == QType::Q4_1 { self.m[at] } else { 0.0 };
+                for j in 0..16 {
+                    let (lo, hi) = ((q[j] & 0x0F) as i16, (q[j] >> 4) as i16);
+                    if self.ty == QType::Q4_0 {
+                        y[j] = (lo - 8) as f32 * d;
+                        y[j + 16] = (hi - 8) as f32 * d;
+                    } else {
+                        y[j] = lo as f32 * d + m;
+                        y[j + 16] = hi as f32 * d + m;
+                    }
+                }
+            }
+            QType::Q8_0 => {
+                for (h, v) in self.qs[2 * i..2 * i + 2].iter().enumerate() {
+                    for j in 0..16 {
+                        y[h * 16 + j] = v.0[j] as i8 as f32 * d;
+                    }
+                }
+            }
+        }
+        y
     }
 
     /// `out[t * rows + r] = Σ_k w[r, k] * x[t, k]` with `x` quantized.

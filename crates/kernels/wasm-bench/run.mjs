@@ -15,9 +15,12 @@ if (check.bitwise_differing !== 0 || check.implementation !== 'simd128') {
 }
 console.log('kernel GFLOP/s (wasm, single thread):');
 for (const r of JSON.parse(m.kernel_bench(300))) {
-  console.log(`  ${r.type} [${r.rows}x${r.cols}] n=${String(r.n).padStart(2)}: candle ${r.candle_gflops.toFixed(1).padStart(5)}  scalpel ${r.scalpel_gflops.toFixed(1).padStart(5)}  ratio ${r.ratio.toFixed(2)}`);
+  console.log(`  ${r.type} [${r.rows}x${r.cols}] n=${String(r.n).padStart(2)}: candle ${r.candle_gflops.toFixed(1).padStart(5)}  scalpel ${r.scalpel_gflops.toFixed(1).padStart(5)}  ratio ${r.ratio.toFixed(2)}`
+    + ` | f32: dequantized ${r.f32_dequantized_gflops.toFixed(1).padStart(5)}  exact over blocks ${r.exact_gflops.toFixed(1).padStart(5)}  ratio ${r.exact_over_f32.toFixed(2)}`);
 }
 if (model) {
   const res = JSON.parse(m.model_bench(readFileSync(model), +prompt, +decode, +rounds));
   console.log('model (wasm, single thread):', JSON.stringify(res, null, 1));
+  const f = JSON.parse(m.model_bench_f32(readFileSync(model), +prompt, +decode, +rounds));
+  console.log('model, f32 precision (wasm, single thread):', JSON.stringify(f, null, 1));
 }

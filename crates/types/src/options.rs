@@ -63,7 +63,7 @@ impl FromStr for Precision {
     }
 }
 
-/// Which kernels multiply quantized matrices (docs/kernels.md).
+/// Which kernels multiply a file's quantized blocks (docs/kernels.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Kernels {
@@ -73,7 +73,9 @@ pub enum Kernels {
     Auto,
     /// candle's `QMatMul` (bit-identical to candle-transformers).
     Candle,
-    /// Scalpel's int8 kernels (Q4_0, Q4_1, Q8_0; other types stay on candle).
+    /// Scalpel's kernels (Q4_0, Q4_1, Q8_0; other types stay on candle):
+    /// int8 activations in quantized precision, exact f32 products over the
+    /// blocks in f32 precision.
     Scalpel,
 }
 
@@ -88,13 +90,18 @@ impl Kernels {
         }
     }
 
-    /// `Auto` becomes what measured fastest: Scalpel's, in wasm32 (candle
-    /// has no simd128 path for Q4_1 and does not tile prefill) and natively
-    /// (candle's Q4_1 kernel is scalar; see docs/kernels.md).
-    pub fn resolve(self) -> Kernels {
-        match self {
-            Kernels::Auto => Kernels::Scalpel,
-            k => k,
+    /// `Auto` becomes what measured fastest at `precision` on this target
+    /// (docs/kernels.md). Quantized: Scalpel's, in wasm32 (candle has no
+    /// simd128 path for Q4_1 and does not tile prefill) and natively
+    /// (candle's Q4_1 kernel is scalar). f32: in wasm32, Scalpel's exact
+    /// kernels over the stored blocks (a fifth of the memory, and they read
+    /// a fifth of the bytes); natively, candle's f32 matmul over dequantized
+    /// weights (AVX2/FMA, memory is plentiful there).
+    pub fn resolve(self, precision: Precision) -> Kernels {
+        match (self, precision) {
+            (Kernels::Auto, Precision::F32) if !cfg!(target_arch = "wasm32") => Kernels::Candle,
+            (Kernels::Auto, _) => Kernels::Scalpel,
+            (k, _) => k,
         }
     }
 }

@@ -32,6 +32,8 @@ pub fn run(prompt_tokens: u32, decode_tokens: u32, rounds: u32) -> Result<(), St
             rounds,
             prefill_tok_s: median(pre),
             decode_tok_s: median(dec),
+            wasm_memory_bytes: super::wasm_memory_bytes(),
+            weight_bytes: m.weight_bytes(),
         };
         post(&Response::Bench(Box::new(result)));
         Ok(())

@@ -183,7 +183,17 @@ pub async fn bench(prompt_tokens: u32, decode_tokens: u32, rounds: u32) -> Resul
     put(m);
     let (prefill_tok_s, decode_tok_s, decode_tokens) = out?;
     let precision = precision().unwrap_or(Precision::F32);
-    post(&Response::Bench(Box::new(BenchResult { precision, backend, prompt_tokens, decode_tokens, rounds, prefill_tok_s, decode_tok_s })));
+    post(&Response::Bench(Box::new(BenchResult {
+        precision,
+        backend,
+        prompt_tokens,
+        decode_tokens,
+        rounds,
+        prefill_tok_s,
+        decode_tok_s,
+        wasm_memory_bytes: super::wasm_memory_bytes(),
+        weight_bytes: 0,
+    })));
     Ok(())
 }
 

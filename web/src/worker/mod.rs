@@ -76,6 +76,13 @@ fn scope() -> DedicatedWorkerGlobalScope {
     js_sys::global().unchecked_into()
 }
 
+/// The size of this worker's `WebAssembly.Memory` in bytes (it only
+/// grows, so this is the worker's high-water mark).
+pub fn wasm_memory_bytes() -> u64 {
+    let memory: js_sys::WebAssembly::Memory = wasm_bindgen::memory().unchecked_into();
+    js_sys::Reflect::get(&memory.buffer(), &"byteLength".into()).ok().and_then(|v| v.as_f64()).unwrap_or(0.0) as u64
+}
+
 pub fn post(r: &Response) {
     match serde_wasm_bindgen::to_value(r) {
         Ok(v) => {

@@ -35,7 +35,10 @@ pub fn is_loaded() -> bool {
 /// What runs the CPU engine's matmuls, for the page.
 pub fn backend(m: &Model) -> String {
     match m.precision {
-        Precision::F32 => "CPU wasm simd128 · f32 matmul (candle)".to_string(),
+        Precision::F32 => match m.kernels() {
+            Kernels::Scalpel => "CPU wasm simd128 · f32 over the stored blocks (scalpel exact kernels)".to_string(),
+            _ => "CPU wasm simd128 · f32 matmul (candle, weights dequantized)".to_string(),
+        },
         Precision::Quantized => format!("CPU wasm simd128 · quantized kernels: {}", m.kernels()),
     }
 }

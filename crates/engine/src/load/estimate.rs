@@ -8,7 +8,7 @@ use candle_core::quantized::GgmlDType;
 
 use super::gguf;
 use crate::error::Result;
-use scalpel_types::Precision;
+use scalpel_types::{Kernels, Precision};
 
 /// A model's size before download.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -62,28 +62,45 @@ impl WeightEstimate {
     /// `None` when the header goes on past them.
     pub fn from_gguf_header(file: &str, prefix: &[u8], file_len: usize) -> Result<Option<WeightEstimate>> {
         let Some(h) = gguf::header(file, prefix, file_len)? else { return Ok(None) };
-        let (mut params, mut quantized_bytes) = (0u64, 0u64);
+        let (mut params, mut quantized_bytes, mut f32_bytes) = (0u64, 0u64, 0u64);
         let mut tied = true;
+        // As `Parts::built_bytes` with the default kernels: Q4_0, Q4_1 and
+        // Q8_0 blocks stay blocks in quantized precision, and in f32
+        // precision where `Auto` picks the exact kernels (wasm32).
+        let scalpel_blocks = |d: &GgmlDType| matches!(d, GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q8_0);
+        let f32_blocks = Kernels::Auto.resolve(Precision::F32) == Kernels::Scalpel;
         for (name, dtype, shape, len) in &h.tensors {
             let elems: u64 = shape.iter().map(|&d| d as u64).product();
             params += elems;
             tied &= name != "output.weight";
-            quantized_bytes += match (name.as_str(), dtype) {
-                // The embeddings are built in f32 whatever their storage.
-                ("token_embd.weight" | "position_embd.weight", _) => elems * 4,
-                (_, GgmlDType::F32) => elems * 4,
-                // Blocks stay as stored; f16/bf16 matrices become Q8_0.
-                (_, GgmlDType::F16 | GgmlDType::BF16) => q8_bytes(elems),
-                _ => *len as u64,
+            let (f, q) = match (name.as_str(), dtype) {
+                // The embeddings are built in f32 (but see the tied case below).
+                ("token_embd.weight" | "position_embd.weight", _) => (elems * 4, elems * 4),
+                (_, GgmlDType::F32) => (elems * 4, elems * 4),
+                // f16/bf16 matrices become Q8_0.
+                (_, GgmlDType::F16 | GgmlDType::BF16) => (elems * 4, q8_bytes(elems)),
+                (_, d) if scalpel_blocks(d) => (if f32_blocks { *len as u64 } else { elems * 4 }, *len as u64),
+                _ => (elems * 4, *len as u64),
             };
+            f32_bytes += f;
+            quantized_bytes += q;
         }
         if tied {
-            // The unembedding is the embeddings' stored blocks, kept quantized.
-            if let Some((_, _, _, len)) = h.tensors.iter().find(|t| t.0 == "token_embd.weight") {
-                quantized_bytes += *len as u64;
+            if let Some((_, dtype, shape, len)) = h.tensors.iter().find(|t| t.0 == "token_embd.weight") {
+                let (elems, len) = (shape.iter().map(|&d| d as u64).product::<u64>(), *len as u64);
+                if scalpel_blocks(dtype) {
+                    // The unembedding keeps the blocks and the embedding's rows come from them.
+                    if f32_blocks {
+                        f32_bytes = f32_bytes - elems * 4 + len;
+                    }
+                    quantized_bytes = quantized_bytes - elems * 4 + len;
+                } else {
+                    // The unembedding is the embeddings' stored blocks, kept quantized.
+                    quantized_bytes += len;
+                }
             }
         }
-        Ok(Some(WeightEstimate { params, file_bytes: file_len as u64, f32_bytes: params * 4, quantized_bytes }))
+        Ok(Some(WeightEstimate { params, file_bytes: file_len as u64, f32_bytes, quantized_bytes }))
     }
 }
 

@@ -10,7 +10,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::Result;
-use scalpel_types::Precision;
+use scalpel_types::{Kernels, Precision};
 
 /// A weight as the file holds it: f32 values, or quantized blocks (GGUF
 /// types, dequantized or multiplied as blocks depending on the precision).
@@ -27,13 +27,22 @@ impl Weight {
         }
     }
 
+    /// Whether these are blocks Scalpel's kernels multiply (Q4_0, Q4_1,
+    /// Q8_0): kept as blocks in both precisions with those kernels.
+    pub fn scalpel_blocks(&self) -> bool {
+        matches!(self, Weight::Quant(q) if matches!(q.dtype(), GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q8_0))
+    }
+
     /// Bytes the model holds for this matrix once built at `precision`
-    /// (see `model::Linear`: f32 values, the stored blocks, or f32 values
-    /// quantized to Q8_0 when rows are whole blocks).
-    pub fn built_bytes(&self, precision: Precision) -> u64 {
+    /// with `kernels` (see `model::Linear`: f32 values, the stored blocks,
+    /// or f32 values quantized to Q8_0 when rows are whole blocks).
+    pub fn built_bytes(&self, precision: Precision, kernels: Kernels) -> u64 {
         let elems: u64 = self.dims().iter().map(|&d| d as u64).product();
         let cols = self.dims().last().copied().unwrap_or(0);
         match (self, precision) {
+            (Weight::Quant(q), Precision::F32) if kernels.resolve(precision) == Kernels::Scalpel && self.scalpel_blocks() => {
+                q.storage_size_in_bytes() as u64
+            }
             (_, Precision::F32) => elems * 4,
             (Weight::Quant(q), Precision::Quantized) => q.storage_size_in_bytes() as u64,
             (Weight::F32(_), Precision::Quantized) if cols % GgmlDType::Q8_0.block_size() == 0 => {
@@ -142,8 +151,8 @@ impl LinearParts {
         LinearParts { w: Weight::F32(w), b }
     }
 
-    fn built_bytes(&self, precision: Precision) -> u64 {
-        self.w.built_bytes(precision) + self.b.as_ref().map_or(0, tensor_bytes)
+    fn built_bytes(&self, precision: Precision, kernels: Kernels) -> u64 {
+        self.w.built_bytes(precision, kernels) + self.b.as_ref().map_or(0, tensor_bytes)
     }
 }
 
@@ -171,17 +180,37 @@ impl NormParts {
 }
 
 impl Parts {
+    /// Whether the file stored any matrix as quantized blocks (GGUF's
+    /// f32/f16/bf16 tensors are not blocks).
+    pub fn has_blocks(&self) -> bool {
+        let quant = |w: &Weight| matches!(w, Weight::Quant(q) if !matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16));
+        quant(&self.embed)
+            || self.unembed.as_ref().is_some_and(quant)
+            || self.blocks.iter().any(|b| {
+                [Some(&b.q), Some(&b.k), Some(&b.v), Some(&b.o), b.gate.as_ref(), Some(&b.up), Some(&b.down)].into_iter().flatten().any(|l| quant(&l.w))
+            })
+    }
+
     /// About how many bytes the model built from these parts at `precision`
-    /// holds (weights only), read from the shapes before anything is
-    /// expanded: the embeddings are always f32, and the unembedding shares
-    /// them in f32 when tied. Checked against a memory budget before the
-    /// build (`Model::load_within`).
+    /// with the default kernels holds (weights only): [`Parts::built_bytes_with`].
     pub fn built_bytes(&self, precision: Precision) -> u64 {
-        let embed = self.embed.built_bytes(Precision::F32);
-        let unembed = match (&self.unembed, precision) {
-            (Some(w), p) => w.built_bytes(p),
-            (None, Precision::F32) => 0,
-            (None, p) => self.embed.built_bytes(p),
+        self.built_bytes_with(precision, Kernels::Auto)
+    }
+
+    /// About how many bytes the model built from these parts at `precision`
+    /// with `kernels` holds (weights only), read from the shapes before
+    /// anything is expanded: the embeddings are f32, except when tied to an
+    /// unembedding that Scalpel's kernels keep as blocks (rows are then
+    /// read from those blocks); a tied f32 unembedding shares the
+    /// embeddings. Checked against a memory budget before the build
+    /// (`Model::load_within`).
+    pub fn built_bytes_with(&self, precision: Precision, kernels: Kernels) -> u64 {
+        let scalpel = kernels.resolve(precision) == Kernels::Scalpel;
+        let (embed, unembed) = match (&self.unembed, precision) {
+            (Some(w), p) => (self.embed.built_bytes(Precision::F32, Kernels::Candle), w.built_bytes(p, kernels)),
+            (None, p) if scalpel && self.embed.scalpel_blocks() => (0, self.embed.built_bytes(p, kernels)),
+            (None, Precision::F32) => (self.embed.built_bytes(Precision::F32, Kernels::Candle), 0),
+            (None, p) => (self.embed.built_bytes(Precision::F32, Kernels::Candle), self.embed.built_bytes(p, kernels)),
         };
         let blocks: u64 = self
             .blocks
@@ -189,7 +218,7 @@ impl Parts {
             .map(|b| {
                 let linears = [Some(&b.q), Some(&b.k), Some(&b.v), Some(&b.o), b.gate.as_ref(), Some(&b.up), Some(&b.down)];
                 let norms = [Some(&b.ln1), Some(&b.ln2), b.q_norm.as_ref(), b.k_norm.as_ref(), b.ln1_post.as_ref(), b.ln2_post.as_ref()];
-                linears.into_iter().flatten().map(|l| l.built_bytes(precision)).sum::<u64>()
+                linears.into_iter().flatten().map(|l| l.built_bytes(precision, kernels)).sum::<u64>()
                     + norms.into_iter().flatten().map(NormParts::built_bytes).sum::<u64>()
             })
             .sum();

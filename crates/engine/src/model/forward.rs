@@ -128,7 +128,8 @@ impl Model {
     fn embedded(&self, tokens: &Tensor, pass: &mut Pass) -> Result<Tensor> {
         let d = self.config.d_model;
         let (b, t, start) = (pass.batch, pass.t, pass.start);
-        let mut x = self.embed.index_select(&tokens.flatten_all()?, 0)?.reshape((b, t, d))?;
+        let ids: Vec<u32> = tokens.flatten_all()?.to_vec1()?;
+        let mut x = self.embedding_rows(&ids)?.reshape((b, t, d))?;
         if let Some(scale) = self.config.extra.embed_scale {
             x = (x * scale as f64)?;
         }

@@ -1,5 +1,7 @@
-//! Linear layers at a precision (f32, or quantized with candle's or
-//! Scalpel's kernels) and norms.
+//! Linear layers at a precision (f32 values, f32 products over stored
+//! blocks, or quantized with candle's or Scalpel's kernels) and norms.
+
+use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
@@ -15,6 +17,10 @@ pub(crate) enum Linear {
     Quant { w: QMatMul, b: Option<Tensor> },
     /// Quantized, multiplied by Scalpel's kernels (`crate::kernels`).
     Scalpel { w: scalpel_kernels::QMatrix, b: Option<Tensor> },
+    /// f32 precision over the stored blocks: f32 activations times weights
+    /// dequantized in registers (`scalpel_kernels::exact`), the f32 path's
+    /// numbers up to summation order while holding and reading the blocks.
+    Exact { w: Arc<scalpel_kernels::QMatrix>, b: Option<Tensor> },
 }
 
 impl Linear {
@@ -31,19 +37,24 @@ impl Linear {
         Ok(Linear::F32 { w: candle_nn::Linear::new(w, b) })
     }
 
-    /// From stored blocks: dequantized in f32 precision, multiplied as
-    /// blocks in `quantized` precision.
-    pub fn from_blocks(q: QTensor, b: Option<Tensor>, precision: Precision) -> Result<Linear> {
+    /// From stored blocks: in f32 precision, multiplied exactly over the
+    /// blocks with Scalpel's kernels (`Exact`) or dequantized with candle's
+    /// (the dequantize-all reference path); multiplied as blocks in
+    /// `quantized` precision (kernels chosen later, `set_kernels`).
+    pub fn from_blocks(q: QTensor, b: Option<Tensor>, precision: Precision, kernels: Kernels) -> Result<Linear> {
         match precision {
-            Precision::F32 => Ok(Linear::F32 { w: candle_nn::Linear::new(q.dequantize(&Device::Cpu)?, b) }),
+            Precision::F32 => match (kernels.resolve(precision), crate::kernels::to_scalpel(&q)) {
+                (Kernels::Scalpel, Some(w)) => Ok(Linear::Exact { w: Arc::new(w), b }),
+                _ => Ok(Linear::F32 { w: candle_nn::Linear::new(q.dequantize(&Device::Cpu)?, b) }),
+            },
             Precision::Quantized => Ok(Linear::Quant { w: QMatMul::from_qtensor(q)?, b }),
         }
     }
 
-    pub fn from_parts(p: LinearParts, precision: Precision) -> Result<Linear> {
+    pub fn from_parts(p: LinearParts, precision: Precision, kernels: Kernels) -> Result<Linear> {
         match p.w {
             Weight::F32(w) => Linear::from_f32(w, p.b, precision),
-            Weight::Quant(q) => Linear::from_blocks(q, p.b, precision),
+            Weight::Quant(q) => Linear::from_blocks(q, p.b, precision, kernels),
         }
     }
 
@@ -60,7 +71,8 @@ impl Linear {
                 };
                 m + bias(b)
             }
-            Linear::Scalpel { w, b } => (w.rows() * w.cols() / 32 * w.qtype().gguf_block_bytes()) as u64 + bias(b),
+            Linear::Scalpel { w, b } => blocks_bytes(w) + bias(b),
+            Linear::Exact { w, b } => blocks_bytes(w) + bias(b),
         }
     }
 
@@ -69,6 +81,7 @@ impl Linear {
             Linear::F32 { w } => return Ok(w.forward(x)?),
             Linear::Quant { w, b } => (w.forward(x)?, b),
             Linear::Scalpel { w, b } => (crate::kernels::forward(w, x)?, b),
+            Linear::Exact { w, b } => (crate::kernels::forward_exact(w, x)?, b),
         };
         Ok(match b {
             Some(b) => y.broadcast_add(b)?,
@@ -76,8 +89,12 @@ impl Linear {
         })
     }
 
-    /// Moves a quantized matrix to the given (resolved) kernels; f32 layers
-    /// and types the Scalpel kernels do not handle are left as they are.
+    /// Moves a matrix to the given (resolved) kernels: quantized blocks
+    /// between candle's and Scalpel's kernels; in f32 precision, blocks
+    /// multiplied exactly (`Exact`) to the dequantize-all path (`Candle`).
+    /// The way back from dequantized values is not taken (the blocks are
+    /// gone): `Model::set_kernels` refuses it. f32 layers and types the
+    /// Scalpel kernels do not handle are left as they are.
     pub fn set_kernels(&mut self, k: Kernels) -> Result<()> {
         let new = match (&*self, k) {
             (Linear::Quant { w: QMatMul::QTensor(q), b }, Kernels::Scalpel) => {
@@ -86,12 +103,21 @@ impl Linear {
             (Linear::Scalpel { w, b }, Kernels::Candle) => {
                 Some(Linear::Quant { w: QMatMul::from_qtensor(crate::kernels::to_candle(w)?)?, b: b.clone() })
             }
+            (Linear::Exact { w, b }, Kernels::Candle) => {
+                Some(Linear::F32 { w: candle_nn::Linear::new(crate::kernels::dequantize(w)?, b.clone()) })
+            }
             _ => None,
         };
         if let Some(new) = new {
             *self = new;
         }
         Ok(())
+    }
+
+    /// Whether rows can be read from the held blocks cheaply
+    /// (`rows_f32` dequantizes just them): Scalpel's repacked matrices.
+    pub fn serves_rows(&self) -> bool {
+        matches!(self, Linear::Exact { .. } | Linear::Scalpel { .. })
     }
 
     /// The weight as used, dequantized to f32, `[out, in]`.
@@ -102,6 +128,7 @@ impl Linear {
             Linear::Quant { w: QMatMul::Tensor(t), .. } => t.clone(),
             Linear::Quant { w: QMatMul::TensorF16(t), .. } => t.to_dtype(DType::F32)?,
             Linear::Scalpel { w, .. } => crate::kernels::dequantize(w)?,
+            Linear::Exact { w, .. } => crate::kernels::dequantize(w)?,
         })
     }
 
@@ -139,16 +166,22 @@ impl Linear {
                 pick_blocks(q.dtype(), &q.data()?, n, cols)
             }
             Linear::Quant { w: QMatMul::Tensor(t) | QMatMul::TensorF16(t), .. } => select(t),
-            Linear::Scalpel { w, .. } => pick_blocks(crate::kernels::ggml(w.qtype()), &w.to_gguf(), w.rows(), w.cols()),
+            Linear::Scalpel { w, .. } => crate::kernels::dequantize_rows(w, rows),
+            Linear::Exact { w, .. } => crate::kernels::dequantize_rows(w, rows),
         }
     }
 
     pub fn bias(&self) -> Option<&Tensor> {
         match self {
             Linear::F32 { w } => w.bias(),
-            Linear::Quant { b, .. } | Linear::Scalpel { b, .. } => b.as_ref(),
+            Linear::Quant { b, .. } | Linear::Scalpel { b, .. } | Linear::Exact { b, .. } => b.as_ref(),
         }
     }
+}
+
+/// Bytes of a matrix's blocks as GGUF stores them.
+fn blocks_bytes(w: &scalpel_kernels::QMatrix) -> u64 {
+    (w.rows() * w.cols() / 32 * w.qtype().gguf_block_bytes()) as u64
 }
 
 pub(crate) struct Norm {

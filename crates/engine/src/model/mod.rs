@@ -131,12 +131,21 @@ pub struct Model {
     pub name: String,
     pub config: Config,
     pub precision: Precision,
-    /// Kernels of the quantized matmuls (always `Candle` in f32 precision).
+    /// Kernels of the stored blocks' matmuls: `Scalpel` or `Candle`
+    /// (`Model::kernels`).
     kernels: Kernels,
+    /// Whether the file stored any matrix as blocks (what `Kernels` chooses
+    /// between; f32 checkpoints have none).
+    has_blocks: bool,
+    /// Whether the unembedding is the embedding matrix (tied).
+    tied: bool,
     /// Things the user should know about this model (unknown pre-tokenizer, ...).
     pub warnings: Vec<String>,
     tokenizer: Tokenizer,
-    embed: Tensor,
+    /// Token embeddings in f32; `None` when tied to an unembedding held as
+    /// blocks with Scalpel's kernels: a token's row is then dequantized from
+    /// those blocks (the same values, without a second f32 copy).
+    embed: Option<Tensor>,
     pos_embed: Option<Tensor>,
     blocks: Vec<Block>,
     ln_final: Norm,
@@ -176,12 +185,12 @@ impl Model {
     pub fn load_within(name: &str, source: ModelSource, precision: Precision, kernels: Kernels, max_bytes: Option<u64>) -> Result<Model> {
         let (config, tokenizer, parts) = crate::arch::read(name, source)?;
         if let Some(max) = max_bytes {
-            let need = parts.built_bytes(precision);
+            let need = parts.built_bytes_with(precision, kernels);
             if need > max {
                 let mb = |b: u64| format!("{:.1} MB", b as f64 / 1e6);
                 let hint = match precision {
-                    Precision::F32 if parts.built_bytes(Precision::Quantized) <= max => {
-                        format!("; the quantized precision needs about {}, which fits", mb(parts.built_bytes(Precision::Quantized)))
+                    Precision::F32 if parts.built_bytes_with(Precision::Quantized, kernels) <= max => {
+                        format!("; the quantized precision needs about {}, which fits", mb(parts.built_bytes_with(Precision::Quantized, kernels)))
                     }
                     _ => "; it does not fit in either precision".to_string(),
                 };
@@ -191,17 +200,18 @@ impl Model {
                 ));
             }
         }
-        let mut model = Self::build(name, config, tokenizer, parts, precision)?;
+        let mut model = Self::build(name, config, tokenizer, parts, precision, kernels.resolve(precision))?;
         model.set_kernels(kernels)?;
         Ok(model)
     }
 
     /// The model at `precision` from what `arch::read` found.
-    fn build(name: &str, config: Config, tokenizer: Tokenizer, parts: Parts, precision: Precision) -> Result<Model> {
+    fn build(name: &str, config: Config, tokenizer: Tokenizer, parts: Parts, precision: Precision, kernels: Kernels) -> Result<Model> {
+        let has_blocks = parts.has_blocks();
         let (kind, eps) = (config.norm, config.norm_eps as f32);
         let mut blocks = Vec::with_capacity(parts.blocks.len());
         for pb in parts.blocks {
-            let lin = |p| Linear::from_parts(p, precision);
+            let lin = |p| Linear::from_parts(p, precision, kernels);
             // q/k norms are RMSNorms whatever the block's norm kind.
             let rms = |p: NormParts| Norm::new(p, NormKind::Rms, eps);
             let norm = |p: NormParts| Norm::new(p, kind, eps);
@@ -221,14 +231,26 @@ impl Model {
                 ln2_post: pb.ln2_post.map(norm),
             });
         }
-        let embed = parts.embed.to_f32()?;
-        let unembed = match (parts.unembed, parts.embed) {
-            (Some(w), _) => Linear::from_parts(crate::load::parts::LinearParts { w, b: None }, precision)?,
-            // Tied: f32 shares the embedding's storage; quantized multiplies
-            // the stored blocks (or Q8_0 of f32 embeddings).
-            (None, _) if precision == Precision::F32 => Linear::from_f32(embed.clone(), None, precision)?,
-            (None, Weight::F32(w)) => Linear::from_f32(w, None, precision)?,
-            (None, Weight::Quant(q)) => Linear::from_blocks(q, None, precision)?,
+        let tied = parts.unembed.is_none();
+        let (embed, mut unembed) = match (parts.unembed, parts.embed) {
+            (Some(w), e) => (Some(e.to_f32()?), Linear::from_parts(crate::load::parts::LinearParts { w, b: None }, precision, kernels)?),
+            // Tied: f32 weights share the embedding's storage; stored blocks
+            // are multiplied as blocks (exactly in f32 precision), or f32
+            // embeddings quantized to Q8_0 in quantized precision.
+            (None, Weight::F32(w)) => {
+                let e = w.to_dtype(candle_core::DType::F32)?;
+                (Some(e.clone()), Linear::from_f32(e, None, precision)?)
+            }
+            (None, Weight::Quant(q)) => (None, Linear::from_blocks(q, None, precision, kernels)?),
+        };
+        // Put a quantized unembedding on its kernels now, so that the
+        // embedding is expanded only when its blocks cannot serve it (wasm
+        // memory never shrinks: a transient copy would stay).
+        unembed.set_kernels(kernels)?;
+        let embed = match embed {
+            Some(e) => Some(e),
+            None if unembed.serves_rows() => None,
+            None => Some(unembed.weight_f32()?),
         };
         let inv_freq = rotary::inv_freq(config.rotary_dim(), config.rope_theta);
         let inv_freq_local = config.extra.rope_local_theta.map(|theta| rotary::inv_freq(config.rotary_dim(), theta));
@@ -246,7 +268,9 @@ impl Model {
             warnings: tokenizer.warnings.clone(),
             config,
             precision,
-            kernels: Kernels::Candle,
+            kernels: if has_blocks { kernels } else { Kernels::Candle },
+            has_blocks,
+            tied,
             tokenizer,
             embed,
             pos_embed: parts.pos_embed,
@@ -261,8 +285,6 @@ impl Model {
         })
     }
 
-    /// The kernels of the quantized matmuls: `Candle` or `Scalpel` (never
-    /// `Auto`); `Candle` in f32 precision, where nothing is quantized.
     /// Bytes the matrices of one decode step read: every block's
     /// projections and the unembedding, as held (blocks or f32). With the
     /// machine's streaming-read rate this bounds decode speed (`scalpel bench`).
@@ -270,23 +292,53 @@ impl Model {
         self.blocks.iter().flat_map(Block::linears).map(Linear::bytes).sum::<u64>() + self.unembed.bytes()
     }
 
+    /// Bytes the weights hold: the matrices as held (`matrix_bytes`), the
+    /// embeddings unless they share the unembedding's storage or blocks,
+    /// learned positions. Norms are left out (under 0.1% of a model).
+    pub fn weight_bytes(&self) -> u64 {
+        let f32_bytes = |t: &Tensor| (t.elem_count() * t.dtype().size_in_bytes()) as u64;
+        let shared = self.tied && matches!(self.unembed, Linear::F32 { .. });
+        let embed = match &self.embed {
+            Some(e) if !shared => f32_bytes(e),
+            _ => 0,
+        };
+        self.matrix_bytes() + embed + self.pos_embed.as_ref().map_or(0, f32_bytes)
+    }
+
+    /// The kernels of the stored blocks' matmuls: `Candle` or `Scalpel`
+    /// (never `Auto`). In f32 precision `Scalpel` means f32 products over
+    /// the blocks (exact kernels) and `Candle` the dequantize-all path; a
+    /// model without stored blocks reports `Candle`.
     pub fn kernels(&self) -> Kernels {
         self.kernels
     }
 
-    /// Moves a quantized matrix to the given (resolved) kernels; F32 layers
-    /// and types the Scalpel kernels do not handle are left as they are.
-    /// Switches the quantized matmuls' kernels in place (repacking the
-    /// blocks; no weight changes). A no-op in f32 precision. Matrices of a
-    /// type the Scalpel kernels do not handle stay on candle.
+    /// Switches the stored blocks' kernels in place (no weight changes).
+    /// Quantized precision: repacks the blocks for the other kernels. f32
+    /// precision: `Candle` dequantizes the exactly-multiplied blocks; going
+    /// back to `Scalpel` needs the blocks, so it is refused (reload the
+    /// model with those kernels). Matrices of a type the Scalpel kernels do
+    /// not handle stay on candle.
     pub fn set_kernels(&mut self, kernels: Kernels) -> Result<()> {
-        let k = if self.precision == Precision::Quantized { kernels.resolve() } else { Kernels::Candle };
+        let k = if self.has_blocks { kernels.resolve(self.precision) } else { Kernels::Candle };
+        if self.precision == Precision::F32 && k == Kernels::Scalpel && self.kernels == Kernels::Candle {
+            return Err(Error::input(
+                "in f32 precision the Scalpel kernels multiply the file's blocks, which the candle (dequantize-all) path has expanded: reload the model with the Scalpel kernels",
+            ));
+        }
         for blk in &mut self.blocks {
             for l in blk.linears_mut() {
                 l.set_kernels(k)?;
             }
         }
         self.unembed.set_kernels(k)?;
+        if self.tied {
+            self.embed = match self.embed.take() {
+                _ if self.unembed.serves_rows() => None,
+                Some(e) => Some(e),
+                None => Some(self.unembed.weight_f32()?),
+            };
+        }
         self.kernels = k;
         Ok(())
     }
@@ -394,9 +446,18 @@ impl Model {
         Ok(())
     }
 
-    /// Token embedding matrix `[vocab, d_model]`.
-    pub fn embedding_matrix(&self) -> &Tensor {
-        &self.embed
+    /// Token embedding rows (token ids) in f32, `[ids.len(), d_model]`.
+    pub fn embedding_rows(&self, ids: &[u32]) -> Result<Tensor> {
+        match &self.embed {
+            Some(e) => {
+                let n = e.dim(0)?;
+                if let Some(&bad) = ids.iter().find(|&&i| i as usize >= n) {
+                    return Err(Error::input(format!("token id {bad} is out of range (the vocabulary has {n})")));
+                }
+                Ok(e.index_select(&Tensor::new(ids, &Device::Cpu)?, 0)?)
+            }
+            None => self.unembed.rows_f32(ids),
+        }
     }
 
     /// Unembedding matrix `[vocab, d_model]` (f32).

@@ -1,95 +1,93 @@
-//! The exact kernel (`crate::exact`) in wasm simd128: the four accumulators
-//! of a (weight row, activation row) pair are the lanes of one f32x4, so each
-//! pair's float operations are the portable kernel's, in its order.
+//! The exact kernel (`crate::exact`) in wasm simd128: a (weight row,
+//! activation row) pair's four lanes are one f32x4, so each pair's float
+//! operations are the portable kernel's, in its order.
 
 use core::arch::wasm32::*;
 
 use super::{load, load4};
 use crate::{QMatrix, QType, QK};
 
-/// Block `i`'s 32 weights as eight f32x4 (elements 4g..4g+4 in lane order),
-/// with [`QMatrix::dequantize`]'s formulas.
+/// Block `i`'s 32 integer quants as two i8x16 (elements 0..16, 16..32):
+/// Q4_0 `q − 8`, Q4_1 `q`, Q8_0 `q`.
 #[inline(always)]
-fn block(w: &QMatrix, i: usize, at: usize) -> [v128; 8] {
-    let d = f32x4_splat(w.d[at]);
-    let ints: [v128; 8] = match w.ty {
+fn raw_quants(w: &QMatrix, i: usize) -> [v128; 2] {
+    match w.ty {
         QType::Q4_0 | QType::Q4_1 => {
             let v = load(&w.qs[i]);
-            let mut lo = v128_and(v, u8x16_splat(0x0F));
-            let mut hi = u8x16_shr(v, 4);
-            if w.ty == QType::Q4_0 {
-                lo = i8x16_sub(lo, i8x16_splat(8));
-                hi = i8x16_sub(hi, i8x16_splat(8));
+            let (lo, hi) = (v128_and(v, u8x16_splat(0x0F)), u8x16_shr(v, 4));
+            match w.ty {
+                QType::Q4_0 => [i8x16_sub(lo, i8x16_splat(8)), i8x16_sub(hi, i8x16_splat(8))],
+                _ => [lo, hi],
             }
-            widen(lo, hi)
         }
-        QType::Q8_0 => widen(load(&w.qs[2 * i]), load(&w.qs[2 * i + 1])),
-    };
-    let m = (w.ty == QType::Q4_1).then(|| f32x4_splat(w.m[at]));
-    ints.map(|q| {
-        let scaled = f32x4_mul(f32x4_convert_i32x4(q), d);
-        match m {
-            Some(m) => f32x4_add(scaled, m),
-            None => scaled,
+        QType::Q8_0 => [load(&w.qs[2 * i]), load(&w.qs[2 * i + 1])],
+    }
+}
+
+/// One lane-sum of a block, `Σ_g q_{4g+l}·x_{4g+l}` in g order: the quants
+/// are widened and converted (exactly) four at a time as they are used,
+/// which keeps few vectors live (V8 has 16 on x86-64).
+#[inline(always)]
+fn block_dot(raw: [v128; 2], x: &[v128; 8]) -> v128 {
+    let mut p = f32x4_splat(0.0);
+    for half in 0..2 {
+        for part in 0..2 {
+            let h = if part == 0 { i16x8_extend_low_i8x16(raw[half]) } else { i16x8_extend_high_i8x16(raw[half]) };
+            for s in 0..2 {
+                let g = half * 4 + part * 2 + s;
+                let q = f32x4_convert_i32x4(if s == 0 { i32x4_extend_low_i16x8(h) } else { i32x4_extend_high_i16x8(h) });
+                p = if g == 0 { f32x4_mul(q, x[0]) } else { f32x4_add(p, f32x4_mul(q, x[g])) };
+            }
         }
-    })
+    }
+    p
 }
 
-/// Sixteen i8 (elements 0..16) and sixteen more (16..32) as eight i32x4.
+/// A pair's lanes summed in `crate::exact::dot`'s order.
 #[inline(always)]
-fn widen(a: v128, b: v128) -> [v128; 8] {
-    let (a0, a1) = (i16x8_extend_low_i8x16(a), i16x8_extend_high_i8x16(a));
-    let (b0, b1) = (i16x8_extend_low_i8x16(b), i16x8_extend_high_i8x16(b));
-    [
-        i32x4_extend_low_i16x8(a0),
-        i32x4_extend_high_i16x8(a0),
-        i32x4_extend_low_i16x8(a1),
-        i32x4_extend_high_i16x8(a1),
-        i32x4_extend_low_i16x8(b0),
-        i32x4_extend_high_i16x8(b0),
-        i32x4_extend_low_i16x8(b1),
-        i32x4_extend_high_i16x8(b1),
-    ]
+fn total(acc: v128) -> f32 {
+    (f32x4_extract_lane::<0>(acc) + f32x4_extract_lane::<1>(acc)) + (f32x4_extract_lane::<2>(acc) + f32x4_extract_lane::<3>(acc))
 }
 
-/// A pair's four accumulator vectors summed in `crate::exact::reduce`'s order.
+/// Dots of weight rows `r0 .. r0 + R` with activation rows `xs` (lane sums
+/// `ss`, `out[t][r]`): each loaded block serves every activation row, each
+/// loaded activation block every weight row.
 #[inline(always)]
-fn total(acc: [v128; 4]) -> f32 {
-    let g = f32x4_add(f32x4_add(acc[0], acc[1]), f32x4_add(acc[2], acc[3]));
-    (f32x4_extract_lane::<0>(g) + f32x4_extract_lane::<1>(g)) + (f32x4_extract_lane::<2>(g) + f32x4_extract_lane::<3>(g))
-}
-
-/// Dots of weight rows `r0 .. r0 + R` with activation rows `xs` (`out[t][r]`):
-/// each dequantized block serves every activation row, each loaded
-/// activation block every weight row.
-#[inline(always)]
-fn dots<const R: usize, const T: usize>(w: &QMatrix, r0: usize, xs: [&[f32]; T]) -> [[f32; R]; T] {
-    let mut acc = [[[f32x4_splat(0.0); 4]; R]; T];
+fn dots<const R: usize, const T: usize>(w: &QMatrix, r0: usize, xs: [&[f32]; T], ss: [&[[f32; 4]]; T]) -> [[f32; R]; T] {
+    let mut acc = [[f32x4_splat(0.0); R]; T];
+    let q41 = w.ty == QType::Q4_1;
     for b in 0..w.nb {
         let x: [[v128; 8]; T] = core::array::from_fn(|t| {
             let xb: &[f32; QK] = xs[t][b * QK..(b + 1) * QK].try_into().expect("a block of activations");
             core::array::from_fn(|g| load4(&xb[4 * g..]))
         });
         for r in 0..R {
-            let wv = block(w, (r0 + r) * w.nb + b, (r0 + r) * w.nbp + b);
+            let at = (r0 + r) * w.nbp + b;
+            let raw = raw_quants(w, (r0 + r) * w.nb + b);
+            let d = f32x4_splat(w.d[at]);
             for t in 0..T {
-                for g in 0..8 {
-                    acc[t][r][g % 4] = f32x4_add(acc[t][r][g % 4], f32x4_mul(wv[g], x[t][g]));
+                let p = block_dot(raw, &x[t]);
+                acc[t][r] = f32x4_add(acc[t][r], f32x4_mul(p, d));
+                if q41 {
+                    acc[t][r] = f32x4_add(acc[t][r], f32x4_mul(load4(&ss[t][b]), f32x4_splat(w.m[at])));
                 }
             }
         }
     }
     acc.map(|row| row.map(total))
 }
+
 pub(crate) fn matmul(w: &QMatrix, x: &[f32], out: &mut [f32]) {
     let (rows, cols) = (w.rows, w.cols);
     let n = x.len() / cols;
+    let sx = crate::exact::lane_sums(x, cols);
     let xrow = |t: usize| &x[t * cols..(t + 1) * cols];
+    let srow = |t: usize| &sx[t * w.nb..(t + 1) * w.nb];
     let mut t = 0;
-    // Prefill: four activation rows per dequantized block.
+    // Prefill: four activation rows per converted block.
     while t + 4 <= n {
         for r in 0..rows {
-            let got = dots::<1, 4>(w, r, core::array::from_fn(|k| xrow(t + k)));
+            let got = dots::<1, 4>(w, r, core::array::from_fn(|k| xrow(t + k)), core::array::from_fn(|k| srow(t + k)));
             for k in 0..4 {
                 out[(t + k) * rows + r] = got[k][0];
             }
@@ -100,12 +98,12 @@ pub(crate) fn matmul(w: &QMatrix, x: &[f32], out: &mut [f32]) {
     while t < n {
         let mut r = 0;
         while r + 4 <= rows {
-            let got = dots::<4, 1>(w, r, [xrow(t)]);
+            let got = dots::<4, 1>(w, r, [xrow(t)], [srow(t)]);
             out[t * rows + r..t * rows + r + 4].copy_from_slice(&got[0]);
             r += 4;
         }
         while r < rows {
-            out[t * rows + r] = dots::<1, 1>(w, r, [xrow(t)])[0][0];
+            out[t * rows + r] = dots::<1, 1>(w, r, [xrow(t)], [srow(t)])[0][0];
             r += 1;
         }
         t += 1;

@@ -37,6 +37,13 @@ pub fn self_test() -> String {
                 cases += 1;
                 outputs += x.len();
                 differing += x.iter().zip(&y).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+                // The exact (f32-activation) kernel, simd128 against portable.
+                let xf = random_acts(n * cols, &mut rng);
+                m.matmul_exact(&xf, &mut x).unwrap();
+                m.matmul_exact_portable(&xf, &mut y).unwrap();
+                cases += 1;
+                outputs += x.len();
+                differing += x.iter().zip(&y).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
             }
         }
     }
@@ -56,7 +63,9 @@ fn time_per_call(mut f: impl FnMut(), budget_ms: f64) -> f64 {
 
 /// GFLOP/s (2·rows·cols·n / time) of candle's QMatMul and ours, the default
 /// model's shapes, decode (n = 1) and prefill (n = 64). Ours includes
-/// quantizing the activations, like candle's.
+/// quantizing the activations, like candle's. Also f32 precision's two
+/// paths: candle's f32 matmul over dequantized weights and the exact kernel
+/// over the blocks.
 #[wasm_bindgen]
 pub fn kernel_bench(budget_ms: f64) -> String {
     let mut rng = Rng(9);
@@ -74,8 +83,12 @@ pub fn kernel_bench(budget_ms: f64) -> String {
             let flop = 2.0 * (rows * cols * n) as f64;
             let tc = time_per_call(|| drop(q.forward(&xt).unwrap()), budget_ms);
             let ts = time_per_call(|| ours.matmul_f32(&x, &mut out).unwrap(), budget_ms);
+            let wt = Tensor::from_vec(ours.dequantize(), (rows, cols), &Device::Cpu).unwrap().t().unwrap();
+            let tf = time_per_call(|| drop(xt.matmul(&wt).unwrap()), budget_ms);
+            let te = time_per_call(|| ours.matmul_exact(&x, &mut out).unwrap(), budget_ms);
             rows_out.push(json!({"type": ty.name(), "rows": rows, "cols": cols, "n": n,
-                "candle_gflops": flop / tc / 1e6, "scalpel_gflops": flop / ts / 1e6, "ratio": tc / ts}));
+                "candle_gflops": flop / tc / 1e6, "scalpel_gflops": flop / ts / 1e6, "ratio": tc / ts,
+                "f32_dequantized_gflops": flop / tf / 1e6, "exact_gflops": flop / te / 1e6, "exact_over_f32": tf / te}));
         }
     }
     serde_json::Value::Array(rows_out).to_string()
@@ -103,6 +116,39 @@ fn run(model: &Model, prompt: &[u32], decode: usize) -> Speeds {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
+}
+
+/// The model in f32 precision, dequantize-all (candle) against the exact
+/// kernels over the blocks, alternating rounds; medians, the weights' bytes
+/// and the max |Δlogit| on a prompt.
+#[wasm_bindgen]
+pub fn model_bench_f32(bytes: &[u8], prompt_tokens: usize, decode_tokens: usize, rounds: usize) -> Result<String, JsError> {
+    let load = |k| Model::load_with("model.gguf", ModelSource::Gguf(bytes), Precision::F32, k);
+    let (all, exact) = (load(Kernels::Candle)?, load(Kernels::Auto)?);
+    let base = all.tokenizer().encode("The quick brown fox jumps over the lazy dog. In 1905, Einstein published four papers that changed physics. ")?;
+    let prompt: Vec<u32> = base.iter().copied().cycle().take(prompt_tokens).collect();
+    let (mut ap, mut ad, mut ep, mut ed) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..rounds.max(1) {
+        let s = run(&all, &prompt, decode_tokens);
+        ap.push(s.prefill);
+        ad.push(s.decode);
+        let s = run(&exact, &prompt, decode_tokens);
+        ep.push(s.prefill);
+        ed.push(s.decode);
+    }
+    let (ap, ad, ep, ed) = (median(ap), median(ad), median(ep), median(ed));
+    let ids = all.tokenizer().encode("The capital of France is")?;
+    let la: Vec<f32> = all.logits(&ids)?.flatten_all()?.to_vec1()?;
+    let le: Vec<f32> = exact.logits(&ids)?.flatten_all()?.to_vec1()?;
+    let max_diff = la.iter().zip(&le).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    Ok(json!({
+        "dequantize_all": {"prefill_tok_s": ap, "decode_tok_s": ad, "weight_bytes": all.weight_bytes()},
+        "exact_over_blocks": {"prefill_tok_s": ep, "decode_tok_s": ed, "weight_bytes": exact.weight_bytes()},
+        "ratio_exact_over_dequantize_all": {"prefill": ep / ap, "decode": ed / ad, "weight_bytes": exact.weight_bytes() as f64 / all.weight_bytes() as f64},
+        "capital_of_france_max_abs_logit_diff_all_positions": max_diff,
+        "settings": {"prompt_tokens": prompt_tokens, "decode_tokens": decode_tokens, "rounds": rounds, "statistic": "median", "threads": 1},
+    })
+    .to_string())
 }
 
 /// The model (quantized precision) with candle's and with Scalpel's kernels,

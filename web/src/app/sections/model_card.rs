@@ -195,7 +195,9 @@ fn Source(load_file: impl Fn(web_sys::File) + Copy + 'static) -> impl IntoView {
     }
 }
 
-/// Precision (reloads), the quantized kernels (switched in place), the backend.
+/// Precision (reloads), the kernels for the file's blocks (switched in
+/// place; in f32 precision a reload, since the dequantize-all path drops
+/// the blocks), the backend.
 #[component]
 fn PrecisionRow() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
@@ -208,7 +210,10 @@ fn PrecisionRow() -> impl IntoView {
     let on_kernels = move |ev: web_sys::Event| {
         if let Ok(k) = event_target_value(&ev).parse::<Kernels>() {
             ctx.st.update(|s| s.kernels = k);
-            ctx.send(Request::SetKernels { kernels: k });
+            match ctx.st.with_untracked(|s| s.precision) {
+                Precision::F32 => ctx.load(ctx.model_source(), Precision::F32, None),
+                Precision::Quantized => ctx.send(Request::SetKernels { kernels: k }),
+            }
         }
     };
     view! {
@@ -222,14 +227,15 @@ fn PrecisionRow() -> impl IntoView {
                         .collect_view()}
                 </select>
             </label>
-            <Show when=move || ctx.st.with(|s| s.precision == Precision::Quantized)>
-                <label>
-                    "Kernels "
-                    <select aria-label="Kernels" on:change=on_kernels disabled=move || loading(ctx)>
-                        {Kernels::ALL.into_iter().map(|k| view! { <option value=k.as_str() selected=move || ctx.st.with(|s| s.kernels) == k>{k.as_str()}</option> }).collect_view()}
-                    </select>
-                </label>
-            </Show>
+            <label title=move || match ctx.st.with(|s| s.precision) {
+                Precision::F32 => "f32 precision: scalpel (auto) multiplies the file's quantized blocks exactly in f32; candle dequantizes every weight first (5x the memory, the reference path)",
+                Precision::Quantized => "quantized precision: scalpel (auto) or candle int8-activation kernels",
+            }>
+                "Kernels "
+                <select aria-label="Kernels" on:change=on_kernels disabled=move || loading(ctx)>
+                    {Kernels::ALL.into_iter().map(|k| view! { <option value=k.as_str() selected=move || ctx.st.with(|s| s.kernels) == k>{k.as_str()}</option> }).collect_view()}
+                </select>
+            </label>
             <span role="group" class="muted" aria-label="Backend">
                 {move || ctx.info.get().map(|i| format!("backend: {} · 1 thread", i.backend)).unwrap_or_else(|| "backend: CPU wasm simd128 · 1 thread".into())}
             </span>
@@ -330,10 +336,13 @@ fn Benchmark() -> impl IntoView {
                 data-prefill=attr(|b| b.prefill_tok_s.to_string())
                 data-decode=attr(|b| b.decode_tok_s.to_string())
                 data-decode-tokens=attr(|b| b.decode_tokens.to_string())
+                data-wasm-memory=attr(|b| b.wasm_memory_bytes.to_string())
+                data-weight-bytes=attr(|b| b.weight_bytes.to_string())
             >
                 {move || b.get().map(|b| format!(
-                    "{}: prefill {:.1} tok/s ({} tokens) · decode {:.1} tok/s ({} tokens) · median of {}",
-                    b.backend, b.prefill_tok_s, b.prompt_tokens, b.decode_tok_s, b.decode_tokens, b.rounds
+                    "{}: prefill {:.1} tok/s ({} tokens) · decode {:.1} tok/s ({} tokens) · median of {} · weights {:.0} MB, worker memory {:.0} MB",
+                    b.backend, b.prefill_tok_s, b.prompt_tokens, b.decode_tok_s, b.decode_tokens, b.rounds,
+                    b.weight_bytes as f64 / 1e6, b.wasm_memory_bytes as f64 / 1e6
                 )).unwrap_or_default()}
             </p>
         </details>

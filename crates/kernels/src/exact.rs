@@ -47,66 +47,41 @@ pub(crate) fn lane_sums(x: &[f32], cols: usize) -> Vec<[f32; 4]> {
         .collect()
 }
 
-/// The dot of weight row `r` with `x` (one activation row, its lane sums
-/// `sx`) in the module's order. Each loop over the four lanes is what
-/// compilers vectorize natively.
-pub(crate) fn dot(w: &QMatrix, r: usize, x: &[f32], sx: &[[f32; 4]]) -> f32 {
-    let mut acc = [0f32; 4];
-    for (b, xb) in x.chunks_exact(QK).enumerate() {
-        let q = w.block_quants(r, b);
-        let mut p = [0f32; 4];
+/// One block of a pair, in the module's order: the four lane sums of
+/// `q·x`, then `acc += p·d` and, with a min `m` (Q4_1), `acc += s·m`. Each
+/// loop over the four lanes is what compilers vectorize natively.
+#[inline(always)]
+fn add_block(acc: &mut [f32; 4], q: &[f32; QK], xb: &[f32], d: f32, m: Option<f32>, s: &[f32; 4]) {
+    let mut p = [0f32; 4];
+    for l in 0..4 {
+        p[l] = q[l] * xb[l];
+    }
+    for g in 1..QK / 4 {
         for l in 0..4 {
-            p[l] = q[l] * xb[l];
-        }
-        for g in 1..QK / 4 {
-            for l in 0..4 {
-                p[l] = p[l] + q[4 * g + l] * xb[4 * g + l];
-            }
-        }
-        let at = r * w.nbp + b;
-        let d = w.d[at];
-        for l in 0..4 {
-            acc[l] = acc[l] + p[l] * d;
-        }
-        if w.ty == QType::Q4_1 {
-            let m = w.m[at];
-            for l in 0..4 {
-                acc[l] = acc[l] + sx[b][l] * m;
-            }
+            p[l] = p[l] + q[4 * g + l] * xb[4 * g + l];
         }
     }
-    (acc[0] + acc[1]) + (acc[2] + acc[3])
+    for l in 0..4 {
+        acc[l] = acc[l] + p[l] * d;
+    }
+    if let Some(m) = m {
+        for l in 0..4 {
+            acc[l] = acc[l] + s[l] * m;
+        }
+    }
 }
 
-/// Dots of weight row `r` with four activation rows at once: each block's
-/// quants are converted once for the four (prefill), the operations of
-/// every pair those of [`dot`].
-fn dots4(w: &QMatrix, r: usize, xs: [&[f32]; 4], ss: [&[[f32; 4]]; 4]) -> [f32; 4] {
-    let mut acc = [[0f32; 4]; 4];
+/// Dots of weight row `r` with `T` activation rows (their lane sums `ss`):
+/// each block's quants are converted once for all `T` (prefill tiles of 4,
+/// decode 1); every pair's operations are [`add_block`]'s.
+fn dots<const T: usize>(w: &QMatrix, r: usize, xs: [&[f32]; T], ss: [&[[f32; 4]]; T]) -> [f32; T] {
+    let mut acc = [[0f32; 4]; T];
     for b in 0..w.nb {
         let q = w.block_quants(r, b);
         let at = r * w.nbp + b;
-        let d = w.d[at];
-        for t in 0..4 {
-            let xb = &xs[t][b * QK..(b + 1) * QK];
-            let mut p = [0f32; 4];
-            for l in 0..4 {
-                p[l] = q[l] * xb[l];
-            }
-            for g in 1..QK / 4 {
-                for l in 0..4 {
-                    p[l] = p[l] + q[4 * g + l] * xb[4 * g + l];
-                }
-            }
-            for l in 0..4 {
-                acc[t][l] = acc[t][l] + p[l] * d;
-            }
-            if w.ty == QType::Q4_1 {
-                let m = w.m[at];
-                for l in 0..4 {
-                    acc[t][l] = acc[t][l] + ss[t][b][l] * m;
-                }
-            }
+        let m = (w.ty == QType::Q4_1).then(|| w.m[at]);
+        for t in 0..T {
+            add_block(&mut acc[t], &q, &xs[t][b * QK..(b + 1) * QK], w.d[at], m, &ss[t][b]);
         }
     }
     acc.map(|a| (a[0] + a[1]) + (a[2] + a[3]))
@@ -121,7 +96,7 @@ pub(crate) fn matmul_portable(w: &QMatrix, x: &[f32], out: &mut [f32]) {
     let mut t = 0;
     while t + 4 <= n {
         for r in 0..rows {
-            let got = dots4(w, r, core::array::from_fn(|k| xrow(t + k)), core::array::from_fn(|k| srow(t + k)));
+            let got = dots::<4>(w, r, core::array::from_fn(|k| xrow(t + k)), core::array::from_fn(|k| srow(t + k)));
             for k in 0..4 {
                 out[(t + k) * rows + r] = got[k];
             }
@@ -130,7 +105,7 @@ pub(crate) fn matmul_portable(w: &QMatrix, x: &[f32], out: &mut [f32]) {
     }
     while t < n {
         for r in 0..rows {
-            out[t * rows + r] = dot(w, r, xrow(t), srow(t));
+            out[t * rows + r] = dots::<1>(w, r, [xrow(t)], [srow(t)])[0];
         }
         t += 1;
     }

@@ -43,7 +43,7 @@ fn block_dot(raw: [v128; 2], x: &[v128; 8]) -> v128 {
     p
 }
 
-/// A pair's lanes summed in `crate::exact::dot`'s order.
+/// A pair's lanes summed in `crate::exact::dots`' order.
 #[inline(always)]
 fn total(acc: v128) -> f32 {
     (f32x4_extract_lane::<0>(acc) + f32x4_extract_lane::<1>(acc)) + (f32x4_extract_lane::<2>(acc) + f32x4_extract_lane::<3>(acc))

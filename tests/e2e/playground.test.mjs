@@ -10,10 +10,10 @@ import assert from 'node:assert/strict';
 import { cpSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
 import {
   URL, ROOT, launch, cli, state as state_, waitState, until, screenshot, loadPrecision, readIds, waitCompare, readHeatmap, alertText,
-  seeded, writeSafetensors, wllamaBench,
+  seeded, writeSafetensors,
 } from './helpers.mjs';
 
 const MINUTE = 60_000;
@@ -1177,91 +1177,6 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
     } finally {
       await gpu.close();
     }
-  });
-
-  test('benchmark: wasm (single thread) next to native, per backend, and next to llama.cpp\'s wasm build in the same browser', { timeout: 30 * MINUTE }, async () => {
-    const rows = [];
-    const memory = {};
-    const bench = async (label) => {
-      await page.getByRole('button', { name: 'Run benchmark' }).click();
-      await page.waitForTimeout(300);
-      await waitState(page, 'ready', 10 * MINUTE, logs);
-      const res = page.getByLabel('Benchmark result');
-      const prefill = Number(await res.getAttribute('data-prefill'));
-      const decode = Number(await res.getAttribute('data-decode'));
-      assert.ok(prefill > 0 && decode > 0, `bench result ${await res.textContent()}`);
-      rows.push([label, prefill, decode]);
-      memory[label] = { wasm: Number(await res.getAttribute('data-wasm-memory')), weights: Number(await res.getAttribute('data-weight-bytes')) };
-    };
-    // f32 precision's two paths, each in a fresh page (a new worker: its
-    // WebAssembly.Memory only grows, so it is measured from a clean start).
-    for (const [query, label] of [['?precision=f32&kernels=candle', 'wasm f32, dequantize-all (candle)'], ['?precision=f32', 'wasm f32, exact over blocks (default)']]) {
-      await open(page, URL + query);
-      await waitState(page, 'ready', 10 * MINUTE, logs);
-      await page.getByText('Benchmark', { exact: true }).click();
-      await bench(label);
-      console.log(`${label}: ${await page.getByLabel('Benchmark result').textContent()}`);
-    }
-    const [mAll, mExact] = [memory['wasm f32, dequantize-all (candle)'], memory['wasm f32, exact over blocks (default)']];
-    console.log(`f32 precision memory: weights ${(mExact.weights / 1e6).toFixed(1)} MB over blocks vs ${(mAll.weights / 1e6).toFixed(1)} MB dequantized (${(mExact.weights / mAll.weights).toFixed(3)}x); `
-      + `worker WebAssembly.Memory after load + benchmark ${(mExact.wasm / 1e6).toFixed(0)} MB vs ${(mAll.wasm / 1e6).toFixed(0)} MB (${(mExact.wasm / mAll.wasm).toFixed(3)}x)`);
-    assert.ok(mExact.weights * 3 <= mAll.weights, 'the exact path holds the blocks, not f32 weights');
-    assert.ok(mExact.wasm < mAll.wasm, 'the exact path\'s worker is smaller');
-    await open(page, URL);
-    await waitState(page, 'ready', 10 * MINUTE, logs);
-    await page.getByText('Benchmark', { exact: true }).click();
-    // llama.cpp's wasm build on the same GGUF, served from this origin (cross-origin isolated,
-    // so it may use threads); the prompt is the benchmark's 64 tokens as text.
-    const wllama = async (threads) => {
-      const seed = 'The quick brown fox jumps over the lazy dog. In 1905, Einstein published four papers that changed physics. ';
-      const prompt = cli(['tokenize', '--prompt', seed.repeat(3), '--json']).tokens.slice(0, 64).join('');
-      const model = basename(process.env.SCALPEL_MODEL ?? 'SmolLM2-135M-Instruct.Q4_1.gguf');
-      cpSync(join(ROOT, 'tests/e2e/node_modules/@wllama/wllama/esm'), join(MODEL_DIR, 'wllama'), { recursive: true });
-      const t = await wllamaBench(page, { base: `${URL}models/wllama/`, modelUrl: `${URL}models/${model}`, prompt, threads, tokens: 64, rounds: 2 });
-      assert.equal(t.threads, threads, `llama.cpp ran ${t.threads} threads (cross-origin isolated: ${t.isolated})`);
-      assert.ok(Math.abs(t.prompt_n - 64) <= 2 && t.predicted_n >= 63, `llama.cpp prompt ${t.prompt_n} tokens, ${t.predicted_n} decoded`);
-      rows.push([`llama.cpp wasm (wllama), ${threads} thread${threads > 1 ? 's' : ''}`, t.prompt_per_second, t.predicted_per_second]);
-    };
-    await loadPrecision(page, 'quantized', logs);
-    for (const kernels of ['candle', 'scalpel']) {
-      await page.getByRole('combobox', { name: 'Kernels' }).selectOption(kernels);
-      await waitState(page, 'ready', MINUTE, logs);
-      await bench(`wasm quantized, ${kernels} kernels`);
-    }
-    await wllama(1);
-    await loadPrecision(page, 'f32', logs);
-    await bench('wasm f32');
-    assert.match(await page.getByLabel('Benchmark result').getAttribute('data-backend'), /exact kernels/);
-    await wllama(2);
-    await loadPrecision(page, 'quantized', logs);
-    await bench('wasm quantized, scalpel kernels (again)');
-    const q = cli(['bench', '--precision', 'quantized', '--kernels', 'candle,scalpel', '--rounds', '1', '--json']);
-    rows.push(['native quantized, candle kernels', q.ours.candle.prefill_tok_s, q.ours.candle.decode_tok_s]);
-    rows.push(['native quantized, scalpel kernels', q.ours.scalpel.prefill_tok_s, q.ours.scalpel.decode_tok_s]);
-    const f = cli(['bench', '--precision', 'f32', '--kernels', 'candle,scalpel', '--rounds', '1', '--json']);
-    rows.push(['native f32, dequantize-all (candle)', f.ours.candle.prefill_tok_s, f.ours.candle.decode_tok_s]);
-    rows.push(['native f32, exact over blocks (scalpel)', f.ours.scalpel.prefill_tok_s, f.ours.scalpel.decode_tok_s]);
-    console.log('benchmark (64 + 64 tokens, 1 thread unless said)   prefill tok/s   decode tok/s');
-    for (const [name, p, d] of rows) console.log(`${name.padEnd(48)} ${p.toFixed(1).padStart(13)} ${d.toFixed(1).padStart(14)}`);
-    const row = (label) => rows.find((r) => r[0] === label);
-    console.log(`wasm decode, scalpel / candle kernels: ${(rows[1][2] / rows[0][2]).toFixed(2)}x; prefill ${(rows[1][1] / rows[0][1]).toFixed(2)}x`);
-    const [sq, sq2, sf, l1, l2] = ['wasm quantized, scalpel kernels', 'wasm quantized, scalpel kernels (again)', 'wasm f32',
-      'llama.cpp wasm (wllama), 1 thread', 'llama.cpp wasm (wllama), 2 threads'].map(row);
-    const quant = [(sq[1] + sq2[1]) / 2, (sq[2] + sq2[2]) / 2];
-    console.log(`against llama.cpp wasm, 1 thread each: quantized prefill ${(quant[0] / l1[1]).toFixed(2)}x, decode ${(quant[1] / l1[2]).toFixed(2)}x; `
-      + `f32 prefill ${(sf[1] / l1[1]).toFixed(2)}x, decode ${(sf[2] / l1[2]).toFixed(2)}x; llama.cpp 2 threads / 1: decode ${(l2[2] / l1[2]).toFixed(2)}x`);
-    const [fa, fe] = ['wasm f32, dequantize-all (candle)', 'wasm f32, exact over blocks (default)'].map(row);
-    console.log(`f32 precision, exact over blocks / dequantize-all (fresh pages): prefill ${(fe[1] / fa[1]).toFixed(2)}x, decode ${(fe[2] / fa[2]).toFixed(2)}x; `
-      + `in the main page, f32 (exact) / quantized decode ${(sf[2] / quant[1]).toFixed(2)}x`);
-    // The memory-bandwidth bound on decode: bytes a token reads over this machine's streaming-read rate (same run).
-    const rate = q.read_bytes_per_s;
-    const [qb, fb, eb] = [q.ours.scalpel.matrix_bytes_per_token, f.ours.candle.matrix_bytes_per_token, f.ours.scalpel.matrix_bytes_per_token];
-    const share = (tok, bytes) => `${(100 * tok * bytes / rate).toFixed(0)}%`;
-    console.log(`decode bound at ${(rate / 1e9).toFixed(1)} GB/s streaming read (native, 1 thread): quantized ${(qb / 1e6).toFixed(1)} MB/token -> ${(rate / qb).toFixed(1)} tok/s, `
-      + `f32 dequantized ${(fb / 1e6).toFixed(1)} MB/token -> ${(rate / fb).toFixed(1)} tok/s, f32 over blocks ${(eb / 1e6).toFixed(1)} MB/token -> ${(rate / eb).toFixed(1)} tok/s; `
-      + `share of it: page quantized ${share(quant[1], qb)}, page f32 dequantize-all ${share(fa[2], fb)}, page f32 exact ${share(sf[2], eb)}, `
-      + `llama.cpp 1 thread ${share(l1[2], qb)}, native quantized ${share(q.ours.scalpel.decode_tok_s, qb)}, native f32 dequantize-all ${share(f.ours.candle.decode_tok_s, fb)}, `
-      + `native f32 exact ${share(f.ours.scalpel.decode_tok_s, eb)}`);
   });
 
   test('accessibility: axe-core finds no serious or critical violation on any panel, results shown', { timeout: 10 * MINUTE }, async () => {

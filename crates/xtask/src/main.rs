@@ -29,6 +29,9 @@ Usage:
   cargo xtask test [--only STEP[,STEP...]] [--skip STEP[,STEP...]]
       Install what the tests need, then run every suite and print a summary.
       Steps: cargo-test, reference, web-build, e2e.
+  cargo xtask bench [--no-build]
+      The page's benchmark next to llama.cpp's wasm build and the native CLI
+      in headless Chromium (tests/e2e/benchmark.mjs); prints a table.
 {DIST}
   cargo xtask fetch-model
       Only download the default model into models/.
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
         "serve" => cmd_serve(rest),
         "test" => run_tests::cmd_test(rest),
         "dist" => dist::cmd_dist(rest),
+        "bench" => run_tests::cmd_bench(rest),
         // Not in the README (serve and test do it themselves); the CLI's
         // "default model not found" message points here.
         "fetch-model" => setup::Ctx::new().and_then(|c| c.ensure_model()),

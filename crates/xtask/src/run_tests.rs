@@ -280,12 +280,6 @@ fn run_pytest(ctx: &Ctx, py: &std::path::Path, scalpel: &std::path::Path, log: &
 
 fn run_e2e(ctx: &Ctx, scalpel: &std::path::Path, e2e_dist: &E2eDist) -> R<()> {
     step("End-to-end tests (node --test tests/e2e, headless Chromium)");
-    let srv = Server::bind("127.0.0.1:0", ctx.mounts(), false)?;
-    let addr = srv.spawn();
-    let url = format!("http://{addr}/");
-    let shots = ctx.screenshots_dir();
-    fs::create_dir_all(&shots).map_err(|e| e.to_string())?;
-    note(&format!("serving dist/ at {url}; screenshots in {}", shots.display()));
     let dir = ctx.root.join("tests/e2e");
     let mut files: Vec<PathBuf> = fs::read_dir(&dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
@@ -296,16 +290,61 @@ fn run_e2e(ctx: &Ctx, scalpel: &std::path::Path, e2e_dist: &E2eDist) -> R<()> {
     if files.is_empty() {
         return Err("no tests/e2e/*.test.mjs files".into());
     }
-    run(Command::new("node")
-        .args(["--test", "--test-concurrency=1"])
-        .args(&files)
+    run_in_browser(ctx, scalpel, &files, |c| {
+        c.env("SCALPEL_DIST_DIR", &e2e_dist.dir)
+            .env("SCALPEL_DIST_BASE", E2eDist::BASE)
+            .env("SCALPEL_DIST_MODEL_URL", &e2e_dist.model_url);
+    })
+}
+
+/// `node --test FILES` against dist/ served (with the models) on a free
+/// port, headless Chromium, the CLI at `scalpel`; `env` adds to the environment.
+fn run_in_browser(ctx: &Ctx, scalpel: &std::path::Path, files: &[PathBuf], env: impl FnOnce(&mut Command)) -> R<()> {
+    let srv = Server::bind("127.0.0.1:0", ctx.mounts(), false)?;
+    let addr = srv.spawn();
+    let url = format!("http://{addr}/");
+    let shots = ctx.screenshots_dir();
+    fs::create_dir_all(&shots).map_err(|e| e.to_string())?;
+    note(&format!("serving dist/ at {url}; screenshots in {}", shots.display()));
+    let mut cmd = Command::new("node");
+    cmd.args(["--test", "--test-concurrency=1"])
+        .args(files)
         .env("SCALPEL_URL", &url)
         .env("SCALPEL_BIN", scalpel)
         .env("SCALPEL_MODEL", ctx.model_path())
         .env("SCALPEL_MODEL_DIR", ctx.models_dir())
         .env("SCALPEL_SCREENSHOTS", &shots)
-        .env("SCALPEL_CHROMIUM", setup::CHROMIUM)
-        .env("SCALPEL_DIST_DIR", &e2e_dist.dir)
-        .env("SCALPEL_DIST_BASE", E2eDist::BASE)
-        .env("SCALPEL_DIST_MODEL_URL", &e2e_dist.model_url))
+        .env("SCALPEL_CHROMIUM", setup::CHROMIUM);
+    env(&mut cmd);
+    run(&mut cmd)
+}
+
+/// `cargo xtask bench`: the page's benchmark next to llama.cpp's wasm build
+/// and the native CLI, in headless Chromium (tests/e2e/benchmark.mjs). It
+/// measures and prints; `cargo xtask test` leaves it out (about 7 minutes).
+pub fn cmd_bench(args: &[String]) -> R<()> {
+    check_flags(args, &[], &["--no-build"])?;
+    let build = !args.iter().any(|a| a == "--no-build");
+    let ctx = Ctx::new()?;
+    if build {
+        ctx.ensure_web_toolchain()?;
+    } else {
+        ctx.ensure_node()?;
+    }
+    ctx.ensure_model()?;
+    ctx.ensure_browser()?;
+    ctx.ensure_e2e_npm()?;
+    let scalpel = ctx.release_bin("scalpel");
+    if build {
+        step("Building the CLI (cargo build --release --bin scalpel)");
+        run(Command::new("cargo").args(["build", "--release", "--bin", "scalpel"]))?;
+        ctx.trunk_build()?;
+    } else if !scalpel.is_file() || !ctx.dist_dir().join("index.html").is_file() {
+        return Err(format!(
+            "--no-build needs {} and dist/index.html; run without --no-build",
+            scalpel.display()
+        ));
+    }
+    step("Benchmark (node --test tests/e2e/benchmark.mjs, headless Chromium)");
+    run_in_browser(&ctx, &scalpel, &[ctx.root.join("tests/e2e/benchmark.mjs")], |_| {})
 }

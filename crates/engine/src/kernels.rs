@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 
 pub use scalpel_types::Kernels;
 
-fn qtype(t: GgmlDType) -> Option<QType> {
+pub(crate) fn qtype(t: GgmlDType) -> Option<QType> {
     match t {
         GgmlDType::Q4_0 => Some(QType::Q4_0),
         GgmlDType::Q4_1 => Some(QType::Q4_1),

@@ -20,7 +20,7 @@ pub mod load;
 pub mod model;
 pub mod tokenizer;
 
-pub use arch::{hf_config, read};
+pub use arch::{hf_config, read, read_gguf_source};
 pub use load::estimate::WeightEstimate;
 pub use candle_core::{Device, Tensor};
 pub use config::{Arch, Config, SiteShape};

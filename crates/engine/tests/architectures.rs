@@ -320,7 +320,7 @@ fn gpt_neox_gguf_reads_partial_rotary_and_parallel_blocks() {
 }
 
 /// The fused query/key/value of a quantized GPT-NeoX GGUF is split into
-/// roles by rows of blocks (`Gguf::qtensor_rows`), never dequantized whole:
+/// roles by rows of blocks (`Gguf::weight_rows`), never dequantized whole:
 /// a Q8_0 copy of the fixture, built in f32 precision, equals an f32 copy
 /// holding exactly its dequantized values.
 #[test]

@@ -186,3 +186,93 @@ fn kernels_parse_and_print() {
     // Natively f32 keeps candle's dequantized matmul (AVX2); wasm32 the exact kernels.
     assert_eq!(Kernels::Auto.resolve(Precision::F32), Kernels::Candle);
 }
+
+/// A file read a range at a time, recording each read (start, length).
+struct Ranges {
+    bytes: Vec<u8>,
+    reads: std::cell::RefCell<Vec<(usize, usize)>>,
+}
+
+impl scalpel_engine::gguf::ByteSource for Ranges {
+    fn len(&self) -> usize {
+        self.bytes.len()
+    }
+    fn read_into(&self, start: usize, dst: &mut [u8]) {
+        self.reads.borrow_mut().push((start, dst.len()));
+        dst.copy_from_slice(&self.bytes[start..start + dst.len()]);
+    }
+}
+
+/// The tiny llama with every matrix quantized to `ty` and, when `filler`,
+/// a 6 MB metadata array ahead of its tensor table: more header than a
+/// `ByteSource`'s first read takes.
+fn tiny_with_header(ty: GgmlDType, type_id: u32, filler: bool) -> Vec<u8> {
+    let mut g = tiny_llama(&LlamaSpec { tied: true, ..LlamaSpec::default() });
+    for t in &mut g.tensors {
+        if t.ne.len() == 2 {
+            let xs: Vec<f32> = t.data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+            let w = Tensor::from_vec(xs, (t.ne[1] as usize, t.ne[0] as usize), &Device::Cpu).unwrap();
+            t.data = QTensor::quantize(&w, ty).unwrap().data().unwrap().into_owned();
+            t.ty = type_id;
+        }
+    }
+    if filler {
+        let words: Vec<String> = (0..100_000).map(|i| format!("{i:0>52}")).collect();
+        g.set("scalpel.test.filler", scalpel_testkit::Meta::strs(&words));
+    }
+    g.bytes()
+}
+
+/// The browser keeps a downloaded model outside wasm memory and the engine
+/// reads it a range at a time (`Model::load_gguf_source`): the model is the
+/// same as from the file in memory, bit for bit, in both precisions; the
+/// header is read from a prefix that grows only while the table goes on,
+/// and every other read is one tensor.
+#[test]
+fn a_file_read_a_range_at_a_time_builds_the_same_model() {
+    let ids = [1u32, 5, 9, 2, 7, 3];
+    for (ty, type_id) in [(GgmlDType::Q4_1, 3), (GgmlDType::Q8_0, 8), (GgmlDType::Q5_0, 6)] {
+        for filler in [false, true] {
+            let bytes = tiny_with_header(ty, type_id, filler);
+            let parsed = scalpel_engine::gguf::Gguf::parse(GGUF_NAME, &bytes).unwrap();
+            let largest = parsed.tensors.iter().map(|t| t.len).max().unwrap();
+            drop(parsed);
+            for precision in [Precision::F32, Precision::Quantized] {
+                let whole = Model::load_with(GGUF_NAME, ModelSource::Gguf(&bytes), precision, Kernels::Auto).unwrap();
+                let src = Ranges { bytes: bytes.clone(), reads: Default::default() };
+                let ranged = Model::load_gguf_source(GGUF_NAME, &src, precision, Kernels::Auto, None).unwrap();
+                let (a, b) = (logits(&whole, &ids), logits(&ranged, &ids));
+                assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "{ty:?} {precision:?}: logits differ");
+                assert_eq!(whole.weight_bytes(), ranged.weight_bytes());
+                let reads = src.reads.borrow();
+                let prefixes: Vec<usize> = reads.iter().filter(|r| r.0 == 0).map(|r| r.1).collect();
+                let want = if filler { 2 } else { 1 };
+                assert_eq!(prefixes.len(), want, "{ty:?} filler {filler}: header reads {prefixes:?} of a {}-byte file", bytes.len());
+                assert!(reads.iter().filter(|r| r.0 != 0).all(|r| r.1 <= largest), "a read larger than any tensor: {reads:?}");
+            }
+        }
+    }
+}
+
+/// A header fault is reported from the first read: a hostile file does not
+/// make the browser copy the rest of it into memory to find out.
+#[test]
+fn a_bad_header_read_a_range_at_a_time_fails_at_the_first_read() {
+    let mut bytes = tiny_with_header(GgmlDType::Q8_0, 8, true);
+    bytes[4..8].copy_from_slice(&99u32.to_le_bytes());
+    let whole = Model::load(GGUF_NAME, ModelSource::Gguf(&bytes), Precision::F32).err().expect("refused").to_string();
+    let src = Ranges { bytes: bytes.clone(), reads: Default::default() };
+    let ranged = Model::load_gguf_source(GGUF_NAME, &src, Precision::F32, Kernels::Auto, None).err().expect("refused").to_string();
+    assert_eq!(whole, ranged);
+    assert!(ranged.contains("version 99"), "{ranged}");
+    let reads = src.reads.borrow();
+    assert_eq!(reads.len(), 1, "{reads:?}");
+    assert!(reads[0].1 < bytes.len(), "{reads:?}");
+    // A file cut inside its header: the prefix grows to the end, then the
+    // fault is named as for the file in memory.
+    let cut = tiny_with_header(GgmlDType::Q8_0, 8, true)[..5_000_000].to_vec();
+    let whole = Model::load(GGUF_NAME, ModelSource::Gguf(&cut), Precision::F32).err().expect("refused").to_string();
+    let src = Ranges { bytes: cut, reads: Default::default() };
+    let ranged = Model::load_gguf_source(GGUF_NAME, &src, Precision::F32, Kernels::Auto, None).err().expect("refused").to_string();
+    assert_eq!(whole, ranged);
+}

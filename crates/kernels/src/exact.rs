@@ -35,7 +35,7 @@ pub(crate) fn lane_sums(x: &[f32], cols: usize) -> Vec<[f32; 4]> {
             let mut s = [xb[0], xb[1], xb[2], xb[3]];
             for g in 1..QK / 4 {
                 for l in 0..4 {
-                    s[l] = s[l] + xb[4 * g + l];
+                    s[l] += xb[4 * g + l];
                 }
             }
             s
@@ -58,15 +58,15 @@ fn add_block(acc: &mut [f32; 4], q: &[f32; QK], xb: &[f32], d: f32, m: Option<f3
     }
     for g in 1..QK / 4 {
         for l in 0..4 {
-            p[l] = p[l] + q[4 * g + l] * xb[4 * g + l];
+            p[l] += q[4 * g + l] * xb[4 * g + l];
         }
     }
     for l in 0..4 {
-        acc[l] = acc[l] + p[l] * d;
+        acc[l] += p[l] * d;
     }
     if let Some(m) = m {
         for l in 0..4 {
-            acc[l] = acc[l] + s[l] * m;
+            acc[l] += s[l] * m;
         }
     }
 }
@@ -198,9 +198,9 @@ mod tests {
                                 s[l] = if k < 4 { xb[k] } else { s[l] + xb[k] };
                             }
                             for l in 0..4 {
-                                acc[l] = acc[l] + p[l] * d;
+                                acc[l] += p[l] * d;
                                 if ty == QType::Q4_1 {
-                                    acc[l] = acc[l] + s[l] * m;
+                                    acc[l] += s[l] * m;
                                 }
                             }
                         }

@@ -135,7 +135,7 @@ pub async fn evict(source: &ModelLocation, bytes: &ModelBytes) -> bool {
     let Some(c) = cache().await else { return false };
     let urls: Vec<String> = match (source, bytes) {
         (ModelLocation::Gguf { url }, _) => vec![url.clone()],
-        (ModelLocation::HfRepo { base }, ModelBytes::HuggingFace { weights, .. }) => {
+        (ModelLocation::HfRepo { base }, ModelBytes::HuggingFace(scalpel_types::ModelFiles::HuggingFace { weights, .. })) => {
             let base = if base.ends_with('/') { base.to_string() } else { format!("{base}/") };
             ["config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors.index.json"]
                 .into_iter()
@@ -154,25 +154,46 @@ pub async fn evict(source: &ModelLocation, bytes: &ModelBytes) -> bool {
 }
 
 /// The bytes at `url`, from the cache when held there (else fetched and
-/// stored). Returns whether they came from the cache. `optional`: a 404 is
-/// `Ok(None)` instead of an error.
-pub async fn fetch_cached(url: &str, progress: bool) -> Result<(Vec<u8>, bool), String> {
-    match fetch_cached_opt(url, progress, false, MAX_DOWNLOAD).await? {
+/// stored), kept in a JS `Uint8Array` outside wasm memory (a model file is
+/// copied in a tensor at a time: see `model::load`). Returns whether they
+/// came from the cache.
+pub async fn fetch_file(url: &str, progress: bool) -> Result<(js_sys::Uint8Array, bool), String> {
+    match fetch_js(url, progress, false, MAX_DOWNLOAD).await? {
         Some(x) => Ok(x),
         None => Err(format!("could not fetch {url}: not found")),
     }
 }
 
+/// As [`fetch_file`], copied into wasm memory (a buffer of exactly the
+/// file's size). `optional`: a 404 is `Ok(None)` instead of an error.
 /// `budget`: the bytes this file may take (what is left of the model's
 /// [`MAX_DOWNLOAD`]).
 pub async fn fetch_cached_opt(url: &str, progress: bool, optional: bool, budget: f64) -> Result<Option<(Vec<u8>, bool)>, String> {
+    match fetch_js(url, progress, optional, budget).await? {
+        Some((data, cached)) => Ok(Some((to_wasm(url, &data)?, cached))),
+        None => Ok(None),
+    }
+}
+
+/// A JS byte array copied into a wasm buffer of exactly its size (reserved
+/// first, so a failed allocation is a message, not an abort).
+pub fn to_wasm(what: &str, data: &js_sys::Uint8Array) -> Result<Vec<u8>, String> {
+    let n = data.length() as usize;
+    let mut buf: Vec<u8> = Vec::new();
+    buf.try_reserve_exact(n).map_err(|_| format!("out of memory reserving {n} bytes for {what}"))?;
+    buf.resize(n, 0);
+    data.copy_to(&mut buf);
+    Ok(buf)
+}
+
+async fn fetch_js(url: &str, progress: bool, optional: bool, budget: f64) -> Result<Option<(js_sys::Uint8Array, bool)>, String> {
     let cache = cache().await;
     if let Some(c) = &cache {
         if let Ok(hit) = JsFuture::from(c.match_with_str(url)).await {
             if !hit.is_undefined() && !hit.is_null() {
                 let resp: web_sys::Response = hit.unchecked_into();
                 // A damaged entry is dropped and fetched again.
-                match read_body(url, resp, progress, budget).await {
+                match read_cached(url, resp, progress, budget).await {
                     Ok(b) => return Ok(Some((b, true))),
                     Err(e) => {
                         web_sys::console::warn_1(&format!("cached {url} unreadable ({e}); fetching again").into());
@@ -189,11 +210,11 @@ pub async fn fetch_cached_opt(url: &str, progress: bool, optional: bool, budget:
     if !resp.ok() {
         return Err(refused(url, &resp));
     }
-    let mut bytes = read_body(url, resp, progress, budget).await?;
+    let bytes = read_body(url, resp, progress, budget).await?;
     if let Some(c) = &cache {
         // Storing can fail (quota, non-http URL): the page still works, only
         // the next visit downloads again.
-        match web_sys::Response::new_with_opt_u8_array(Some(bytes.as_mut_slice())) {
+        match web_sys::Response::new_with_opt_buffer_source(Some(&bytes)) {
             Ok(r) => {
                 if let Err(e) = JsFuture::from(c.put_with_str(url, &r)).await {
                     post(&Response::Notice { message: not_cached(url, &js_err(e)) });
@@ -213,7 +234,28 @@ fn not_cached(url: &str, why: &str) -> String {
     format!("{} could not be kept in the browser's cache ({why}); the next visit downloads it again", last_segment(url))
 }
 
-async fn read_body(url: &str, resp: web_sys::Response, progress: bool, budget: f64) -> Result<Vec<u8>, String> {
+/// A cache entry's bytes, read whole (the Cache API keeps no
+/// Content-Length for the entries this worker stores). The entry came from
+/// this origin's own writes, within `budget` when stored; its size is
+/// checked again.
+async fn read_cached(url: &str, resp: web_sys::Response, progress: bool, budget: f64) -> Result<js_sys::Uint8Array, String> {
+    let read = resp.array_buffer().map_err(|e| format!("{url}: {}", js_err(e)))?;
+    let data = js_sys::Uint8Array::new(&JsFuture::from(read).await.map_err(|e| format!("{url}: {}", js_err(e)))?);
+    let n = data.length() as f64;
+    if n > budget {
+        return Err(format!("{} ({:.0} MB)", too_large(url), n / 1e6));
+    }
+    if progress {
+        post(&Response::Progress { loaded: n, total: Some(n) });
+    }
+    Ok(data)
+}
+
+/// A response's body, streamed with progress and the size budget checked
+/// as it arrives, into one JS byte array of exactly its size (never into
+/// wasm memory, which never shrinks: a buffer grown chunk by chunk there
+/// would leave it at up to twice the file).
+async fn read_body(url: &str, resp: web_sys::Response, progress: bool, budget: f64) -> Result<js_sys::Uint8Array, String> {
     let total = content_length(&resp);
     if let Some(t) = total {
         if t > budget {
@@ -222,13 +264,11 @@ async fn read_body(url: &str, resp: web_sys::Response, progress: bool, budget: f
     }
     let body = resp.body().ok_or_else(|| format!("{url}: empty response body"))?;
     let reader: web_sys::ReadableStreamDefaultReader = body.get_reader().unchecked_into();
-    let mut buf: Vec<u8> = Vec::new();
-    if let Some(t) = total {
-        buf.try_reserve_exact(t as usize).map_err(|_| format!("out of memory reserving {t} bytes for {url}"))?;
-    }
     if progress {
         post(&Response::Progress { loaded: 0.0, total });
     }
+    let chunks = js_sys::Array::new();
+    let mut len = 0usize;
     let mut throttle = Throttle::start();
     loop {
         let chunk = JsFuture::from(reader.read()).await.map_err(|e| format!("download of {url} failed: {}", js_err(e)))?;
@@ -236,27 +276,32 @@ async fn read_body(url: &str, resp: web_sys::Response, progress: bool, budget: f
             break;
         }
         let value: js_sys::Uint8Array = get(&chunk, "value").unchecked_into();
-        let n = value.length() as usize;
-        let start = buf.len();
-        if (start + n) as f64 > budget {
+        len += value.length() as usize;
+        if len as f64 > budget {
+            let _ = reader.cancel();
             return Err(too_large(url));
         }
-        buf.try_reserve(n).map_err(|_| format!("out of memory downloading {url}"))?;
-        buf.resize(start + n, 0);
-        value.copy_to(&mut buf[start..]);
+        chunks.push(&value);
         if progress && throttle.due() {
-            post(&Response::Progress { loaded: buf.len() as f64, total });
+            post(&Response::Progress { loaded: len as f64, total });
         }
     }
     if progress {
-        post(&Response::Progress { loaded: buf.len() as f64, total });
+        post(&Response::Progress { loaded: len as f64, total });
     }
     if let Some(t) = total {
-        if (buf.len() as f64) < t {
-            return Err(format!("download of {url} was cut short ({} of {t} bytes)", buf.len()));
+        if (len as f64) < t {
+            return Err(format!("download of {url} was cut short ({len} of {t} bytes)"));
         }
     }
-    Ok(buf)
+    let out = js_sys::Uint8Array::new_with_length(len as u32);
+    let mut at = 0u32;
+    for c in chunks.iter() {
+        let c: js_sys::Uint8Array = c.unchecked_into();
+        out.set(&c, at);
+        at += c.length();
+    }
+    Ok(out)
 }
 
 /// A Hugging Face repository's files under `base`, together at most
@@ -285,7 +330,7 @@ pub async fn fetch_hf(base: &str) -> Result<(ModelBytes, bool), String> {
             }
         }
     }
-    Ok((ModelBytes::HuggingFace { config, tokenizer, tokenizer_config, weights }, got.all_cached))
+    Ok((ModelBytes::HuggingFace(scalpel_types::ModelFiles::HuggingFace { config, tokenizer, tokenizer_config, weights }), got.all_cached))
 }
 
 /// What a model's files have taken so far.

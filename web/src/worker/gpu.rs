@@ -76,7 +76,7 @@ pub async fn init(name: &str, bytes: &ModelBytes, allow_software: bool) -> Resul
     stop();
     let t0 = now_ms();
     let gpu = Gpu::new(&GpuOptions { allow_software, force_software: false }).await.map_err(err)?;
-    let (config, _, parts) = scalpel_engine::read(name, bytes.source()).map_err(err)?;
+    let (config, _, parts) = bytes.read(name).map_err(err)?;
     // The worker is single-threaded; `GpuModel` shares its device by `Arc`
     // for native callers.
     #[allow(clippy::arc_with_non_send_sync)]

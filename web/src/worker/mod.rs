@@ -43,10 +43,60 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
-/// The files of a model as read into wasm memory. They live only while
-/// the engine (or the GPU backend) builds its weights from them: wasm32 has
-/// 4 GiB, and the built weights are what stays.
-pub type ModelBytes = scalpel_types::ModelFiles<Vec<u8>>;
+/// The files of a model while the engine (or the GPU backend) builds its
+/// weights from them: wasm32 has 4 GiB, and the built weights are what
+/// stays.
+#[cfg(feature = "engine")]
+pub enum ModelBytes {
+    /// A GGUF file, kept in a JS array: the engine copies its header and one
+    /// tensor at a time into wasm memory, which never shrinks (holding the
+    /// whole file there would keep its size for good).
+    Gguf(JsFile),
+    /// A Hugging Face folder's files, in wasm memory.
+    HuggingFace(scalpel_types::ModelFiles<Vec<u8>>),
+}
+
+/// A file's bytes in a JS `Uint8Array`, read a range at a time.
+#[cfg(feature = "engine")]
+pub struct JsFile(pub js_sys::Uint8Array);
+
+#[cfg(feature = "engine")]
+impl scalpel_engine::gguf::ByteSource for JsFile {
+    fn len(&self) -> usize {
+        self.0.length() as usize
+    }
+    fn read_into(&self, start: usize, dst: &mut [u8]) {
+        self.0.subarray(start as u32, (start + dst.len()) as u32).copy_to(dst);
+    }
+}
+
+#[cfg(feature = "engine")]
+impl ModelBytes {
+    /// Bytes in every file.
+    pub fn byte_len(&self) -> usize {
+        use scalpel_engine::gguf::ByteSource;
+        match self {
+            ModelBytes::Gguf(f) => f.len(),
+            ModelBytes::HuggingFace(files) => files.byte_len(),
+        }
+    }
+
+    /// The config, tokenizer and weights (`scalpel_engine::read`).
+    pub fn read(&self, name: &str) -> scalpel_engine::Result<(scalpel_engine::Config, scalpel_engine::Tokenizer, scalpel_engine::load::parts::Parts)> {
+        match self {
+            ModelBytes::Gguf(f) => scalpel_engine::read_gguf_source(name, f),
+            ModelBytes::HuggingFace(files) => scalpel_engine::read(name, files.source()),
+        }
+    }
+
+    /// The CPU model (`Model::load_within`).
+    pub fn load(&self, name: &str, precision: crate::protocol::Precision, kernels: scalpel_engine::Kernels, max_bytes: Option<u64>) -> scalpel_engine::Result<scalpel_engine::Model> {
+        match self {
+            ModelBytes::Gguf(f) => scalpel_engine::Model::load_gguf_source(name, f, precision, kernels, max_bytes),
+            ModelBytes::HuggingFace(files) => scalpel_engine::Model::load_within(name, files.source(), precision, kernels, max_bytes),
+        }
+    }
+}
 
 #[derive(Default)]
 struct State {
@@ -252,15 +302,25 @@ async fn rebuild_previous() -> bool {
     true
 }
 
-/// The bytes of a file the page sent (a `File`/`Blob` or an `ArrayBuffer`).
+/// The bytes of a file the page sent (a `File`/`Blob` or an `ArrayBuffer`),
+/// in wasm memory.
 #[cfg(feature = "engine")]
 async fn sent_bytes(file: Option<JsValue>) -> Result<Option<Vec<u8>>, String> {
+    match sent_file(file).await? {
+        Some(data) => Ok(Some(fetch::to_wasm("the file", &data)?)),
+        None => Ok(None),
+    }
+}
+
+/// The bytes of a file the page sent, in a JS array.
+#[cfg(feature = "engine")]
+async fn sent_file(file: Option<JsValue>) -> Result<Option<js_sys::Uint8Array>, String> {
     let Some(f) = file else { return Ok(None) };
     let buf = match f.dyn_into::<web_sys::Blob>() {
         Ok(blob) => wasm_bindgen_futures::JsFuture::from(blob.array_buffer()).await.map_err(|e| format!("could not read the file: {}", crate::js::js_err(e)))?,
         Err(buf) => buf,
     };
-    Ok(Some(js_sys::Uint8Array::new(&buf).to_vec()))
+    Ok(Some(js_sys::Uint8Array::new(&buf)))
 }
 
 /// The files at `source`, read into wasm memory: a local file from the
@@ -271,14 +331,14 @@ async fn sent_bytes(file: Option<JsValue>) -> Result<Option<Vec<u8>>, String> {
 async fn files_for(source: &ModelLocation, file: Option<web_sys::Blob>) -> Result<(ModelBytes, bool, Option<web_sys::Blob>), String> {
     Ok(match source {
         ModelLocation::Gguf { url } => {
-            let (b, cached) = fetch::fetch_cached(url, true).await?;
-            (ModelBytes::Gguf(b), cached, None)
+            let (b, cached) = fetch::fetch_file(url, true).await?;
+            (ModelBytes::Gguf(JsFile(b)), cached, None)
         }
         ModelLocation::File { name } => {
             let file = file.or_else(|| loaded().filter(|l| &l.source == source).and_then(|l| l.file));
             let file = file.ok_or_else(|| format!("{name}: the file was not sent (pick it again)"))?;
-            let b = sent_bytes(Some(file.clone().into())).await.map_err(|e| format!("{name}: {e}"))?.unwrap_or_default();
-            (ModelBytes::Gguf(b), false, Some(file))
+            let b = sent_file(Some(file.clone().into())).await.map_err(|e| format!("{name}: {e}"))?.unwrap_or_else(|| js_sys::Uint8Array::new_with_length(0));
+            (ModelBytes::Gguf(JsFile(b)), false, Some(file))
         }
         ModelLocation::HfRepo { base } => {
             let (b, cached) = fetch::fetch_hf(base).await?;

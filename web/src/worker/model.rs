@@ -156,7 +156,7 @@ pub fn load(location: &ModelLocation, bytes: &ModelBytes, precision: Precision, 
     MODEL.with(|m| *m.borrow_mut() = None);
     compare::forget_baseline();
     let t0 = now_ms();
-    let model = Model::load_within(&name, bytes.source(), precision, kernels, Some(weight_budget(bytes))).map_err(|e| format!("{name}: {e}"))?;
+    let model = bytes.load(&name, precision, kernels, Some(weight_budget(bytes))).map_err(|e| format!("{name}: {e}"))?;
     let mut model = model;
     model.set_activation_budget(Some(ACTIVATION_BUDGET));
     let load_ms = now_ms() - t0;

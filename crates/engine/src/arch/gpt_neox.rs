@@ -99,9 +99,9 @@ fn gguf_parts(cfg: &Config, g: &Gguf) -> Result<Parts> {
         Ok(())
     };
     let matrix = |t: &str, want: [usize; 2]| -> Result<Weight> {
-        let q = g.qtensor(t)?;
-        check(t, q.shape().dims(), &want)?;
-        Ok(Weight::Quant(q))
+        let w = g.weight(t)?;
+        check(t, &w.dims(), &want)?;
+        Ok(w)
     };
     let vector = |t: &str, width: usize| -> Result<Tensor> {
         let q = g.qtensor(t)?;
@@ -120,7 +120,7 @@ fn gguf_parts(cfg: &Config, g: &Gguf) -> Result<Parts> {
         check(&format!("{qkv}.weight"), &info.shape, &[3 * d, d])?;
         let bias = vector(&format!("{qkv}.bias"), 3 * d)?;
         let part = |i: usize| -> Result<LinearParts> {
-            Ok(LinearParts { w: Weight::Quant(g.qtensor_rows(&format!("{qkv}.weight"), i * d, d)?), b: Some(bias.narrow(0, i * d, d)?.contiguous()?) })
+            Ok(LinearParts { w: g.weight_rows(&format!("{qkv}.weight"), i * d, d)?, b: Some(bias.narrow(0, i * d, d)?.contiguous()?) })
         };
         blocks.push(BlockParts {
             ln1: ln(&format!("{p}.attn_norm"))?,

@@ -108,9 +108,9 @@ pub(crate) fn gguf_decoder_parts(cfg: &Config, g: &Gguf, layout: QkLayout) -> Re
         Ok(())
     };
     let weight = |t: &str, want: &[usize]| -> Result<Weight> {
-        let q = g.qtensor(t)?;
-        check(t, q.shape().dims(), want)?;
-        Ok(Weight::Quant(q))
+        let w = g.weight(t)?;
+        check(t, &w.dims(), want)?;
+        Ok(w)
     };
     let norm_of = |t: &str, width: usize| -> Result<NormParts> { Ok(NormParts { w: weight(t, &[width])?.to_f32()?, b: None }) };
     let norm = |t: &str| norm_of(t, cfg.d_model);

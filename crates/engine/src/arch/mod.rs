@@ -51,13 +51,7 @@ fn names(f: impl Fn(&ArchDef) -> &'static [&'static str]) -> String {
 /// the same steps: hyperparameters, tokenizer, then tensors by role.
 pub fn read(name: &str, source: ModelSource) -> Result<(Config, Tokenizer, Parts)> {
     match source {
-        ModelSource::Gguf(bytes) => {
-            let g = Gguf::parse(name, bytes)?;
-            let cfg = gguf_config(&g)?;
-            let tokenizer = Tokenizer::from_gguf(&g)?;
-            let parts = gguf_parts(&cfg, &g)?;
-            Ok((cfg, tokenizer, parts))
-        }
+        ModelSource::Gguf(bytes) => read_gguf(&Gguf::parse(name, bytes)?),
         ModelSource::HuggingFace { config, tokenizer, tokenizer_config, weights } => {
             let cfg = hf_config("config.json", config)?;
             let tokenizer = tokenizer.ok_or_else(|| {
@@ -72,6 +66,20 @@ pub fn read(name: &str, source: ModelSource) -> Result<(Config, Tokenizer, Parts
             Ok((cfg, tokenizer, parts))
         }
     }
+}
+
+/// As [`read`], for a GGUF file read a range at a time (see
+/// [`ByteSource`](crate::gguf::ByteSource)): only the header and one tensor
+/// at a time are copied into memory.
+pub fn read_gguf_source(name: &str, source: &dyn crate::gguf::ByteSource) -> Result<(Config, Tokenizer, Parts)> {
+    read_gguf(&Gguf::parse_source(name, source)?)
+}
+
+fn read_gguf(g: &Gguf) -> Result<(Config, Tokenizer, Parts)> {
+    let cfg = gguf_config(g)?;
+    let tokenizer = Tokenizer::from_gguf(g)?;
+    let parts = gguf_parts(&cfg, g)?;
+    Ok((cfg, tokenizer, parts))
 }
 
 /// The hyperparameters of a GGUF file, from its metadata.

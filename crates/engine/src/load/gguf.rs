@@ -12,6 +12,7 @@ use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType, QTensor};
 use candle_core::Device;
 
 use crate::error::{Error, Result};
+use crate::load::parts::Weight;
 
 const MAGIC: &[u8; 4] = b"GGUF";
 const MAX_DIMS: u32 = 4;
@@ -110,6 +111,28 @@ pub struct TensorInfo {
     pub len: usize,
 }
 
+/// A file's bytes, read a range at a time: a file held outside this
+/// process's memory. The browser keeps a downloaded model in a JS array and
+/// copies each tensor into wasm memory as it is built; wasm memory never
+/// shrinks, so holding the whole file there would keep its size for good.
+pub trait ByteSource {
+    /// The file's size in bytes.
+    fn len(&self) -> usize;
+    /// Fills `dst` with the bytes from `start` (the caller checked that
+    /// `start + dst.len() <= len()`).
+    fn read_into(&self, start: usize, dst: &mut [u8]);
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Where a parsed file's tensor bytes are.
+#[derive(Clone, Copy)]
+enum Data<'a> {
+    Slice(&'a [u8]),
+    Source(&'a dyn ByteSource),
+}
+
 /// A parsed GGUF file borrowing its tensor data from the caller's bytes.
 pub struct Gguf<'a> {
     pub file: String,
@@ -117,8 +140,12 @@ pub struct Gguf<'a> {
     pub metadata: HashMap<String, Value>,
     pub tensors: Vec<TensorInfo>,
     index: HashMap<String, usize>,
-    bytes: &'a [u8],
+    data: Data<'a>,
 }
+
+/// The first header read from a [`ByteSource`]; it doubles (up to the
+/// whole file) while the metadata and tensor table go on past it.
+const FIRST_HEADER_READ: usize = 4 << 20;
 
 struct Reader<'a> {
     file: &'a str,
@@ -130,6 +157,9 @@ struct Reader<'a> {
     /// The whole file's size: `bytes` is only its start when the header
     /// is read before a download (`Gguf::header`).
     file_len: usize,
+    /// Set when a read failed at the end of `bytes` while the file goes on
+    /// (a longer prefix may succeed).
+    ran_out: bool,
 }
 
 /// Most metadata array elements a file may hold: the largest vocabularies
@@ -144,6 +174,7 @@ impl<'a> Reader<'a> {
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
         let remaining = self.bytes.len() - self.pos;
         if n > remaining {
+            self.ran_out = self.bytes.len() < self.file_len;
             return Err(self.err(format!(
                 "truncated file: {what} needs {n} bytes but only {remaining} remain"
             )));
@@ -173,6 +204,7 @@ impl<'a> Reader<'a> {
     fn string(&mut self, what: &str) -> Result<String> {
         let len = self.u64(what)?;
         if len > self.remaining() as u64 {
+            self.ran_out = self.bytes.len() < self.file_len;
             return Err(self.err(format!(
                 "{what}: string length {len} exceeds the {} bytes left in the file",
                 self.remaining()
@@ -221,6 +253,7 @@ impl<'a> Reader<'a> {
                 };
                 // Bound the element count by the bytes left before allocating.
                 if count > (self.remaining() / min_elem) as u64 {
+                    self.ran_out = self.bytes.len() < self.file_len;
                     return Err(self.err(format!(
                         "metadata '{key}': array claims {count} elements, more than the file can hold"
                     )));
@@ -350,19 +383,33 @@ fn alignment(file: &str, metadata: &HashMap<String, Value>) -> Result<usize> {
 type Table = (u32, HashMap<String, Value>, Vec<RawInfo>, usize, usize);
 
 fn read_table(file: &str, bytes: &[u8], file_len: usize) -> Result<Table> {
-    let mut r = Reader { file, bytes, pos: 0, array_items: 0, file_len };
-    let (version, tensor_count, kv_count) = r.header()?;
-    let mut metadata = HashMap::new();
-    for i in 0..kv_count {
-        let key = r.string(&format!("metadata key #{i}"))?;
-        let ty = r.u32(&key)?;
-        let value = r.value(ty, &key, 0)?;
-        metadata.insert(key, value);
+    read_prefix(file, bytes, file_len).map_err(|(e, _)| e)
+}
+
+/// As [`read_table`]; an error says whether it came from reaching the end
+/// of `bytes` before the end of the file (a longer prefix may succeed).
+fn read_prefix(file: &str, bytes: &[u8], file_len: usize) -> std::result::Result<Table, (Error, bool)> {
+    let mut r = Reader { file, bytes, pos: 0, array_items: 0, file_len, ran_out: false };
+    let table = r.table();
+    table.map_err(|e| (e, r.ran_out))
+}
+
+impl Reader<'_> {
+    /// The header, metadata and tensor table from the start of the file.
+    fn table(&mut self) -> Result<Table> {
+        let (version, tensor_count, kv_count) = self.header()?;
+        let mut metadata = HashMap::new();
+        for i in 0..kv_count {
+            let key = self.string(&format!("metadata key #{i}"))?;
+            let ty = self.u32(&key)?;
+            let value = self.value(ty, &key, 0)?;
+            metadata.insert(key, value);
+        }
+        let alignment = alignment(self.file, &metadata)?;
+        let raw = (0..tensor_count).map(|i| self.tensor_info(i)).collect::<Result<Vec<_>>>()?;
+        let data_start = self.pos.div_ceil(alignment) * alignment;
+        Ok((version, metadata, raw, data_start, alignment))
     }
-    let alignment = alignment(file, &metadata)?;
-    let raw = (0..tensor_count).map(|i| r.tensor_info(i)).collect::<Result<Vec<_>>>()?;
-    let data_start = r.pos.div_ceil(alignment) * alignment;
-    Ok((version, metadata, raw, data_start, alignment))
 }
 
 /// What a GGUF file's header says, read from its first bytes before the
@@ -420,16 +467,38 @@ pub fn dtype_from_u32(t: u32) -> std::result::Result<GgmlDType, String> {
 impl<'a> Gguf<'a> {
     /// Parses the header and tensor table of `bytes`; `file` names it in errors.
     pub fn parse(file: &str, bytes: &'a [u8]) -> Result<Self> {
-        let (version, metadata, raw, data_start, alignment) = read_table(file, bytes, bytes.len())?;
+        Self::from_table(file, read_table(file, bytes, bytes.len())?, bytes.len(), Data::Slice(bytes))
+    }
+
+    /// As [`Gguf::parse`], for a file read a range at a time: the header is
+    /// read from a prefix that grows until the tensor table fits, and each
+    /// tensor's bytes only when it is built.
+    pub fn parse_source(file: &str, source: &'a dyn ByteSource) -> Result<Self> {
+        let len = source.len();
+        let mut n = FIRST_HEADER_READ.min(len);
+        let table = loop {
+            let mut prefix = vec![0u8; n];
+            source.read_into(0, &mut prefix);
+            match read_prefix(file, &prefix, len) {
+                Ok(t) => break t,
+                Err((_, true)) => n = n.saturating_mul(2).min(len),
+                Err((e, _)) => return Err(e),
+            }
+        };
+        Self::from_table(file, table, len, Data::Source(source))
+    }
+
+    fn from_table(file: &str, table: Table, file_len: usize, data: Data<'a>) -> Result<Self> {
+        let (version, metadata, raw, data_start, alignment) = table;
         // Even an empty tensor's data must start inside the file: its slice
         // is taken at `data_start`.
-        if data_start > bytes.len() && !raw.is_empty() {
+        if data_start > file_len && !raw.is_empty() {
             return Err(Error::load(
                 file,
-                format!("the tensor data section starts at byte {data_start}, past the end of the {}-byte file (truncated file?)", bytes.len()),
+                format!("the tensor data section starts at byte {data_start}, past the end of the {file_len}-byte file (truncated file?)"),
             ));
         }
-        let data_len = bytes.len().saturating_sub(data_start);
+        let data_len = file_len.saturating_sub(data_start);
         let mut tensors = Vec::with_capacity(raw.len());
         let mut index = HashMap::new();
         for t in raw {
@@ -460,7 +529,7 @@ impl<'a> Gguf<'a> {
             });
         }
         check_no_overlap(file, &tensors)?;
-        Ok(Gguf { file: file.to_owned(), version, metadata, tensors, index, bytes })
+        Ok(Gguf { file: file.to_owned(), version, metadata, tensors, index, data })
     }
 
     pub fn info(&self, name: &str) -> Option<&TensorInfo> {
@@ -504,8 +573,25 @@ impl<'a> Gguf<'a> {
         }
     }
 
-    pub fn raw(&self, info: &TensorInfo) -> &'a [u8] {
-        &self.bytes[info.start..info.start + info.len]
+    /// A tensor's bytes: borrowed from an in-memory file, read from a
+    /// [`ByteSource`] (a copy) otherwise.
+    pub fn raw(&self, info: &TensorInfo) -> std::borrow::Cow<'a, [u8]> {
+        match self.data {
+            Data::Slice(b) => std::borrow::Cow::Borrowed(&b[info.start..info.start + info.len]),
+            Data::Source(src) => {
+                let mut v = vec![0u8; info.len];
+                src.read_into(info.start, &mut v);
+                std::borrow::Cow::Owned(v)
+            }
+        }
+    }
+
+    /// Copies a tensor's bytes into `dst` (`info.len` bytes).
+    fn read_raw(&self, info: &TensorInfo, dst: &mut [u8]) {
+        match self.data {
+            Data::Slice(b) => dst.copy_from_slice(&b[info.start..info.start + info.len]),
+            Data::Source(src) => src.read_into(info.start, dst),
+        }
     }
 
     fn find(&self, name: &str) -> Result<&TensorInfo> {
@@ -515,13 +601,36 @@ impl<'a> Gguf<'a> {
     /// Builds a candle `QTensor` from a tensor's bytes.
     pub fn qtensor(&self, name: &str) -> Result<QTensor> {
         let info = self.find(name)?;
-        self.blocks_to_qtensor(info, |dst| dst.copy_from_slice(self.raw(info)))
+        self.blocks_to_qtensor(info, |dst| self.read_raw(info, dst))
     }
 
-    /// Rows `start..start + n` of a matrix tensor as a tensor of their own,
+    /// A weight as stored: a Q4_0 / Q4_1 / Q8_0 matrix is read from the
+    /// file's bytes straight into Scalpel's layout (`Weight::Blocks`, no
+    /// candle copy in between); anything else becomes a candle `QTensor`.
+    pub fn weight(&self, name: &str) -> Result<Weight> {
+        let info = self.find(name)?;
+        self.weight_of(info)
+    }
+
+    /// Rows `start..start + n` of a matrix tensor as a weight of their own,
     /// still in the stored blocks (a row is whole blocks): a fused matrix
     /// (GPT-NeoX's query/key/value) split by role without dequantizing.
-    pub fn qtensor_rows(&self, name: &str, start: usize, n: usize) -> Result<QTensor> {
+    pub fn weight_rows(&self, name: &str, start: usize, n: usize) -> Result<Weight> {
+        let part = self.rows_info(name, start, n)?;
+        self.weight_of(&part)
+    }
+
+    fn weight_of(&self, info: &TensorInfo) -> Result<Weight> {
+        match (crate::kernels::qtype(info.dtype), info.shape.as_slice()) {
+            (Some(ty), &[rows, cols]) => scalpel_kernels::QMatrix::from_gguf(ty, rows, cols, &self.raw(info))
+                .map(Weight::Blocks)
+                .map_err(|e| Error::load(&self.file, format!("tensor '{}': {}", info.name, e.0))),
+            _ => Ok(Weight::Quant(self.blocks_to_qtensor(info, |dst| self.read_raw(info, dst))?)),
+        }
+    }
+
+    /// Where rows `start..start + n` of a matrix tensor lie in the file.
+    fn rows_info(&self, name: &str, start: usize, n: usize) -> Result<TensorInfo> {
         let info = self.find(name)?;
         let &[rows, cols] = info.shape.as_slice() else {
             return Err(Error::load(&self.file, format!("tensor '{name}' has shape {:?}, expected a matrix", info.shape)));
@@ -533,9 +642,7 @@ impl<'a> Gguf<'a> {
             return Err(Error::load(&self.file, format!("tensor '{name}': rows of {cols} values are not whole {:?} blocks", info.dtype)));
         }
         let row_bytes = cols / info.dtype.block_size() * info.dtype.type_size();
-        let part = TensorInfo { name: name.to_owned(), dtype: info.dtype, shape: vec![n, cols], start: info.start + start * row_bytes, len: n * row_bytes };
-        let raw = self.raw(&part);
-        self.blocks_to_qtensor(&part, |dst| dst.copy_from_slice(raw))
+        Ok(TensorInfo { name: name.to_owned(), dtype: info.dtype, shape: vec![n, cols], start: info.start + start * row_bytes, len: n * row_bytes })
     }
 
     /// Fills a 4-byte aligned buffer of the tensor's size with `fill` and

@@ -6,8 +6,11 @@
 //! stored them (`Parts::qk_layout` says which), so quantized blocks are
 //! multiplied exactly as llama.cpp and candle multiply them.
 
+use std::borrow::Cow;
+
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
+use scalpel_kernels::QMatrix;
 
 use crate::error::Result;
 use scalpel_types::{Kernels, Precision};
@@ -16,7 +19,14 @@ use scalpel_types::{Kernels, Precision};
 /// types, dequantized or multiplied as blocks depending on the precision).
 pub enum Weight {
     F32(Tensor),
+    /// Blocks of a type Scalpel's kernels do not multiply (k-quants, Q5_*,
+    /// f16...), as candle holds them.
     Quant(QTensor),
+    /// Q4_0 / Q4_1 / Q8_0 matrices, read from the file straight into the
+    /// layout Scalpel's kernels multiply. No candle copy comes first: wasm
+    /// memory never shrinks, so a transient second copy of every weight
+    /// would stay in the tab for good.
+    Blocks(QMatrix),
 }
 
 impl Weight {
@@ -24,13 +34,41 @@ impl Weight {
         match self {
             Weight::F32(t) => t.dims().to_vec(),
             Weight::Quant(q) => q.shape().dims().to_vec(),
+            Weight::Blocks(m) => vec![m.rows(), m.cols()],
         }
+    }
+
+    /// The GGUF type of stored blocks; `None` for f32 values.
+    pub fn block_type(&self) -> Option<GgmlDType> {
+        match self {
+            Weight::F32(_) => None,
+            Weight::Quant(q) => Some(q.dtype()),
+            Weight::Blocks(m) => Some(crate::kernels::ggml(m.qtype())),
+        }
+    }
+
+    /// The blocks as GGUF stores them (`None` for f32 values).
+    pub fn gguf_bytes(&self) -> Result<Option<Cow<'_, [u8]>>> {
+        Ok(match self {
+            Weight::F32(_) => None,
+            Weight::Quant(q) => Some(q.data()?),
+            Weight::Blocks(m) => Some(Cow::Owned(m.to_gguf())),
+        })
     }
 
     /// Whether these are blocks Scalpel's kernels multiply (Q4_0, Q4_1,
     /// Q8_0): kept as blocks in both precisions with those kernels.
     pub fn scalpel_blocks(&self) -> bool {
-        matches!(self, Weight::Quant(q) if matches!(q.dtype(), GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q8_0))
+        matches!(self, Weight::Blocks(_))
+    }
+
+    /// The stored blocks' bytes (as GGUF counts them).
+    fn stored_bytes(&self) -> u64 {
+        match self {
+            Weight::F32(t) => t.elem_count() as u64 * 4,
+            Weight::Quant(q) => q.storage_size_in_bytes() as u64,
+            Weight::Blocks(m) => (m.rows() * m.cols() / 32 * m.qtype().gguf_block_bytes()) as u64,
+        }
     }
 
     /// Bytes the model holds for this matrix once built at `precision`
@@ -40,11 +78,9 @@ impl Weight {
         let elems: u64 = self.dims().iter().map(|&d| d as u64).product();
         let cols = self.dims().last().copied().unwrap_or(0);
         match (self, precision) {
-            (Weight::Quant(q), Precision::F32) if kernels.resolve(precision) == Kernels::Scalpel && self.scalpel_blocks() => {
-                q.storage_size_in_bytes() as u64
-            }
+            (Weight::Blocks(_), Precision::F32) if kernels.resolve(precision) == Kernels::Scalpel => self.stored_bytes(),
             (_, Precision::F32) => elems * 4,
-            (Weight::Quant(q), Precision::Quantized) => q.storage_size_in_bytes() as u64,
+            (Weight::Quant(_) | Weight::Blocks(_), Precision::Quantized) => self.stored_bytes(),
             (Weight::F32(_), Precision::Quantized) if cols % GgmlDType::Q8_0.block_size() == 0 => {
                 elems / GgmlDType::Q8_0.block_size() as u64 * GgmlDType::Q8_0.type_size() as u64
             }
@@ -57,6 +93,7 @@ impl Weight {
         Ok(match self {
             Weight::F32(t) => t.to_dtype(DType::F32)?,
             Weight::Quant(q) => q.dequantize(&Device::Cpu)?,
+            Weight::Blocks(m) => crate::kernels::dequantize(m)?,
         })
     }
 }
@@ -183,7 +220,7 @@ impl Parts {
     /// Whether the file stored any matrix as quantized blocks (GGUF's
     /// f32/f16/bf16 tensors are not blocks).
     pub fn has_blocks(&self) -> bool {
-        let quant = |w: &Weight| matches!(w, Weight::Quant(q) if !matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16));
+        let quant = |w: &Weight| w.block_type().is_some_and(|t| !matches!(t, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16));
         quant(&self.embed)
             || self.unembed.as_ref().is_some_and(quant)
             || self.blocks.iter().any(|b| {

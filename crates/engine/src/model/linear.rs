@@ -51,10 +51,24 @@ impl Linear {
         }
     }
 
+    /// From Q4_0 / Q4_1 / Q8_0 blocks already in Scalpel's layout: kept as
+    /// they are with Scalpel's kernels (`Exact` in f32, `Scalpel` when
+    /// quantized); with candle's, dequantized (f32) or handed back to
+    /// candle as the same blocks (quantized).
+    pub fn from_matrix(m: scalpel_kernels::QMatrix, b: Option<Tensor>, precision: Precision, kernels: Kernels) -> Result<Linear> {
+        Ok(match (precision, kernels.resolve(precision)) {
+            (Precision::F32, Kernels::Scalpel) => Linear::Exact { w: Arc::new(m), b },
+            (Precision::F32, _) => Linear::F32 { w: candle_nn::Linear::new(crate::kernels::dequantize(&m)?, b) },
+            (Precision::Quantized, Kernels::Scalpel) => Linear::Scalpel { w: m, b },
+            (Precision::Quantized, _) => Linear::Quant { w: QMatMul::from_qtensor(crate::kernels::to_candle(&m)?)?, b },
+        })
+    }
+
     pub fn from_parts(p: LinearParts, precision: Precision, kernels: Kernels) -> Result<Linear> {
         match p.w {
             Weight::F32(w) => Linear::from_f32(w, p.b, precision),
             Weight::Quant(q) => Linear::from_blocks(q, p.b, precision, kernels),
+            Weight::Blocks(m) => Linear::from_matrix(m, p.b, precision, kernels),
         }
     }
 

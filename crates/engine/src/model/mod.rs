@@ -183,7 +183,18 @@ impl Model {
     /// allocation there aborts instead of returning an error). The message
     /// gives the estimate, the limit and what the other precision needs.
     pub fn load_within(name: &str, source: ModelSource, precision: Precision, kernels: Kernels, max_bytes: Option<u64>) -> Result<Model> {
-        let (config, tokenizer, parts) = crate::arch::read(name, source)?;
+        Self::build_within(name, crate::arch::read(name, source)?, precision, kernels, max_bytes)
+    }
+
+    /// As [`Model::load_within`], for a GGUF file read a range at a time
+    /// (the browser's file stays in a JS array; wasm memory holds only the
+    /// header and one tensor's bytes at a time besides the weights).
+    pub fn load_gguf_source(name: &str, source: &dyn crate::gguf::ByteSource, precision: Precision, kernels: Kernels, max_bytes: Option<u64>) -> Result<Model> {
+        Self::build_within(name, crate::arch::read_gguf_source(name, source)?, precision, kernels, max_bytes)
+    }
+
+    fn build_within(name: &str, read: (Config, Tokenizer, Parts), precision: Precision, kernels: Kernels, max_bytes: Option<u64>) -> Result<Model> {
+        let (config, tokenizer, parts) = read;
         if let Some(max) = max_bytes {
             let need = parts.built_bytes_with(precision, kernels);
             if need > max {
@@ -241,7 +252,7 @@ impl Model {
                 let e = w.to_dtype(candle_core::DType::F32)?;
                 (Some(e.clone()), Linear::from_f32(e, None, precision)?)
             }
-            (None, Weight::Quant(q)) => (None, Linear::from_blocks(q, None, precision, kernels)?),
+            (None, w) => (None, Linear::from_parts(crate::load::parts::LinearParts { w, b: None }, precision, kernels)?),
         };
         // Put a quantized unembedding on its kernels now, so that the
         // embedding is expanded only when its blocks cannot serve it (wasm

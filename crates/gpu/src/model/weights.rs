@@ -141,18 +141,15 @@ impl Weights {
 /// quantized when asked for and every part has the same Q8_0/Q4_1 type and
 /// whole blocks per row; f32 otherwise.
 fn upload_mat(gpu: &Gpu, label: &str, ws: &[(&Weight, Option<Vec<usize>>)], quantized: bool) -> Result<Mat> {
-    let fmt_of = |w: &Weight| match w {
-        Weight::Quant(q) => gpu_format(q.dtype()),
-        Weight::F32(_) => None,
-    };
+    let fmt_of = |w: &Weight| w.block_type().and_then(gpu_format);
     let fmt = fmt_of(ws[0].0);
     let blocks = quantized && fmt.is_some() && ws.iter().all(|(w, _)| fmt_of(w) == fmt && w.dims().get(1).is_some_and(|c| c % 32 == 0));
     if let (true, Some(fmt)) = (blocks, fmt) {
         let mut words = Vec::new();
         for (w, order) in ws {
-            let Weight::Quant(q) = w else { unreachable!("checked: quantized") };
-            let [rows, cols] = [q.shape().dims()[0], q.shape().dims()[1]];
-            let repacked = repack(fmt, &q.data()?);
+            let [rows, cols] = [w.dims()[0], w.dims()[1]];
+            let data = w.gguf_bytes()?.expect("checked: stored blocks");
+            let repacked = repack(fmt, &data);
             debug_assert_eq!(repacked.len(), rows * cols / 32 * block_words(fmt));
             extend_rows(&mut words, &repacked, rows, order.as_deref());
         }

@@ -100,7 +100,8 @@ describe('benchmark', { timeout: 30 * MINUTE }, () => {
     console.log('benchmark (64 + 64 tokens, 1 thread unless said)   prefill tok/s   decode tok/s');
     for (const [name, p, d] of rows) console.log(`${name.padEnd(48)} ${p.toFixed(1).padStart(13)} ${d.toFixed(1).padStart(14)}`);
     const row = (label) => rows.find((r) => r[0] === label);
-    console.log(`wasm decode, scalpel / candle kernels: ${(rows[1][2] / rows[0][2]).toFixed(2)}x; prefill ${(rows[1][1] / rows[0][1]).toFixed(2)}x`);
+    const [qs, qc] = [row('wasm quantized, scalpel kernels'), row('wasm quantized, candle kernels')];
+    console.log(`wasm quantized, scalpel / candle kernels: decode ${(qs[2] / qc[2]).toFixed(2)}x; prefill ${(qs[1] / qc[1]).toFixed(2)}x`);
     const [sq, sq2, sf, l1, l2] = ['wasm quantized, scalpel kernels', 'wasm quantized, scalpel kernels (again)', 'wasm f32',
       'llama.cpp wasm (wllama), 1 thread', 'llama.cpp wasm (wllama), 2 threads'].map(row);
     const quant = [(sq[1] + sq2[1]) / 2, (sq[2] + sq2[2]) / 2];

@@ -53,18 +53,6 @@ fn assert_names(msg: &str, names: &[&str]) {
     assert!(names.iter().any(|n| msg.contains(n)), "the error names none of {names:?}: {msg}");
 }
 
-/// The file read a range at a time, as the browser's worker reads it.
-struct Ranges<'a>(&'a [u8]);
-
-impl scalpel_engine::gguf::ByteSource for Ranges<'_> {
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-    fn read_into(&self, start: usize, dst: &mut [u8]) {
-        dst.copy_from_slice(&self.0[start..start + dst.len()]);
-    }
-}
-
 /// The whole input as a GGUF file; the last byte's bit 0 picks f32 or
 /// quantized weights. `Model::load` returns Ok or an error naming the file,
 /// and reading the file a range at a time (the browser's path,
@@ -73,7 +61,7 @@ impl scalpel_engine::gguf::ByteSource for Ranges<'_> {
 pub fn gguf_load(data: &[u8]) {
     let precision = if data.last().is_some_and(|b| b & 1 == 1) { Precision::Quantized } else { Precision::F32 };
     let whole = Model::load("fuzz.gguf", ModelSource::Gguf(data), precision);
-    let ranged = Model::load_gguf_source("fuzz.gguf", &Ranges(data), precision, scalpel_engine::Kernels::Auto, None);
+    let ranged = Model::load_gguf_source("fuzz.gguf", &data, precision, scalpel_engine::Kernels::Auto, None);
     match (whole, ranged) {
         (Ok(m), Ok(r)) => {
             let ids = [1u32, 2];

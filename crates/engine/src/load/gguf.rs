@@ -126,6 +126,16 @@ pub trait ByteSource {
     }
 }
 
+/// A file in memory as a source (tests and fuzzing read it the browser's way).
+impl ByteSource for &[u8] {
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
+    fn read_into(&self, start: usize, dst: &mut [u8]) {
+        dst.copy_from_slice(&self[start..start + dst.len()]);
+    }
+}
+
 /// Where a parsed file's tensor bytes are.
 #[derive(Clone, Copy)]
 enum Data<'a> {

@@ -37,16 +37,12 @@ impl Linear {
         Ok(Linear::F32 { w: candle_nn::Linear::new(w, b) })
     }
 
-    /// From stored blocks: in f32 precision, multiplied exactly over the
-    /// blocks with Scalpel's kernels (`Exact`) or dequantized with candle's
-    /// (the dequantize-all reference path); multiplied as blocks in
-    /// `quantized` precision (kernels chosen later, `set_kernels`).
-    pub fn from_blocks(q: QTensor, b: Option<Tensor>, precision: Precision, kernels: Kernels) -> Result<Linear> {
+    /// From stored blocks of a type Scalpel's kernels do not multiply
+    /// (`Weight::Quant`: k-quants, Q5_*, ...): dequantized in f32
+    /// precision, candle's `QMatMul` in `quantized` precision.
+    pub fn from_blocks(q: QTensor, b: Option<Tensor>, precision: Precision) -> Result<Linear> {
         match precision {
-            Precision::F32 => match (kernels.resolve(precision), crate::kernels::to_scalpel(&q)) {
-                (Kernels::Scalpel, Some(w)) => Ok(Linear::Exact { w: Arc::new(w), b }),
-                _ => Ok(Linear::F32 { w: candle_nn::Linear::new(q.dequantize(&Device::Cpu)?, b) }),
-            },
+            Precision::F32 => Ok(Linear::F32 { w: candle_nn::Linear::new(q.dequantize(&Device::Cpu)?, b) }),
             Precision::Quantized => Ok(Linear::Quant { w: QMatMul::from_qtensor(q)?, b }),
         }
     }
@@ -67,7 +63,7 @@ impl Linear {
     pub fn from_parts(p: LinearParts, precision: Precision, kernels: Kernels) -> Result<Linear> {
         match p.w {
             Weight::F32(w) => Linear::from_f32(w, p.b, precision),
-            Weight::Quant(q) => Linear::from_blocks(q, p.b, precision, kernels),
+            Weight::Quant(q) => Linear::from_blocks(q, p.b, precision),
             Weight::Blocks(m) => Linear::from_matrix(m, p.b, precision, kernels),
         }
     }

@@ -91,6 +91,19 @@ describe('benchmark', { timeout: 30 * MINUTE }, () => {
     await wllama(2);
     await loadPrecision(page, 'quantized', logs);
     await bench('wasm quantized, scalpel kernels (again)');
+    // The threaded build (this page is cross-origin isolated): the worker restarts on 2 threads.
+    const setThreads = async (n) => {
+      await page.getByRole('combobox', { name: 'Threads' }).selectOption(String(n));
+      await page.waitForTimeout(500);
+      await waitState(page, 'ready', 10 * MINUTE, logs);
+      const line = (await page.getByLabel('Backend').textContent()).trim();
+      assert.ok(line.endsWith(n === 1 ? '· 1 thread' : `· ${n} threads`), `backend line: ${line}`);
+    };
+    await setThreads(2);
+    await bench('wasm quantized, scalpel kernels, 2 threads');
+    await loadPrecision(page, 'f32', logs);
+    await bench('wasm f32, 2 threads');
+    await setThreads(1);
     const q = cli(['bench', '--precision', 'quantized', '--kernels', 'candle,scalpel', '--rounds', '1', '--json']);
     rows.push(['native quantized, candle kernels', q.ours.candle.prefill_tok_s, q.ours.candle.decode_tok_s]);
     rows.push(['native quantized, scalpel kernels', q.ours.scalpel.prefill_tok_s, q.ours.scalpel.decode_tok_s]);
@@ -107,9 +120,13 @@ describe('benchmark', { timeout: 30 * MINUTE }, () => {
     const quant = [(sq[1] + sq2[1]) / 2, (sq[2] + sq2[2]) / 2];
     console.log(`against llama.cpp wasm, 1 thread each: quantized prefill ${(quant[0] / l1[1]).toFixed(2)}x, decode ${(quant[1] / l1[2]).toFixed(2)}x; `
       + `f32 prefill ${(sf[1] / l1[1]).toFixed(2)}x, decode ${(sf[2] / l1[2]).toFixed(2)}x; llama.cpp 2 threads / 1: decode ${(l2[2] / l1[2]).toFixed(2)}x`);
+    const [q2, f2] = ['wasm quantized, scalpel kernels, 2 threads', 'wasm f32, 2 threads'].map(row);
+    console.log(`2 threads / 1 thread (the threaded build): quantized prefill ${(q2[1] / quant[0]).toFixed(2)}x, decode ${(q2[2] / quant[1]).toFixed(2)}x; `
+      + `f32 prefill ${(f2[1] / sf[1]).toFixed(2)}x, decode ${(f2[2] / sf[2]).toFixed(2)}x; `
+      + `against llama.cpp wasm, 2 threads each: quantized decode ${(q2[2] / l2[2]).toFixed(2)}x, f32 decode ${(f2[2] / l2[2]).toFixed(2)}x`);
     const [fa, fe] = ['wasm f32, dequantize-all (candle)', 'wasm f32, exact over blocks (default)'].map(row);
     console.log(`f32 precision, exact over blocks / dequantize-all (fresh pages): prefill ${(fe[1] / fa[1]).toFixed(2)}x, decode ${(fe[2] / fa[2]).toFixed(2)}x; `
-      + `in the main page, f32 (exact) / quantized decode ${(sf[2] / quant[1]).toFixed(2)}x`);
+      + `in the main page, f32 (exact) / quantized decode ${(sf[2] / quant[1]).toFixed(2)}x; f32 on 2 threads / f32 dequantize-all on 1: decode ${(f2[2] / fa[2]).toFixed(2)}x`);
     // The memory-bandwidth bound on decode: bytes a token reads over this machine's streaming-read rate (same run).
     const rate = q.read_bytes_per_s;
     const [qb, fb, eb] = [q.ours.scalpel.matrix_bytes_per_token, f.ours.candle.matrix_bytes_per_token, f.ours.scalpel.matrix_bytes_per_token];

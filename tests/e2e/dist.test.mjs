@@ -118,6 +118,20 @@ describe('static build (cargo xtask dist) on a plain static server, under a sub-
     assert.ok(ids.length > 0, 'the first comparison generated tokens');
     assert.ok((await page.getByRole('log', { name: 'Baseline output' }).textContent()).trim().length > 0);
     await screenshot(page, 'dist-01-loaded');
+    // Two threads asked for where the page is not cross-origin isolated: the
+    // one-thread build runs, the backend line says why, and the tokens are the same.
+    const backend = page.getByLabel('Backend');
+    await page.getByRole('combobox', { name: 'Threads' }).selectOption('2');
+    await until(page, async () => /· 1 thread \(the page is not cross-origin isolated/.test(await backend.textContent()), 5 * MINUTE, 'the one-thread build saying why');
+    await waitState(page, 'ready', 5 * MINUTE, logs);
+    await page.getByRole('button', { name: 'Run', exact: true }).click();
+    await until(page, async () => (await page.getByRole('main').getAttribute('data-state')) === 'busy', MINUTE, 'the run to start');
+    await waitState(page, 'ready', 3 * MINUTE, logs);
+    assert.deepEqual(await readIds(page, 'Baseline output'), ids, 'the same tokens after the restart');
+    console.log(`dist: 2 threads asked for, not isolated: "${(await backend.textContent()).trim()}"; same ${ids.length} tokens`);
+    await page.getByRole('combobox', { name: 'Threads' }).selectOption('1');
+    await until(page, async () => /· 1 thread$/.test((await backend.textContent()).trim()), 5 * MINUTE, 'one thread again');
+    await waitState(page, 'ready', 5 * MINUTE, logs);
     const modelPath = new globalThis.URL(MODEL_URL).pathname;
     const outside = requests.filter(([, p]) => !p.startsWith(BASE) && p !== modelPath && p !== BASE.replace(/\/$/, ''));
     assert.deepEqual(outside, [], 'every request stays under the sub-path or is the model URL');

@@ -841,7 +841,8 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
     // The worker's loader keeps the wasm exports where the test can reach
     // its memory (the page itself never exposes them).
     // (Served with the original headers: the worker needs its COEP header.)
-    await page.route('**/worker_loader.js', async (route) => {
+    const loader = (url) => url.pathname.endsWith('/worker_loader.js'); // any ?threads=
+    await page.route(loader, async (route) => {
       const response = await route.fetch();
       const body = (await response.text()).replace('wasm_bindgen({', 'self.__scalpelWasm = wasm_bindgen({');
       await route.fulfill({ response, body });
@@ -891,7 +892,7 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
       await waitCompare(page, 3 * MINUTE, logs);
       assert.ok((await readIds(page, 'Baseline output')).length > 0);
     } finally {
-      await page.unroute('**/worker_loader.js');
+      await page.unroute(loader);
     }
   });
 
@@ -1089,6 +1090,52 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
       console.log(`quantized (${kernels}) page ${got.slice(0, 8)}… cli ${want.slice(0, 8)}…`);
       assert.deepEqual(got.slice(0, 3), want.slice(0, 3));
     }
+  });
+
+  test('threads: on 2 threads (the threaded build; this page is cross-origin isolated) the IOI sweep and the greedy tokens equal 1 thread bit for bit, in f32 and quantized', { timeout: 25 * MINUTE }, async () => {
+    await open(page, URL);
+    await waitState(page, 'ready', 5 * MINUTE, logs);
+    assert.equal(await page.evaluate(() => self.crossOriginIsolated), true);
+    const threads = page.getByRole('combobox', { name: 'Threads' });
+    const backend = page.getByLabel('Backend');
+    const setThreads = async (n) => {
+      if ((await threads.inputValue()) !== String(n)) {
+        await threads.selectOption(String(n));
+        await until(page, async () => (await state_(page)) !== 'ready', MINUTE, 'the worker restart');
+      }
+      await waitState(page, 'ready', 5 * MINUTE, logs);
+      await until(page, async () => new RegExp(`· ${n} threads?$`).test((await backend.textContent()).trim()), MINUTE, `"${n} thread(s)" in the backend line`);
+    };
+    // A fresh run: wait for the work to start, then to end.
+    const runAndWait = async (button) => {
+      await page.getByRole('button', { name: button, exact: true }).click();
+      await until(page, async () => (await state_(page)) === 'busy', MINUTE, `${button} to start`);
+      await waitState(page, 'ready', 10 * MINUTE, logs);
+    };
+    const run = async (precision, n) => {
+      await setThreads(n);
+      await loadPrecision(page, precision, logs);
+      await preset(page, 'IOI name-mover patching', logs);
+      const t0 = Date.now();
+      await runAndWait('Run sweep');
+      const seconds = (Date.now() - t0) / 1000;
+      const heatmap = await readHeatmap(page, 'Patching heatmap');
+      await tab(page, 'Generate & intervene');
+      await runAndWait('Run');
+      const ids = await readIds(page, 'Baseline output');
+      return { heatmap, ids, seconds };
+    };
+    for (const precision of ['f32', 'quantized']) {
+      const one = await run(precision, 1);
+      const two = await run(precision, 2);
+      assert.ok(one.heatmap.length > 0 && one.ids.length > 0);
+      assert.deepEqual(two.heatmap, one.heatmap, `${precision}: the sweep on 2 threads equals 1 thread`);
+      assert.deepEqual(two.ids, one.ids, `${precision}: greedy tokens on 2 threads equal 1 thread`);
+      console.log(`threads (${precision}): IOI sweep ${one.heatmap.length}x${one.heatmap[0].length} in ${one.seconds.toFixed(1)} s on 1 thread, ${two.seconds.toFixed(1)} s on 2 (${(one.seconds / two.seconds).toFixed(2)}x), every cell equal; ${two.ids.length} greedy tokens equal`);
+    }
+    await screenshot(page, '10-threads');
+    await setThreads(1);
+    await loadPrecision(page, 'f32', logs);
   });
 
   test('WebGPU (SwiftShader): the default model on the GPU gives the CPU path\'s top-5 next tokens and greedy tokens, and runs a steering comparison with the CLI\'s tokens; quantized weights on the GPU too', { timeout: 15 * MINUTE }, async () => {

@@ -397,7 +397,11 @@ pub struct BenchResult {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Response {
     /// The worker has started and can take requests.
-    Ready { engine: bool },
+    /// The worker is up: whether it has the engine, how many threads its
+    /// kernels use, and why it runs one thread when more were asked for (the
+    /// threaded build failed to start; `worker_loader.js` then started the
+    /// one-thread build).
+    Ready { engine: bool, threads: u32, threads_note: Option<String> },
     Pong { text: String },
     /// Download progress in bytes; `total` is None when the server sent no length.
     Progress { loaded: f64, total: Option<f64> },
@@ -509,7 +513,7 @@ mod tests {
     #[test]
     fn responses_round_trip() {
         let rs = vec![
-            Response::Ready { engine: true },
+            Response::Ready { engine: true, threads: 2, threads_note: Some("no SharedArrayBuffer".into()) },
             Response::Progress { loaded: 1.0, total: Some(2.0) },
             Response::GpuResult { next: vec![TokenProb { id: 3, token: " Paris".into(), prob: 0.5, logit: 17.5 }], ids: vec![3], text: " Paris".into(), first_token_ms: 1.0, decode_tok_s: 2.0 },
             Response::Error { message: "bad".into() },

@@ -28,6 +28,11 @@ pub use error::{Error, Result};
 pub use generate::{argmax, generate, GenerateOptions, Sampler};
 pub use hooks::{ActivationCache, FnHook, Hook, HookCtx, HookLayout, HookList, HookPoint, Site};
 pub use kernels::Kernels;
+/// Threads the quantized and exact kernels split a product over (feature `threads`: rayon's pool).
+pub use scalpel_kernels::threads as kernel_threads;
+/// A kernel helper thread's loop (the threaded wasm build; see `scalpel_kernels::gang`).
+#[cfg(all(feature = "threads", target_arch = "wasm32", target_feature = "atomics"))]
+pub use scalpel_kernels::gang::helper_loop as kernel_helper_loop;
 pub use load::gguf;
 pub use load::safetensors::shard_files;
 pub use model::{rotary, KvCache, Logits, Matrix, Model, ModelFiles, ModelSource, PassSize, Precision, SavedWeight};

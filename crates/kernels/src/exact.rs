@@ -26,6 +26,8 @@
 
 #![allow(clippy::needless_range_loop)] // lane loops read clearer indexed
 
+use std::ops::Range;
+
 use crate::{QMatrix, QType, Result, QK};
 
 /// Each activation row's per-block lane sums `s` (Q4_1's min term), `[n · nb]`.
@@ -87,25 +89,27 @@ fn dots<const T: usize>(w: &QMatrix, r: usize, xs: [&[f32]; T], ss: [&[[f32; 4]]
     acc.map(|a| (a[0] + a[1]) + (a[2] + a[3]))
 }
 
-pub(crate) fn matmul_portable(w: &QMatrix, x: &[f32], out: &mut [f32]) {
-    let (rows, cols, nb) = (w.rows, w.cols, w.nb);
-    let n = x.len() / cols;
+/// Weight rows `rows` times every activation row: `out` is `[n, rows.len()]`.
+pub(crate) fn matmul_portable(w: &QMatrix, x: &[f32], rows: Range<usize>, out: &mut [f32]) {
+    let (cols, nb) = (w.cols, w.nb);
+    let (len, n) = (rows.len(), x.len() / cols);
     let sx = lane_sums(x, cols);
     let xrow = |t: usize| &x[t * cols..(t + 1) * cols];
     let srow = |t: usize| &sx[t * nb..(t + 1) * nb];
+    let at = |t: usize, r: usize| t * len + r - rows.start;
     let mut t = 0;
     while t + 4 <= n {
-        for r in 0..rows {
+        for r in rows.clone() {
             let got = dots::<4>(w, r, core::array::from_fn(|k| xrow(t + k)), core::array::from_fn(|k| srow(t + k)));
             for k in 0..4 {
-                out[(t + k) * rows + r] = got[k];
+                out[at(t + k, r)] = got[k];
             }
         }
         t += 4;
     }
     while t < n {
-        for r in 0..rows {
-            out[t * rows + r] = dots::<1>(w, r, [xrow(t)], [srow(t)])[0];
+        for r in rows.clone() {
+            out[at(t, r)] = dots::<1>(w, r, [xrow(t)], [srow(t)])[0];
         }
         t += 1;
     }
@@ -117,17 +121,19 @@ impl QMatrix {
     /// (see the module docs). `out` must hold `n * rows` numbers.
     pub fn matmul_exact(&self, x: &[f32], out: &mut [f32]) -> Result<()> {
         self.check_exact(x, out)?;
-        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-        crate::simd128::exact::matmul(self, x, out);
-        #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-        matmul_portable(self, x, out);
+        crate::over_rows(self, x.len() / self.cols, out, |rows, out| {
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            crate::simd128::exact::matmul(self, x, rows, out);
+            #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+            matmul_portable(self, x, rows, out);
+        });
         Ok(())
     }
 
     /// The portable exact kernel, whatever the target (to compare against the SIMD one).
     pub fn matmul_exact_portable(&self, x: &[f32], out: &mut [f32]) -> Result<()> {
         self.check_exact(x, out)?;
-        matmul_portable(self, x, out);
+        matmul_portable(self, x, 0..self.rows, out);
         Ok(())
     }
 

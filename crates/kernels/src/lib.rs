@@ -28,11 +28,17 @@
 //!
 //! No model logic lives here.
 
+// The threaded wasm build is nightly-only anyway (std rebuilt with atomics):
+// its helpers wait with `memory.atomic.wait32` (`gang.rs`).
+#![cfg_attr(all(feature = "threads", target_arch = "wasm32", target_feature = "atomics"), feature(stdarch_wasm_atomic_wait))]
+
 use std::fmt;
 
 use half::f16;
 
 mod exact;
+#[cfg(all(feature = "threads", target_arch = "wasm32", target_feature = "atomics"))]
+pub mod gang;
 mod portable;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod simd128;
@@ -280,17 +286,19 @@ impl QMatrix {
     /// `out` must hold `acts.rows() * self.rows()` numbers.
     pub fn matmul(&self, acts: &QActs, out: &mut [f32]) -> Result<()> {
         self.check(acts, out)?;
-        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-        simd128::matmul(self, acts, out);
-        #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-        portable::matmul(self, acts, out);
+        over_rows(self, acts.rows, out, |rows, out| {
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            simd128::matmul(self, acts, rows, out);
+            #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+            portable::matmul(self, acts, rows, out);
+        });
         Ok(())
     }
 
     /// The portable kernel, whatever the target (to compare against the SIMD one).
     pub fn matmul_portable(&self, acts: &QActs, out: &mut [f32]) -> Result<()> {
         self.check(acts, out)?;
-        portable::matmul(self, acts, out);
+        portable::matmul(self, acts, 0..self.rows, out);
         Ok(())
     }
 
@@ -368,6 +376,89 @@ impl QActs {
     pub fn cols(&self) -> usize {
         self.cols
     }
+}
+
+/// Multiply-adds below which a product stays on the calling thread: handing
+/// out pieces costs microseconds, a 576 x 576 decode product about 50.
+const PARALLEL_MIN_WORK: usize = 1 << 17;
+
+/// A pointer to pieces of an output that threads write disjointly.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: each piece writes only its own, disjoint part (see `over_rows`).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+impl OutPtr {
+    // A method, so closures capture the whole (Sync) wrapper, not its field.
+    fn at(self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
+
+/// Runs `kernel(rows, piece)` over the weight rows of `w` times `n`
+/// activation rows, where `piece` is the `[n, rows.len()]` block of the output
+/// `out` (`[n, w.rows]`). With more than one thread ([`threads`]), pieces of
+/// rows (multiples of 4, the kernels' row tile; two per thread, so a thread
+/// slowed by other work is covered) run on all of them. No pair's operations
+/// depend on which rows share a piece (see the crate docs), so the results
+/// are bit-identical to one thread.
+fn over_rows(w: &QMatrix, n: usize, out: &mut [f32], kernel: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync) {
+    let threads = threads();
+    if threads < 2 || w.rows < 8 || w.rows * w.cols * n < PARALLEL_MIN_WORK {
+        return kernel(0..w.rows, out);
+    }
+    let piece = w.rows.div_ceil(2 * threads).next_multiple_of(4);
+    let pieces = w.rows.div_ceil(piece);
+    let range = |i: usize| i * piece..((i + 1) * piece).min(w.rows);
+    if n == 1 {
+        let at = OutPtr(out.as_mut_ptr());
+        run_pieces(pieces, &|i| {
+            let rows = range(i);
+            // SAFETY: piece i owns out[rows], inside `out`, disjoint from the others'.
+            let o = unsafe { std::slice::from_raw_parts_mut(at.at(rows.start), rows.len()) };
+            kernel(rows, o)
+        });
+    } else {
+        let mut bufs: Vec<Vec<f32>> = (0..pieces).map(|i| vec![0f32; n * range(i).len()]).collect();
+        let at: Vec<OutPtr> = bufs.iter_mut().map(|b| OutPtr(b.as_mut_ptr())).collect();
+        run_pieces(pieces, &|i| {
+            let rows = range(i);
+            // SAFETY: piece i alone writes its own buffer, of n * rows.len() numbers.
+            let o = unsafe { std::slice::from_raw_parts_mut(at[i].at(0), n * rows.len()) };
+            kernel(rows, o)
+        });
+        for (i, b) in bufs.iter().enumerate() {
+            let rows = range(i);
+            for (t, src) in b.chunks_exact(rows.len()).enumerate() {
+                out[t * w.rows + rows.start..t * w.rows + rows.end].copy_from_slice(src);
+            }
+        }
+    }
+}
+
+/// Runs `f(0) .. f(pieces - 1)` on the build's threads.
+fn run_pieces(pieces: usize, f: &(dyn Fn(usize) + Sync)) {
+    #[cfg(all(feature = "threads", target_arch = "wasm32", target_feature = "atomics"))]
+    gang::run(pieces, f);
+    #[cfg(all(feature = "threads", not(target_arch = "wasm32")))]
+    {
+        use rayon::prelude::*;
+        (0..pieces).into_par_iter().for_each(f);
+    }
+    #[cfg(not(any(all(feature = "threads", target_arch = "wasm32", target_feature = "atomics"), all(feature = "threads", not(target_arch = "wasm32")))))]
+    (0..pieces).for_each(f);
+}
+
+/// Threads the kernels split a product over: natively rayon's pool, in the
+/// threaded wasm build the caller and the helpers that joined
+/// ([`gang::helper_loop`]); 1 without the `threads` feature.
+pub fn threads() -> usize {
+    #[cfg(all(feature = "threads", target_arch = "wasm32", target_feature = "atomics"))]
+    return gang::threads();
+    #[cfg(all(feature = "threads", not(target_arch = "wasm32")))]
+    return rayon::current_num_threads();
+    #[allow(unreachable_code)]
+    1
 }
 
 /// Which implementation `QMatrix::matmul` runs on this build.

@@ -3,6 +3,8 @@
 //! candle's scalar order), the same as the simd128 kernel's, so both give
 //! bit-identical results.
 
+use std::ops::Range;
+
 use crate::{QActs, QMatrix, QType, V16};
 
 /// Exact integer dot of one weight block with one activation block.
@@ -49,9 +51,10 @@ pub(crate) fn dot(w: &QMatrix, r: usize, a: &QActs, t: usize) -> f32 {
     f
 }
 
-pub(crate) fn matmul(w: &QMatrix, a: &QActs, out: &mut [f32]) {
-    for (t, row) in out.chunks_exact_mut(w.rows).enumerate() {
-        for (r, o) in row.iter_mut().enumerate() {
+/// Weight rows `rows` times every activation row: `out` is `[a.rows, rows.len()]`.
+pub(crate) fn matmul(w: &QMatrix, a: &QActs, rows: Range<usize>, out: &mut [f32]) {
+    for (t, row) in out.chunks_exact_mut(rows.len()).enumerate() {
+        for (r, o) in rows.clone().zip(row.iter_mut()) {
             *o = dot(w, r, a, t);
         }
     }

@@ -163,3 +163,37 @@ fn rows_independent_of_batch() {
         }
     }
 }
+
+/// Split across threads (feature `threads`), both kernels give the bits of
+/// one thread: pools of 1 to 3 threads, decode and prefill, row counts that
+/// do and do not divide into pieces, every type.
+#[cfg(feature = "threads")]
+#[test]
+fn threads_give_the_bits_of_one_thread() {
+    let mut rng = Rng(5);
+    let pool = |n: usize| rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();
+    for ty in TYPES {
+        for (rows, cols) in [(576, 576), (1539, 576), (250, 1536)] {
+            let m = QMatrix::from_gguf(ty, rows, cols, &random_blocks(ty, rows, cols, &mut rng)).unwrap();
+            for n in [1, 3, 9] {
+                let x = random_acts(n, cols, &mut rng);
+                let acts = QActs::quantize(&x, cols).unwrap();
+                let mut want = vec![0f32; n * rows];
+                m.matmul_portable(&acts, &mut want).unwrap();
+                let mut want_exact = vec![0f32; n * rows];
+                m.matmul_exact_portable(&x, &mut want_exact).unwrap();
+                for threads in 1..=3 {
+                    let (mut got, mut got_exact) = (vec![0f32; n * rows], vec![0f32; n * rows]);
+                    pool(threads).install(|| {
+                        assert_eq!(scalpel_kernels::threads(), threads);
+                        m.matmul(&acts, &mut got).unwrap();
+                        m.matmul_exact(&x, &mut got_exact).unwrap();
+                    });
+                    let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same(&got, &want), "{ty:?} [{rows}, {cols}] n={n} int8, {threads} threads");
+                    assert!(same(&got_exact, &want_exact), "{ty:?} [{rows}, {cols}] n={n} exact, {threads} threads");
+                }
+            }
+        }
+    }
+}

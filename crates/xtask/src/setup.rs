@@ -175,6 +175,22 @@ impl Ctx {
         run(Command::new("rustup").args(["target", "add", WASM_TARGET]))
     }
 
+    /// The threaded worker needs nightly Rust with rust-src (`-Z build-std`:
+    /// the prebuilt std has no wasm atomics).
+    pub fn ensure_nightly(&self) -> R<()> {
+        step("Rust nightly with rust-src (the threaded worker build)");
+        if output(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])).is_none() {
+            run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+        }
+        let have_src = output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", "nightly"]))
+            .is_some_and(|l| l.lines().any(|c| c.trim().starts_with("rust-src")));
+        if !have_src {
+            run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+        }
+        note(&output(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])).unwrap_or_default());
+        Ok(())
+    }
+
     /// The wasm-bindgen version pinned in Cargo.lock (the CLI must match exactly).
     pub fn wasm_bindgen_version(&self) -> R<String> {
         let lock = fs::read_to_string(self.root.join("Cargo.lock"))
@@ -483,11 +499,50 @@ os.replace(tmp, sys.argv[2])
     /// Everything `trunk build` needs.
     pub fn ensure_web_toolchain(&self) -> R<()> {
         self.ensure_wasm_target()?;
+        self.ensure_nightly()?;
         self.ensure_node()?;
         self.ensure_wasm_opt()?;
         self.ensure_wasm_bindgen()?;
         self.ensure_trunk()?;
         Ok(())
+    }
+
+    /// The engine worker's threaded build (the cdylib `web/threads`: the
+    /// worker with feature `threads`) next to Trunk's output: `worker_threads.js` (ES
+    /// module glue), `worker_threads_bg.wasm` and wasm-bindgen-rayon's helper
+    /// under `snippets/`. Trunk cannot build it: it needs nightly, std rebuilt
+    /// with atomics (`-Z build-std`), shared memory and the TLS exports
+    /// wasm-bindgen's thread support looks for. Its own target directory, so
+    /// these flags never invalidate the main build. `public/worker_loader.js`
+    /// picks it when more than one thread is asked for on a cross-origin
+    /// isolated page.
+    pub fn build_threaded_worker(&self, out: &Path) -> R<()> {
+        step("Building the threaded engine worker (nightly, wasm atomics)");
+        let target_dir = self.target_dir.join("threads");
+        let flags = [
+            "-C target-feature=+atomics,+bulk-memory,+mutable-globals,+simd128",
+            "-C link-arg=--shared-memory",
+            "-C link-arg=--import-memory",
+            // 4 GiB, wasm32's limit: shared memory must declare a maximum.
+            "-C link-arg=--max-memory=4294967296",
+            "-C link-arg=--export=__wasm_init_tls",
+            "-C link-arg=--export=__tls_size",
+            "-C link-arg=--export=__tls_align",
+            "-C link-arg=--export=__tls_base",
+        ]
+        .join(" ");
+        run(Command::new("cargo")
+            .args(["+nightly", "build", "--release", "--offline", "--target", WASM_TARGET, "-p", "scalpel-web-threads"])
+            .args(["-Z", "build-std=panic_abort,std"])
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .env("RUSTFLAGS", flags)
+            .current_dir(&self.root))?;
+        let wasm = target_dir.join(WASM_TARGET).join("release").join("scalpel_web_threads.wasm");
+        run(Command::new("wasm-bindgen")
+            .args(["--target", "web", "--no-typescript", "--out-name", "worker_threads", "--out-dir"])
+            .arg(out)
+            .arg(&wasm))
     }
 
     pub fn trunk_build(&self) -> R<()> {
@@ -510,6 +565,7 @@ os.replace(tmp, sys.argv[2])
             trunk.arg("--public-url").arg(u);
         }
         run(trunk.current_dir(&self.root))?;
+        self.build_threaded_worker(out)?;
         let dist = out;
         if let Ok(rd) = fs::read_dir(dist) {
             let mut files: Vec<(String, u64)> = rd

@@ -158,7 +158,8 @@ pub fn start(ctx: Ctx, panels: panels::Panels) {
         c.generation
     });
     let current = move || ctx.with_client(|c| c.generation) == generation;
-    let worker = match Worker::new(WORKER_SCRIPT) {
+    let script = format!("{WORKER_SCRIPT}?threads={}", ctx.threads.get_untracked());
+    let worker = match Worker::new(&script) {
         Ok(w) => w,
         Err(e) => {
             ctx.phase.set(Phase::Failed);

@@ -102,6 +102,11 @@ pub struct Ctx {
     pub checked: RwSignal<Option<Vec<CheckOutcome>>>,
     /// The teacher's exercise builder is open (instead of the student's view).
     pub building: RwSignal<bool>,
+    /// Threads asked for (the Model card's setting, kept in localStorage).
+    pub threads: RwSignal<u32>,
+    /// What the running worker reported: its kernels' threads, and why it
+    /// runs one when more were asked for.
+    pub threads_running: RwSignal<Option<(u32, Option<String>)>>,
     /// The user has chosen a model this visit (a restarted worker reloads it unasked).
     chosen: StoredValue<bool>,
     /// The next load follows a worker crash: it must not run anything by itself.
@@ -150,6 +155,8 @@ impl Ctx {
             hf_token: RwSignal::new(String::new()),
             checked: RwSignal::new(None),
             building: RwSignal::new(false),
+            threads: RwSignal::new(super::threads::saved_or_default()),
+            threads_running: RwSignal::new(None),
             chosen: StoredValue::new(false),
             recovering: StoredValue::new(false),
             reload_after_stop: StoredValue::new(false),
@@ -252,6 +259,31 @@ impl Ctx {
             }
             _ => {}
         }
+    }
+
+    /// Runs the engine on `n` threads: a pool is started once per worker, so
+    /// the worker is ended and a fresh one (the threaded build for n > 1)
+    /// reloads the model from the browser cache; the panels keep their results.
+    pub fn set_threads(self, n: u32, panels: super::panels::Panels) {
+        super::threads::save(n);
+        self.threads.set(n);
+        let running = self.with_client(|c| c.halt()).flatten();
+        if let Some(what) = running {
+            panels.on_response(self, &Response::Cancelled);
+            self.status.set(format!("Stopped '{what}' to restart the engine worker"));
+        }
+        self.busy_with.set(None);
+        self.gpu.set(None);
+        self.use_gpu.set(false);
+        self.threads_running.set(None);
+        let had_model = self.info.get_untracked().is_some();
+        self.recovering.set_value(true);
+        self.reload_after_stop.set_value(had_model);
+        self.prev_info.set_value(None);
+        self.info.set(None);
+        self.phase.set(Phase::Starting);
+        self.status.set(format!("Restarting the engine worker on {n} thread{}…", if n == 1 { "" } else { "s" }));
+        super::client::start(self, panels);
     }
 
     /// Whether the model just loaded is the one reloaded after a Stop that
@@ -358,7 +390,8 @@ impl Ctx {
     /// lifecycle, downloads, the model, the stack's imports, the GPU.
     pub(super) fn on_response(self, r: &Response) {
         match r {
-            Response::Ready { engine: true } => {
+            Response::Ready { engine: true, threads, threads_note } => {
+                self.threads_running.set(Some((*threads, threads_note.clone())));
                 let source = self.model_source();
                 if self.hold_load.get_value() {
                     self.hold_load.set_value(false);
@@ -374,7 +407,7 @@ impl Ctx {
                     self.status.set("This link names its own model: nothing is downloaded until you confirm".into());
                 }
             }
-            Response::Ready { engine: false } => {
+            Response::Ready { engine: false, .. } => {
                 self.phase.set(Phase::Failed);
                 self.error.set(Some("this build of the worker has no engine".into()));
             }

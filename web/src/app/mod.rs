@@ -9,6 +9,7 @@ mod link;
 mod panels;
 mod sections;
 mod stack;
+mod threads;
 mod widgets;
 
 pub use ctx::{Ctx, Phase};

@@ -181,7 +181,55 @@ pub fn start() {
     });
     scope().set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
     onmessage.forget();
-    post(&Response::Ready { engine: cfg!(feature = "engine") });
+    post(&Response::Ready { engine: cfg!(feature = "engine"), threads: kernel_threads(), threads_note: threads_note() });
+}
+
+/// The threaded build's entry point: `worker_loader.js` calls it once the
+/// kernels' helper threads have joined (`kernel_helper`).
+#[cfg(feature = "threads")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn start_worker() {
+    start()
+}
+
+/// The threaded build's compiled module and shared memory, for the helper
+/// threads to instantiate (`public/worker_helper.js`).
+#[cfg(feature = "threads")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn kernel_module() -> JsValue {
+    wasm_bindgen::module()
+}
+#[cfg(feature = "threads")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn kernel_memory() -> JsValue {
+    wasm_bindgen::memory()
+}
+
+/// Threads the kernels use now: this one and the helpers that have joined.
+#[cfg(feature = "threads")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn kernel_threads_joined() -> u32 {
+    kernel_threads()
+}
+
+/// A helper thread's life: takes pieces of the kernels' products. Never
+/// returns (`public/worker_helper.js` calls it last).
+#[cfg(feature = "threads")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn kernel_helper() {
+    #[cfg(target_feature = "atomics")]
+    scalpel_engine::kernel_helper_loop();
+}
+fn kernel_threads() -> u32 {
+    #[cfg(feature = "engine")]
+    return scalpel_engine::kernel_threads() as u32;
+    #[cfg(not(feature = "engine"))]
+    1
+}
+
+/// Why the threaded build did not start, as `worker_loader.js` left it.
+fn threads_note() -> Option<String> {
+    js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("scalpelThreadsFailed")).ok().and_then(|v| v.as_string())
 }
 
 /// Answers one request. Without the engine (feature `engine`) only the

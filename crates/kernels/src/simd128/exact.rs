@@ -3,6 +3,7 @@
 //! operations are the portable kernel's, in its order.
 
 use core::arch::wasm32::*;
+use core::ops::Range;
 
 use super::{load, load4};
 use crate::{QMatrix, QType, QK};
@@ -77,33 +78,35 @@ fn dots<const R: usize, const T: usize>(w: &QMatrix, r0: usize, xs: [&[f32]; T],
     acc.map(|row| row.map(total))
 }
 
-pub(crate) fn matmul(w: &QMatrix, x: &[f32], out: &mut [f32]) {
-    let (rows, cols) = (w.rows, w.cols);
-    let n = x.len() / cols;
+/// Weight rows `rows` times every activation row: `out` is `[n, rows.len()]`.
+pub(crate) fn matmul(w: &QMatrix, x: &[f32], rows: Range<usize>, out: &mut [f32]) {
+    let cols = w.cols;
+    let (len, n) = (rows.len(), x.len() / cols);
     let sx = crate::exact::lane_sums(x, cols);
     let xrow = |t: usize| &x[t * cols..(t + 1) * cols];
     let srow = |t: usize| &sx[t * w.nb..(t + 1) * w.nb];
+    let at = |t: usize, r: usize| t * len + r - rows.start;
     let mut t = 0;
     // Prefill: four activation rows per converted block.
     while t + 4 <= n {
-        for r in 0..rows {
+        for r in rows.clone() {
             let got = dots::<1, 4>(w, r, core::array::from_fn(|k| xrow(t + k)), core::array::from_fn(|k| srow(t + k)));
             for k in 0..4 {
-                out[(t + k) * rows + r] = got[k][0];
+                out[at(t + k, r)] = got[k][0];
             }
         }
         t += 4;
     }
     // Decode (and the last rows of a prefill): four weight rows at a time.
     while t < n {
-        let mut r = 0;
-        while r + 4 <= rows {
+        let mut r = rows.start;
+        while r + 4 <= rows.end {
             let got = dots::<4, 1>(w, r, [xrow(t)], [srow(t)]);
-            out[t * rows + r..t * rows + r + 4].copy_from_slice(&got[0]);
+            out[at(t, r)..at(t, r) + 4].copy_from_slice(&got[0]);
             r += 4;
         }
-        while r < rows {
-            out[t * rows + r] = dots::<1, 1>(w, r, [xrow(t)], [srow(t)])[0][0];
+        while r < rows.end {
+            out[at(t, r)] = dots::<1, 1>(w, r, [xrow(t)], [srow(t)])[0][0];
             r += 1;
         }
         t += 1;

@@ -10,6 +10,7 @@
 #![allow(clippy::needless_range_loop)] // index loops over tile arrays read clearer here
 
 use core::arch::wasm32::*;
+use core::ops::Range;
 
 use crate::{QActs, QMatrix, QType, V16};
 
@@ -131,59 +132,61 @@ fn dots<const TY: u8, const R: usize, const T: usize>(w: &QMatrix, r0: usize, a:
     acc
 }
 
-/// Tiles of R weight rows × T activation rows, with 1-row remainders.
-fn tiled<const TY: u8, const R: usize, const T: usize>(w: &QMatrix, a: &QActs, out: &mut [f32]) {
-    let (n, m) = (w.rows, a.rows);
+/// Tiles of R weight rows × T activation rows, with 1-row remainders, over
+/// weight rows `rows`: `out` is `[a.rows, rows.len()]`.
+fn tiled<const TY: u8, const R: usize, const T: usize>(w: &QMatrix, a: &QActs, rows: Range<usize>, out: &mut [f32]) {
+    let (n, m) = (rows.len(), a.rows);
+    let at = |t: usize, r: usize| t * n + r - rows.start;
     let mut t0 = 0;
     while t0 + T <= m {
-        let mut r0 = 0;
-        while r0 + R <= n {
+        let mut r0 = rows.start;
+        while r0 + R <= rows.end {
             let v = dots::<TY, R, T>(w, r0, a, t0);
             for (t, row) in v.iter().enumerate() {
-                out[(t0 + t) * n + r0..(t0 + t) * n + r0 + R].copy_from_slice(row);
+                out[at(t0 + t, r0)..at(t0 + t, r0) + R].copy_from_slice(row);
             }
             r0 += R;
         }
-        while r0 < n {
+        while r0 < rows.end {
             let v = dots::<TY, 1, T>(w, r0, a, t0);
             for (t, row) in v.iter().enumerate() {
-                out[(t0 + t) * n + r0] = row[0];
+                out[at(t0 + t, r0)] = row[0];
             }
             r0 += 1;
         }
         t0 += T;
     }
     while t0 < m {
-        let mut r0 = 0;
-        while r0 + R <= n {
+        let mut r0 = rows.start;
+        while r0 + R <= rows.end {
             let v = dots::<TY, R, 1>(w, r0, a, t0);
-            out[t0 * n + r0..t0 * n + r0 + R].copy_from_slice(&v[0]);
+            out[at(t0, r0)..at(t0, r0) + R].copy_from_slice(&v[0]);
             r0 += R;
         }
-        while r0 < n {
-            out[t0 * n + r0] = dots::<TY, 1, 1>(w, r0, a, t0)[0][0];
+        while r0 < rows.end {
+            out[at(t0, r0)] = dots::<TY, 1, 1>(w, r0, a, t0)[0][0];
             r0 += 1;
         }
         t0 += 1;
     }
 }
 
-fn by_shape<const TY: u8>(w: &QMatrix, a: &QActs, out: &mut [f32]) {
+fn by_shape<const TY: u8>(w: &QMatrix, a: &QActs, rows: Range<usize>, out: &mut [f32]) {
     // Tile sizes measured in Node (V8, x86-64): Q4 blocks are one vector, so
     // four weight rows fit in registers for decode and 2 x 4 for prefill; a
     // Q8_0 block is two vectors and spilled at those sizes.
     match (TY == Q8_0, a.rows < 4) {
-        (false, true) => tiled::<TY, 4, 1>(w, a, out),
-        (false, false) => tiled::<TY, 2, 4>(w, a, out),
-        (true, true) => tiled::<TY, 1, 1>(w, a, out),
-        (true, false) => tiled::<TY, 1, 4>(w, a, out),
+        (false, true) => tiled::<TY, 4, 1>(w, a, rows, out),
+        (false, false) => tiled::<TY, 2, 4>(w, a, rows, out),
+        (true, true) => tiled::<TY, 1, 1>(w, a, rows, out),
+        (true, false) => tiled::<TY, 1, 4>(w, a, rows, out),
     }
 }
 
-pub(crate) fn matmul(w: &QMatrix, a: &QActs, out: &mut [f32]) {
+pub(crate) fn matmul(w: &QMatrix, a: &QActs, rows: Range<usize>, out: &mut [f32]) {
     match w.ty {
-        QType::Q4_0 => by_shape::<Q4_0>(w, a, out),
-        QType::Q4_1 => by_shape::<Q4_1>(w, a, out),
-        QType::Q8_0 => by_shape::<Q8_0>(w, a, out),
+        QType::Q4_0 => by_shape::<Q4_0>(w, a, rows, out),
+        QType::Q4_1 => by_shape::<Q4_1>(w, a, rows, out),
+        QType::Q8_0 => by_shape::<Q8_0>(w, a, rows, out),
     }
 }

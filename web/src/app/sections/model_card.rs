@@ -48,7 +48,7 @@ fn FoldedCard(open: RwSignal<bool>) -> impl IntoView {
     let line = move || {
         ctx.info
             .get()
-            .map(|i| format!("{} · {} · {} · 1 thread", i.name, i.precision.as_str(), i.backend))
+            .map(|i| format!("{} · {} · {} · {}", i.name, i.precision.as_str(), i.backend, threads_text(ctx)))
             .unwrap_or_default()
     };
     view! {
@@ -237,10 +237,47 @@ fn PrecisionRow() -> impl IntoView {
                 </select>
             </label>
             <span role="group" class="muted" aria-label="Backend">
-                {move || ctx.info.get().map(|i| format!("backend: {} · 1 thread", i.backend)).unwrap_or_else(|| "backend: CPU wasm simd128 · 1 thread".into())}
+                {move || ctx.info.get().map(|i| format!("backend: {} · {}", i.backend, threads_text(ctx))).unwrap_or_else(|| format!("backend: CPU wasm simd128 · {}", threads_text(ctx)))}
             </span>
+            <Threads/>
             <button class="secondary" on:click=move |_| ctx.send(Request::ClearCache) disabled=move || loading(ctx)>"Clear cached models"</button>
         </div>
+    }
+}
+
+/// How many threads the running worker's kernels use, and why only one when
+/// more were asked for.
+fn threads_text(ctx: Ctx) -> String {
+    match ctx.threads_running.get() {
+        None => "starting".into(),
+        Some((1, Some(why))) => format!("1 thread ({why})"),
+        Some((1, None)) => "1 thread".into(),
+        Some((n, _)) => format!("{n} threads"),
+    }
+}
+
+/// The thread count (restarts the worker: a pool is set up once per worker).
+#[component]
+fn Threads() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let panels = expect_context::<crate::app::panels::Panels>();
+    let on_change = move |ev: web_sys::Event| {
+        if let Ok(n) = event_target_value(&ev).parse::<u32>() {
+            if n != ctx.threads.get_untracked() {
+                ctx.set_threads(n, panels);
+            }
+        }
+    };
+    let cores = crate::app::threads::cores();
+    view! {
+        <label title=format!("Threads the kernels split each product over (this machine reports {cores} cores; default {}). More than one needs a cross-origin isolated page; changing it restarts the engine worker, which reloads the model from the browser cache.", crate::app::threads::default())>
+            "Threads "
+            <select aria-label="Threads" on:change=on_change disabled=move || loading(ctx)>
+                {(1..=crate::app::threads::max())
+                    .map(|n| view! { <option value=n.to_string() selected=move || ctx.threads.get() == n>{n.to_string()}</option> })
+                    .collect_view()}
+            </select>
+        </label>
     }
 }
 

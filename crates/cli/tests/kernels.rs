@@ -84,3 +84,35 @@ fn f32_over_blocks_matches_dequantize_all_on_default_model() {
     println!("worst max |Δlogit| f32 exact kernels vs dequantize-all, all positions: {worst:.2e}");
     assert!(worst <= 1e-4, "{worst}");
 }
+
+/// Threads (feature `threads`; natively rayon's pool): the default model's
+/// logits on 1, 2 and 3 threads are the same bits, in f32 over the blocks
+/// (a 16-token prefill through dequantized slices, then a cached step
+/// through the exact kernel) and quantized (Scalpel's int8 kernels).
+#[test]
+fn threads_give_the_same_logits_on_default_model() {
+    let Some(path) = scalpel_testkit::default_model_path() else { return };
+    let bytes = std::fs::read(&path).unwrap();
+    for precision in [Precision::F32, Precision::Quantized] {
+        let m = Model::load_with("smollm2", ModelSource::Gguf(&bytes), precision, Kernels::Scalpel).unwrap();
+        let ids = m.tokenizer().encode("The quick brown fox jumps over the lazy dog. In 1905, Einstein").unwrap();
+        assert!(ids.len() >= 8, "a prefill long enough for the slices path");
+        let run = |threads: usize| -> Vec<u32> {
+            rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| {
+                assert_eq!(scalpel_engine::kernel_threads(), threads);
+                let mut kv = KvCache::new(&m.config);
+                let pass = |ids: &[u32], kv: &mut KvCache, l| {
+                    m.forward(&m.ids_tensor(ids).unwrap(), Some(kv), None, l).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+                };
+                let mut out = pass(&ids, &mut kv, Logits::All);
+                out.extend(pass(&[42], &mut kv, Logits::Last));
+                out.iter().map(|x| x.to_bits()).collect()
+            })
+        };
+        let one = run(1);
+        for threads in [2, 3] {
+            assert!(run(threads) == one, "{precision:?}: logits on {threads} threads differ from 1 thread");
+        }
+        println!("{precision:?}: {} logits, the same bits on 1, 2 and 3 threads", one.len());
+    }
+}

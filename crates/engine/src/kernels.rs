@@ -87,6 +87,10 @@ const EXACT_KERNEL_MAX_ROWS: usize = 8;
 /// vocabulary is never expanded whole (wasm memory does not shrink).
 const SLICE_ELEMS: usize = 1 << 21;
 
+/// Rows per slice at most: a 576-wide model's 576 x 576 projection is three
+/// slices, its 1536-row MLP six, for the threads of the threaded build.
+const SLICE_ROWS: usize = 256;
+
 /// `x @ mᵀ` in f32 over the blocks. Few activation rows (decode): the exact
 /// kernel (`QMatrix::matmul_exact`) as a candle op whose backward pass is
 /// `grad @ m` (the matrix dequantized for that one product), so attribution
@@ -100,13 +104,22 @@ pub(crate) fn forward_exact(m: &Arc<QMatrix>, x: &Tensor) -> Result<Tensor> {
     if x.elem_count() / k < EXACT_KERNEL_MAX_ROWS {
         return Ok(x.contiguous()?.apply_op1(ExactMatmul(m.clone()))?);
     }
-    let per = (SLICE_ELEMS / m.cols()).max(1);
-    let mut parts = Vec::with_capacity(m.rows().div_ceil(per));
-    for r0 in (0..m.rows()).step_by(per) {
-        let rows: Vec<u32> = (r0 as u32..(r0 + per).min(m.rows()) as u32).collect();
-        let w = dequantize_rows(m, &rows)?;
-        parts.push(x.broadcast_matmul(&w.t()?)?);
-    }
+    // Slices of at most SLICE_ROWS rows (several per matrix, so threads
+    // share them): each is one dequantization and one candle matmul whose
+    // shape does not depend on the thread count (candle's blocking depends on
+    // the shape), so neither does the result.
+    let per = (SLICE_ELEMS / m.cols()).clamp(1, SLICE_ROWS);
+    let slices = m.rows().div_ceil(per);
+    let parts: Vec<std::sync::Mutex<Option<Result<Tensor>>>> = (0..slices).map(|_| std::sync::Mutex::new(None)).collect();
+    scalpel_kernels::run_pieces(slices, &|i| {
+        let rows: Vec<u32> = ((i * per) as u32..((i + 1) * per).min(m.rows()) as u32).collect();
+        let part = dequantize_rows(m, &rows).and_then(|w| Ok(x.broadcast_matmul(&w.t()?)?));
+        *parts[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(part);
+    });
+    let mut parts = parts
+        .into_iter()
+        .map(|p| p.into_inner().unwrap_or_else(|e| e.into_inner()).expect("every slice ran"))
+        .collect::<Result<Vec<Tensor>>>()?;
     Ok(match parts.len() {
         1 => parts.pop().expect("one slice"),
         _ => Tensor::cat(&parts, candle_core::D::Minus1)?,

@@ -436,8 +436,10 @@ fn over_rows(w: &QMatrix, n: usize, out: &mut [f32], kernel: impl Fn(std::ops::R
     }
 }
 
-/// Runs `f(0) .. f(pieces - 1)` on the build's threads.
-fn run_pieces(pieces: usize, f: &(dyn Fn(usize) + Sync)) {
+/// Runs `f(0) .. f(pieces - 1)`, each once, on the build's threads (see
+/// [`threads`]); returns when all have returned. The engine also hands its
+/// f32 slices of many-row products out this way.
+pub fn run_pieces(pieces: usize, f: &(dyn Fn(usize) + Sync)) {
     #[cfg(all(feature = "threads", target_arch = "wasm32", target_feature = "atomics"))]
     gang::run(pieces, f);
     #[cfg(all(feature = "threads", not(target_arch = "wasm32")))]

@@ -3,13 +3,13 @@
 //! joined ([`helper_loop`], each on its own Web Worker sharing the module's
 //! memory) take the pieces of one product in turn.
 //!
-//! Why not rayon's pool: a decode step is about 200 products of 0.1–1 ms,
-//! and rayon's idle threads sleep in `Atomics.wait`; waking them (and then
-//! the caller, which rayon parks while the pool works) cost about as much
-//! as the pieces saved in Chromium on 2 cores (measured: 1 → 2 threads gave
-//! 0.9–1.2× on decode and prefill). Here the caller works on pieces itself
-//! and helpers spin for a few milliseconds after each product before they
-//! sleep, so during decoding and prefill they are awake for the next one.
+//! Why not rayon's pool (wasm-bindgen-rayon): a decode step is about 200
+//! products of 0.1–1 ms, and rayon's idle threads sleep in `Atomics.wait`
+//! and its caller parks while the pool works; with it, 2 threads gave
+//! 1.0–1.2× on f32 decode in Chromium on 2 cores. Here the caller works on
+//! pieces itself and helpers spin for a few milliseconds after each product
+//! before they sleep, so during decoding and prefill they are awake for the
+//! next one.
 //!
 //! One product runs at a time: a call made while one is running (or from a
 //! helper) runs its pieces on the calling thread. Which thread computes a

@@ -441,14 +441,11 @@ fn over_rows(w: &QMatrix, n: usize, out: &mut [f32], kernel: impl Fn(std::ops::R
 /// f32 slices of many-row products out this way.
 pub fn run_pieces(pieces: usize, f: &(dyn Fn(usize) + Sync)) {
     #[cfg(all(feature = "threads", target_arch = "wasm32", target_feature = "atomics"))]
-    gang::run(pieces, f);
+    return gang::run(pieces, f);
     #[cfg(all(feature = "threads", not(target_arch = "wasm32")))]
-    {
-        use rayon::prelude::*;
-        (0..pieces).into_par_iter().for_each(f);
-    }
-    #[cfg(not(any(all(feature = "threads", target_arch = "wasm32", target_feature = "atomics"), all(feature = "threads", not(target_arch = "wasm32")))))]
-    (0..pieces).for_each(f);
+    return rayon::prelude::ParallelIterator::for_each(rayon::prelude::IntoParallelIterator::into_par_iter(0..pieces), f);
+    #[allow(unreachable_code)]
+    (0..pieces).for_each(f)
 }
 
 /// Threads the kernels split a product over: natively rayon's pool, in the

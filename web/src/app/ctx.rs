@@ -244,18 +244,11 @@ impl Ctx {
             Some(Stopping::EndWorker) => {
                 let Some(Some(what)) = self.with_client(|c| c.halt()) else { return };
                 panels.on_response(self, &Response::Cancelled);
-                self.busy_with.set(None);
-                self.gpu.set(None);
-                self.use_gpu.set(false);
-                self.recovering.set_value(true);
-                self.reload_after_stop.set_value(true);
-                self.prev_info.set_value(None);
-                self.info.set(None);
-                self.phase.set(Phase::Starting);
-                self.status.set(format!(
-                    "Stopped '{what}' by restarting the engine worker (this page is not cross-origin isolated); reloading the model…"
-                ));
-                super::client::start(self, panels);
+                self.restart_worker(
+                    panels,
+                    true,
+                    format!("Stopped '{what}' by restarting the engine worker (this page is not cross-origin isolated); reloading the model…"),
+                );
             }
             _ => {}
         }
@@ -267,22 +260,27 @@ impl Ctx {
     pub fn set_threads(self, n: u32, panels: super::panels::Panels) {
         super::threads::save(n);
         self.threads.set(n);
-        let running = self.with_client(|c| c.halt()).flatten();
-        if let Some(what) = running {
+        if self.with_client(|c| c.halt()).flatten().is_some() {
             panels.on_response(self, &Response::Cancelled);
-            self.status.set(format!("Stopped '{what}' to restart the engine worker"));
         }
+        let had_model = self.info.get_untracked().is_some();
+        self.restart_worker(panels, had_model, format!("Restarting the engine worker on {n} thread{}…", if n == 1 { "" } else { "s" }));
+    }
+
+    /// Starts a fresh worker after the old one was ended (`Client::halt`):
+    /// it reloads the model from the cache and runs nothing by itself;
+    /// `keep_panels` keeps what the panels show across that reload.
+    fn restart_worker(self, panels: super::panels::Panels, keep_panels: bool, status: String) {
         self.busy_with.set(None);
         self.gpu.set(None);
         self.use_gpu.set(false);
         self.threads_running.set(None);
-        let had_model = self.info.get_untracked().is_some();
         self.recovering.set_value(true);
-        self.reload_after_stop.set_value(had_model);
+        self.reload_after_stop.set_value(keep_panels);
         self.prev_info.set_value(None);
         self.info.set(None);
         self.phase.set(Phase::Starting);
-        self.status.set(format!("Restarting the engine worker on {n} thread{}…", if n == 1 { "" } else { "s" }));
+        self.status.set(status);
         super::client::start(self, panels);
     }
 

@@ -116,3 +116,50 @@ fn threads_give_the_same_logits_on_default_model() {
         println!("{precision:?}: {} logits, the same bits on 1, 2 and 3 threads", one.len());
     }
 }
+
+/// The patching sweep splits its layers over the threads (each layer's
+/// reruns on one thread): the IOI sweep's 30 x 14 cells on the default model
+/// are the same bits on 1, 2 and 3 threads, in f32 over the blocks and
+/// quantized.
+#[test]
+fn threads_give_the_same_sweep_on_default_model() {
+    use scalpel_experiments::patching::{sweep, Corruption, Direction, Metric, PatchRequest, PatchSite, Strategy};
+    let Some(path) = scalpel_testkit::default_model_path() else { return };
+    let bytes = std::fs::read(&path).unwrap();
+    for precision in [Precision::F32, Precision::Quantized] {
+        let m = Model::load_with("smollm2", ModelSource::Gguf(&bytes), precision, Kernels::Scalpel).unwrap();
+        let tok = m.tokenizer();
+        let clean = tok.encode("When Mary and John went to the store, John gave a drink to").unwrap();
+        let corrupt = tok.encode("When Mary and John went to the store, Mary gave a drink to").unwrap();
+        assert_eq!(clean.len(), corrupt.len());
+        let req = PatchRequest {
+            clean,
+            corruption: Corruption::Prompt(corrupt),
+            answer: tok.encode(" Mary").unwrap()[0],
+            wrong: tok.encode(" John").unwrap()[0],
+            site: PatchSite::ResidPre,
+            metric: Metric::LogitDiff,
+            strategy: Strategy::Fast,
+            direction: Direction::Denoise,
+        };
+        let run = |threads: usize| -> Vec<u32> {
+            rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| {
+                let mut layers_seen = Vec::new();
+                let r = sweep(&m, &req, &mut |done, _| {
+                    layers_seen.push(done);
+                    true
+                })
+                .unwrap();
+                assert_eq!(layers_seen, (1..=m.config.n_layers).collect::<Vec<_>>(), "progress once per layer, in order");
+                r.values.iter().flatten().map(|x| x.to_bits()).collect()
+            })
+        };
+        let one = run(1);
+        assert_eq!(one.len(), m.config.n_layers * req.clean.len());
+        assert!(one.iter().any(|&b| f32::from_bits(b) != f32::from_bits(one[0])), "the sweep's cells differ");
+        for threads in [2, 3] {
+            assert!(run(threads) == one, "{precision:?}: the sweep on {threads} threads differs from 1 thread");
+        }
+        println!("{precision:?}: {} cells, the same bits on 1, 2 and 3 threads", one.len());
+    }
+}

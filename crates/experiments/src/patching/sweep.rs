@@ -1,6 +1,8 @@
 //! The sweep: every cell of a hook family patched, exactly, with the work a
 //! patch cannot change reused.
 
+use std::sync::OnceLock;
+
 use web_time::Instant;
 
 use candle_core::{DType, Device, Tensor};
@@ -71,6 +73,9 @@ impl Hook for CellPatch<'_> {
     }
 }
 
+/// One layer's computed cells: (row, column, value) each.
+type CellValues = Vec<(usize, usize, f32)>;
+
 /// Token positions one batched rerun may hold (cells × positions rerun).
 const BATCH_TOKENS: usize = 4096;
 
@@ -136,7 +141,17 @@ pub fn sweep(model: &Model, req: &PatchRequest, progress: &mut dyn FnMut(usize, 
     let mut values = vec![vec![base_score; cols]; layers * rows_per_layer];
     let mut computed = 0;
 
-    for l in 0..layers {
+    // Layers run `group` at a time, one per thread, each with its own
+    // reruns (whose products then stay on that thread): that splits the
+    // work outside the matmuls too (attention, norms, the patch itself),
+    // which splitting each product by rows does not. Adjacent layers rerun
+    // nearly as many layers, so a group's threads finish together. A cell's
+    // operations do not depend on its thread or its group, so the values
+    // are those of one thread. Each rerun holds at most BATCH_TOKENS / group
+    // positions, so the group together holds what one rerun did.
+    let group = scalpel_engine::kernel_threads().clamp(1, layers.max(1));
+    let batch_tokens = (BATCH_TOKENS / group).max(1);
+    let layer = |l: usize| -> Result<CellValues> {
         let point = points[l];
         let missing = || Error::input(format!("hook '{}' was not reached by the forward pass", point.name()));
         let src = source_acts.get(&point).ok_or_else(missing)?;
@@ -145,25 +160,24 @@ pub fn sweep(model: &Model, req: &PatchRequest, progress: &mut dyn FnMut(usize, 
         let bv: Vec<f32> = bas.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
         let all = layer_cells(req.site, t, n_heads, &sv, &bv);
         let row0 = l * rows_per_layer;
+        let mut out = Vec::new();
         match req.strategy {
             // One full forward per cell, every cell, as TransformerLens does.
             Strategy::Naive => {
-                computed += all.len();
                 for &(cell, _) in &all {
                     let mut patch = CellPatch { point, source: src, cells: vec![cell] };
                     let logits = base.forward(model, None, &mut patch)?;
-                    values[row0 + cell.row][cell.col] = scorer.score(&last_rows(&logits)?[0]);
+                    out.push((row0 + cell.row, cell.col, scorer.score(&last_rows(&logits)?[0])));
                 }
             }
             Strategy::Fast => {
                 let mut cells: Vec<Cell> = all.iter().filter(|c| c.1).map(|c| c.0).collect();
-                computed += cells.len();
                 // Cells that start late rerun fewer positions: group them so.
                 cells.sort_by_key(|c| c.first);
                 let mut rest = cells.as_slice();
                 while !rest.is_empty() {
                     let p_min = rest[0].first;
-                    let b = (BATCH_TOKENS / (t - p_min)).clamp(1, rest.len());
+                    let b = (batch_tokens / (t - p_min)).clamp(1, rest.len());
                     let (chunk, tail) = rest.split_at(b);
                     rest = tail;
                     let resid = base_acts.get(&resid_points[l]).expect("cached").narrow(1, p_min, t - p_min)?;
@@ -174,14 +188,31 @@ pub fn sweep(model: &Model, req: &PatchRequest, progress: &mut dyn FnMut(usize, 
                     let kv = if p_min > 0 { Some(&mut kv) } else { None };
                     let logits = model.forward_from(l, resid, p_min, kv, Some(&mut patch), Logits::Last)?;
                     for (row, cell) in last_rows(&logits)?.iter().zip(chunk) {
-                        values[row0 + cell.row][cell.col] = scorer.score(row);
+                        out.push((row0 + cell.row, cell.col, scorer.score(row)));
                     }
                 }
             }
         }
-        if !progress(l + 1, layers) {
-            return Err(Error::Cancelled);
+        Ok(out)
+    };
+    let mut l0 = 0;
+    while l0 < layers {
+        let n = group.min(layers - l0);
+        let done: Vec<OnceLock<Result<CellValues>>> = (0..n).map(|_| OnceLock::new()).collect();
+        scalpel_engine::run_pieces(n, &|i| {
+            let _ = done[i].set(layer(l0 + i));
+        });
+        for (i, cells) in done.into_iter().enumerate() {
+            let cells = cells.into_inner().expect("every layer of the group ran")?;
+            computed += cells.len();
+            for (row, col, v) in cells {
+                values[row][col] = v;
+            }
+            if !progress(l0 + i + 1, layers) {
+                return Err(Error::Cancelled);
+            }
         }
+        l0 += n;
     }
     let rows = layers * rows_per_layer;
     let heads_per_layer = (req.site == PatchSite::HeadZPos).then_some(n_heads);

@@ -163,3 +163,29 @@ fn threads_give_the_same_sweep_on_default_model() {
         println!("{precision:?}: {} cells, the same bits on 1, 2 and 3 threads", one.len());
     }
 }
+
+/// A prompt set's runs (`mean_diff`, `pca`, probes, `mean` over prompts)
+/// share the threads, one run per thread: the activations read from 5 + 5
+/// prompts are the same bits on 1, 2 and 3 threads, in prompt order.
+#[test]
+fn threads_give_the_same_prompt_set_activations_on_default_model() {
+    use scalpel_engine::{HookPoint, Site};
+    use scalpel_interventions::vectors::{collect, Pool};
+    let Some(path) = scalpel_testkit::default_model_path() else { return };
+    let bytes = std::fs::read(&path).unwrap();
+    let m = Model::load_with("smollm2", ModelSource::Gguf(&bytes), Precision::F32, Kernels::Scalpel).unwrap();
+    let pos: Vec<String> = ["I love this", "What a wonderful day", "This is great news", "She smiled warmly", "Best meal ever"].map(String::from).to_vec();
+    let neg: Vec<String> = ["I hate this", "What a terrible day", "This is awful news", "She frowned coldly", "Worst meal ever"].map(String::from).to_vec();
+    let points: Vec<HookPoint> = [3, 15, 29].map(|l| HookPoint::block(l, Site::ResidPost)).to_vec();
+    let run = |threads: usize| -> Vec<u32> {
+        rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| {
+            let acts = collect(&m, &pos, &neg, &points, Pool::Mean, &scalpel_interventions::never).unwrap();
+            acts.pos.iter().chain(&acts.neg).flatten().flatten().map(|x| x.to_bits()).collect()
+        })
+    };
+    let one = run(1);
+    assert_eq!(one.len(), 10 * 3 * m.config.d_model);
+    for threads in [2, 3] {
+        assert!(run(threads) == one, "the prompt set's activations on {threads} threads differ from 1 thread");
+    }
+}

@@ -110,12 +110,12 @@ pub(crate) fn forward_exact(m: &Arc<QMatrix>, x: &Tensor) -> Result<Tensor> {
     // the shape), so neither does the result.
     let per = (SLICE_ELEMS / m.cols()).clamp(1, SLICE_ROWS);
     let slices = m.rows().div_ceil(per);
-    let parts: Vec<std::sync::OnceLock<Result<Tensor>>> = (0..slices).map(|_| std::sync::OnceLock::new()).collect();
-    scalpel_kernels::run_pieces(slices, &|i| {
+    let mut parts = scalpel_kernels::map_pieces(slices, |i| {
         let rows: Vec<u32> = ((i * per) as u32..((i + 1) * per).min(m.rows()) as u32).collect();
-        let _ = parts[i].set(dequantize_rows(m, &rows).and_then(|w| Ok(x.broadcast_matmul(&w.t()?)?)));
-    });
-    let mut parts = parts.into_iter().map(|p| p.into_inner().expect("every slice ran")).collect::<Result<Vec<Tensor>>>()?;
+        dequantize_rows(m, &rows).and_then(|w| Ok(x.broadcast_matmul(&w.t()?)?))
+    })
+    .into_iter()
+    .collect::<Result<Vec<Tensor>>>()?;
     Ok(match parts.len() {
         1 => parts.pop().expect("one slice"),
         _ => Tensor::cat(&parts, candle_core::D::Minus1)?,

@@ -30,8 +30,9 @@ pub use hooks::{ActivationCache, FnHook, Hook, HookCtx, HookLayout, HookList, Ho
 pub use kernels::Kernels;
 /// Threads the quantized and exact kernels split a product over (feature `threads`: rayon's pool).
 pub use scalpel_kernels::threads as kernel_threads;
-/// Runs `f(0) .. f(n - 1)` over those threads (each once; nested calls run on the calling thread).
-pub use scalpel_kernels::run_pieces;
+/// Runs `f(0) .. f(n - 1)` over those threads (each once; nested calls run
+/// on the calling thread), and how many independent passes share them.
+pub use scalpel_kernels::{map_pieces, pass_threads, run_pieces};
 /// A kernel helper thread's loop (the threaded wasm build; see `scalpel_kernels::gang`).
 #[cfg(all(feature = "threads", target_arch = "wasm32", target_feature = "atomics"))]
 pub use scalpel_kernels::gang::helper_loop as kernel_helper_loop;

@@ -38,6 +38,21 @@ pub(crate) fn check_stop(stop: Stop) -> Res<()> {
     }
 }
 
+/// `f` of each item, in order, `pass_threads` at once, one per thread
+/// (natively; each a forward pass whose products then stay on its thread);
+/// `stop` is asked before each group. A prompt's numbers do not
+/// depend on its thread, and callers fold the results in item order, so
+/// they are those of one thread.
+pub(crate) fn each_on_threads<I: Sync, T: Send + Sync>(stop: Stop, items: &[I], f: impl Fn(&I) -> T + Sync) -> Res<Vec<T>> {
+    let group = scalpel_engine::pass_threads().max(1);
+    let mut out = Vec::with_capacity(items.len());
+    for chunk in items.chunks(group) {
+        check_stop(stop)?;
+        out.extend(scalpel_engine::map_pieces(chunk.len(), |j| f(&chunk[j])));
+    }
+    Ok(out)
+}
+
 /// What an op's compile step reads: the model, the prompt length, the
 /// SAEs beside the document, the stop flag, and where warnings go.
 pub(crate) struct Cx<'a> {

@@ -334,6 +334,20 @@ pub struct QActs {
     s: Vec<f32>,
 }
 
+/// `x.round()` (half away from zero, as ggml's `roundf`), without the libm
+/// call wasm makes of it (wasm's `f32.nearest` rounds half to even): `x −
+/// trunc(x)` is exact, so is the comparison, and `t ± 1` is exact wherever
+/// the fraction can be nonzero. NaN and ±inf come back unchanged.
+#[inline(always)]
+fn round_half_away(x: f32) -> f32 {
+    let t = x.trunc();
+    if (x - t).abs() >= 0.5 {
+        t + 1f32.copysign(x)
+    } else {
+        t
+    }
+}
+
 impl QActs {
     /// `x` is row-major with `cols` columns (a multiple of 32).
     pub fn quantize(x: &[f32], cols: usize) -> Result<QActs> {
@@ -350,7 +364,9 @@ impl QActs {
         let mut d = vec![0f32; rows * nbp];
         let mut s = vec![0f32; rows * nbp];
         for (i, xs) in x.chunks_exact(QK).enumerate() {
-            let amax = xs.iter().fold(0f32, |a, &v| a.max(v.abs()));
+            // `a.max(v)` without the call wasm makes of it (f32.max treats NaN
+            // otherwise): the same value, as `a` is never NaN.
+            let amax = xs.iter().fold(0f32, |a, &v| if v.abs() > a { v.abs() } else { a });
             let dd = amax / 127.0;
             let id = if dd != 0.0 { 1.0 / dd } else { 0.0 };
             let d16 = f16::from_f32(dd);
@@ -358,7 +374,7 @@ impl QActs {
             for h in 0..2 {
                 let v = &mut qs[2 * i + h].0;
                 for j in 0..16 {
-                    let q = f32::round(xs[h * 16 + j] * id) as i8;
+                    let q = round_half_away(xs[h * 16 + j] * id) as i8;
                     v[j] = q as u8;
                     sum += q as i32;
                 }
@@ -448,6 +464,38 @@ pub fn run_pieces(pieces: usize, f: &(dyn Fn(usize) + Sync)) {
     (0..pieces).for_each(f)
 }
 
+/// `[f(0), .., f(n - 1)]`, computed as [`run_pieces`] runs them (each
+/// call on some thread; a call that multiplies matrices then does so on its
+/// own thread): independent forward passes (a sweep's layers, a prompt
+/// set's runs) share the threads this way.
+pub fn map_pieces<T: Send + Sync>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let out: Vec<std::sync::OnceLock<T>> = (0..n).map(|_| std::sync::OnceLock::new()).collect();
+    run_pieces(n, &|i| {
+        let _ = out[i].set(f(i));
+    });
+    out.into_iter().map(|o| o.into_inner().expect("run_pieces runs every piece")).collect()
+}
+
+/// How many independent forward passes (a sweep's layers, a prompt set's
+/// runs) run at once, one per thread, through [`map_pieces`].
+/// - Natively, rayon's threads: on this 2-core VM the CLI's IOI sweep took
+///   9.1 s on 2 threads against 17.7 s on 1 (quantized; f32 3.3 s against
+///   6.1 s).
+/// - In the threaded wasm build, 1: the products within each pass are split
+///   instead. Two passes at once measured slower there (the IOI sweep in
+///   Chromium: 1.06–1.14× on 2 threads, against 1.4–1.5× splitting each
+///   product; a profile showed the same work taking ~40% more CPU time per
+///   thread, cause not found). And a helper running a pass would run
+///   candle's ops, whose rayon calls there go to rayon's fallback pool, the
+///   one thread that first used it: the caller, busy waiting for the
+///   helper, a deadlock, unless each helper had its own pool.
+pub fn pass_threads() -> usize {
+    #[cfg(target_arch = "wasm32")]
+    return 1;
+    #[allow(unreachable_code)]
+    threads()
+}
+
 /// Threads the kernels split a product over: natively rayon's pool, in the
 /// threaded wasm build the caller and the helpers that joined
 /// ([`gang::helper_loop`]); 1 without the `threads` feature.
@@ -466,4 +514,31 @@ pub fn implementation() -> &'static str {
     return "simd128";
     #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
     "portable"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::round_half_away;
+
+    /// Equal to `f32::round` bit for bit: halves, neighbours of halves,
+    /// large and tiny values, signed zeros, infinities (NaN stays NaN).
+    #[test]
+    fn round_half_away_is_round() {
+        let mut xs = vec![0.0f32, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::MAX, f32::MIN_POSITIVE, 8388608.5, 16777216.0];
+        for i in -600..=600 {
+            let h = i as f32 * 0.5;
+            xs.extend([h, f32::from_bits(h.to_bits() + 1), f32::from_bits(h.to_bits().wrapping_sub(1))]);
+        }
+        let mut s = 0x9e3779b9u32;
+        for _ in 0..200_000 {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            xs.push(f32::from_bits(s));
+        }
+        for x in xs {
+            let (a, b) = (round_half_away(x), x.round());
+            assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()), "{x:e}: {a:e} vs {b:e}");
+        }
+    }
 }

@@ -1,8 +1,6 @@
 //! The sweep: every cell of a hook family patched, exactly, with the work a
 //! patch cannot change reused.
 
-use std::sync::OnceLock;
-
 use web_time::Instant;
 
 use candle_core::{DType, Device, Tensor};
@@ -141,15 +139,16 @@ pub fn sweep(model: &Model, req: &PatchRequest, progress: &mut dyn FnMut(usize, 
     let mut values = vec![vec![base_score; cols]; layers * rows_per_layer];
     let mut computed = 0;
 
-    // Layers run `group` at a time, one per thread, each with its own
-    // reruns (whose products then stay on that thread): that splits the
-    // work outside the matmuls too (attention, norms, the patch itself),
-    // which splitting each product by rows does not. Adjacent layers rerun
+    // Layers run `group` at a time, one per thread (natively; see
+    // `pass_threads`), each with its own reruns (whose products then stay
+    // on that thread): that splits the work outside the matmuls too
+    // (attention, norms, the patch itself), which splitting each product by
+    // rows does not. Adjacent layers rerun
     // nearly as many layers, so a group's threads finish together. A cell's
     // operations do not depend on its thread or its group, so the values
     // are those of one thread. Each rerun holds at most BATCH_TOKENS / group
     // positions, so the group together holds what one rerun did.
-    let group = scalpel_engine::kernel_threads().clamp(1, layers.max(1));
+    let group = scalpel_engine::pass_threads().clamp(1, layers.max(1));
     let batch_tokens = (BATCH_TOKENS / group).max(1);
     let layer = |l: usize| -> Result<CellValues> {
         let point = points[l];
@@ -198,12 +197,8 @@ pub fn sweep(model: &Model, req: &PatchRequest, progress: &mut dyn FnMut(usize, 
     let mut l0 = 0;
     while l0 < layers {
         let n = group.min(layers - l0);
-        let done: Vec<OnceLock<Result<CellValues>>> = (0..n).map(|_| OnceLock::new()).collect();
-        scalpel_engine::run_pieces(n, &|i| {
-            let _ = done[i].set(layer(l0 + i));
-        });
-        for (i, cells) in done.into_iter().enumerate() {
-            let cells = cells.into_inner().expect("every layer of the group ran")?;
+        for (i, cells) in scalpel_engine::map_pieces(n, |i| layer(l0 + i)).into_iter().enumerate() {
+            let cells = cells?;
             computed += cells.len();
             for (row, col, v) in cells {
                 values[row][col] = v;

@@ -13,7 +13,7 @@ use super::{no_check, Columns, Compiled, HookOp, OpDef};
 use crate::context::Cx;
 use crate::Res;
 use crate::select::blend;
-use crate::vectors::sources::run_prompt;
+use crate::vectors::sources::run_prompts;
 
 pub(crate) const DEF: OpDef = OpDef { name: "mean", fields: &["over"], check: no_check, compile };
 
@@ -47,8 +47,9 @@ fn over_prompts(cx: &Cx, i: usize, prompts: &[String], points: &[HookPoint]) -> 
     let err = |e: candle_core::Error| e.to_string();
     // Per point: the sum over tokens so far and the token count.
     let mut sums: HashMap<HookPoint, (Tensor, usize)> = HashMap::new();
-    for s in prompts {
-        let run = run_prompt(cx.model, cx.stop, s, points).map_err(|e| format!("intervention {i}: field 'over': {e}"))?;
+    // Summed in prompt order, whatever ran where.
+    for run in run_prompts(cx.model, cx.stop, prompts, points)? {
+        let run = run.map_err(|e| format!("intervention {i}: field 'over': {e}"))?;
         for (p, a) in run {
             // The batch-free value: positions on axis pos_axis − 1.
             let pos_axis = p.site.pos_axis() - 1;

@@ -36,7 +36,7 @@ pub use control::{control_hook, control_layer, control_vector_document, read_con
 pub use sources::literal_vectors;
 pub use resolve::{resolve, vector_from_file, FileReader, Resources, SaeTable};
 
-use crate::context::{check_stop, Stop};
+use crate::context::{each_on_threads, Stop};
 use crate::Res;
 
 fn ce(e: impl fmt::Display) -> String {
@@ -126,12 +126,10 @@ pub fn collect(model: &Model, positive: &[String], negative: &[String], points: 
         warnings.push(sink_warning("the vector"));
     }
     let read = |set: &[String], name: &str| -> Res<Vec<Vec<Vec<f32>>>> {
-        set.iter()
+        each_on_threads(stop, set, |s| read_points(model, s, points, pool))?
+            .into_iter()
             .enumerate()
-            .map(|(i, s)| {
-                check_stop(stop)?;
-                read_points(model, s, points, pool).map(|x| x.0).map_err(|e| format!("{name} prompt {i}: {e}"))
-            })
+            .map(|(i, r)| r.map(|x| x.0).map_err(|e| format!("{name} prompt {i}: {e}")))
             .collect()
     };
     let pos = read(positive, "positive")?;

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use scalpel_engine::{HookPoint, Model, Tensor};
 use scalpel_types::document::{Document, Intervention, Op, Vector, VectorSource};
 
-use crate::context::{check_finite, check_stop, never, Cx, Stop};
+use crate::context::{check_finite, check_stop, each_on_threads, never, Cx, Stop};
 use crate::Res;
 use crate::select::resolve_pos;
 
@@ -15,6 +15,16 @@ use crate::select::resolve_pos;
 /// point, batch axis removed: one forward pass however many points.
 pub(crate) fn run_prompt(model: &Model, stop: Stop, prompt: &str, points: &[HookPoint]) -> Res<HashMap<HookPoint, Tensor>> {
     check_stop(stop)?;
+    forward_prompt(model, prompt, points)
+}
+
+/// `run_prompt` of each prompt, in order, several at once
+/// ([`each_on_threads`]; `stop` asked before each group).
+pub(crate) fn run_prompts<S: AsRef<str> + Sync>(model: &Model, stop: Stop, prompts: &[S], points: &[HookPoint]) -> Res<Vec<Res<HashMap<HookPoint, Tensor>>>> {
+    each_on_threads(stop, prompts, |s| forward_prompt(model, s.as_ref(), points))
+}
+
+fn forward_prompt(model: &Model, prompt: &str, points: &[HookPoint]) -> Res<HashMap<HookPoint, Tensor>> {
     let ids = model.tokenizer().encode(prompt).map_err(|e| e.to_string())?;
     if ids.is_empty() {
         return Err(format!("prompt {prompt:?} tokenizes to nothing"));
@@ -23,9 +33,9 @@ pub(crate) fn run_prompt(model: &Model, stop: Stop, prompt: &str, points: &[Hook
     Ok(points.iter().map(|p| (*p, cache.get(p).expect("requested point is cached").clone())).collect())
 }
 
-/// Runs `prompt` and returns the value at `point` (batch axis removed).
-fn activation(model: &Model, stop: Stop, prompt: &str, point: HookPoint) -> Res<Tensor> {
-    Ok(run_prompt(model, stop, prompt, &[point])?.remove(&point).expect("one point"))
+/// The value at `point` (batch axis removed) in a run on each prompt, in order.
+fn activations<S: AsRef<str> + Sync>(model: &Model, stop: Stop, prompts: &[S], point: HookPoint) -> Res<Vec<Res<Tensor>>> {
+    Ok(run_prompts(model, stop, prompts, &[point])?.into_iter().map(|r| r.map(|mut m| m.remove(&point).expect("one point"))).collect())
 }
 
 fn at_position(i: usize, act: &Tensor, pos: i64, warnings: &mut Vec<String>, what: &str) -> Res<Tensor> {
@@ -81,11 +91,11 @@ fn build_vector(model: &Model, stop: Stop, i: usize, field: &str, v: &Vector, ho
         }
         Vector::From(VectorSource::PromptDiff { plus, minus, hook: h, position }) => {
             let p = source_point(h)?;
-            let run = |text: &str, name: &str| {
-                activation(model, stop, text, p).map_err(|e| format!("intervention {i}: field '{field}.{name}': {e}"))
-            };
-            let a = at_position(i, &run(plus, "plus")?, *position, warnings, "'plus'")?;
-            let b = at_position(i, &run(minus, "minus")?, *position, warnings, "'minus'")?;
+            let mut runs = activations(model, stop, &[plus, minus], p)?.into_iter();
+            let mut next = |name: &str| runs.next().expect("two runs").map_err(|e| format!("intervention {i}: field '{field}.{name}': {e}"));
+            let (plus, minus) = (next("plus")?, next("minus")?);
+            let a = at_position(i, &plus, *position, warnings, "'plus'")?;
+            let b = at_position(i, &minus, *position, warnings, "'minus'")?;
             flat((a - b).map_err(|e| e.to_string())?)
         }
         Vector::From(VectorSource::MeanDiff { positive, negative, hook: h, position }) => {
@@ -95,8 +105,9 @@ fn build_vector(model: &Model, stop: Stop, i: usize, field: &str, v: &Vector, ho
             }
             let mut mean = |set: &[String], name: &str| -> Res<Tensor> {
                 let mut acc: Option<Tensor> = None;
-                for s in set {
-                    let act = activation(model, stop, s, p).map_err(|e| format!("intervention {i}: field '{field}.{}': {e}", name.trim_matches('\'')))?;
+                // Summed in prompt order, whatever ran where.
+                for act in activations(model, stop, set, p)? {
+                    let act = act.map_err(|e| format!("intervention {i}: field '{field}.{}': {e}", name.trim_matches('\'')))?;
                     let v = at_position(i, &act, *position, warnings, name)?;
                     acc = Some(match acc { None => v, Some(a) => (a + v).map_err(|e| e.to_string())? });
                 }

@@ -12,7 +12,7 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { cpSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { URL, ROOT, launch, cli, waitState, loadPrecision, wllamaBench } from './helpers.mjs';
+import { URL, ROOT, launch, cli, waitState, loadPrecision, setThreads, wllamaBench } from './helpers.mjs';
 
 const MINUTE = 60_000;
 const MODEL_DIR = process.env.SCALPEL_MODEL_DIR ?? join(ROOT, 'models');
@@ -92,18 +92,11 @@ describe('benchmark', { timeout: 30 * MINUTE }, () => {
     await loadPrecision(page, 'quantized', logs);
     await bench('wasm quantized, scalpel kernels (again)');
     // The threaded build (this page is cross-origin isolated): the worker restarts on 2 threads.
-    const setThreads = async (n) => {
-      await page.getByRole('combobox', { name: 'Threads' }).selectOption(String(n));
-      await page.waitForTimeout(500);
-      await waitState(page, 'ready', 10 * MINUTE, logs);
-      const line = (await page.getByLabel('Backend').textContent()).trim();
-      assert.ok(line.endsWith(n === 1 ? '· 1 thread' : `· ${n} threads`), `backend line: ${line}`);
-    };
-    await setThreads(2);
+    await setThreads(page, 2, logs);
     await bench('wasm quantized, scalpel kernels, 2 threads');
     await loadPrecision(page, 'f32', logs);
     await bench('wasm f32, 2 threads');
-    await setThreads(1);
+    await setThreads(page, 1, logs);
     const q = cli(['bench', '--precision', 'quantized', '--kernels', 'candle,scalpel', '--rounds', '1', '--json']);
     rows.push(['native quantized, candle kernels', q.ours.candle.prefill_tok_s, q.ours.candle.decode_tok_s]);
     rows.push(['native quantized, scalpel kernels', q.ours.scalpel.prefill_tok_s, q.ours.scalpel.decode_tok_s]);

@@ -145,6 +145,19 @@ export async function loadPrecision(page, precision, logs) {
   if (loaded !== precision) throw new Error(`expected a ${precision} model, got "${loaded}"`);
 }
 
+/** Sets the Model card's Threads control to `n` (the worker restarts on that
+ * many threads) and waits until the backend line reports them. */
+export async function setThreads(page, n, logs) {
+  const threads = page.getByRole('combobox', { name: 'Threads' });
+  if ((await threads.inputValue()) !== String(n)) {
+    await threads.selectOption(String(n));
+    await until(page, async () => (await state(page)) !== 'ready', 60_000, 'the worker restart');
+  }
+  await waitState(page, 'ready', 10 * 60_000, logs);
+  const backend = page.getByLabel('Backend');
+  await until(page, async () => new RegExp(`· ${n} threads?$`).test((await backend.textContent()).trim()), 60_000, `"${n} thread(s)" in the backend line`);
+}
+
 /** A deterministic uniform(-0.5, 0.5) stream (Park–Miller). */
 export function seeded(seed) {
   return () => ((seed = (seed * 16807) % 2147483647) / 2147483647 - 0.5);

@@ -12,7 +12,7 @@ import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  URL, ROOT, launch, cli, state as state_, waitState, until, screenshot, loadPrecision, readIds, waitCompare, readHeatmap, alertText,
+  URL, ROOT, launch, cli, state as state_, waitState, until, screenshot, loadPrecision, setThreads, readIds, waitCompare, readHeatmap, alertText,
   seeded, writeSafetensors,
 } from './helpers.mjs';
 
@@ -1096,16 +1096,6 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
     await open(page, URL);
     await waitState(page, 'ready', 5 * MINUTE, logs);
     assert.equal(await page.evaluate(() => self.crossOriginIsolated), true);
-    const threads = page.getByRole('combobox', { name: 'Threads' });
-    const backend = page.getByLabel('Backend');
-    const setThreads = async (n) => {
-      if ((await threads.inputValue()) !== String(n)) {
-        await threads.selectOption(String(n));
-        await until(page, async () => (await state_(page)) !== 'ready', MINUTE, 'the worker restart');
-      }
-      await waitState(page, 'ready', 5 * MINUTE, logs);
-      await until(page, async () => new RegExp(`· ${n} threads?$`).test((await backend.textContent()).trim()), MINUTE, `"${n} thread(s)" in the backend line`);
-    };
     // A sweep: wait for the work to start, then to end.
     const runAndWait = async (button) => {
       await page.getByRole('button', { name: button, exact: true }).click();
@@ -1113,7 +1103,7 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
       await waitState(page, 'ready', 10 * MINUTE, logs);
     };
     const run = async (precision, n) => {
-      await setThreads(n);
+      await setThreads(page, n, logs);
       await loadPrecision(page, precision, logs);
       await preset(page, 'IOI name-mover patching', logs);
       const t0 = Date.now();
@@ -1137,7 +1127,7 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
       console.log(`threads (${precision}): IOI sweep ${one.heatmap.length}x${one.heatmap[0].length} in ${one.seconds.toFixed(1)} s on 1 thread, ${two.seconds.toFixed(1)} s on 2 (${(one.seconds / two.seconds).toFixed(2)}x), every cell equal; ${two.ids.length} greedy tokens equal`);
     }
     await screenshot(page, '10-threads');
-    await setThreads(1);
+    await setThreads(page, 1, logs);
     await loadPrecision(page, 'f32', logs);
   });
 

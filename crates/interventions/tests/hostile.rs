@@ -83,26 +83,31 @@ fn compiling_runs_each_prompt_once_and_can_be_stopped() {
     let model = load_gguf(&tiny_llama(&spec).bytes()).unwrap();
     let saes = Default::default();
     let prompts = r#"["a b c", "d e", "f g h i"]"#;
+    // Each item's prompt sets, by size: every prompt runs once (a mean over
+    // 3 prompts at every layer is 3 forward passes, not 3 per layer).
     let cases = [
-        // A mean over 3 prompts at every layer: 3 forward passes, not 3 per layer.
-        (format!(r#"{{"hook":"blocks.*.hook_resid_post","op":"mean","over":{prompts}}}"#), 3),
-        (format!(r#"{{"hook":"blocks.1.hook_resid_post","op":"add","vector":{{"from":"mean_diff","positive":{prompts},"negative":["x y"]}}}}"#), 4),
-        (format!(r#"{{"hook":"blocks.1.hook_resid_post","op":"add","vector":{{"from":"pca","positive":{prompts},"negative":["x y","z","w v"]}}}}"#), 6),
-        (r#"{"hook":"blocks.*.hook_resid_post","op":"patch","source":"p q r s"}"#.to_string(), 1),
+        (format!(r#"{{"hook":"blocks.*.hook_resid_post","op":"mean","over":{prompts}}}"#), vec![3]),
+        (format!(r#"{{"hook":"blocks.1.hook_resid_post","op":"add","vector":{{"from":"mean_diff","positive":{prompts},"negative":["x y"]}}}}"#), vec![3, 1]),
+        (format!(r#"{{"hook":"blocks.1.hook_resid_post","op":"add","vector":{{"from":"pca","positive":{prompts},"negative":["x y","z","w v"]}}}}"#), vec![3, 3]),
+        (r#"{"hook":"blocks.*.hook_resid_post","op":"patch","source":"p q r s"}"#.to_string(), vec![1]),
     ];
     // The running prompt has the patch source's length, so patching is legal.
     let prompt_len = model.tokenizer().encode("p q r s").unwrap().len();
-    for (item, passes) in &cases {
+    // A set's prompts run `pass_threads` at once (natively, one per
+    // thread); `stop` is asked before each such group.
+    let group = scalpel_engine::pass_threads();
+    for (item, sets) in &cases {
+        let groups: usize = sets.iter().map(|&n: &usize| n.div_ceil(group)).sum();
         let doc = doc_of(std::slice::from_ref(item));
-        // Never stopped: one question per item and one per forward pass.
+        // Never stopped: one question per item and one per group of passes.
         let never = CountingStop::new(usize::MAX);
         Interventions::compile_until(&model, &doc, prompt_len, &saes, &|| never.ask()).unwrap_or_else(|e| panic!("{item}: {e}"));
-        assert_eq!(never.calls.get(), 1 + passes, "{item}: forward passes");
-        // Stopped before the last pass: the error is exactly STOPPED, not a failure.
-        let stop = CountingStop::new(*passes);
+        assert_eq!(never.calls.get(), 1 + groups, "{item}: questions ({group} passes at once)");
+        // Stopped before the last group: the error is exactly STOPPED, not a failure.
+        let stop = CountingStop::new(groups);
         let err = Interventions::compile_until(&model, &doc, prompt_len, &saes, &|| stop.ask()).err().expect("stopped");
         assert_eq!(err, scalpel_interventions::STOPPED, "{item}");
-        assert!(stop.calls.get() <= passes + 1, "{item}: kept running after the stop ({} questions)", stop.calls.get());
+        assert!(stop.calls.get() <= groups + 1, "{item}: kept running after the stop ({} questions)", stop.calls.get());
     }
 }
 

@@ -85,6 +85,23 @@ fn f32_over_blocks_matches_dequantize_all_on_default_model() {
     assert!(worst <= 1e-4, "{worst}");
 }
 
+/// `run` on rayon pools of 1, 2 and 3 threads (the kernels' and passes'
+/// threads natively): asserts all three give the same bits, naming `what`
+/// when they differ; returns them.
+fn same_bits_on_1_2_3_threads(what: &str, run: impl Fn() -> Vec<u32> + Send + Sync) -> Vec<u32> {
+    let on = |threads: usize| {
+        rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| {
+            assert_eq!(scalpel_engine::kernel_threads(), threads);
+            run()
+        })
+    };
+    let one = on(1);
+    for threads in [2, 3] {
+        assert!(on(threads) == one, "{what} on {threads} threads differ from 1 thread");
+    }
+    one
+}
+
 /// Threads (feature `threads`; natively rayon's pool): the default model's
 /// logits on 1, 2 and 3 threads are the same bits, in f32 over the blocks
 /// (a 16-token prefill through dequantized slices, then a cached step
@@ -97,22 +114,15 @@ fn threads_give_the_same_logits_on_default_model() {
         let m = Model::load_with("smollm2", ModelSource::Gguf(&bytes), precision, Kernels::Scalpel).unwrap();
         let ids = m.tokenizer().encode("The quick brown fox jumps over the lazy dog. In 1905, Einstein").unwrap();
         assert!(ids.len() >= 8, "a prefill long enough for the slices path");
-        let run = |threads: usize| -> Vec<u32> {
-            rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| {
-                assert_eq!(scalpel_engine::kernel_threads(), threads);
-                let mut kv = KvCache::new(&m.config);
-                let pass = |ids: &[u32], kv: &mut KvCache, l| {
-                    m.forward(&m.ids_tensor(ids).unwrap(), Some(kv), None, l).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
-                };
-                let mut out = pass(&ids, &mut kv, Logits::All);
-                out.extend(pass(&[42], &mut kv, Logits::Last));
-                out.iter().map(|x| x.to_bits()).collect()
-            })
-        };
-        let one = run(1);
-        for threads in [2, 3] {
-            assert!(run(threads) == one, "{precision:?}: logits on {threads} threads differ from 1 thread");
-        }
+        let one = same_bits_on_1_2_3_threads(&format!("{precision:?}: logits"), || {
+            let mut kv = KvCache::new(&m.config);
+            let pass = |ids: &[u32], kv: &mut KvCache, l| {
+                m.forward(&m.ids_tensor(ids).unwrap(), Some(kv), None, l).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            };
+            let mut out = pass(&ids, &mut kv, Logits::All);
+            out.extend(pass(&[42], &mut kv, Logits::Last));
+            out.iter().map(|x| x.to_bits()).collect()
+        });
         println!("{precision:?}: {} logits, the same bits on 1, 2 and 3 threads", one.len());
     }
 }
@@ -142,24 +152,18 @@ fn threads_give_the_same_sweep_on_default_model() {
             strategy: Strategy::Fast,
             direction: Direction::Denoise,
         };
-        let run = |threads: usize| -> Vec<u32> {
-            rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| {
-                let mut layers_seen = Vec::new();
-                let r = sweep(&m, &req, &mut |done, _| {
-                    layers_seen.push(done);
-                    true
-                })
-                .unwrap();
-                assert_eq!(layers_seen, (1..=m.config.n_layers).collect::<Vec<_>>(), "progress once per layer, in order");
-                r.values.iter().flatten().map(|x| x.to_bits()).collect()
+        let one = same_bits_on_1_2_3_threads(&format!("{precision:?}: the sweep's cells"), || {
+            let mut layers_seen = Vec::new();
+            let r = sweep(&m, &req, &mut |done, _| {
+                layers_seen.push(done);
+                true
             })
-        };
-        let one = run(1);
+            .unwrap();
+            assert_eq!(layers_seen, (1..=m.config.n_layers).collect::<Vec<_>>(), "progress once per layer, in order");
+            r.values.iter().flatten().map(|x| x.to_bits()).collect()
+        });
         assert_eq!(one.len(), m.config.n_layers * req.clean.len());
         assert!(one.iter().any(|&b| f32::from_bits(b) != f32::from_bits(one[0])), "the sweep's cells differ");
-        for threads in [2, 3] {
-            assert!(run(threads) == one, "{precision:?}: the sweep on {threads} threads differs from 1 thread");
-        }
         println!("{precision:?}: {} cells, the same bits on 1, 2 and 3 threads", one.len());
     }
 }
@@ -177,15 +181,9 @@ fn threads_give_the_same_prompt_set_activations_on_default_model() {
     let pos: Vec<String> = ["I love this", "What a wonderful day", "This is great news", "She smiled warmly", "Best meal ever"].map(String::from).to_vec();
     let neg: Vec<String> = ["I hate this", "What a terrible day", "This is awful news", "She frowned coldly", "Worst meal ever"].map(String::from).to_vec();
     let points: Vec<HookPoint> = [3, 15, 29].map(|l| HookPoint::block(l, Site::ResidPost)).to_vec();
-    let run = |threads: usize| -> Vec<u32> {
-        rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| {
-            let acts = collect(&m, &pos, &neg, &points, Pool::Mean, &scalpel_interventions::never).unwrap();
-            acts.pos.iter().chain(&acts.neg).flatten().flatten().map(|x| x.to_bits()).collect()
-        })
-    };
-    let one = run(1);
+    let one = same_bits_on_1_2_3_threads("the prompt set's activations", || {
+        let acts = collect(&m, &pos, &neg, &points, Pool::Mean, &scalpel_interventions::never).unwrap();
+        acts.pos.iter().chain(&acts.neg).flatten().flatten().map(|x| x.to_bits()).collect()
+    });
     assert_eq!(one.len(), 10 * 3 * m.config.d_model);
-    for threads in [2, 3] {
-        assert!(run(threads) == one, "the prompt set's activations on {threads} threads differ from 1 thread");
-    }
 }

@@ -143,11 +143,11 @@ pub fn sweep(model: &Model, req: &PatchRequest, progress: &mut dyn FnMut(usize, 
     // `pass_threads`), each with its own reruns (whose products then stay
     // on that thread): that splits the work outside the matmuls too
     // (attention, norms, the patch itself), which splitting each product by
-    // rows does not. Adjacent layers rerun
-    // nearly as many layers, so a group's threads finish together. A cell's
-    // operations do not depend on its thread or its group, so the values
-    // are those of one thread. Each rerun holds at most BATCH_TOKENS / group
-    // positions, so the group together holds what one rerun did.
+    // rows does not. Adjacent layers rerun nearly as many layers, so a
+    // group's threads finish together. A cell's operations do not depend on
+    // its thread or its group, so the values are those of one thread. Each
+    // rerun holds at most BATCH_TOKENS / group positions, so the group
+    // together holds what one rerun did.
     let group = scalpel_engine::pass_threads().clamp(1, layers.max(1));
     let batch_tokens = (BATCH_TOKENS / group).max(1);
     let layer = |l: usize| -> Result<CellValues> {

@@ -54,19 +54,37 @@ pub(crate) fn dequantize(m: &QMatrix) -> Result<Tensor> {
 
 /// `x @ mᵀ` for `x` of shape `[.., cols]` (f32): `[.., rows]`.
 pub(crate) fn forward(m: &QMatrix, x: &Tensor) -> Result<Tensor> {
-    let dims = x.dims();
-    let Some(&k) = dims.last() else { return Err(Error::input("quantized matmul of a scalar")) };
-    if k != m.cols() {
-        return Err(Error::input(format!("matmul input has {k} features; the matrix takes {}", m.cols())));
+    Ok(forward_shared(&[m], x)?.pop().expect("one product per matrix"))
+}
+
+/// The width of `x`'s rows, which every matrix must take.
+fn input_width(ms: &[&QMatrix], x: &Tensor) -> Result<usize> {
+    let k = x.dims().last().copied().ok_or_else(|| Error::input("matmul of a scalar"))?;
+    match ms.iter().find(|m| m.cols() != k) {
+        Some(m) => Err(Error::input(format!("matmul input has {k} features; the matrix takes {}", m.cols()))),
+        None => Ok(k),
     }
+}
+
+/// `x`'s shape with the last dimension `rows`.
+fn out_dims(x: &Tensor, rows: usize) -> Vec<usize> {
+    let mut od = x.dims().to_vec();
+    *od.last_mut().expect("checked: not a scalar") = rows;
+    od
+}
+
+/// `x @ mᵀ` for each of `ms` (a layer's q, k and v, or its gate and up):
+/// `x` quantized once and the products one job for the threads
+/// (`scalpel_kernels::matmul_shared`); each result is `forward`'s, bit for bit.
+pub(crate) fn forward_shared(ms: &[&QMatrix], x: &Tensor) -> Result<Vec<Tensor>> {
+    let k = input_width(ms, x)?;
     let data: Vec<f32> = x.flatten_all()?.to_vec1()?;
     let kerr = |e: scalpel_kernels::KernelError| Error::input(format!("quantized matmul: {e}"));
     let acts = QActs::quantize(&data, k).map_err(kerr)?;
-    let mut out = vec![0f32; acts.rows() * m.rows()];
-    m.matmul(&acts, &mut out).map_err(kerr)?;
-    let mut od = dims.to_vec();
-    *od.last_mut().expect("non-empty dims") = m.rows();
-    Ok(Tensor::from_vec(out, od, x.device())?)
+    let mut outs: Vec<Vec<f32>> = ms.iter().map(|m| vec![0f32; acts.rows() * m.rows()]).collect();
+    let mut views: Vec<&mut [f32]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+    scalpel_kernels::matmul_shared(ms, &acts, &mut views).map_err(kerr)?;
+    ms.iter().zip(outs).map(|(m, o)| Ok(Tensor::from_vec(o, out_dims(x, m.rows()), x.device())?)).collect()
 }
 
 /// Rows `rows` of the weights in f32, `[rows.len(), cols]`, dequantizing
@@ -97,29 +115,56 @@ const SLICE_ROWS: usize = 256;
 /// patching's gradients flow through it. Many rows: slices of dequantized
 /// rows times `x` with candle's matmul (the dequantize-all path's numbers).
 pub(crate) fn forward_exact(m: &Arc<QMatrix>, x: &Tensor) -> Result<Tensor> {
-    let k = x.dims().last().copied().ok_or_else(|| Error::input("matmul of a scalar"))?;
-    if k != m.cols() {
-        return Err(Error::input(format!("matmul input has {k} features; the matrix takes {}", m.cols())));
-    }
+    Ok(forward_exact_shared(&[m], x, true)?.pop().expect("one product per matrix"))
+}
+
+/// [`forward_exact`] for each of `ms` (a layer's q, k and v, or its gate and
+/// up), their products one job for the threads; each result is
+/// `forward_exact`'s, bit for bit. Few rows and not `differentiable`: the
+/// exact kernel over all the matrices at once
+/// (`scalpel_kernels::matmul_exact_shared`); few rows and `differentiable`:
+/// each matrix's candle op, for its backward pass. Many rows: every
+/// matrix's slices share the threads.
+pub(crate) fn forward_exact_shared(ms: &[&Arc<QMatrix>], x: &Tensor, differentiable: bool) -> Result<Vec<Tensor>> {
+    let plain: Vec<&QMatrix> = ms.iter().map(|m| m.as_ref()).collect();
+    let k = input_width(&plain, x)?;
     if x.elem_count() / k < EXACT_KERNEL_MAX_ROWS {
-        return Ok(x.contiguous()?.apply_op1(ExactMatmul(m.clone()))?);
+        let x = x.contiguous()?;
+        if differentiable {
+            return ms.iter().map(|&m| Ok(x.apply_op1(ExactMatmul(m.clone()))?)).collect();
+        }
+        let data: Vec<f32> = x.flatten_all()?.to_vec1()?;
+        let mut outs: Vec<Vec<f32>> = ms.iter().map(|m| vec![0f32; data.len() / k * m.rows()]).collect();
+        let mut views: Vec<&mut [f32]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+        scalpel_kernels::matmul_exact_shared(&plain, &data, &mut views).map_err(|e| Error::input(format!("exact matmul: {e}")))?;
+        return ms.iter().zip(outs).map(|(m, o)| Ok(Tensor::from_vec(o, out_dims(&x, m.rows()), x.device())?)).collect();
     }
     // Slices of at most SLICE_ROWS rows (several per matrix, so threads
     // share them): each is one dequantization and one candle matmul whose
-    // shape does not depend on the thread count (candle's blocking depends on
-    // the shape), so neither does the result.
-    let per = (SLICE_ELEMS / m.cols()).clamp(1, SLICE_ROWS);
-    let slices = m.rows().div_ceil(per);
-    let mut parts = scalpel_kernels::map_pieces(slices, |i| {
-        let rows: Vec<u32> = ((i * per) as u32..((i + 1) * per).min(m.rows()) as u32).collect();
-        dequantize_rows(m, &rows).and_then(|w| Ok(x.broadcast_matmul(&w.t()?)?))
+    // shape does not depend on the thread count or on the other matrices
+    // (candle's blocking depends on the shape), so neither does the result.
+    let per = (SLICE_ELEMS / k).clamp(1, SLICE_ROWS);
+    let slices: Vec<(usize, std::ops::Range<usize>)> = ms
+        .iter()
+        .enumerate()
+        .flat_map(|(i, m)| (0..m.rows().div_ceil(per)).map(move |j| (i, j * per..((j + 1) * per).min(m.rows()))))
+        .collect();
+    let mut parts = scalpel_kernels::map_pieces(slices.len(), |p| {
+        let (i, rows) = &slices[p];
+        let rows: Vec<u32> = (rows.start as u32..rows.end as u32).collect();
+        dequantize_rows(ms[*i], &rows).and_then(|w| Ok(x.broadcast_matmul(&w.t()?)?))
     })
-    .into_iter()
-    .collect::<Result<Vec<Tensor>>>()?;
-    Ok(match parts.len() {
-        1 => parts.pop().expect("one slice"),
-        _ => Tensor::cat(&parts, candle_core::D::Minus1)?,
-    })
+    .into_iter();
+    // Each matrix's slices joined in turn, the slices dropped as they are.
+    ms.iter()
+        .map(|m| {
+            let mut own = parts.by_ref().take(m.rows().div_ceil(per)).collect::<Result<Vec<Tensor>>>()?;
+            Ok(match own.len() {
+                1 => own.pop().expect("one slice"),
+                _ => Tensor::cat(&own, candle_core::D::Minus1)?,
+            })
+        })
+        .collect()
 }
 
 struct ExactMatmul(Arc<QMatrix>);
@@ -171,5 +216,44 @@ mod tests {
         let (a, b) = (g.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap());
         let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(d < 1e-4, "{d}");
+    }
+
+    /// Products sharing an input (a layer's q, k and v) give each matrix's
+    /// own `forward` / `forward_exact` bit for bit: decode-sized and
+    /// prefill-sized inputs (the kernel, the candle op and the dequantized
+    /// slices), types mixed; a wrong width is an error naming it.
+    #[test]
+    fn shared_products_equal_each_product_alone() {
+        let cols = 576;
+        let matrix = |rows: usize, ty: GgmlDType, seed: usize| {
+            let v: Vec<f32> = (0..rows * cols).map(|i| (((i + seed) * 7919 % 2003) as f32 - 1001.0) / 1001.0).collect();
+            let w = Tensor::from_vec(v, (rows, cols), &Device::Cpu).unwrap();
+            to_scalpel(&QTensor::quantize(&w, ty).unwrap()).unwrap()
+        };
+        let ms = [matrix(576, GgmlDType::Q4_1, 1), matrix(192, GgmlDType::Q4_0, 2), matrix(300, GgmlDType::Q8_0, 3)];
+        let arcs: Vec<Arc<QMatrix>> = ms.iter().cloned().map(Arc::new).collect();
+        let same = |a: &Tensor, b: &Tensor| {
+            a.dims() == b.dims() && {
+                let (a, b) = (a.flatten_all().unwrap().to_vec1::<f32>().unwrap(), b.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+                a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits())
+            }
+        };
+        for t in [1, 5, 9, 20] {
+            let x = Tensor::from_vec((0..t * cols).map(|i| ((i * 31 % 97) as f32 - 48.0) / 9.0).collect::<Vec<f32>>(), (1, t, cols), &Device::Cpu).unwrap();
+            let refs: Vec<&QMatrix> = ms.iter().collect();
+            let got = forward_shared(&refs, &x).unwrap();
+            let arc_refs: Vec<&Arc<QMatrix>> = arcs.iter().collect();
+            let exact = forward_exact_shared(&arc_refs, &x, false).unwrap();
+            let exact_diff = forward_exact_shared(&arc_refs, &x, true).unwrap();
+            for (i, m) in ms.iter().enumerate() {
+                assert!(same(&got[i], &forward(m, &x).unwrap()), "int8, matrix {i}, {t} rows");
+                let alone = forward_exact(&arcs[i], &x).unwrap();
+                assert!(same(&exact[i], &alone), "exact, matrix {i}, {t} rows");
+                assert!(same(&exact_diff[i], &alone), "exact (differentiable), matrix {i}, {t} rows");
+            }
+        }
+        let narrow = Tensor::zeros((1, 2, 64), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let e = forward_shared(&[&ms[0], &ms[1]], &narrow).unwrap_err().to_string();
+        assert!(e.contains("64 features; the matrix takes 576"), "{e}");
     }
 }

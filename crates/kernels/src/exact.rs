@@ -120,14 +120,7 @@ impl QMatrix {
     /// row-major) in f32: the dequantize-all product up to summation order
     /// (see the module docs). `out` must hold `n * rows` numbers.
     pub fn matmul_exact(&self, x: &[f32], out: &mut [f32]) -> Result<()> {
-        self.check_exact(x, out)?;
-        crate::over_rows(self, x.len() / self.cols, out, |rows, out| {
-            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-            crate::simd128::exact::matmul(self, x, rows, out);
-            #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-            matmul_portable(self, x, rows, out);
-        });
-        Ok(())
+        matmul_exact_shared(&[self], x, &mut [out])
     }
 
     /// The portable exact kernel, whatever the target (to compare against the SIMD one).
@@ -147,6 +140,21 @@ impl QMatrix {
         }
         Ok(())
     }
+}
+
+/// [`crate::matmul_shared`] for the exact kernel: `outs[i] = x @ ws[i]ᵀ` in
+/// f32 (`x` is `[n, cols]`), the matrices' rows one job for the threads;
+/// each output's bits are [`QMatrix::matmul_exact`]'s of its own matrix.
+pub fn matmul_exact_shared(ws: &[&QMatrix], x: &[f32], outs: &mut [&mut [f32]]) -> Result<()> {
+    crate::check_shared(ws, outs.len(), |w, i| w.check_exact(x, &outs[i][..]))?;
+    let n = x.len() / ws.first().map_or(1, |w| w.cols);
+    crate::over_rows(ws, n, outs, |w, rows, out| {
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        crate::simd128::exact::matmul(w, x, rows, out);
+        #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+        matmul_portable(w, x, rows, out);
+    });
+    Ok(())
 }
 
 #[cfg(test)]

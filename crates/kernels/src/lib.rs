@@ -33,10 +33,12 @@
 #![cfg_attr(all(feature = "threads", target_arch = "wasm32", target_feature = "atomics"), feature(stdarch_wasm_atomic_wait))]
 
 use std::fmt;
+use std::ops::Range;
 
 use half::f16;
 
 mod exact;
+pub use exact::matmul_exact_shared;
 #[cfg(all(feature = "threads", target_arch = "wasm32", target_feature = "atomics"))]
 pub mod gang;
 mod portable;
@@ -285,14 +287,7 @@ impl QMatrix {
     /// `out[t * rows + r] = Σ_k w[r, k] * x[t, k]` with `x` quantized.
     /// `out` must hold `acts.rows() * self.rows()` numbers.
     pub fn matmul(&self, acts: &QActs, out: &mut [f32]) -> Result<()> {
-        self.check(acts, out)?;
-        over_rows(self, acts.rows, out, |rows, out| {
-            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-            simd128::matmul(self, acts, rows, out);
-            #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-            portable::matmul(self, acts, rows, out);
-        });
-        Ok(())
+        matmul_shared(&[self], acts, &mut [out])
     }
 
     /// The portable kernel, whatever the target (to compare against the SIMD one).
@@ -308,7 +303,7 @@ impl QMatrix {
         self.matmul(&acts, out)
     }
 
-    fn check(&self, acts: &QActs, out: &mut [f32]) -> Result<()> {
+    fn check(&self, acts: &QActs, out: &[f32]) -> Result<()> {
         if acts.cols != self.cols {
             return err(format!("activations have {} columns; the matrix has {}", acts.cols, self.cols));
         }
@@ -317,6 +312,35 @@ impl QMatrix {
         }
         Ok(())
     }
+}
+
+/// The products of several matrices with one input (a layer's q, k and v
+/// projections, or its gate and up): `outs[i] = x @ ws[i]ᵀ`, `[n, ws[i].rows]`.
+/// The activations are quantized once by the caller, and the matrices' rows
+/// are one job for the threads ([`over_rows`]), so a matrix too small to
+/// split on its own (SmolLM2's 192-row k and v) shares the threads with the
+/// others. Each output's bits are those of [`QMatrix::matmul`] of its own
+/// matrix: no pair's operations depend on which rows share a piece.
+pub fn matmul_shared(ws: &[&QMatrix], acts: &QActs, outs: &mut [&mut [f32]]) -> Result<()> {
+    check_shared(ws, outs.len(), |w, i| w.check(acts, &outs[i][..]))?;
+    over_rows(ws, acts.rows, outs, |w, rows, out| {
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        simd128::matmul(w, acts, rows, out);
+        #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+        portable::matmul(w, acts, rows, out);
+    });
+    Ok(())
+}
+
+/// One output per matrix, one input width, and each matrix's own check.
+fn check_shared(ws: &[&QMatrix], outs: usize, check: impl Fn(&QMatrix, usize) -> Result<()>) -> Result<()> {
+    if ws.len() != outs {
+        return err(format!("{} matrices but {outs} outputs", ws.len()));
+    }
+    if let Some(p) = ws.windows(2).find(|p| p[0].cols != p[1].cols) {
+        return err(format!("matrices sharing an input must have its width; got {} and {} columns", p[0].cols, p[1].cols));
+    }
+    ws.iter().enumerate().try_for_each(|(i, w)| check(w, i))
 }
 
 /// Activations `[rows, cols]` quantized per 32-block: int8 quants, the f16
@@ -411,42 +435,52 @@ impl OutPtr {
     }
 }
 
-/// Runs `kernel(rows, piece)` over the weight rows of `w` times `n`
-/// activation rows, where `piece` is the `[n, rows.len()]` block of the output
-/// `out` (`[n, w.rows]`). With more than one thread ([`threads`]), pieces of
-/// rows (multiples of 4, the kernels' row tile; two per thread, so a thread
-/// slowed by other work is covered) run on all of them. No pair's operations
-/// depend on which rows share a piece (see the crate docs), so the results
-/// are bit-identical to one thread.
-fn over_rows(w: &QMatrix, n: usize, out: &mut [f32], kernel: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync) {
+/// Runs `kernel(w, rows, piece)` over the weight rows of every matrix in
+/// `ws` times `n` activation rows, where `piece` is the `[n, rows.len()]`
+/// block of that matrix's output (`outs[i]`, `[n, ws[i].rows]`). With more
+/// than one thread ([`threads`]), the matrices' rows are cut into pieces
+/// (multiples of 4, the kernels' row tile; about two per thread over all the
+/// matrices, so a thread slowed by other work is covered) that run on all of
+/// them. No pair's operations depend on which rows share a piece (see the
+/// crate docs), so the results are bit-identical to one thread.
+fn over_rows(ws: &[&QMatrix], n: usize, outs: &mut [&mut [f32]], kernel: impl Fn(&QMatrix, Range<usize>, &mut [f32]) + Sync) {
     let threads = threads();
-    if threads < 2 || w.rows < 8 || w.rows * w.cols * n < PARALLEL_MIN_WORK {
-        return kernel(0..w.rows, out);
+    let total: usize = ws.iter().map(|w| w.rows).sum();
+    let work: usize = ws.iter().map(|w| w.rows * w.cols * n).sum();
+    if threads < 2 || total < 8 || work < PARALLEL_MIN_WORK {
+        for (w, out) in ws.iter().zip(outs.iter_mut()) {
+            kernel(w, 0..w.rows, out);
+        }
+        return;
     }
-    let piece = w.rows.div_ceil(2 * threads).next_multiple_of(4);
-    let pieces = w.rows.div_ceil(piece);
-    let range = |i: usize| i * piece..((i + 1) * piece).min(w.rows);
+    let piece = total.div_ceil(2 * threads).next_multiple_of(4);
+    // (matrix, its rows) of each piece.
+    let pieces: Vec<(usize, Range<usize>)> = ws
+        .iter()
+        .enumerate()
+        .flat_map(|(i, w)| (0..w.rows.div_ceil(piece)).map(move |j| (i, j * piece..((j + 1) * piece).min(w.rows))))
+        .collect();
     if n == 1 {
-        let at = OutPtr(out.as_mut_ptr());
-        run_pieces(pieces, &|i| {
-            let rows = range(i);
-            // SAFETY: piece i owns out[rows], inside `out`, disjoint from the others'.
-            let o = unsafe { std::slice::from_raw_parts_mut(at.at(rows.start), rows.len()) };
-            kernel(rows, o)
+        let at: Vec<OutPtr> = outs.iter_mut().map(|o| OutPtr(o.as_mut_ptr())).collect();
+        run_pieces(pieces.len(), &|p| {
+            let (i, rows) = pieces[p].clone();
+            // SAFETY: piece p owns outs[i][rows], inside outs[i], disjoint from the others'.
+            let o = unsafe { std::slice::from_raw_parts_mut(at[i].at(rows.start), rows.len()) };
+            kernel(ws[i], rows, o)
         });
     } else {
-        let mut bufs: Vec<Vec<f32>> = (0..pieces).map(|i| vec![0f32; n * range(i).len()]).collect();
+        let mut bufs: Vec<Vec<f32>> = pieces.iter().map(|(_, rows)| vec![0f32; n * rows.len()]).collect();
         let at: Vec<OutPtr> = bufs.iter_mut().map(|b| OutPtr(b.as_mut_ptr())).collect();
-        run_pieces(pieces, &|i| {
-            let rows = range(i);
-            // SAFETY: piece i alone writes its own buffer, of n * rows.len() numbers.
-            let o = unsafe { std::slice::from_raw_parts_mut(at[i].at(0), n * rows.len()) };
-            kernel(rows, o)
+        run_pieces(pieces.len(), &|p| {
+            let (i, rows) = pieces[p].clone();
+            // SAFETY: piece p alone writes its own buffer, of n * rows.len() numbers.
+            let o = unsafe { std::slice::from_raw_parts_mut(at[p].at(0), n * rows.len()) };
+            kernel(ws[i], rows, o)
         });
-        for (i, b) in bufs.iter().enumerate() {
-            let rows = range(i);
+        for ((i, rows), b) in pieces.iter().zip(&bufs) {
+            let width = ws[*i].rows;
             for (t, src) in b.chunks_exact(rows.len()).enumerate() {
-                out[t * w.rows + rows.start..t * w.rows + rows.end].copy_from_slice(src);
+                outs[*i][t * width + rows.start..t * width + rows.end].copy_from_slice(src);
             }
         }
     }

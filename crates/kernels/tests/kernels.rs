@@ -52,6 +52,14 @@ fn bad_shapes_are_errors() {
     assert!(m.matmul(&a, &mut [0.0; 3]).is_err());
     let a = QActs::quantize(&[0.0; 64], 64).unwrap();
     assert!(m.matmul(&a, &mut [0.0; 2]).is_err());
+    // Several matrices on one input: one output each, one width, each output its size.
+    let w64 = QMatrix::from_gguf(QType::Q8_0, 2, 64, &[0; 136]).unwrap();
+    let (x, mut o1, mut o2) = ([0f32; 64], [0f32; 2], [0f32; 2]);
+    let says = |r: scalpel_kernels::Result<()>, what: &str| assert!(r.as_ref().is_err_and(|e| e.0.contains(what)), "{r:?}");
+    says(scalpel_kernels::matmul_shared(&[&w64, &w64], &a, &mut [&mut o1]), "2 matrices but 1 outputs");
+    says(scalpel_kernels::matmul_exact_shared(&[&w64, &m], &x, &mut [&mut o1, &mut o2]), "got 64 and 32 columns");
+    says(scalpel_kernels::matmul_shared(&[&w64, &w64], &a, &mut [&mut o1, &mut [0f32; 3]]), "output holds 3 numbers");
+    says(scalpel_kernels::matmul_exact_shared(&[&w64], &[0f32; 63], &mut [&mut o1]), "63 activations");
 }
 
 /// Against candle's QMatMul on the same blocks: candle quantizes the
@@ -192,6 +200,53 @@ fn threads_give_the_bits_of_one_thread() {
                     let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
                     assert!(same(&got, &want), "{ty:?} [{rows}, {cols}] n={n} int8, {threads} threads");
                     assert!(same(&got_exact, &want_exact), "{ty:?} [{rows}, {cols}] n={n} exact, {threads} threads");
+                }
+            }
+        }
+    }
+}
+
+/// Several matrices on one input (`matmul_shared`, `matmul_exact_shared`,
+/// as a layer's q, k and v share the threads) give each matrix's own
+/// product bit for bit: types mixed, row counts that are and are not
+/// multiples of the 4-row tile, decode and prefill, pools of 1 to 3 threads.
+#[cfg(feature = "threads")]
+#[test]
+fn shared_products_give_each_matrix_its_own_bits() {
+    let mut rng = Rng(11);
+    let pool = |n: usize| rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();
+    let cols = 576;
+    let ws: Vec<QMatrix> = [(QType::Q4_1, 576), (QType::Q4_0, 192), (QType::Q8_0, 190), (QType::Q4_1, 6)]
+        .into_iter()
+        .map(|(ty, rows)| QMatrix::from_gguf(ty, rows, cols, &random_blocks(ty, rows, cols, &mut rng)).unwrap())
+        .collect();
+    let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
+    for group in [&ws[..], &ws[1..3], &ws[3..]] {
+        let refs: Vec<&QMatrix> = group.iter().collect();
+        for n in [1, 3, 9] {
+            let x = random_acts(n, cols, &mut rng);
+            let acts = QActs::quantize(&x, cols).unwrap();
+            let want: Vec<(Vec<f32>, Vec<f32>)> = group
+                .iter()
+                .map(|w| {
+                    let (mut a, mut b) = (vec![0f32; n * w.rows()], vec![0f32; n * w.rows()]);
+                    w.matmul_portable(&acts, &mut a).unwrap();
+                    w.matmul_exact_portable(&x, &mut b).unwrap();
+                    (a, b)
+                })
+                .collect();
+            for threads in 1..=3 {
+                let mut got: Vec<Vec<f32>> = group.iter().map(|w| vec![f32::NAN; n * w.rows()]).collect();
+                let mut got_exact = got.clone();
+                pool(threads).install(|| {
+                    let mut views: Vec<&mut [f32]> = got.iter_mut().map(|o| o.as_mut_slice()).collect();
+                    scalpel_kernels::matmul_shared(&refs, &acts, &mut views).unwrap();
+                    let mut views: Vec<&mut [f32]> = got_exact.iter_mut().map(|o| o.as_mut_slice()).collect();
+                    scalpel_kernels::matmul_exact_shared(&refs, &x, &mut views).unwrap();
+                });
+                for (i, (a, b)) in want.iter().enumerate() {
+                    assert!(same(&got[i], a), "matrix {i} of {}, n={n}, int8, {threads} threads", group.len());
+                    assert!(same(&got_exact[i], b), "matrix {i} of {}, n={n}, exact, {threads} threads", group.len());
                 }
             }
         }

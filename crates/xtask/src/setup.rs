@@ -531,6 +531,12 @@ os.replace(tmp, sys.argv[2])
             "-C link-arg=--export=__tls_base",
         ]
         .join(" ");
+        // `-Z build-std` compiles std's own dependencies (library/Cargo.lock
+        // in rust-src); offline, they must be in cargo's cache already: on a
+        // fresh machine they are not (`no matching package named wasip1`).
+        let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"])).ok_or("cannot ask nightly rustc for its sysroot")?;
+        let std_manifest = Path::new(sysroot.trim()).join("lib/rustlib/src/rust/library/Cargo.toml");
+        run(Command::new("cargo").args(["+nightly", "fetch", "--manifest-path"]).arg(&std_manifest))?;
         run(Command::new("cargo")
             .args(["+nightly", "build", "--release", "--offline", "--target", WASM_TARGET, "-p", "scalpel-web-threads"])
             .args(["-Z", "build-std=panic_abort,std"])

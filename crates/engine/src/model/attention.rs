@@ -38,10 +38,14 @@ impl Model {
         let p = |site| HookPoint::block(l, site);
         // q, k, v leave their projections as [b, t, head, d_head]; attention
         // runs on [b, head, t, d_head], the layout candle's kernels want.
-        let project = |w: &Linear, heads: usize| -> Result<Tensor> { w.forward(&xn)?.reshape((b, t, heads, dh)).map_err(Error::from) };
-        let mut q = pass.hook_heads(p(Site::Q), project(&attn.q, nh)?, false, true)?;
-        let mut k = pass.hook_heads(p(Site::K), project(&attn.k, nkv)?, false, true)?;
-        let v = pass.hook_heads(p(Site::V), project(&attn.v, nkv)?, false, false)?;
+        // The three products share xn: one job for the kernels' threads.
+        let [q, k, v]: [Tensor; 3] = Linear::forward_shared(&[&attn.q, &attn.k, &attn.v], &xn, pass.differentiable)?
+            .try_into()
+            .expect("one result per projection");
+        let heads = |x: Tensor, heads: usize| -> Result<Tensor> { x.reshape((b, t, heads, dh)).map_err(Error::from) };
+        let mut q = pass.hook_heads(p(Site::Q), heads(q, nh)?, false, true)?;
+        let mut k = pass.hook_heads(p(Site::K), heads(k, nkv)?, false, true)?;
+        let v = pass.hook_heads(p(Site::V), heads(v, nkv)?, false, false)?;
         if let (Some(qn), Some(kn)) = (&attn.q_norm, &attn.k_norm) {
             q = pass.hook_heads(p(Site::QNorm), qn.forward(&q, pass.differentiable)?, false, true)?;
             k = pass.hook_heads(p(Site::KNorm), kn.forward(&k, pass.differentiable)?, false, true)?;

@@ -93,10 +93,22 @@ impl Linear {
             Linear::Scalpel { w, b } => (crate::kernels::forward(w, x)?, b),
             Linear::Exact { w, b } => (crate::kernels::forward_exact(w, x)?, b),
         };
-        Ok(match b {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        })
+        with_bias(y, b.as_ref())
+    }
+
+    /// `forward` of each of `ls` on the same input `x` (a layer's q, k and
+    /// v, or its gate and up), with the same results. When all hold blocks
+    /// for Scalpel's kernels, the products are one job for the threads and
+    /// the quantized path quantizes `x` once (`crate::kernels::forward_shared`).
+    pub fn forward_shared(ls: &[&Linear], x: &Tensor, differentiable: bool) -> Result<Vec<Tensor>> {
+        let scalpel: Option<Vec<_>> = ls.iter().map(|l| if let Linear::Scalpel { w, .. } = l { Some(w) } else { None }).collect();
+        let exact: Option<Vec<_>> = ls.iter().map(|l| if let Linear::Exact { w, .. } = l { Some(w) } else { None }).collect();
+        let ys = match (scalpel, exact) {
+            (Some(ws), _) if ls.len() > 1 => crate::kernels::forward_shared(&ws, x)?,
+            (_, Some(ws)) if ls.len() > 1 => crate::kernels::forward_exact_shared(&ws, x, differentiable)?,
+            _ => return ls.iter().map(|l| l.forward(x)).collect(),
+        };
+        ys.into_iter().zip(ls).map(|(y, l)| with_bias(y, l.bias())).collect()
     }
 
     /// Moves a matrix to the given (resolved) kernels: quantized blocks
@@ -187,6 +199,13 @@ impl Linear {
             Linear::Quant { b, .. } | Linear::Scalpel { b, .. } | Linear::Exact { b, .. } => b.as_ref(),
         }
     }
+}
+
+fn with_bias(y: Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    Ok(match b {
+        Some(b) => y.broadcast_add(b)?,
+        None => y,
+    })
 }
 
 /// Bytes of a matrix's blocks as GGUF stores them.

@@ -23,8 +23,11 @@ impl Model {
         let p = |site| HookPoint::block(l, site);
         let post = match &mlp.gate {
             Some(gate) => {
-                let pre = pass.hook(p(Site::MlpPre), gate.forward(&xn)?)?;
-                let lin = pass.hook(p(Site::MlpPreLinear), mlp.up.forward(&xn)?)?;
+                // Both products share xn: one job for the kernels' threads.
+                let [pre, lin]: [Tensor; 2] =
+                    Linear::forward_shared(&[gate, &mlp.up], &xn, pass.differentiable)?.try_into().expect("one result per projection");
+                let pre = pass.hook(p(Site::MlpPre), pre)?;
+                let lin = pass.hook(p(Site::MlpPreLinear), lin)?;
                 (self.activate(&pre)? * lin)?
             }
             None => {

@@ -1,18 +1,19 @@
 // The benchmark: the page's paths (f32 over blocks and dequantize-all,
 // quantized with candle's and Scalpel's kernels) next to llama.cpp's wasm
 // build (npm @wllama/wllama, CPU only, 1 and 2 threads) on the same GGUF in
-// the same headless Chromium, and the native CLI's `scalpel bench`; prints a
-// table, ratios and each path's share of the memory-bandwidth bound.
+// the same headless Chromium, and the native CLI's `scalpel bench`; the IOI
+// patching sweep on 1 and 2 threads; prints a table, ratios and each path's
+// share of the memory-bandwidth bound.
 //
 // Run by `cargo xtask bench` (which builds, serves and sets the environment).
 // Not part of `cargo xtask test`: it measures, it checks no behaviour the
-// tests do not (about 7 minutes on 2 cores).
+// tests do not (about 9 minutes on 2 cores).
 
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { cpSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { URL, ROOT, launch, cli, waitState, loadPrecision, setThreads, wllamaBench } from './helpers.mjs';
+import { URL, ROOT, launch, cli, state, until, waitState, loadPrecision, setThreads, wllamaBench } from './helpers.mjs';
 
 const MINUTE = 60_000;
 const MODEL_DIR = process.env.SCALPEL_MODEL_DIR ?? join(ROOT, 'models');
@@ -96,7 +97,33 @@ describe('benchmark', { timeout: 30 * MINUTE }, () => {
     await bench('wasm quantized, scalpel kernels, 2 threads');
     await loadPrecision(page, 'f32', logs);
     await bench('wasm f32, 2 threads');
+    // The IOI patching sweep (30 layers x 14 positions), as the worker times
+    // it: one sweep to warm up (a restarted worker's first runs are on
+    // V8's baseline code), then the median of three.
+    const sweeps = {};
+    const sweep = async (label) => {
+      await page.getByRole('button', { name: 'Preset: IOI name-mover patching' }).click();
+      await page.waitForTimeout(100);
+      await waitState(page, 'ready', 5 * MINUTE, logs);
+      const times = [];
+      for (let i = 0; i < 4; i++) {
+        await page.getByRole('button', { name: 'Run sweep', exact: true }).click();
+        await until(page, async () => (await state(page)) === 'busy', MINUTE, 'the sweep to start');
+        await waitState(page, 'ready', 10 * MINUTE, logs);
+        const summary = await page.getByLabel('Patching summary').textContent();
+        const m = summary.match(/· ([\d.]+) s$/);
+        assert.ok(m, `a sweep time in "${summary}"`);
+        if (i > 0) times.push(Number(m[1]));
+      }
+      sweeps[label] = times.sort((a, b) => a - b)[1];
+    };
+    await sweep('f32, 2 threads');
+    await loadPrecision(page, 'quantized', logs);
+    await sweep('quantized, 2 threads');
     await setThreads(page, 1, logs);
+    await sweep('quantized, 1 thread');
+    await loadPrecision(page, 'f32', logs);
+    await sweep('f32, 1 thread');
     const q = cli(['bench', '--precision', 'quantized', '--kernels', 'candle,scalpel', '--rounds', '1', '--json']);
     rows.push(['native quantized, candle kernels', q.ours.candle.prefill_tok_s, q.ours.candle.decode_tok_s]);
     rows.push(['native quantized, scalpel kernels', q.ours.scalpel.prefill_tok_s, q.ours.scalpel.decode_tok_s]);
@@ -113,6 +140,8 @@ describe('benchmark', { timeout: 30 * MINUTE }, () => {
     const quant = [(sq[1] + sq2[1]) / 2, (sq[2] + sq2[2]) / 2];
     console.log(`against llama.cpp wasm, 1 thread each: quantized prefill ${(quant[0] / l1[1]).toFixed(2)}x, decode ${(quant[1] / l1[2]).toFixed(2)}x; `
       + `f32 prefill ${(sf[1] / l1[1]).toFixed(2)}x, decode ${(sf[2] / l1[2]).toFixed(2)}x; llama.cpp 2 threads / 1: decode ${(l2[2] / l1[2]).toFixed(2)}x`);
+    console.log(`IOI patching sweep in the page (median of 3 after a warm-up): f32 ${sweeps['f32, 1 thread']} s on 1 thread, ${sweeps['f32, 2 threads']} s on 2 (${(sweeps['f32, 1 thread'] / sweeps['f32, 2 threads']).toFixed(2)}x); `
+      + `quantized ${sweeps['quantized, 1 thread']} s and ${sweeps['quantized, 2 threads']} s (${(sweeps['quantized, 1 thread'] / sweeps['quantized, 2 threads']).toFixed(2)}x)`);
     const [q2, f2] = ['wasm quantized, scalpel kernels, 2 threads', 'wasm f32, 2 threads'].map(row);
     console.log(`2 threads / 1 thread (the threaded build): quantized prefill ${(q2[1] / quant[0]).toFixed(2)}x, decode ${(q2[2] / quant[1]).toFixed(2)}x; `
       + `f32 prefill ${(f2[1] / sf[1]).toFixed(2)}x, decode ${(f2[2] / sf[2]).toFixed(2)}x; `

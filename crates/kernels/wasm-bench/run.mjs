@@ -1,4 +1,5 @@
 // Node runner for the wasm build (see run.sh): node run.mjs PKG_DIR MODEL.gguf [prompt decode rounds]
+// `node run.mjs PKG_DIR --check` runs only the simd128-vs-portable check (`cargo xtask test`).
 import { createRequire } from 'node:module';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -13,6 +14,7 @@ if (check.bitwise_differing !== 0 || check.implementation !== 'simd128') {
   console.error('FAIL: the simd128 kernel differs from the portable one (or did not run)');
   process.exit(1);
 }
+if (model === '--check') process.exit(0);
 console.log('kernel GFLOP/s (wasm, single thread):');
 for (const r of JSON.parse(m.kernel_bench(300))) {
   console.log(`  ${r.type} [${r.rows}x${r.cols}] n=${String(r.n).padStart(2)}: candle ${r.candle_gflops.toFixed(1).padStart(5)}  scalpel ${r.scalpel_gflops.toFixed(1).padStart(5)}  ratio ${r.ratio.toFixed(2)}`

@@ -28,7 +28,7 @@ Usage:
       (trunk build --release) and serve it (default http://127.0.0.1:8080).
   cargo xtask test [--only STEP[,STEP...]] [--skip STEP[,STEP...]]
       Install what the tests need, then run every suite and print a summary.
-      Steps: cargo-test, reference, web-build, e2e.
+      Steps: cargo-test, reference, web-build, wasm-kernels, e2e.
   cargo xtask bench [--no-build]
       The page's benchmark next to llama.cpp's wasm build and the native CLI
       in headless Chromium (tests/e2e/benchmark.mjs); prints a table.

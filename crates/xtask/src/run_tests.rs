@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-const STEPS: &[&str] = &["cargo-test", "reference", "web-build", "e2e"];
+const STEPS: &[&str] = &["cargo-test", "reference", "web-build", "wasm-kernels", "e2e"];
 
 #[derive(Clone, Copy, PartialEq)]
 enum Outcome {
@@ -96,7 +96,8 @@ pub fn cmd_test(args: &[String]) -> R<()> {
     let want_cargo = wanted("cargo-test");
     let want_ref = wanted("reference");
     let want_e2e = wanted("e2e");
-    let want_web = wanted("web-build") || want_e2e;
+    let want_wasm_kernels = wanted("wasm-kernels");
+    let want_web = wanted("web-build") || want_e2e || want_wasm_kernels;
     let need_cli = want_ref || want_e2e;
 
     let t0 = Instant::now();
@@ -204,6 +205,17 @@ pub fn cmd_test(args: &[String]) -> R<()> {
         }
     };
 
+    // The simd128 kernels against the portable ones, bit for bit, in wasm:
+    // native tests run only the portable code.
+    if want_wasm_kernels {
+        let name = "wasm kernels: simd128 == portable (Node)";
+        if tools_ok {
+            timed(&mut rep, name, || run_wasm_kernel_check(&ctx));
+        } else {
+            rep.add(name, Outcome::Skip, 0.0, "toolchain set-up failed");
+        }
+    }
+
     // The static build the e2e suite serves from a plain server (no
     // COOP/COEP) under a sub-path, its model at a URL of that server
     // (tests/e2e/dist.test.mjs).
@@ -276,6 +288,21 @@ fn run_pytest(ctx: &Ctx, py: &std::path::Path, scalpel: &std::path::Path, log: &
     print!("{}", fs::read_to_string(log).unwrap_or_else(|e| format!("cannot read {}: {e}\n", log.display())));
     let _ = std::io::Write::flush(&mut std::io::stdout());
     result
+}
+
+/// `crates/kernels/wasm-bench` built for wasm32 (simd128) and its self-test
+/// run under Node: every kernel (int8 and exact, each type, decode and
+/// prefill shapes) against the portable code, bit for bit.
+fn run_wasm_kernel_check(ctx: &Ctx) -> R<()> {
+    step("wasm kernels: simd128 against portable, bit for bit (crates/kernels/wasm-bench under Node)");
+    ctx.ensure_node()?;
+    run(Command::new("cargo")
+        .args(["build", "--release", "--target", "wasm32-unknown-unknown", "-p", "scalpel-kernels-wasm-bench"])
+        .current_dir(&ctx.root))?;
+    let out = ctx.target_dir.join("kernels-wasm-bench");
+    let wasm = ctx.target_dir.join("wasm32-unknown-unknown/release/scalpel_kernels_wasm_bench.wasm");
+    run(Command::new("wasm-bindgen").args(["--target", "nodejs", "--out-dir"]).arg(&out).arg(&wasm))?;
+    run(Command::new("node").arg(ctx.root.join("crates/kernels/wasm-bench/run.mjs")).arg(&out).arg("--check"))
 }
 
 fn run_e2e(ctx: &Ctx, scalpel: &std::path::Path, e2e_dist: &E2eDist) -> R<()> {

@@ -66,11 +66,20 @@ fn input_width(ms: &[&QMatrix], x: &Tensor) -> Result<usize> {
     }
 }
 
-/// `x`'s shape with the last dimension `rows`.
-fn out_dims(x: &Tensor, rows: usize) -> Vec<usize> {
-    let mut od = x.dims().to_vec();
-    *od.last_mut().expect("checked: not a scalar") = rows;
-    od
+/// One output per matrix for `n` activation rows, filled by `fill`, as
+/// tensors of `x`'s shape with each matrix's rows as the last dimension.
+fn shared_outputs(ms: &[&QMatrix], n: usize, x: &Tensor, fill: impl FnOnce(&mut [&mut [f32]]) -> Result<()>) -> Result<Vec<Tensor>> {
+    let mut outs: Vec<Vec<f32>> = ms.iter().map(|m| vec![0f32; n * m.rows()]).collect();
+    let mut views: Vec<&mut [f32]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+    fill(&mut views)?;
+    ms.iter()
+        .zip(outs)
+        .map(|(m, o)| {
+            let mut dims = x.dims().to_vec();
+            *dims.last_mut().expect("checked: not a scalar") = m.rows();
+            Ok(Tensor::from_vec(o, dims, x.device())?)
+        })
+        .collect()
 }
 
 /// `x @ mᵀ` for each of `ms` (a layer's q, k and v, or its gate and up):
@@ -81,10 +90,7 @@ pub(crate) fn forward_shared(ms: &[&QMatrix], x: &Tensor) -> Result<Vec<Tensor>>
     let data: Vec<f32> = x.flatten_all()?.to_vec1()?;
     let kerr = |e: scalpel_kernels::KernelError| Error::input(format!("quantized matmul: {e}"));
     let acts = QActs::quantize(&data, k).map_err(kerr)?;
-    let mut outs: Vec<Vec<f32>> = ms.iter().map(|m| vec![0f32; acts.rows() * m.rows()]).collect();
-    let mut views: Vec<&mut [f32]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
-    scalpel_kernels::matmul_shared(ms, &acts, &mut views).map_err(kerr)?;
-    ms.iter().zip(outs).map(|(m, o)| Ok(Tensor::from_vec(o, out_dims(x, m.rows()), x.device())?)).collect()
+    shared_outputs(ms, acts.rows(), x, |outs| scalpel_kernels::matmul_shared(ms, &acts, outs).map_err(kerr))
 }
 
 /// Rows `rows` of the weights in f32, `[rows.len(), cols]`, dequantizing
@@ -134,10 +140,9 @@ pub(crate) fn forward_exact_shared(ms: &[&Arc<QMatrix>], x: &Tensor, differentia
             return ms.iter().map(|&m| Ok(x.apply_op1(ExactMatmul(m.clone()))?)).collect();
         }
         let data: Vec<f32> = x.flatten_all()?.to_vec1()?;
-        let mut outs: Vec<Vec<f32>> = ms.iter().map(|m| vec![0f32; data.len() / k * m.rows()]).collect();
-        let mut views: Vec<&mut [f32]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
-        scalpel_kernels::matmul_exact_shared(&plain, &data, &mut views).map_err(|e| Error::input(format!("exact matmul: {e}")))?;
-        return ms.iter().zip(outs).map(|(m, o)| Ok(Tensor::from_vec(o, out_dims(&x, m.rows()), x.device())?)).collect();
+        return shared_outputs(&plain, data.len() / k, &x, |outs| {
+            scalpel_kernels::matmul_exact_shared(&plain, &data, outs).map_err(|e| Error::input(format!("exact matmul: {e}")))
+        });
     }
     // Slices of at most SLICE_ROWS rows (several per matrix, so threads
     // share them): each is one dequantization and one candle matmul whose

@@ -97,7 +97,9 @@ pub fn cmd_test(args: &[String]) -> R<()> {
     let want_ref = wanted("reference");
     let want_e2e = wanted("e2e");
     let want_wasm_kernels = wanted("wasm-kernels");
-    let want_web = wanted("web-build") || want_e2e || want_wasm_kernels;
+    let want_web = wanted("web-build") || want_e2e;
+    // The wasm kernel check needs the wasm toolchain, not the web build.
+    let want_tools = want_web || want_wasm_kernels;
     let need_cli = want_ref || want_e2e;
 
     let t0 = Instant::now();
@@ -110,7 +112,7 @@ pub fn cmd_test(args: &[String]) -> R<()> {
     // apt, npm, pip: network- and disk-bound). apt-get calls take a lock
     // (setup.rs `apt_install`), so the lanes never run two at a time.
     let (tools, (model, browser, python)) = std::thread::scope(|s| {
-        let tools = s.spawn(|| want_web.then(|| timed_result(|| ctx.ensure_web_toolchain())));
+        let tools = s.spawn(|| want_tools.then(|| timed_result(|| ctx.ensure_web_toolchain())));
         let downloads = (
             timed_result(|| ctx.ensure_model()),
             want_e2e.then(|| {

@@ -218,7 +218,24 @@ impl QMatrix {
         Ok(out)
     }
 
+    /// The portable dequantization, whatever the target (to compare against
+    /// the SIMD one).
+    pub fn dequantize_portable(&self) -> Vec<f32> {
+        let mut out = vec![0f32; self.rows * self.cols];
+        for (r, y) in out.chunks_exact_mut(self.cols).enumerate() {
+            self.dequantize_row_portable(r, y);
+        }
+        out
+    }
+
     fn dequantize_row(&self, r: usize, y: &mut [f32]) {
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        simd128::dequantize_row(self, r, y);
+        #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+        self.dequantize_row_portable(r, y);
+    }
+
+    fn dequantize_row_portable(&self, r: usize, y: &mut [f32]) {
         for (b, yb) in y.chunks_exact_mut(QK).enumerate() {
             yb.copy_from_slice(&self.block_f32(r, b));
         }
@@ -438,11 +455,15 @@ impl OutPtr {
 /// Runs `kernel(w, rows, piece)` over the weight rows of every matrix in
 /// `ws` times `n` activation rows, where `piece` is the `[n, rows.len()]`
 /// block of that matrix's output (`outs[i]`, `[n, ws[i].rows]`). With more
-/// than one thread ([`threads`]), the matrices' rows are cut into pieces
-/// (multiples of 4, the kernels' row tile; about two per thread over all the
-/// matrices, so a thread slowed by other work is covered) that run on all of
-/// them. No pair's operations depend on which rows share a piece (see the
-/// crate docs), so the results are bit-identical to one thread.
+/// than one thread ([`threads`]), all the matrices' rows, end to end, are
+/// cut into equal pieces (multiples of 4, the kernels' row tile; about four
+/// per thread, so a thread slowed by other work, or late to start, is
+/// covered and the last piece keeps the other waiting briefly), a piece
+/// running on into the next matrix where one ends: the matrices share an
+/// input width, so equal rows are equal work and no thread is left waiting
+/// on a short last piece. No pair's operations depend on which rows share a
+/// piece (see the crate docs), so the results are bit-identical to one
+/// thread.
 fn over_rows(ws: &[&QMatrix], n: usize, outs: &mut [&mut [f32]], kernel: impl Fn(&QMatrix, Range<usize>, &mut [f32]) + Sync) {
     let threads = threads();
     let total: usize = ws.iter().map(|w| w.rows).sum();
@@ -453,31 +474,45 @@ fn over_rows(ws: &[&QMatrix], n: usize, outs: &mut [&mut [f32]], kernel: impl Fn
         }
         return;
     }
-    let piece = total.div_ceil(2 * threads).next_multiple_of(4);
-    // (matrix, its rows) of each piece.
-    let pieces: Vec<(usize, Range<usize>)> = ws
-        .iter()
-        .enumerate()
-        .flat_map(|(i, w)| (0..w.rows.div_ceil(piece)).map(move |j| (i, j * piece..((j + 1) * piece).min(w.rows))))
-        .collect();
+    let piece = total.div_ceil(4 * threads).next_multiple_of(4);
+    let pieces = total.div_ceil(piece);
+    // (matrix, its rows) of each piece's segments, pieces in order: piece p
+    // is rows p·piece .. (p + 1)·piece of the matrices end to end.
+    let mut segments: Vec<(usize, Range<usize>)> = Vec::with_capacity(pieces + ws.len());
+    let mut first = Vec::with_capacity(pieces + 1);
+    let mut offset = 0; // the first row of matrix i, end to end
+    for (i, w) in ws.iter().enumerate() {
+        for p in offset / piece..(offset + w.rows).div_ceil(piece) {
+            let rows = (p * piece).max(offset) - offset..((p + 1) * piece).min(offset + w.rows) - offset;
+            if first.len() == p {
+                first.push(segments.len());
+            }
+            segments.push((i, rows));
+        }
+        offset += w.rows;
+    }
+    first.push(segments.len());
     if n == 1 {
         let at: Vec<OutPtr> = outs.iter_mut().map(|o| OutPtr(o.as_mut_ptr())).collect();
-        run_pieces(pieces.len(), &|p| {
-            let (i, rows) = pieces[p].clone();
-            // SAFETY: piece p owns outs[i][rows], inside outs[i], disjoint from the others'.
-            let o = unsafe { std::slice::from_raw_parts_mut(at[i].at(rows.start), rows.len()) };
-            kernel(ws[i], rows, o)
+        run_pieces(pieces, &|p| {
+            for (i, rows) in segments[first[p]..first[p + 1]].iter().cloned() {
+                // SAFETY: segment (i, rows) owns outs[i][rows], inside outs[i], disjoint from the others'.
+                let o = unsafe { std::slice::from_raw_parts_mut(at[i].at(rows.start), rows.len()) };
+                kernel(ws[i], rows, o)
+            }
         });
     } else {
-        let mut bufs: Vec<Vec<f32>> = pieces.iter().map(|(_, rows)| vec![0f32; n * rows.len()]).collect();
+        let mut bufs: Vec<Vec<f32>> = segments.iter().map(|(_, rows)| vec![0f32; n * rows.len()]).collect();
         let at: Vec<OutPtr> = bufs.iter_mut().map(|b| OutPtr(b.as_mut_ptr())).collect();
-        run_pieces(pieces.len(), &|p| {
-            let (i, rows) = pieces[p].clone();
-            // SAFETY: piece p alone writes its own buffer, of n * rows.len() numbers.
-            let o = unsafe { std::slice::from_raw_parts_mut(at[p].at(0), n * rows.len()) };
-            kernel(ws[i], rows, o)
+        run_pieces(pieces, &|p| {
+            for s in first[p]..first[p + 1] {
+                let (i, rows) = segments[s].clone();
+                // SAFETY: segment s alone writes its own buffer, of n * rows.len() numbers.
+                let o = unsafe { std::slice::from_raw_parts_mut(at[s].at(0), n * rows.len()) };
+                kernel(ws[i], rows, o)
+            }
         });
-        for ((i, rows), b) in pieces.iter().zip(&bufs) {
+        for ((i, rows), b) in segments.iter().zip(&bufs) {
             let width = ws[*i].rows;
             for (t, src) in b.chunks_exact(rows.len()).enumerate() {
                 outs[*i][t * width + rows.start..t * width + rows.end].copy_from_slice(src);

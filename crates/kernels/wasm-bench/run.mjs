@@ -18,7 +18,8 @@ if (model === '--check') process.exit(0);
 console.log('kernel GFLOP/s (wasm, single thread):');
 for (const r of JSON.parse(m.kernel_bench(300))) {
   console.log(`  ${r.type} [${r.rows}x${r.cols}] n=${String(r.n).padStart(2)}: candle ${r.candle_gflops.toFixed(1).padStart(5)}  scalpel ${r.scalpel_gflops.toFixed(1).padStart(5)}  ratio ${r.ratio.toFixed(2)}`
-    + ` | f32: dequantized ${r.f32_dequantized_gflops.toFixed(1).padStart(5)}  exact over blocks ${r.exact_gflops.toFixed(1).padStart(5)}  ratio ${r.exact_over_f32.toFixed(2)}`);
+    + ` | f32: dequantized ${r.f32_dequantized_gflops.toFixed(1).padStart(5)}  exact over blocks ${r.exact_gflops.toFixed(1).padStart(5)}  ratio ${r.exact_over_f32.toFixed(2)}`
+    + (r.n === 1 ? ` | dequantize: simd128 ${r.dequantize_ms.toFixed(2)} ms  portable ${r.dequantize_portable_ms.toFixed(2)} ms  ratio ${(r.dequantize_portable_ms / r.dequantize_ms).toFixed(2)}` : ''));
 }
 if (model) {
   const res = JSON.parse(m.model_bench(readFileSync(model), +prompt, +decode, +rounds));

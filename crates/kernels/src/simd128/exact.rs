@@ -11,7 +11,7 @@ use crate::{QMatrix, QType, QK};
 /// Block `i`'s 32 integer quants as two i8x16 (elements 0..16, 16..32):
 /// Q4_0 `q − 8`, Q4_1 `q`, Q8_0 `q`.
 #[inline(always)]
-fn raw_quants(w: &QMatrix, i: usize) -> [v128; 2] {
+pub(super) fn raw_quants(w: &QMatrix, i: usize) -> [v128; 2] {
     match w.ty {
         QType::Q4_0 | QType::Q4_1 => {
             let v = load(&w.qs[i]);

@@ -14,6 +14,8 @@ use core::ops::Range;
 
 use crate::{QActs, QMatrix, QType, V16};
 
+mod dequantize;
+pub(crate) use dequantize::dequantize_row;
 pub(crate) mod exact;
 
 #[inline(always)]

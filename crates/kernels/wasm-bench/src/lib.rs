@@ -44,6 +44,13 @@ pub fn self_test() -> String {
                 cases += 1;
                 outputs += x.len();
                 differing += x.iter().zip(&y).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+                if n == 1 {
+                    // Dequantization (the f32 path's slices), simd128 against portable.
+                    let (x, y) = (m.dequantize(), m.dequantize_portable());
+                    cases += 1;
+                    outputs += x.len();
+                    differing += x.iter().zip(&y).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+                }
             }
         }
     }
@@ -86,9 +93,14 @@ pub fn kernel_bench(budget_ms: f64) -> String {
             let wt = Tensor::from_vec(ours.dequantize(), (rows, cols), &Device::Cpu).unwrap().t().unwrap();
             let tf = time_per_call(|| drop(xt.matmul(&wt).unwrap()), budget_ms);
             let te = time_per_call(|| ours.matmul_exact(&x, &mut out).unwrap(), budget_ms);
+            // Dequantizing the whole matrix (what the f32 path does a slice
+            // at a time for 8 or more rows), simd128 and portable.
+            let tdq = time_per_call(|| drop(ours.dequantize()), budget_ms);
+            let tdp = time_per_call(|| drop(ours.dequantize_portable()), budget_ms);
             rows_out.push(json!({"type": ty.name(), "rows": rows, "cols": cols, "n": n,
                 "candle_gflops": flop / tc / 1e6, "scalpel_gflops": flop / ts / 1e6, "ratio": tc / ts,
-                "f32_dequantized_gflops": flop / tf / 1e6, "exact_gflops": flop / te / 1e6, "exact_over_f32": tf / te}));
+                "f32_dequantized_gflops": flop / tf / 1e6, "exact_gflops": flop / te / 1e6, "exact_over_f32": tf / te,
+                "dequantize_ms": tdq, "dequantize_portable_ms": tdp}));
         }
     }
     serde_json::Value::Array(rows_out).to_string()

@@ -111,9 +111,25 @@ const EXACT_KERNEL_MAX_ROWS: usize = 8;
 /// vocabulary is never expanded whole (wasm memory does not shrink).
 const SLICE_ELEMS: usize = 1 << 21;
 
-/// Rows per slice at most: a 576-wide model's 576 x 576 projection is three
-/// slices, its 1536-row MLP six, for the threads of the threaded build.
-const SLICE_ROWS: usize = 256;
+/// Rows per slice at most. Small, so that the threads of the threaded
+/// build share a product's slices evenly: a thread that finds none left
+/// waits for the other's last one (docs/kernels.md, "Threads", measures
+/// it). Finer slices cost little:
+/// candle's matmul packs the slice, not the activations, so packing stays
+/// proportional to the matrix. Not finer still: the slice's shape changes
+/// candle's rounding, and with 64-row slices the default model's logits
+/// moved to 1.13e-4 from dequantize-all's, past the 1e-4 bound of
+/// `crates/cli/tests/kernels.rs` (7.3e-5 with 256 rows, 8.2e-5 with 128).
+const SLICE_ROWS: usize = 128;
+
+/// The row slices of a `rows`-row matrix of width `k`: at most
+/// [`SLICE_ROWS`] rows and [`SLICE_ELEMS`] numbers each. They depend only on
+/// the matrix's shape, never on the thread count (candle's blocking, and so
+/// its summation order, depends on the product's shape).
+fn slices(rows: usize, k: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let per = (SLICE_ELEMS / k).clamp(1, SLICE_ROWS);
+    (0..rows.div_ceil(per)).map(move |j| j * per..((j + 1) * per).min(rows))
+}
 
 /// `x @ mᵀ` in f32 over the blocks. Few activation rows (decode): the exact
 /// kernel (`QMatrix::matmul_exact`) as a candle op whose backward pass is
@@ -144,26 +160,31 @@ pub(crate) fn forward_exact_shared(ms: &[&Arc<QMatrix>], x: &Tensor, differentia
             scalpel_kernels::matmul_exact_shared(&plain, &data, outs).map_err(|e| Error::input(format!("exact matmul: {e}")))
         });
     }
-    // Slices of at most SLICE_ROWS rows (several per matrix, so threads
-    // share them): each is one dequantization and one candle matmul whose
-    // shape does not depend on the thread count or on the other matrices
-    // (candle's blocking depends on the shape), so neither does the result.
-    let per = (SLICE_ELEMS / k).clamp(1, SLICE_ROWS);
-    let slices: Vec<(usize, std::ops::Range<usize>)> = ms
-        .iter()
-        .enumerate()
-        .flat_map(|(i, m)| (0..m.rows().div_ceil(per)).map(move |j| (i, j * per..((j + 1) * per).min(m.rows()))))
-        .collect();
-    let mut parts = scalpel_kernels::map_pieces(slices.len(), |p| {
-        let (i, rows) = &slices[p];
+    // Each matrix's slices (`slices`; several per matrix, so threads share
+    // them): each is one dequantization and one candle matmul whose shape
+    // does not depend on the thread count or on the other matrices, so
+    // neither does the result.
+    let per_matrix: Vec<Vec<std::ops::Range<usize>>> = ms.iter().map(|m| slices(m.rows(), k).collect()).collect();
+    let all: Vec<(usize, std::ops::Range<usize>)> =
+        per_matrix.iter().enumerate().flat_map(|(i, s)| s.iter().map(move |r| (i, r.clone()))).collect();
+    // Handed out largest first, so a short last slice of a matrix ends the
+    // job rather than leaving a thread waiting on a full one.
+    let mut order: Vec<usize> = (0..all.len()).collect();
+    order.sort_by_key(|&p| std::cmp::Reverse(all[p].1.len()));
+    let mut done: Vec<Option<Result<Tensor>>> = (0..all.len()).map(|_| None).collect();
+    for (p, part) in order.iter().zip(scalpel_kernels::map_pieces(order.len(), |o| {
+        let (i, rows) = &all[order[o]];
         let rows: Vec<u32> = (rows.start as u32..rows.end as u32).collect();
         dequantize_rows(ms[*i], &rows).and_then(|w| Ok(x.broadcast_matmul(&w.t()?)?))
-    })
-    .into_iter();
+    })) {
+        done[*p] = Some(part);
+    }
+    let mut parts = done.into_iter().map(|p| p.expect("map_pieces runs every slice"));
     // Each matrix's slices joined in turn, the slices dropped as they are.
-    ms.iter()
-        .map(|m| {
-            let mut own = parts.by_ref().take(m.rows().div_ceil(per)).collect::<Result<Vec<Tensor>>>()?;
+    per_matrix
+        .iter()
+        .map(|s| {
+            let mut own = parts.by_ref().take(s.len()).collect::<Result<Vec<Tensor>>>()?;
             Ok(match own.len() {
                 1 => own.pop().expect("one slice"),
                 _ => Tensor::cat(&own, candle_core::D::Minus1)?,

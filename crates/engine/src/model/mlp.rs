@@ -8,7 +8,7 @@ use super::Model;
 use crate::config::Activation;
 use crate::error::Result;
 use crate::hooks::{HookPoint, Site};
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 
 pub(crate) struct Mlp {
     pub gate: Option<Linear>,
@@ -28,7 +28,10 @@ impl Model {
                     Linear::forward_shared(&[gate, &mlp.up], &xn, pass.differentiable)?.try_into().expect("one result per projection");
                 let pre = pass.hook(p(Site::MlpPre), pre)?;
                 let lin = pass.hook(p(Site::MlpPreLinear), lin)?;
-                (self.activate(&pre)? * lin)?
+                match self.config.act {
+                    Activation::Silu if !pass.differentiable => silu_mul(&pre, &lin)?,
+                    _ => (self.activate(&pre)? * lin)?,
+                }
             }
             None => {
                 let pre = pass.hook(p(Site::MlpPre), mlp.up.forward(&xn)?)?;
@@ -45,5 +48,54 @@ impl Model {
             Activation::GeluTanh => x.gelu()?,
             Activation::Gelu => x.gelu_erf()?,
         })
+    }
+}
+
+/// Elements per piece of [`silu_mul`] at least: below this a piece costs
+/// more to hand out than to compute (a decode step's 1536 stay on one).
+const SILU_MIN_PIECE: usize = 1 << 13;
+
+/// `silu(pre) * lin` with candle's formulas, element by element
+/// (`v / (1 + exp(-v))`, rounded, times `lin`), in pieces over the
+/// kernels' threads (`map_pieces`). In wasm candle runs element-wise ops on
+/// one thread, and this `exp` was the largest part of a patching sweep's
+/// work outside the products (a helper thread waited through it). The same
+/// operations per element, so the same bits as `silu(pre) * lin` on any
+/// number of threads. Forward only: a differentiable pass keeps candle's ops.
+fn silu_mul(pre: &Tensor, lin: &Tensor) -> Result<Tensor> {
+    if pre.dtype() != DType::F32 || pre.shape() != lin.shape() {
+        return Ok((candle_nn::ops::silu(pre)? * lin)?);
+    }
+    let (x, y) = (pre.flatten_all()?.to_vec1::<f32>()?, lin.flatten_all()?.to_vec1::<f32>()?);
+    let per = x.len().div_ceil(4 * crate::kernel_threads()).max(SILU_MIN_PIECE);
+    let parts = crate::map_pieces(x.len().div_ceil(per), |p| {
+        let r = p * per..((p + 1) * per).min(x.len());
+        x[r.clone()].iter().zip(&y[r]).map(|(&v, &l)| v / (1.0 + (-v).exp()) * l).collect::<Vec<f32>>()
+    });
+    Ok(Tensor::from_vec(parts.concat(), pre.shape(), pre.device())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// `silu_mul` is candle's `silu(pre) * lin` bit for bit: many pieces
+    /// (100,003 elements, an uneven last piece), values across exp's range
+    /// (large negative, zero, large positive), and a non-contiguous input.
+    #[test]
+    fn silu_mul_is_candles_silu_times_lin_bit_for_bit() {
+        let n = 100_003;
+        let x: Vec<f32> = (0..n).map(|i| ((i * 7919 % 20011) as f32 - 10005.0) / 97.0).collect();
+        let y: Vec<f32> = (0..n).map(|i| ((i * 104729 % 3001) as f32 - 1500.0) / 1500.0).collect();
+        let (pre, lin) = (Tensor::from_vec(x, n, &Device::Cpu).unwrap(), Tensor::from_vec(y, n, &Device::Cpu).unwrap());
+        let bits = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+        let want = (candle_nn::ops::silu(&pre).unwrap() * &lin).unwrap();
+        assert_eq!(bits(&silu_mul(&pre, &lin).unwrap()), bits(&want));
+        let (pre, lin) = (pre.narrow(0, 0, 100_000).unwrap().reshape((400, 250)).unwrap().t().unwrap(), lin.narrow(0, 3, 100_000).unwrap().reshape((400, 250)).unwrap().t().unwrap());
+        let want = (candle_nn::ops::silu(&pre).unwrap() * &lin).unwrap();
+        let got = silu_mul(&pre, &lin).unwrap();
+        assert_eq!(got.dims(), &[250, 400]);
+        assert_eq!(bits(&got), bits(&want));
     }
 }

@@ -553,8 +553,8 @@ pub fn map_pieces<T: Send + Sync>(n: usize, f: impl Fn(usize) -> T + Sync) -> Ve
 /// - In the threaded wasm build, 1: the products within each pass are split
 ///   instead. Two passes at once measured slower there (the IOI sweep in
 ///   Chromium: 1.06–1.14× on 2 threads, against 1.4–1.5× splitting each
-///   product; a profile showed the same work taking ~40% more CPU time per
-///   thread, cause not found). And a helper running a pass would run
+///   product; cause not found: docs/kernels.md, "Threads"). And a helper
+///   running a pass would run
 ///   candle's ops, whose rayon calls there go to rayon's fallback pool, the
 ///   one thread that first used it: the caller, busy waiting for the
 ///   helper, a deadlock, unless each helper had its own pool.

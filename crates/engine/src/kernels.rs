@@ -114,18 +114,18 @@ const SLICE_ELEMS: usize = 1 << 21;
 /// Rows per slice at most. Small, so that the threads of the threaded
 /// build share a product's slices evenly: a thread that finds none left
 /// waits for the other's last one (docs/kernels.md, "Threads", measures
-/// it). Finer slices cost little:
-/// candle's matmul packs the slice, not the activations, so packing stays
-/// proportional to the matrix. Not finer still: the slice's shape changes
-/// candle's rounding, and with 64-row slices the default model's logits
-/// moved to 1.13e-4 from dequantize-all's, past the 1e-4 bound of
-/// `crates/cli/tests/kernels.rs` (7.3e-5 with 256 rows, 8.2e-5 with 128).
+/// it). Finer slices cost little: candle's matmul packs the slice, not the
+/// activations, so packing stays proportional to the matrix. Not finer
+/// still: the slice's shape changes candle's rounding, and with 64-row
+/// slices the default model's logits moved to 1.13e-4 from
+/// dequantize-all's, past the 1e-4 bound of `crates/cli/tests/kernels.rs`
+/// (7.3e-5 with 256 rows, 8.2e-5 with 128).
 const SLICE_ROWS: usize = 128;
 
 /// The row slices of a `rows`-row matrix of width `k`: at most
 /// [`SLICE_ROWS`] rows and [`SLICE_ELEMS`] numbers each. They depend only on
-/// the matrix's shape, never on the thread count (candle's blocking, and so
-/// its summation order, depends on the product's shape).
+/// the matrix's shape, never on the thread count (candle's rounding
+/// depends on the product's shape, see above).
 fn slices(rows: usize, k: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
     let per = (SLICE_ELEMS / k).clamp(1, SLICE_ROWS);
     (0..rows.div_ceil(per)).map(move |j| j * per..((j + 1) * per).min(rows))

@@ -458,7 +458,7 @@ impl OutPtr {
 /// than one thread ([`threads`]), all the matrices' rows, end to end, are
 /// cut into equal pieces (multiples of 4, the kernels' row tile; about four
 /// per thread, so a thread slowed by other work, or late to start, is
-/// covered and the last piece keeps the other waiting briefly), a piece
+/// covered, and at the end one waits for at most a small piece), a piece
 /// running on into the next matrix where one ends: the matrices share an
 /// input width, so equal rows are equal work and no thread is left waiting
 /// on a short last piece. No pair's operations depend on which rows share a
@@ -554,10 +554,10 @@ pub fn map_pieces<T: Send + Sync>(n: usize, f: impl Fn(usize) -> T + Sync) -> Ve
 ///   instead. Two passes at once measured slower there (the IOI sweep in
 ///   Chromium: 1.06–1.14× on 2 threads, against 1.4–1.5× splitting each
 ///   product; cause not found: docs/kernels.md, "Threads"). And a helper
-///   running a pass would run
-///   candle's ops, whose rayon calls there go to rayon's fallback pool, the
-///   one thread that first used it: the caller, busy waiting for the
-///   helper, a deadlock, unless each helper had its own pool.
+///   running a pass would run candle's ops, whose rayon calls there go to
+///   rayon's fallback pool, the one thread that first used it: the caller,
+///   busy waiting for the helper, a deadlock, unless each helper had its
+///   own pool.
 pub fn pass_threads() -> usize {
     #[cfg(target_arch = "wasm32")]
     return 1;

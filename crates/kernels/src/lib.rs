@@ -389,9 +389,50 @@ fn round_half_away(x: f32) -> f32 {
     }
 }
 
+/// A block's largest |x|, 0 if there is none (NaN is skipped). `a.max(v)`
+/// without the call wasm makes of it (f32.max treats NaN otherwise): the
+/// same value, as `a` is never NaN.
+fn amax_portable(xs: &[f32]) -> f32 {
+    xs.iter().fold(0f32, |a, &v| if v.abs() > a { v.abs() } else { a })
+}
+
+/// A block's 32 quants (`qs[0]` elements 0..16, `qs[1]` 16..32) at inverse
+/// scale `id`; returns their sum.
+fn quants_portable(xs: &[f32], id: f32, qs: &mut [V16]) -> i32 {
+    let mut sum = 0i32;
+    for (h, v) in qs[..2].iter_mut().enumerate() {
+        for j in 0..16 {
+            let q = round_half_away(xs[h * 16 + j] * id) as i8;
+            v.0[j] = q as u8;
+            sum += q as i32;
+        }
+    }
+    sum
+}
+
 impl QActs {
     /// `x` is row-major with `cols` columns (a multiple of 32).
     pub fn quantize(x: &[f32], cols: usize) -> Result<QActs> {
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        return Self::quantize_with(x, cols, simd128::quantize::amax, simd128::quantize::quants);
+        #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+        Self::quantize_portable(x, cols)
+    }
+
+    /// The portable quantization, whatever the target (to compare against
+    /// the SIMD one).
+    pub fn quantize_portable(x: &[f32], cols: usize) -> Result<QActs> {
+        Self::quantize_with(x, cols, amax_portable, quants_portable)
+    }
+
+    /// Quantizes each block with `amax` (its largest |x|) and `quants` (its
+    /// 32 quants at an inverse scale, returning their sum).
+    fn quantize_with(
+        x: &[f32],
+        cols: usize,
+        amax: impl Fn(&[f32]) -> f32,
+        quants: impl Fn(&[f32], f32, &mut [V16]) -> i32,
+    ) -> Result<QActs> {
         if cols == 0 || !cols.is_multiple_of(QK) {
             return err(format!("activation width {cols} is not a positive multiple of {QK}"));
         }
@@ -404,27 +445,25 @@ impl QActs {
         let mut qs = vec![V16::default(); rows * nb * 2];
         let mut d = vec![0f32; rows * nbp];
         let mut s = vec![0f32; rows * nbp];
-        for (i, xs) in x.chunks_exact(QK).enumerate() {
-            // `a.max(v)` without the call wasm makes of it (f32.max treats NaN
-            // otherwise): the same value, as `a` is never NaN.
-            let amax = xs.iter().fold(0f32, |a, &v| if v.abs() > a { v.abs() } else { a });
-            let dd = amax / 127.0;
+        for (i, (xs, q)) in x.chunks_exact(QK).zip(qs.chunks_exact_mut(2)).enumerate() {
+            let dd = amax(xs) / 127.0;
             let id = if dd != 0.0 { 1.0 / dd } else { 0.0 };
             let d16 = f16::from_f32(dd);
-            let mut sum = 0i32;
-            for h in 0..2 {
-                let v = &mut qs[2 * i + h].0;
-                for j in 0..16 {
-                    let q = round_half_away(xs[h * 16 + j] * id) as i8;
-                    v[j] = q as u8;
-                    sum += q as i32;
-                }
-            }
+            let sum = quants(xs, id, q);
             let at = (i / nb) * nbp + i % nb;
             d[at] = d16.to_f32();
             s[at] = f16::from_f32(f16::from_f32(sum as f32).to_f32() * d16.to_f32()).to_f32();
         }
         Ok(QActs { rows, cols, nb, nbp, qs, d, s })
+    }
+
+    /// The same quants and the same bits of every scale.
+    pub fn same_bits(&self, other: &QActs) -> bool {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        (self.rows, self.cols) == (other.rows, other.cols)
+            && self.qs == other.qs
+            && bits(&self.d) == bits(&other.d)
+            && bits(&self.s) == bits(&other.s)
     }
 
     pub fn rows(&self) -> usize {

@@ -17,6 +17,7 @@ use crate::{QActs, QMatrix, QType, V16};
 mod dequantize;
 pub(crate) use dequantize::dequantize_row;
 pub(crate) mod exact;
+pub(crate) mod quantize;
 
 #[inline(always)]
 fn load(v: &V16) -> v128 {

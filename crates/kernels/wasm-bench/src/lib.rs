@@ -20,7 +20,8 @@ fn random_acts(n: usize, rng: &mut Rng) -> Vec<f32> {
     (0..n).map(|i| (rng.unit() * 2.0 - 1.0) * (1 + i / 32 % 5) as f32).collect()
 }
 
-/// simd128 `matmul` vs `matmul_portable` on random matrices of every type:
+/// simd128 against portable, on random matrices of every type (`matmul`,
+/// the exact kernel, dequantization) and on activations (quantization):
 /// JSON with the number of cases and of outputs whose bits differ.
 #[wasm_bindgen]
 pub fn self_test() -> String {
@@ -53,6 +54,30 @@ pub fn self_test() -> String {
                 }
             }
         }
+    }
+    // Quantizing activations, simd128 against portable: random rows, and
+    // blocks made to hit the edges (exact halves after scaling, NaN and
+    // infinities, subnormal maxima whose inverse scale overflows, signed
+    // zeros, all-zero blocks). A differing case counts all its inputs.
+    let mut edge: Vec<f32> = Vec::new();
+    for b in 0..64 {
+        let amax = [127.0, 254.0, 1.0, 1e-38, 1e-40, 3e38, 0.0][b % 7];
+        edge.extend((0..32).map(|k| match (b + k) % 11 {
+            0 => amax,
+            1 => -(k as f32 + 0.5) * amax / 127.0,
+            2 => (k as f32 * 3.0 + 0.5) * amax / 127.0,
+            3 if b % 5 == 0 => f32::NAN,
+            4 if b % 6 == 1 => f32::INFINITY,
+            5 if b % 6 == 2 => f32::NEG_INFINITY,
+            6 => -0.0,
+            _ => (rng.unit() * 2.0 - 1.0) * amax,
+        }));
+    }
+    for (cols, x) in [(32, edge.clone()), (64, edge), (576, random_acts(5 * 576, &mut rng)), (1536, random_acts(3 * 1536, &mut rng))] {
+        let (a, b) = (QActs::quantize(&x, cols).unwrap(), QActs::quantize_portable(&x, cols).unwrap());
+        cases += 1;
+        outputs += x.len();
+        differing += if a.same_bits(&b) { 0 } else { x.len() };
     }
     json!({"implementation": scalpel_kernels::implementation(), "cases": cases, "outputs": outputs, "bitwise_differing": differing})
         .to_string()

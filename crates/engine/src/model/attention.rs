@@ -28,6 +28,21 @@ fn repeat_kv(x: Tensor, n_rep: usize) -> Result<Tensor> {
     Ok(Tensor::cat(&vec![&x; n_rep], 2)?.reshape((b, n_kv * n_rep, t, d))?)
 }
 
+/// `[b, nh, t, x]` as `[b, nkv, rep·t, x]` (`rep = nh / nkv`), the same
+/// memory: query head `h` reads key/value head `h / rep`, so a group's
+/// pattern rows share one product with their value head, which is never
+/// copied `rep` times (the same bits natively: the test below).
+fn grouped(x: &Tensor, nkv: usize) -> Result<Tensor> {
+    let (b, nh, t, d) = x.dims4()?;
+    Ok(x.reshape((b, nkv, nh / nkv * t, d))?)
+}
+
+/// [`grouped`]'s inverse: `[b, nkv, rep·t, x]` as `[b, nh, t, x]`.
+fn ungrouped(x: &Tensor, nh: usize) -> Result<Tensor> {
+    let (b, nkv, rt, d) = x.dims4()?;
+    Ok(x.reshape((b, nh, rt * nkv / nh, d))?)
+}
+
 impl Model {
     /// Attention of layer `l` on the normalised residual `xn`: the output
     /// projection of z, `[b, t, d_model]` (not yet hooked as `hook_attn_out`).
@@ -63,8 +78,10 @@ impl Model {
             k = pass.hook_heads(p(Site::RotK), rk, true, true)?;
         }
         let (k, v) = self.with_cached(l, k, v, pass, cache)?;
+        // Keys repeated per query head, as candle-transformers' llamas do:
+        // grouped, candle's matmul would round the scores differently (see
+        // the test below).
         let k = repeat_kv(k, nh / nkv)?;
-        let v = repeat_kv(v, nh / nkv)?;
         let mut scores = match cfg.extra.attn_scale {
             Some(s) => (q.matmul(&k.t()?)? * s as f64)?,
             None => (q.matmul(&k.t()?)? / (dh as f64).sqrt())?,
@@ -84,7 +101,7 @@ impl Model {
             candle_nn::ops::softmax_last_dim(&scores)?
         };
         let pattern = pass.hook(p(Site::Pattern), pattern)?;
-        let z = pattern.matmul(&v)?.transpose(1, 2)?.contiguous()?;
+        let z = ungrouped(&grouped(&pattern, nkv)?.matmul(&v)?, nh)?.transpose(1, 2)?.contiguous()?;
         let z = pass.hook(p(Site::Z), z)?;
         attn.o.forward(&z.reshape((b, t, nh * dh))?)
     }
@@ -110,5 +127,35 @@ impl Model {
         }
         pass.new_kv.push((l, k.clone(), v.clone()));
         Ok((k, v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// The pattern times grouped values equals the pattern times values
+    /// repeated per query head, bit for bit (prefill and decode shapes,
+    /// caches up to 300 positions). The scores are not grouped: there
+    /// candle's matmul rounds differently from about 86 cached positions on
+    /// in decode and at 15-16 tokens in prefill, and an int8 path turns such
+    /// differences into quantization flips (candle-transformers' quantized
+    /// llama, `crates/cli/tests/candle_quantized.rs`, moved by 0.79).
+    #[test]
+    fn grouped_values_give_the_bits_of_repeated_values() {
+        let (nkv, rep, dh) = (3, 3, 64);
+        for t in [1usize, 2, 3, 5, 15, 16, 17, 35] {
+            for cached in (0..300).step_by(23) {
+                let tt = t + cached;
+                let pattern = Tensor::randn(0f32, 1., (1, nkv * rep, t, tt), &Device::Cpu).unwrap();
+                let v = Tensor::randn(0f32, 1., (1, nkv, tt, dh), &Device::Cpu).unwrap();
+                let repeated = Tensor::cat(&vec![&v; rep], 2).unwrap().reshape((1, nkv * rep, tt, dh)).unwrap();
+                let want = pattern.matmul(&repeated).unwrap();
+                let got = ungrouped(&grouped(&pattern, nkv).unwrap().matmul(&v).unwrap(), nkv * rep).unwrap();
+                let bits = |x: &Tensor| x.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "t = {t}, {tt} positions");
+            }
+        }
     }
 }

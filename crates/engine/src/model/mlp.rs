@@ -51,9 +51,11 @@ impl Model {
     }
 }
 
-/// Elements per piece of [`silu_mul`] at least: below this a piece costs
-/// more to hand out than to compute (a decode step's 1536 stay on one).
-const SILU_MIN_PIECE: usize = 1 << 13;
+/// Elements per piece of [`silu_mul`] at least: 512 take about 7 µs in
+/// wasm on the 2-core VM (`exp` is a libm call), several times what handing
+/// a piece out costs. A decode step's 1536 go out as one piece per thread
+/// (how they are split never changes the bits).
+const SILU_MIN_PIECE: usize = 512;
 
 /// `silu(pre) * lin` with candle's formulas, element by element
 /// (`v / (1 + exp(-v))`, rounded, times `lin`), in pieces over the
@@ -67,7 +69,10 @@ fn silu_mul(pre: &Tensor, lin: &Tensor) -> Result<Tensor> {
         return Ok((candle_nn::ops::silu(pre)? * lin)?);
     }
     let (x, y) = (pre.flatten_all()?.to_vec1::<f32>()?, lin.flatten_all()?.to_vec1::<f32>()?);
-    let per = x.len().div_ceil(4 * crate::kernel_threads()).max(SILU_MIN_PIECE);
+    // About four pieces per thread; fewer, down to one per thread, while a
+    // piece would be short.
+    let threads = crate::kernel_threads();
+    let per = x.len().div_ceil(4 * threads).max(x.len().div_ceil(threads).min(1 << 13)).max(SILU_MIN_PIECE);
     let parts = crate::map_pieces(x.len().div_ceil(per), |p| {
         let r = p * per..((p + 1) * per).min(x.len());
         x[r.clone()].iter().zip(&y[r]).map(|(&v, &l)| v / (1.0 + (-v).exp()) * l).collect::<Vec<f32>>()

@@ -1,5 +1,6 @@
 // Node runner for the wasm build (see run.sh): node run.mjs PKG_DIR MODEL.gguf [prompt decode rounds]
-// `node run.mjs PKG_DIR --check` runs only the simd128-vs-portable check (`cargo xtask test`).
+// `node run.mjs PKG_DIR --check` runs only the checks (`cargo xtask test`): simd128 against portable,
+// and attention's grouped value heads against repeated ones.
 import { createRequire } from 'node:module';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -12,6 +13,12 @@ const check = JSON.parse(m.self_test());
 console.log('simd128 vs portable:', JSON.stringify(check));
 if (check.bitwise_differing !== 0 || check.implementation !== 'simd128') {
   console.error('FAIL: the simd128 kernel differs from the portable one (or did not run)');
+  process.exit(1);
+}
+const grouped = JSON.parse(m.grouped_values_self_test());
+console.log('attention, grouped values vs repeated (candle matmul in wasm):', JSON.stringify(grouped));
+if (grouped.bitwise_differing !== 0) {
+  console.error('FAIL: grouping the value heads changes the attention output\'s bits in wasm');
   process.exit(1);
 }
 if (model === '--check') process.exit(0);

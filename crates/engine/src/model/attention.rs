@@ -31,7 +31,8 @@ fn repeat_kv(x: Tensor, n_rep: usize) -> Result<Tensor> {
 /// `[b, nh, t, x]` as `[b, nkv, rep·t, x]` (`rep = nh / nkv`), the same
 /// memory: query head `h` reads key/value head `h / rep`, so a group's
 /// pattern rows share one product with their value head, which is never
-/// copied `rep` times (the same bits natively: the test below).
+/// copied `rep` times (the same bits: the test below, and in wasm the wasm
+/// bench's `grouped_values_self_test`).
 fn grouped(x: &Tensor, nkv: usize) -> Result<Tensor> {
     let (b, nh, t, d) = x.dims4()?;
     Ok(x.reshape((b, nkv, nh / nkv * t, d))?)

@@ -272,3 +272,31 @@ pub fn load_memory(file: &js_sys::Uint8Array, kernels: &str, prompt_tokens: usiz
     })
     .to_string())
 }
+
+/// The engine's attention multiplies a group's pattern rows by their value
+/// head as one product (`model/attention.rs` `grouped`) where candle's
+/// llamas repeat the value heads: candle's matmul must give the same bits
+/// both ways in wasm too (its gemm takes other paths here than natively).
+/// Shapes of SmolLM2's 9 query and 3 value heads, prompts of 1–35 tokens,
+/// caches up to 300 positions: JSON with outputs and differing ones.
+#[wasm_bindgen]
+pub fn grouped_values_self_test() -> String {
+    use candle_core::{Device, Tensor};
+    let mut rng = Rng(3);
+    let (mut outputs, mut differing) = (0, 0);
+    for t in [1usize, 2, 3, 5, 15, 16, 17, 35] {
+        for tt in (0..300).step_by(23).map(|cached| t + cached) {
+            let pattern: Vec<f32> = (0..9 * t * tt).map(|_| rng.unit()).collect();
+            let v: Vec<f32> = (0..3 * tt * 64).map(|_| rng.unit() - 0.5).collect();
+            let pattern = Tensor::from_vec(pattern, (1, 9, t, tt), &Device::Cpu).unwrap();
+            let v = Tensor::from_vec(v, (1, 3, tt, 64), &Device::Cpu).unwrap();
+            let repeated = Tensor::cat(&[&v, &v, &v], 2).unwrap().reshape((1, 9, tt, 64)).unwrap();
+            let want: Vec<f32> = pattern.matmul(&repeated).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            let grouped = pattern.reshape((1, 3, 3 * t, tt)).unwrap().matmul(&v).unwrap();
+            let got: Vec<f32> = grouped.reshape((1, 9, t, 64)).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            outputs += want.len();
+            differing += want.iter().zip(&got).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+        }
+    }
+    json!({"outputs": outputs, "bitwise_differing": differing}).to_string()
+}

@@ -6,4 +6,4 @@
 //! Built by `cargo xtask` (`Ctx::build_threaded_worker`): nightly, std rebuilt
 //! with wasm atomics, shared memory.
 #[cfg(target_arch = "wasm32")]
-pub use scalpel_web::worker::{kernel_helper, kernel_memory, kernel_module, kernel_threads_joined, start_worker};
+pub use scalpel_web::worker::{kernel_helper, kernel_helper_died, kernel_memory, kernel_module, kernel_threads_joined, start_worker};

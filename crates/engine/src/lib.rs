@@ -36,6 +36,9 @@ pub use scalpel_kernels::{map_pieces, pass_threads, run_pieces};
 /// A kernel helper thread's loop (the threaded wasm build; see `scalpel_kernels::gang`).
 #[cfg(all(feature = "threads", target_arch = "wasm32", target_feature = "atomics"))]
 pub use scalpel_kernels::gang::helper_loop as kernel_helper_loop;
+/// Records that a kernel helper thread trapped (see `scalpel_kernels::gang::helper_died`).
+#[cfg(all(feature = "threads", target_arch = "wasm32", target_feature = "atomics"))]
+pub use scalpel_kernels::gang::helper_died as kernel_helper_died;
 pub use load::gguf;
 pub use load::safetensors::shard_files;
 pub use model::{rotary, KvCache, Logits, Matrix, Model, ModelFiles, ModelSource, PassSize, Precision, SavedWeight};

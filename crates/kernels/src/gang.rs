@@ -38,6 +38,8 @@ static ACTIVE: AtomicUsize = AtomicUsize::new(0);
 static SLEEPERS: AtomicUsize = AtomicUsize::new(0);
 /// A product is running.
 static BUSY: AtomicBool = AtomicBool::new(false);
+/// A helper trapped ([`helper_died`]): a piece it held never finishes.
+static DIED: AtomicBool = AtomicBool::new(false);
 
 /// Checks of `EPOCH` a helper spins before it sleeps: a few milliseconds,
 /// longer than the gap between two products of a forward pass.
@@ -78,13 +80,34 @@ pub fn run(pieces: usize, f: &(dyn Fn(usize) + Sync)) {
     }
     work(&job);
     while job.done.load(SeqCst) < pieces {
+        check_helpers();
         core::hint::spin_loop();
     }
     CURRENT.store(core::ptr::null_mut(), SeqCst);
     while ACTIVE.load(SeqCst) > 0 {
+        check_helpers();
         core::hint::spin_loop();
     }
     BUSY.store(false, SeqCst);
+}
+
+/// Records that a helper trapped (a panic, or running out of memory, inside
+/// a piece): `public/worker_helper.js` calls it when the helper's loop
+/// throws. The helper's thread is gone, and a piece it had taken would
+/// never be done.
+pub fn helper_died() {
+    DIED.store(true, SeqCst);
+}
+
+/// Panics if a helper died: a caller waiting for its piece would otherwise
+/// spin for good, and the page's Stop could not reach it (the worker reads
+/// the stop flag between steps, never inside a product). The panic ends
+/// the engine worker, and the page restarts it as after any crash, with
+/// fresh helpers.
+fn check_helpers() {
+    if DIED.load(SeqCst) {
+        panic!("a kernel helper thread stopped with an error in the middle of a product");
+    }
 }
 
 /// A helper's life: wait for a product, take pieces, repeat. Never returns.

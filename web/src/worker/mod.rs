@@ -220,6 +220,16 @@ pub fn kernel_helper() {
     #[cfg(target_feature = "atomics")]
     scalpel_engine::kernel_helper_loop();
 }
+
+/// `public/worker_helper.js` calls it when `kernel_helper` threw (the helper
+/// trapped): the product waiting for that helper's piece then panics instead
+/// of waiting for good, and the page restarts the worker.
+#[cfg(feature = "threads")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn kernel_helper_died() {
+    #[cfg(target_feature = "atomics")]
+    scalpel_engine::kernel_helper_died();
+}
 fn kernel_threads() -> u32 {
     #[cfg(feature = "engine")]
     return scalpel_engine::kernel_threads() as u32;

@@ -51,23 +51,9 @@ pub enum ModelBytes {
     /// A GGUF file, kept in a JS array: the engine copies its header and one
     /// tensor at a time into wasm memory, which never shrinks (holding the
     /// whole file there would keep its size for good).
-    Gguf(JsFile),
+    Gguf(js_sys::Uint8Array),
     /// A Hugging Face folder's files, in wasm memory.
     HuggingFace(scalpel_types::ModelFiles<Vec<u8>>),
-}
-
-/// A file's bytes in a JS `Uint8Array`, read a range at a time.
-#[cfg(feature = "engine")]
-pub struct JsFile(pub js_sys::Uint8Array);
-
-#[cfg(feature = "engine")]
-impl scalpel_engine::gguf::ByteSource for JsFile {
-    fn len(&self) -> usize {
-        self.0.length() as usize
-    }
-    fn read_into(&self, start: usize, dst: &mut [u8]) {
-        self.0.subarray(start as u32, (start + dst.len()) as u32).copy_to(dst);
-    }
 }
 
 #[cfg(feature = "engine")]
@@ -390,13 +376,13 @@ async fn files_for(source: &ModelLocation, file: Option<web_sys::Blob>) -> Resul
     Ok(match source {
         ModelLocation::Gguf { url } => {
             let (b, cached) = fetch::fetch_file(url, true).await?;
-            (ModelBytes::Gguf(JsFile(b)), cached, None)
+            (ModelBytes::Gguf(b), cached, None)
         }
         ModelLocation::File { name } => {
             let file = file.or_else(|| loaded().filter(|l| &l.source == source).and_then(|l| l.file));
             let file = file.ok_or_else(|| format!("{name}: the file was not sent (pick it again)"))?;
             let b = sent_file(Some(file.clone().into())).await.map_err(|e| format!("{name}: {e}"))?.unwrap_or_else(|| js_sys::Uint8Array::new_with_length(0));
-            (ModelBytes::Gguf(JsFile(b)), false, Some(file))
+            (ModelBytes::Gguf(b), false, Some(file))
         }
         ModelLocation::HfRepo { base } => {
             let (b, cached) = fetch::fetch_hf(base).await?;

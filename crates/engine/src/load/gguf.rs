@@ -136,6 +136,18 @@ impl ByteSource for &[u8] {
     }
 }
 
+/// A file kept in JS memory, read a range at a time: how the page's worker
+/// holds a downloaded model (and the wasm bench, to measure it that way).
+#[cfg(target_arch = "wasm32")]
+impl ByteSource for js_sys::Uint8Array {
+    fn len(&self) -> usize {
+        self.length() as usize
+    }
+    fn read_into(&self, start: usize, dst: &mut [u8]) {
+        self.subarray(start as u32, (start + dst.len()) as u32).copy_to(dst);
+    }
+}
+
 /// Where a parsed file's tensor bytes are.
 #[derive(Clone, Copy)]
 enum Data<'a> {

@@ -239,19 +239,6 @@ fn memory_bytes() -> u64 {
     0
 }
 
-/// A file kept in JS memory, read a range at a time (as the page's worker
-/// holds a downloaded model).
-struct JsFile<'a>(&'a js_sys::Uint8Array);
-
-impl scalpel_engine::gguf::ByteSource for JsFile<'_> {
-    fn len(&self) -> usize {
-        self.0.length() as usize
-    }
-    fn read_into(&self, start: usize, dst: &mut [u8]) {
-        self.0.subarray(start as u32, (start + dst.len()) as u32).copy_to(dst);
-    }
-}
-
 /// The memory a fresh instance reaches loading the model in f32 precision
 /// with `kernels` ("candle": dequantize-all, "auto": the page's default)
 /// and running a prompt + decode, the file kept in JS and read a range at a
@@ -261,7 +248,7 @@ impl scalpel_engine::gguf::ByteSource for JsFile<'_> {
 pub fn load_memory(file: &js_sys::Uint8Array, kernels: &str, prompt_tokens: usize, decode_tokens: usize) -> Result<String, JsError> {
     let before = memory_bytes();
     let k: Kernels = kernels.parse().map_err(|e| JsError::new(&format!("{e}")))?;
-    let model = Model::load_gguf_source("model.gguf", &JsFile(file), Precision::F32, k, None)?;
+    let model = Model::load_gguf_source("model.gguf", file, Precision::F32, k, None)?;
     let loaded = memory_bytes();
     let base = model.tokenizer().encode("The quick brown fox jumps over the lazy dog. ")?;
     let prompt: Vec<u32> = base.iter().copied().cycle().take(prompt_tokens).collect();

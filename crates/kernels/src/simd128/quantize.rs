@@ -1,5 +1,5 @@
 //! Quantizing a block of activations in wasm simd128, four at a time, with
-//! the portable code's values (`QActs::quantize_block_portable`): the
+//! the portable code's values (`amax_portable`, `quants_portable` in lib.rs): the
 //! largest |x| by the same comparison (exact, so its order does not
 //! matter), `x · id` as one f32 multiply per lane, rounding half away from
 //! zero by `round_half_away`'s steps, then a saturating conversion to i8 as

@@ -232,18 +232,18 @@ pub fn model_bench(bytes: &[u8], prompt_tokens: usize, decode_tokens: usize, rou
 }
 
 /// This instance's linear memory in bytes (it only grows: a high-water mark).
+#[cfg(target_arch = "wasm32")]
 fn memory_bytes() -> u64 {
-    #[cfg(target_arch = "wasm32")]
-    return core::arch::wasm32::memory_size(0) as u64 * 65536;
-    #[cfg(not(target_arch = "wasm32"))]
-    0
+    core::arch::wasm32::memory_size(0) as u64 * 65536
 }
 
 /// The memory a fresh instance reaches loading the model in f32 precision
 /// with `kernels` ("candle": dequantize-all, "auto": the page's default)
 /// and running a prompt + decode, the file kept in JS and read a range at a
 /// time (as the page does): JSON of the high-water marks after loading and
-/// after the run. Run each in its own process (memory never shrinks).
+/// after the run. Run each in its own process (memory never shrinks). wasm
+/// only: a JS array is a file source there (`gguf::ByteSource`).
+#[cfg(target_arch = "wasm32")]
 #[wasm_bindgen]
 pub fn load_memory(file: &js_sys::Uint8Array, kernels: &str, prompt_tokens: usize, decode_tokens: usize) -> Result<String, JsError> {
     let before = memory_bytes();

@@ -57,6 +57,10 @@ impl Model {
 /// (how they are split never changes the bits).
 const SILU_MIN_PIECE: usize = 512;
 
+/// Elements from which [`silu_mul`] cuts about four pieces per thread
+/// (below it, one per thread).
+const SILU_FULL_PIECE: usize = 1 << 13;
+
 /// `silu(pre) * lin` with candle's formulas, element by element
 /// (`v / (1 + exp(-v))`, rounded, times `lin`), in pieces over the
 /// kernels' threads (`map_pieces`). In wasm candle runs element-wise ops on
@@ -69,10 +73,8 @@ fn silu_mul(pre: &Tensor, lin: &Tensor) -> Result<Tensor> {
         return Ok((candle_nn::ops::silu(pre)? * lin)?);
     }
     let (x, y) = (pre.flatten_all()?.to_vec1::<f32>()?, lin.flatten_all()?.to_vec1::<f32>()?);
-    // About four pieces per thread; fewer, down to one per thread, while a
-    // piece would be short.
     let threads = crate::kernel_threads();
-    let per = x.len().div_ceil(4 * threads).max(x.len().div_ceil(threads).min(1 << 13)).max(SILU_MIN_PIECE);
+    let per = x.len().div_ceil(4 * threads).max(x.len().div_ceil(threads).min(SILU_FULL_PIECE)).max(SILU_MIN_PIECE);
     let parts = crate::map_pieces(x.len().div_ceil(per), |p| {
         let r = p * per..((p + 1) * per).min(x.len());
         x[r.clone()].iter().zip(&y[r]).map(|(&v, &l)| v / (1.0 + (-v).exp()) * l).collect::<Vec<f32>>()

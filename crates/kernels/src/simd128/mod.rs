@@ -27,7 +27,7 @@ fn load(v: &V16) -> v128 {
 }
 
 #[inline(always)]
-fn load4(xs: &[f32]) -> v128 {
+pub(super) fn load4(xs: &[f32]) -> v128 {
     let xs: &[f32; 4] = xs[..4].try_into().expect("4 floats");
     // SAFETY: `xs` is 4 readable f32 (16 bytes); v128_load accepts any alignment.
     unsafe { v128_load(xs.as_ptr() as *const v128) }

@@ -7,14 +7,8 @@
 
 use core::arch::wasm32::*;
 
+use super::load4;
 use crate::{QK, V16};
-
-#[inline(always)]
-fn load4(xs: &[f32]) -> v128 {
-    let xs: &[f32; 4] = xs[..4].try_into().expect("4 floats");
-    // SAFETY: `xs` is 4 readable f32 (16 bytes); v128_load accepts any alignment.
-    unsafe { v128_load(xs.as_ptr() as *const v128) }
-}
 
 /// The largest |x| of a block, 0 if there is none (NaN is skipped):
 /// `f32x4.pmax(a, v)` is `a < v ? v : a`, the portable fold's comparison.
@@ -45,6 +39,7 @@ fn quants4(xs: &[f32], id: v128) -> v128 {
 /// inverse scale `id`; returns their sum.
 #[inline]
 pub(crate) fn quants(xs: &[f32], id: f32, qs: &mut [V16]) -> i32 {
+    debug_assert_eq!(xs.len(), QK);
     let id = f32x4_splat(id);
     let mut sum = i32x4_splat(0);
     for (h, q) in qs[..2].iter_mut().enumerate() {
@@ -56,6 +51,5 @@ pub(crate) fn quants(xs: &[f32], id: f32, qs: &mut [V16]) -> i32 {
         // SAFETY: `V16` is 16 writable bytes; v128_store accepts any alignment.
         unsafe { v128_store(q as *mut V16 as *mut v128, b) };
     }
-    debug_assert_eq!(xs.len(), QK);
     i32x4_extract_lane::<0>(sum) + i32x4_extract_lane::<1>(sum) + i32x4_extract_lane::<2>(sum) + i32x4_extract_lane::<3>(sum)
 }

@@ -1,9 +1,10 @@
 // The benchmark: the page's paths (f32 over blocks and dequantize-all,
 // quantized with candle's and Scalpel's kernels) next to llama.cpp's wasm
-// build (npm @wllama/wllama, CPU only, 1 and 2 threads) on the same GGUF in
-// the same headless Chromium, and the native CLI's `scalpel bench`; the IOI
-// patching sweep on 1 and 2 threads; prints a table, ratios and each path's
-// share of the memory-bandwidth bound.
+// build (npm @wllama/wllama, CPU only, 1 and 2 threads, run by the page's
+// Benchmark panel) on the same GGUF in the same headless Chromium, and the
+// native CLI's `scalpel bench`; the IOI patching sweep on 1 and 2 threads;
+// prints a table, ratios and each path's share of the memory-bandwidth
+// bound.
 //
 // Run by `cargo xtask bench` (which builds, serves and sets the environment).
 // Not part of `cargo xtask test`: it measures, it checks no behaviour the
@@ -11,12 +12,9 @@
 
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { cpSync } from 'node:fs';
-import { basename, join } from 'node:path';
-import { URL, ROOT, launch, cli, state, until, waitState, loadPrecision, setThreads, wllamaBench } from './helpers.mjs';
+import { URL, launch, cli, state, until, waitState, loadPrecision, setThreads } from './helpers.mjs';
 
 const MINUTE = 60_000;
-const MODEL_DIR = process.env.SCALPEL_MODEL_DIR ?? join(ROOT, 'models');
 
 /** Navigate for real (a URL differing only in its #fragment would not reload). */
 async function open(page, url) {
@@ -67,17 +65,19 @@ describe('benchmark', { timeout: 30 * MINUTE }, () => {
     await open(page, URL);
     await waitState(page, 'ready', 10 * MINUTE, logs);
     await page.getByText('Benchmark', { exact: true }).click();
-    // llama.cpp's wasm build on the same GGUF, served from this origin (cross-origin isolated,
-    // so it may use threads); the prompt is the benchmark's 64 tokens as text.
-    const wllama = async (threads) => {
-      const seed = 'The quick brown fox jumps over the lazy dog. In 1905, Einstein published four papers that changed physics. ';
-      const prompt = cli(['tokenize', '--prompt', seed.repeat(3), '--json']).tokens.slice(0, 64).join('');
-      const model = basename(process.env.SCALPEL_MODEL ?? 'SmolLM2-135M-Instruct.Q4_1.gguf');
-      cpSync(join(ROOT, 'tests/e2e/node_modules/@wllama/wllama/esm'), join(MODEL_DIR, 'wllama'), { recursive: true });
-      const t = await wllamaBench(page, { base: `${URL}models/wllama/`, modelUrl: `${URL}models/${model}`, prompt, threads, tokens: 64, rounds: 2 });
-      assert.equal(t.threads, threads, `llama.cpp ran ${t.threads} threads (cross-origin isolated: ${t.isolated})`);
-      assert.ok(Math.abs(t.prompt_n - 64) <= 2 && t.predicted_n >= 63, `llama.cpp prompt ${t.prompt_n} tokens, ${t.predicted_n} decoded`);
-      rows.push([`llama.cpp wasm (wllama), ${threads} thread${threads > 1 ? 's' : ''}`, t.prompt_per_second, t.predicted_per_second]);
+    // llama.cpp's wasm build on the same GGUF and prompt, run by the page's
+    // Benchmark panel (served from this origin, cross-origin isolated, so it
+    // may use threads) at the thread count of the result above it, then at
+    // 1 thread if that was more.
+    const llama = async (threads) => {
+      await page.getByRole('button', { name: 'Compare with llama.cpp' }).click();
+      await page.getByRole('button', { name: 'Stop llama.cpp' }).waitFor({ state: 'detached', timeout: 10 * MINUTE });
+      const failed = await page.locator('details.bench [role=alert]').count();
+      assert.equal(failed, 0, failed ? await page.locator('details.bench [role=alert]').textContent() : '');
+      const r = page.getByRole('table', { name: 'llama.cpp result' }).locator(`tr[data-threads="${threads}"]`);
+      const [prefill, decode, promptN, predictedN] = await Promise.all(['data-prefill', 'data-decode', 'data-prompt-n', 'data-predicted-n'].map(async (a) => Number(await r.getAttribute(a))));
+      assert.ok(Math.abs(promptN - 64) <= 2 && predictedN >= 63, `llama.cpp prompt ${promptN} tokens, ${predictedN} decoded`);
+      rows.push([`llama.cpp wasm (wllama), ${threads} thread${threads > 1 ? 's' : ''}`, prefill, decode]);
     };
     await loadPrecision(page, 'quantized', logs);
     for (const kernels of ['candle', 'scalpel']) {
@@ -85,16 +85,16 @@ describe('benchmark', { timeout: 30 * MINUTE }, () => {
       await waitState(page, 'ready', MINUTE, logs);
       await bench(`wasm quantized, ${kernels} kernels`);
     }
-    await wllama(1);
+    await llama(1);
     await loadPrecision(page, 'f32', logs);
     await bench('wasm f32');
     assert.match(await page.getByLabel('Benchmark result').getAttribute('data-backend'), /exact kernels/);
-    await wllama(2);
     await loadPrecision(page, 'quantized', logs);
     await bench('wasm quantized, scalpel kernels (again)');
     // The threaded build (this page is cross-origin isolated): the worker restarts on 2 threads.
     await setThreads(page, 2, logs);
     await bench('wasm quantized, scalpel kernels, 2 threads');
+    await llama(2);
     await loadPrecision(page, 'f32', logs);
     await bench('wasm f32, 2 threads');
     // The IOI patching sweep (30 layers x 14 positions), as the worker times

@@ -140,6 +140,21 @@ describe('static build (cargo xtask dist) on a plain static server, under a sub-
     assert.ok(requests.some(([m, p, code]) => m === 'GET' && p === modelPath && code === 200), 'the model came from its URL');
   });
 
+  test('the Benchmark panel runs here, and says llama.cpp is not served with a static build (no comparison offered)', { timeout: 10 * MINUTE }, async () => {
+    await waitState(page, 'ready', 5 * MINUTE, logs);
+    await page.getByText('Benchmark', { exact: true }).click();
+    await until(page, async () => /its wasm build is not served with this page/.test(await page.locator('details.bench').textContent()), MINUTE, 'the note');
+    assert.equal(await page.getByRole('button', { name: 'Compare with llama.cpp' }).count(), 0);
+    const asked = requests.filter(([m, p]) => m === 'HEAD' && p === `${BASE}llama.cpp/index.js`);
+    assert.equal(asked.length, 1, 'one HEAD request, under the sub-path, when the panel opened');
+    await page.getByRole('button', { name: 'Run benchmark' }).click();
+    await page.waitForTimeout(300);
+    await waitState(page, 'ready', 5 * MINUTE, logs);
+    const res = page.getByLabel('Benchmark result');
+    assert.ok(Number(await res.getAttribute('data-decode')) > 0, await res.textContent());
+    console.log(`dist: ${await res.textContent()}`);
+  });
+
   test('a patching sweep runs and equals the CLI', { timeout: 10 * MINUTE }, async () => {
     await page.getByRole('button', { name: 'Preset: IOI name-mover patching' }).click();
     await waitState(page, 'ready', 5 * MINUTE, logs);

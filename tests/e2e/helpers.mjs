@@ -174,25 +174,3 @@ export function writeSafetensors(path, tensors) {
   writeFileSync(path, Buffer.concat([len, h, ...Object.values(tensors).map(([, d]) => Buffer.from(d.buffer, d.byteOffset, d.byteLength))]));
 }
 
-/** llama.cpp's wasm build (npm `@wllama/wllama`, a test dependency) run in `page`, CPU only
- * (`n_gpu_layers: 0`), on the GGUF at `modelUrl` with `threads` threads: `rounds` greedy
- * completions of `tokens` tokens after `prompt` (no prompt cache, end-of-text ignored).
- * `base` is where its `esm/` folder is served from the page's origin. Returns llama.cpp's
- * own timings of the last round (`prompt_per_second`, `predicted_per_second`, …) and the
- * thread count it ran with. */
-export async function wllamaBench(page, { base, modelUrl, prompt, threads, tokens, rounds }) {
-  return page.evaluate(async ({ base, modelUrl, prompt, threads, tokens, rounds }) => {
-    const { Wllama } = await import(`${base}index.js`);
-    const quiet = { debug() {}, log() {}, warn: console.warn, error: console.error };
-    const w = new Wllama({ default: `${base}wasm/wllama.wasm` }, { suppressNativeLog: true, logger: quiet });
-    await w.loadModelFromUrl(modelUrl, { n_threads: threads, n_gpu_layers: 0, n_ctx: 512, useCache: false });
-    const info = { threads: w.getNumThreads(), multithread: w.isMultithread(), isolated: crossOriginIsolated };
-    let timings;
-    for (let r = 0; r < rounds; r++) {
-      const res = await w.createCompletion({ prompt, max_tokens: tokens, temperature: 0, ignore_eos: true, cache_prompt: false });
-      timings = res.timings;
-    }
-    await w.exit();
-    return { ...info, ...timings };
-  }, { base, modelUrl, prompt, threads, tokens, rounds });
-}

@@ -1092,6 +1092,40 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
     }
   });
 
+  test('the benchmark, and llama.cpp\'s wasm build side by side on the same GGUF and prompt: its row, the ratio, and Stop', { timeout: 10 * MINUTE }, async () => {
+    await open(page, URL);
+    await waitState(page, 'ready', 5 * MINUTE, logs);
+    await page.getByText('Benchmark', { exact: true }).click();
+    const compare = page.getByRole('button', { name: 'Compare with llama.cpp' });
+    // Offered (served next to the page by the test server, as by `cargo xtask serve`), after a result of Scalpel's own.
+    await compare.waitFor({ timeout: MINUTE });
+    assert.equal(await compare.isDisabled(), true, 'nothing to compare before the benchmark ran');
+    await page.getByRole('button', { name: 'Run benchmark' }).click();
+    await page.waitForTimeout(300);
+    await waitState(page, 'ready', 5 * MINUTE, logs);
+    const res = page.getByLabel('Benchmark result');
+    const ours = { prefill: Number(await res.getAttribute('data-prefill')), decode: Number(await res.getAttribute('data-decode')) };
+    assert.ok(ours.prefill > 0 && ours.decode > 0, await res.textContent());
+    // Stop: llama.cpp's worker ends, and the panel says so.
+    await compare.click();
+    await page.getByRole('button', { name: 'Stop llama.cpp' }).click();
+    await until(page, async () => /llama\.cpp: stopped/.test(await page.locator('details.bench').textContent()), MINUTE, 'the stop');
+    await compare.click();
+    const row = page.getByRole('table', { name: 'llama.cpp result' }).locator('tr[data-threads="1"]');
+    await row.waitFor({ timeout: 5 * MINUTE });
+    const [prefill, decode, promptN, predictedN] = await Promise.all(['data-prefill', 'data-decode', 'data-prompt-n', 'data-predicted-n'].map(async (a) => Number(await row.getAttribute(a))));
+    // llama.cpp tokenizes the prompt's text itself: the same 64 tokens, give or take one at the edges.
+    assert.ok(Math.abs(promptN - 64) <= 2, `llama.cpp's prompt had ${promptN} tokens`);
+    assert.ok(predictedN >= 63 && prefill > 0 && decode > 0, `llama.cpp decoded ${predictedN} tokens at ${decode} tok/s`);
+    const ratio = await row.locator('td').nth(2).textContent();
+    const shown = ratio.match(/^Scalpel ([\d.]+)× · ([\d.]+)×$/);
+    assert.ok(shown, `the ratio cell "${ratio}"`);
+    assert.ok(Math.abs(shown[1] - ours.prefill / prefill) <= 0.006 && Math.abs(shown[2] - ours.decode / decode) <= 0.006, `${ratio}: Scalpel's result over llama.cpp's`);
+    console.log(`benchmark panel: Scalpel f32 1 thread ${ours.prefill.toFixed(1)}/${ours.decode.toFixed(1)} tok/s; llama.cpp wasm 1 thread ${prefill.toFixed(1)}/${decode.toFixed(1)} (prompt ${promptN}, ${predictedN} decoded): ${ratio}`);
+    await page.locator('details.bench').scrollIntoViewIfNeeded();
+    await screenshot(page, '09b-benchmark-llama-cpp');
+  });
+
   test('threads: on 2 threads (the threaded build; this page is cross-origin isolated) the IOI sweep and the greedy tokens equal 1 thread bit for bit, in f32 and quantized', { timeout: 25 * MINUTE }, async () => {
     await open(page, URL);
     await waitState(page, 'ready', 5 * MINUTE, logs);
@@ -1132,6 +1166,46 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
     await screenshot(page, '10-threads');
     await setThreads(page, 1, logs);
     await loadPrecision(page, 'f32', logs);
+  });
+
+  test('a kernels\' helper thread that dies mid-product: the product panics instead of waiting for good, the crash notice quotes the panic, and a fresh worker comes back on 2 threads', { timeout: 10 * MINUTE }, async () => {
+    // The loader keeps the threaded build's exports where the test can reach
+    // them: the test then does what worker_helper.js does when a helper
+    // traps (`kernel_helper_died`), without a helper having to trap.
+    const loader = (url) => url.pathname.endsWith('/worker_loader.js');
+    await page.route(loader, async (route) => {
+      const response = await route.fetch();
+      const body = (await response.text()).replace('glue.start_worker();', 'self.__scalpelGlue = glue; glue.start_worker();');
+      await route.fulfill({ response, body });
+    });
+    try {
+      await open(page, URL);
+      await waitState(page, 'ready', 5 * MINUTE, logs);
+      await setThreads(page, 2, logs);
+      await waitCompare(page, 3 * MINUTE, logs);
+      // The engine's worker (its helpers run wasm for good: they never answer an evaluate).
+      const engine = page.workers().filter((w) => new globalThis.URL(w.url()).pathname.endsWith('/worker_loader.js'));
+      assert.equal(engine.length, 1, 'one engine worker');
+      assert.equal(await engine[0].evaluate(() => typeof self.__scalpelGlue), 'object', 'the threaded build');
+      await engine[0].evaluate(() => self.__scalpelGlue.kernel_helper_died());
+      const t0 = Date.now();
+      await page.getByRole('textbox', { name: 'Prompt', exact: true }).fill('A helper thread died, so');
+      const notice = page.getByRole('note', { name: 'Notice' });
+      await until(page, async () => (await notice.count()) > 0, 2 * MINUTE, 'the crash notice');
+      const said = await notice.textContent();
+      console.log(`helper died: crash notice after ${((Date.now() - t0) / 1000).toFixed(1)} s: ${said}`);
+      assert.match(said, /The engine worker crashed while running 'compare' \(panicked at crates\/kernels\/src\/gang\.rs:\d+:\d+: a kernel helper thread stopped with an error in the middle of a product\)\. A fresh worker reloads the model/);
+      await waitState(page, 'ready', 5 * MINUTE, logs);
+      assert.match(await page.getByRole('status').textContent(), /reloaded after the crash; nothing was re-run/);
+      assert.match((await page.getByLabel('Backend').textContent()).trim(), /· 2 threads$/);
+      await page.getByRole('button', { name: 'Run', exact: true }).click();
+      await page.waitForTimeout(300);
+      await waitCompare(page, 3 * MINUTE, logs);
+      assert.ok((await readIds(page, 'Baseline output')).length > 0, 'the fresh worker runs');
+    } finally {
+      await page.unroute(loader);
+    }
+    await setThreads(page, 1, logs);
   });
 
   test('WebGPU (SwiftShader): the default model on the GPU gives the CPU path\'s top-5 next tokens and greedy tokens, and runs a steering comparison with the CLI\'s tokens; quantized weights on the GPU too', { timeout: 15 * MINUTE }, async () => {

@@ -386,6 +386,11 @@ pub struct BenchResult {
     pub rounds: u32,
     pub prefill_tok_s: f64,
     pub decode_tok_s: f64,
+    /// Threads the CPU engine's kernels used (`None` on WebGPU).
+    pub cpu_threads: Option<u32>,
+    /// The prompt's tokens as text, for llama.cpp's side-by-side run (which
+    /// tokenizes it itself).
+    pub prompt_text: String,
     /// The worker's `WebAssembly.Memory` size in bytes (it only grows:
     /// the high-water mark of this worker, the model's load included).
     pub wasm_memory_bytes: u64,
@@ -441,6 +446,10 @@ pub enum Response {
     /// The work was stopped through the shared stop flag.
     Cancelled,
     Error { message: String },
+    /// The worker's engine thread panicked (`message`: where and why); the
+    /// trap that ends the worker follows, and its error event carries only
+    /// "unreachable", so the page's crash notice quotes this instead.
+    Panicked { message: String },
 }
 
 impl Response {
@@ -448,7 +457,12 @@ impl Response {
     pub fn is_final(&self) -> bool {
         !matches!(
             self,
-            Response::Ready { .. } | Response::Progress { .. } | Response::Work { .. } | Response::LaneText { .. } | Response::Notice { .. }
+            Response::Ready { .. }
+                | Response::Progress { .. }
+                | Response::Work { .. }
+                | Response::LaneText { .. }
+                | Response::Notice { .. }
+                | Response::Panicked { .. }
         )
     }
 }

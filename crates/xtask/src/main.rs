@@ -120,6 +120,8 @@ fn cmd_serve(args: &[String]) -> R<()> {
     let ctx = setup::Ctx::new()?;
     if !no_build {
         ctx.ensure_web_toolchain()?;
+        // llama.cpp's wasm build, for the Benchmark panel's comparison (`Ctx::mounts`).
+        ctx.ensure_e2e_npm()?;
     }
     ctx.ensure_model()?;
     if !no_build {

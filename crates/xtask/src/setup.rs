@@ -154,10 +154,21 @@ impl Ctx {
         self.target_dir.join("release").join(name)
     }
 
-    /// URL prefix → directory, for the static server.
+    /// llama.cpp's wasm build (npm `@wllama/wllama`, installed with the
+    /// e2e tests' packages): its `esm/` folder, which the page's Benchmark
+    /// panel runs side by side with Scalpel (`public/llama_cpp_bench.js`).
+    pub fn llama_cpp_dir(&self) -> PathBuf {
+        self.root.join("tests/e2e/node_modules/@wllama/wllama/esm")
+    }
+
+    /// URL prefix → directory, for the static server. `llama.cpp/` is
+    /// served next to the page (not copied into dist/: a static build does
+    /// not carry a test dependency, and its page then does not offer the
+    /// comparison).
     pub fn mounts(&self) -> Vec<(String, PathBuf)> {
         vec![
             ("/models/".to_string(), self.models_dir()),
+            ("/llama.cpp/".to_string(), self.llama_cpp_dir()),
             ("/".to_string(), self.dist_dir()),
         ]
     }

@@ -30,6 +30,9 @@ pub struct Client {
     /// Which worker is the current one: events still queued from a replaced
     /// worker are ignored.
     generation: u32,
+    /// What the current worker's panic said (`Response::Panicked`), for the
+    /// crash notice: the error event that follows says only "unreachable".
+    panic: Option<String>,
 }
 
 /// How [`Client::stop`] stops the running work.
@@ -172,6 +175,9 @@ pub fn start(ctx: Ctx, panels: panels::Panels) {
             return;
         }
         match serde_wasm_bindgen::from_value::<Response>(ev.data()) {
+            Ok(Response::Panicked { message }) => {
+                ctx.with_client(|c| c.panic = Some(message));
+            }
             Ok(r) => {
                 if matches!(r, Response::Ready { .. }) {
                     ctx.with_client(|c| c.ready = true);
@@ -196,7 +202,8 @@ pub fn start(ctx: Ctx, panels: panels::Panels) {
         if !current() {
             return;
         }
-        let msg = ev.message();
+        // The panic's own words when the worker said them before it trapped.
+        let msg = ctx.with_client(|c| c.panic.take()).flatten().unwrap_or_else(|| ev.message());
         let (started, what, crashes) = ctx.with_client(|c| c.crash()).unwrap_or((false, None, MAX_CRASHES + 1));
         if !started {
             let msg = if msg.is_empty() { "the script did not load".to_string() } else { msg };

@@ -306,6 +306,11 @@ impl Ctx {
         self.busy_with.get() == Some(k)
     }
 
+    /// The GGUF file the user picked, if the model came from one.
+    pub fn local_file(self) -> Option<wasm_bindgen::JsValue> {
+        self.local_file.get_value()
+    }
+
     pub fn model_source(self) -> ModelLocation {
         self.st.with_untracked(|s| s.model.clone()).unwrap_or_else(default_model)
     }

@@ -7,9 +7,13 @@ use crate::protocol::{BenchResult, Response};
 pub use scalpel_experiments::bench::median;
 use scalpel_experiments::bench::{self, measure};
 
-/// The benchmark prompt of `n` tokens for the loaded model.
-pub fn prompt(n: usize) -> Result<Vec<u32>, String> {
-    with_model(|m| bench::prompt(m, n, 0).map_err(|e| e.to_string()))
+/// The benchmark prompt of `n` tokens for the loaded model, and its text.
+pub fn prompt(n: usize) -> Result<(Vec<u32>, String), String> {
+    with_model(|m| {
+        let ids = bench::prompt(m, n, 0).map_err(|e| e.to_string())?;
+        let text = m.tokenizer().decode(&ids);
+        Ok((ids, text))
+    })
 }
 
 pub fn run(prompt_tokens: u32, decode_tokens: u32, rounds: u32) -> Result<(), String> {
@@ -32,6 +36,8 @@ pub fn run(prompt_tokens: u32, decode_tokens: u32, rounds: u32) -> Result<(), St
             rounds,
             prefill_tok_s: median(pre),
             decode_tok_s: median(dec),
+            cpu_threads: Some(scalpel_engine::kernel_threads() as u32),
+            prompt_text: m.tokenizer().decode(&prompt),
             wasm_memory_bytes: super::wasm_memory_bytes(),
             weight_bytes: m.weight_bytes(),
         };

@@ -141,8 +141,40 @@ pub fn stop_requested() -> bool {
     })
 }
 
+thread_local! {
+    /// This thread is the engine's own (the one [`start`] ran on), not a
+    /// kernels' helper thread of the threaded build: only it talks to the page.
+    static ENGINE_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Longest panic text sent to the page (a message can quote user input).
+const MAX_PANIC_TEXT: usize = 2000;
+
+/// A panic goes to the console, as `console_error_panic_hook` writes it,
+/// and, on the engine's thread, to the page (`Response::Panicked`) before
+/// the trap ends the worker: the trap's error event says only
+/// "unreachable", and the page's crash notice quotes this instead. A panic
+/// on a helper thread reaches the page through the engine thread's own
+/// (`gang`'s "a kernel helper thread stopped…").
+fn set_panic_hook() {
+    ENGINE_THREAD.with(|t| t.set(true));
+    std::panic::set_hook(Box::new(|info| {
+        console_error_panic_hook::hook(info);
+        if ENGINE_THREAD.with(|t| t.get()) {
+            // "panicked at FILE:LINE:COL:\nMESSAGE" on one line.
+            let mut message = info.to_string().replace('\n', " ");
+            if message.len() > MAX_PANIC_TEXT {
+                let cut = (0..=MAX_PANIC_TEXT).rev().find(|&i| message.is_char_boundary(i)).unwrap_or(0);
+                message.truncate(cut);
+                message.push('…');
+            }
+            post(&Response::Panicked { message });
+        }
+    }));
+}
+
 pub fn start() {
-    console_error_panic_hook::set_once();
+    set_panic_hook();
     let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(|ev: MessageEvent| {
         let data = ev.data();
         let stop = get(&data, Envelope::STOP);

@@ -10,6 +10,7 @@ use leptos::prelude::*;
 use super::super::widgets::{event_target, fmt_mb, TokenField};
 use super::super::{Ctx, Phase};
 use super::gpu::GpuSection;
+use super::llama_cpp::LlamaCppComparison;
 use crate::protocol::{Kernels, ModelLocation, Precision, Request};
 use crate::state::catalogue;
 
@@ -360,11 +361,13 @@ fn Benchmark() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let b = ctx.bench;
     let attr = move |f: fn(&crate::protocol::BenchResult) -> String| move || b.get().map(|b| f(&b)).unwrap_or_default();
+    let (opened, llama_running) = (RwSignal::new(false), RwSignal::new(false));
     view! {
-        <details class="bench">
+        <details class="bench" on:toggle=move |ev| opened.set(event_target::<web_sys::HtmlDetailsElement>(&ev).open())>
             <summary>"Benchmark"</summary>
             <div class="row">
-                <button on:click=move |_| { b.set(None); ctx.send(Request::Bench { prompt_tokens: 64, decode_tokens: 64, rounds: 3 }) } disabled=move || !ctx.ready()>"Run benchmark"</button>
+                <button on:click=move |_| { b.set(None); ctx.send(Request::Bench { prompt_tokens: 64, decode_tokens: 64, rounds: 3 }) }
+                    disabled=move || !ctx.ready() || llama_running.get()>"Run benchmark"</button>
                 <span class="muted">"64-token prefill + 64 decode steps, median of 3, this tab"</span>
             </div>
             <p role="group"
@@ -382,6 +385,7 @@ fn Benchmark() -> impl IntoView {
                     b.weight_bytes as f64 / 1e6, b.wasm_memory_bytes as f64 / 1e6
                 )).unwrap_or_default()}
             </p>
+            <LlamaCppComparison opened=opened running=llama_running/>
         </details>
     }
 }

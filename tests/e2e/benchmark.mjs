@@ -76,7 +76,7 @@ describe('benchmark', { timeout: 30 * MINUTE }, () => {
       assert.equal(failed, 0, failed ? await page.locator('details.bench [role=alert]').textContent() : '');
       const r = page.getByRole('table', { name: 'llama.cpp result' }).locator(`tr[data-threads="${threads}"]`);
       const [prefill, decode, promptN, predictedN] = await Promise.all(['data-prefill', 'data-decode', 'data-prompt-n', 'data-predicted-n'].map(async (a) => Number(await r.getAttribute(a))));
-      assert.ok(Math.abs(promptN - 64) <= 2 && predictedN >= 63, `llama.cpp prompt ${promptN} tokens, ${predictedN} decoded`);
+      assert.ok(promptN === 64 && predictedN >= 63, `llama.cpp prompt ${promptN} tokens, ${predictedN} decoded`);
       rows.push([`llama.cpp wasm (wllama), ${threads} thread${threads > 1 ? 's' : ''}`, prefill, decode]);
     };
     await loadPrecision(page, 'quantized', logs);

@@ -21,6 +21,21 @@ pub fn prompt(model: &Model, n: usize, decode: usize) -> Result<Vec<u32>> {
     Ok(base.iter().copied().cycle().take(n).collect())
 }
 
+/// The benchmark prompt's length as text for another engine, which
+/// tokenizes it itself (llama.cpp in the page's Benchmark panel): the first
+/// `n` tokens of [`SEED_TEXT`] repeated, decoded (after the BOS, if the
+/// model's tokenizer adds one: the other engine adds its own). Not
+/// [`prompt`]'s ids decoded: cycled ids join `"… physics. "` to `"The"`,
+/// which a tokenizer reading the text merges into `" The"`, one token fewer
+/// per cycle.
+pub fn prompt_text(model: &Model, n: usize) -> Result<String> {
+    let tok = model.tokenizer();
+    let bos = tok.encode("")?.len();
+    let per = tok.encode(SEED_TEXT)?.len().saturating_sub(bos).max(1);
+    let ids = tok.encode(&SEED_TEXT.repeat(n / per + 2))?;
+    Ok(tok.decode(&ids[bos..(bos + n).min(ids.len())]))
+}
+
 /// Tokens per second of one prefill and of the decode steps after it.
 #[derive(Clone, Copy, Debug)]
 pub struct Speeds {
@@ -72,4 +87,26 @@ pub fn read_rate(bytes: usize, passes: usize) -> f64 {
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use scalpel_engine::{Kernels, ModelSource, Precision};
+
+    /// The text handed to llama.cpp tokenizes back to the benchmark's token
+    /// count with the model's own tokenizer (the cycled ids, decoded, would
+    /// give 62 of 64).
+    #[test]
+    fn prompt_text_tokenizes_back_to_n_tokens() {
+        let Some(path) = scalpel_testkit::default_model_path() else { return };
+        let bytes = std::fs::read(&path).unwrap();
+        let m = Model::load_with("smollm2", ModelSource::Gguf(&bytes), Precision::Quantized, Kernels::Scalpel).unwrap();
+        for n in [1, 5, 64, 200] {
+            let text = prompt_text(&m, n).unwrap();
+            assert_eq!(m.tokenizer().encode(&text).unwrap().len(), n, "{n} tokens: {text:?}");
+        }
+        let cycled = m.tokenizer().decode(&prompt(&m, 64, 0).unwrap());
+        assert!(m.tokenizer().encode(&cycled).unwrap().len() < 64);
+    }
 }

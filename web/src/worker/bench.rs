@@ -11,7 +11,7 @@ use scalpel_experiments::bench::{self, measure};
 pub fn prompt(n: usize) -> Result<(Vec<u32>, String), String> {
     with_model(|m| {
         let ids = bench::prompt(m, n, 0).map_err(|e| e.to_string())?;
-        let text = m.tokenizer().decode(&ids);
+        let text = bench::prompt_text(m, n).map_err(|e| e.to_string())?;
         Ok((ids, text))
     })
 }
@@ -37,7 +37,7 @@ pub fn run(prompt_tokens: u32, decode_tokens: u32, rounds: u32) -> Result<(), St
             prefill_tok_s: median(pre),
             decode_tok_s: median(dec),
             cpu_threads: Some(scalpel_engine::kernel_threads() as u32),
-            prompt_text: m.tokenizer().decode(&prompt),
+            prompt_text: bench::prompt_text(m, prompt_tokens as usize).map_err(|e| format!("bench: {e}"))?,
             wasm_memory_bytes: super::wasm_memory_bytes(),
             weight_bytes: m.weight_bytes(),
         };

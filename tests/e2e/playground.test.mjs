@@ -1208,7 +1208,7 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
     await setThreads(page, 1, logs);
   });
 
-  test('WebGPU (SwiftShader): the default model on the GPU gives the CPU path\'s top-5 next tokens and greedy tokens, and runs a steering comparison with the CLI\'s tokens; quantized weights on the GPU too', { timeout: 15 * MINUTE }, async () => {
+  test('WebGPU (SwiftShader): the default model on the GPU gives the CPU path\'s top-5 next tokens and greedy tokens, and runs a steering comparison with the CLI\'s tokens; quantized weights on the GPU too, from the threaded build', { timeout: 15 * MINUTE }, async () => {
     const gpu = await launch(['--enable-unsafe-webgpu']);
     try {
       const p = gpu.page;
@@ -1270,7 +1270,10 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
       assert.deepEqual(await readIds(p, 'Intervened output'), cliSteered);
       // Quantized precision: the GGUF's Q8_0/Q4_1 blocks stay quantized on
       // the GPU (dequantized inside matvec_q/matmul_q, f32 activations), so
-      // the tokens are the f32 CPU path's.
+      // the tokens are the f32 CPU path's. In the threaded build (2 threads:
+      // the default on machines with more than 2 cores), whose wasm memory
+      // is shared.
+      await setThreads(p, 2, gpu.logs);
       await loadPrecision(p, 'quantized', gpu.logs);
       await p.getByRole('button', { name: 'Start WebGPU' }).click();
       await until(p, async () => /quantized weights/.test(await p.getByLabel('WebGPU adapter').textContent()), 10 * MINUTE, 'the quantized WebGPU backend');

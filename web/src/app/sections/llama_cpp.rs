@@ -52,16 +52,17 @@ fn resolve(rel: &str) -> Result<String, String> {
     web_sys::Url::new_with_base(rel, &base).map(|u| u.href()).map_err(|e| format!("bad URL {rel}: {}", js_err(e)))
 }
 
-/// Whether llama.cpp is served next to this page.
+/// Whether llama.cpp is served next to this page: its `index.js`, as
+/// JavaScript (a host that answers every path with the page's HTML is not
+/// serving it).
 async fn served() -> bool {
     let Some(w) = web_sys::window() else { return false };
     let Ok(url) = resolve(&format!("{BASE}index.js")) else { return false };
     let init = web_sys::RequestInit::new();
     init.set_method("HEAD");
-    match JsFuture::from(w.fetch_with_str_and_init(&url, &init)).await {
-        Ok(r) => r.unchecked_into::<web_sys::Response>().ok(),
-        Err(_) => false,
-    }
+    let Ok(r) = JsFuture::from(w.fetch_with_str_and_init(&url, &init)).await else { return false };
+    let r: web_sys::Response = r.unchecked_into();
+    r.ok() && r.headers().get("content-type").ok().flatten().is_some_and(|t| t.contains("javascript"))
 }
 
 /// What llama.cpp loads: the model's URL, or the file the user picked.

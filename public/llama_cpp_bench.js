@@ -37,7 +37,6 @@ self.onmessage = async ({ data: { model, prompt, threads, tokens, rounds } }) =>
           result: {
             asked: n,
             threads: w.getNumThreads(),
-            multithread: w.isMultithread(),
             prompt_n: timings.prompt_n,
             predicted_n: timings.predicted_n,
             prefill: timings.prompt_per_second,

@@ -86,6 +86,19 @@ async function open(page, url) {
   await page.goto(url);
 }
 
+/** Serves the engine worker's loader (any `?threads=`) with `from` replaced
+ * by `to`: how a test reaches the worker's exports, which the page never
+ * exposes. The original headers are kept (the worker needs its COEP
+ * header). Returns the undo. */
+async function patchLoader(page, from, to) {
+  const loader = (url) => url.pathname.endsWith('/worker_loader.js');
+  await page.route(loader, async (route) => {
+    const response = await route.fetch();
+    await route.fulfill({ response, body: (await response.text()).replace(from, to) });
+  });
+  return () => page.unroute(loader);
+}
+
 async function tab(page, name) {
   await page.getByRole('tab', { name }).click();
 }
@@ -840,13 +853,7 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
   test('a worker that runs out of memory mid-generation is replaced: the model is back, the state kept, nothing re-run', { timeout: 15 * MINUTE }, async () => {
     // The worker's loader keeps the wasm exports where the test can reach
     // its memory (the page itself never exposes them).
-    // (Served with the original headers: the worker needs its COEP header.)
-    const loader = (url) => url.pathname.endsWith('/worker_loader.js'); // any ?threads=
-    await page.route(loader, async (route) => {
-      const response = await route.fetch();
-      const body = (await response.text()).replace('wasm_bindgen({', 'self.__scalpelWasm = wasm_bindgen({');
-      await route.fulfill({ response, body });
-    });
+    const unpatch = await patchLoader(page, 'wasm_bindgen({', 'self.__scalpelWasm = wasm_bindgen({');
     try {
       await open(page, URL);
       await waitState(page, 'ready', 5 * MINUTE, logs);
@@ -892,7 +899,7 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
       await waitCompare(page, 3 * MINUTE, logs);
       assert.ok((await readIds(page, 'Baseline output')).length > 0);
     } finally {
-      await page.unroute(loader);
+      await unpatch();
     }
   });
 
@@ -1172,12 +1179,7 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
     // The loader keeps the threaded build's exports where the test can reach
     // them: the test then does what worker_helper.js does when a helper
     // traps (`kernel_helper_died`), without a helper having to trap.
-    const loader = (url) => url.pathname.endsWith('/worker_loader.js');
-    await page.route(loader, async (route) => {
-      const response = await route.fetch();
-      const body = (await response.text()).replace('glue.start_worker();', 'self.__scalpelGlue = glue; glue.start_worker();');
-      await route.fulfill({ response, body });
-    });
+    const unpatch = await patchLoader(page, 'glue.start_worker();', 'self.__scalpelGlue = glue; glue.start_worker();');
     try {
       await open(page, URL);
       await waitState(page, 'ready', 5 * MINUTE, logs);
@@ -1203,7 +1205,7 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
       await waitCompare(page, 3 * MINUTE, logs);
       assert.ok((await readIds(page, 'Baseline output')).length > 0, 'the fresh worker runs');
     } finally {
-      await page.unroute(loader);
+      await unpatch();
     }
     await setThreads(page, 1, logs);
   });

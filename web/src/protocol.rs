@@ -216,8 +216,8 @@ pub enum Request {
     GpuRun { prompt: Prompt, max_new_tokens: u32, top_k: u32 },
     /// `Bench` on the WebGPU backend (greedy decode with GPU argmax).
     GpuBench { prompt_tokens: u32, decode_tokens: u32, rounds: u32 },
-    /// Timing, measured exactly like `scalpel bench` (crates/cli/src/bench.rs):
-    /// [`BENCH_SEED_TEXT`] cycled to `prompt_tokens`, one prefill forward pass,
+    /// Timing, measured exactly like `scalpel bench`
+    /// (`scalpel_experiments::bench`): its seed text cycled to `prompt_tokens`, one prefill forward pass,
     /// then `decode_tokens` greedy KV-cached steps; median over `rounds`.
     /// Answers: `Bench` | `Error`.
     Bench { prompt_tokens: u32, decode_tokens: u32, rounds: u32 },
@@ -389,7 +389,8 @@ pub struct BenchResult {
     /// Threads the CPU engine's kernels used (`None` on WebGPU).
     pub cpu_threads: Option<u32>,
     /// The prompt's tokens as text, for llama.cpp's side-by-side run (which
-    /// tokenizes it itself).
+    /// tokenizes it itself; `bench::prompt_text`). Empty on WebGPU, which is
+    /// not compared.
     pub prompt_text: String,
     /// The worker's `WebAssembly.Memory` size in bytes (it only grows:
     /// the high-water mark of this worker, the model's load included).
@@ -466,10 +467,6 @@ impl Response {
         )
     }
 }
-
-/// The text `scalpel bench` cycles into its prompt (keep in step with crates/cli/src/bench.rs).
-pub const BENCH_SEED_TEXT: &str =
-    "The quick brown fox jumps over the lazy dog. In 1905, Einstein published four papers that changed physics. ";
 
 /// Index in the shared `Int32Array` that requests a stop when non-zero.
 pub const STOP_FLAG_INDEX: u32 = 0;

@@ -7,13 +7,9 @@ use crate::protocol::{BenchResult, Response};
 pub use scalpel_experiments::bench::median;
 use scalpel_experiments::bench::{self, measure};
 
-/// The benchmark prompt of `n` tokens for the loaded model, and its text.
-pub fn prompt(n: usize) -> Result<(Vec<u32>, String), String> {
-    with_model(|m| {
-        let ids = bench::prompt(m, n, 0).map_err(|e| e.to_string())?;
-        let text = bench::prompt_text(m, n).map_err(|e| e.to_string())?;
-        Ok((ids, text))
-    })
+/// The benchmark prompt of `n` tokens for the loaded model.
+pub fn prompt(n: usize) -> Result<Vec<u32>, String> {
+    with_model(|m| bench::prompt(m, n, 0).map_err(|e| e.to_string()))
 }
 
 pub fn run(prompt_tokens: u32, decode_tokens: u32, rounds: u32) -> Result<(), String> {

@@ -176,7 +176,7 @@ async fn lane_on(
 /// stopping after `DECODE_BUDGET_MS` (at least 2 steps) so a software
 /// adapter answers in seconds; median of `rounds`. Reports the steps run.
 pub async fn bench(prompt_tokens: u32, decode_tokens: u32, rounds: u32) -> Result<(), String> {
-    let (prompt, prompt_text) = bench::prompt(prompt_tokens as usize)?;
+    let prompt = bench::prompt(prompt_tokens as usize)?;
     let backend = label()?;
     let mut m = take()?;
     let out = bench_on(&mut m, &prompt, decode_tokens, rounds.max(1)).await;
@@ -192,7 +192,7 @@ pub async fn bench(prompt_tokens: u32, decode_tokens: u32, rounds: u32) -> Resul
         prefill_tok_s,
         decode_tok_s,
         cpu_threads: None,
-        prompt_text,
+        prompt_text: String::new(),
         wasm_memory_bytes: super::wasm_memory_bytes(),
         weight_bytes: 0,
     })));

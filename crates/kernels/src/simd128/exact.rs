@@ -50,32 +50,29 @@ fn total(acc: v128) -> f32 {
     (f32x4_extract_lane::<0>(acc) + f32x4_extract_lane::<1>(acc)) + (f32x4_extract_lane::<2>(acc) + f32x4_extract_lane::<3>(acc))
 }
 
-/// Dots of weight rows `r0 .. r0 + R` with activation rows `xs` (lane sums
-/// `ss`, `out[t][r]`): each loaded block serves every activation row, each
-/// loaded activation block every weight row.
+/// Dots of weight row `r` with activation rows `xs` (lane sums `ss`): each
+/// loaded block serves every activation row.
 #[inline(always)]
-fn dots<const R: usize, const T: usize>(w: &QMatrix, r0: usize, xs: [&[f32]; T], ss: [&[[f32; 4]]; T]) -> [[f32; R]; T] {
-    let mut acc = [[f32x4_splat(0.0); R]; T];
+fn dots<const T: usize>(w: &QMatrix, r: usize, xs: [&[f32]; T], ss: [&[[f32; 4]]; T]) -> [f32; T] {
+    let mut acc = [f32x4_splat(0.0); T];
     let q41 = w.ty == QType::Q4_1;
     for b in 0..w.nb {
         let x: [[v128; 8]; T] = core::array::from_fn(|t| {
             let xb: &[f32; QK] = xs[t][b * QK..(b + 1) * QK].try_into().expect("a block of activations");
             core::array::from_fn(|g| load4(&xb[4 * g..]))
         });
-        for r in 0..R {
-            let at = (r0 + r) * w.nbp + b;
-            let raw = raw_quants(w, (r0 + r) * w.nb + b);
-            let d = f32x4_splat(w.d[at]);
-            for t in 0..T {
-                let p = block_dot(raw, &x[t]);
-                acc[t][r] = f32x4_add(acc[t][r], f32x4_mul(p, d));
-                if q41 {
-                    acc[t][r] = f32x4_add(acc[t][r], f32x4_mul(load4(&ss[t][b]), f32x4_splat(w.m[at])));
-                }
+        let at = r * w.nbp + b;
+        let raw = raw_quants(w, r * w.nb + b);
+        let d = f32x4_splat(w.d[at]);
+        for t in 0..T {
+            let p = block_dot(raw, &x[t]);
+            acc[t] = f32x4_add(acc[t], f32x4_mul(p, d));
+            if q41 {
+                acc[t] = f32x4_add(acc[t], f32x4_mul(load4(&ss[t][b]), f32x4_splat(w.m[at])));
             }
         }
     }
-    acc.map(|row| row.map(total))
+    acc.map(total)
 }
 
 /// Weight rows `rows` times every activation row: `out` is `[n, rows.len()]`.
@@ -90,24 +87,20 @@ pub(crate) fn matmul(w: &QMatrix, x: &[f32], rows: Range<usize>, out: &mut [f32]
     // Prefill: four activation rows per converted block.
     while t + 4 <= n {
         for r in rows.clone() {
-            let got = dots::<1, 4>(w, r, core::array::from_fn(|k| xrow(t + k)), core::array::from_fn(|k| srow(t + k)));
+            let got = dots::<4>(w, r, core::array::from_fn(|k| xrow(t + k)), core::array::from_fn(|k| srow(t + k)));
             for k in 0..4 {
-                out[at(t + k, r)] = got[k][0];
+                out[at(t + k, r)] = got[k];
             }
         }
         t += 4;
     }
-    // Decode (and the last rows of a prefill): four weight rows at a time.
+    // Decode (and the last rows of a prefill): one weight row at a time. A
+    // tile of 4 (or 2) rows sharing the activation block's 8 vectors spilled
+    // registers in V8: a decode step's exact products took 1.2x as long
+    // (the Q8_0 unembedding 1.6x).
     while t < n {
-        let mut r = rows.start;
-        while r + 4 <= rows.end {
-            let got = dots::<4, 1>(w, r, [xrow(t)], [srow(t)]);
-            out[at(t, r)..at(t, r) + 4].copy_from_slice(&got[0]);
-            r += 4;
-        }
-        while r < rows.end {
-            out[at(t, r)] = dots::<1, 1>(w, r, [xrow(t)], [srow(t)])[0][0];
-            r += 1;
+        for r in rows.clone() {
+            out[at(t, r)] = dots::<1>(w, r, [xrow(t)], [srow(t)])[0];
         }
         t += 1;
     }

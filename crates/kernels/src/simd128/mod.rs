@@ -155,15 +155,18 @@ fn dots<const TY: u8, const R: usize, const T: usize>(w: &QMatrix, r0: usize, a:
                 }
             }
         }
+        // Each weight row's four block scales (and mins), loaded once for
+        // all T activation rows.
+        let dw: [v128; R] = core::array::from_fn(|r| load4(&w.d[(r0 + r) * nbp + g..]));
+        let mw: [v128; R] = core::array::from_fn(|r| if TY == Q4_1 { load4(&w.m[(r0 + r) * nbp + g..]) } else { zero });
         for t in 0..T {
             let row = (t0 + t) * nbp + g;
             let (xd, xs) = (load4(&a.d[row..]), if TY == Q4_1 { load4(&a.s[row..]) } else { zero });
             // Each row's four block terms, as the scalar code forms them.
             let terms: [v128; R] = core::array::from_fn(|r| {
-                let at = (r0 + r) * nbp + g;
                 let isum = f32x4_convert_i32x4(reduce4(parts[t][r]));
-                let v = f32x4_mul(f32x4_mul(isum, load4(&w.d[at..])), xd);
-                if TY == Q4_1 { f32x4_add(v, f32x4_mul(load4(&w.m[at..]), xs)) } else { v }
+                let v = f32x4_mul(f32x4_mul(isum, dw[r]), xd);
+                if TY == Q4_1 { f32x4_add(v, f32x4_mul(mw[r], xs)) } else { v }
             });
             if R == 4 {
                 // Transposed, one vector holds a block's term for the four

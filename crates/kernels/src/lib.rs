@@ -42,6 +42,8 @@ pub use exact::matmul_exact_shared;
 #[cfg(all(feature = "threads", target_arch = "wasm32", target_feature = "atomics"))]
 pub mod gang;
 mod portable;
+mod silu;
+pub use silu::{silu_mul, silu_mul_portable};
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod simd128;
 

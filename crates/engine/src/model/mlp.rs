@@ -62,7 +62,8 @@ const SILU_MIN_PIECE: usize = 512;
 const SILU_FULL_PIECE: usize = 1 << 13;
 
 /// `silu(pre) * lin` with candle's formulas, element by element
-/// (`v / (1 + exp(-v))`, rounded, times `lin`), in pieces over the
+/// (`v / (1 + exp(-v))`, rounded, times `lin`; `scalpel_kernels::silu_mul`,
+/// whose `exp` runs four lanes at a time in wasm), in pieces over the
 /// kernels' threads (`map_pieces`). In wasm candle runs element-wise ops on
 /// one thread, and this `exp` was the largest part of a patching sweep's
 /// work outside the products (a helper thread waited through it). The same
@@ -77,7 +78,7 @@ fn silu_mul(pre: &Tensor, lin: &Tensor) -> Result<Tensor> {
     let per = x.len().div_ceil(4 * threads).max(x.len().div_ceil(threads).min(SILU_FULL_PIECE)).max(SILU_MIN_PIECE);
     let parts = crate::map_pieces(x.len().div_ceil(per), |p| {
         let r = p * per..((p + 1) * per).min(x.len());
-        x[r.clone()].iter().zip(&y[r]).map(|(&v, &l)| v / (1.0 + (-v).exp()) * l).collect::<Vec<f32>>()
+        scalpel_kernels::silu_mul(&x[r.clone()], &y[r])
     });
     Ok(Tensor::from_vec(parts.concat(), pre.shape(), pre.device())?)
 }

@@ -24,6 +24,7 @@ mod dequantize;
 pub(crate) use dequantize::dequantize_row;
 pub(crate) mod exact;
 pub(crate) mod quantize;
+pub(crate) mod silu;
 
 #[inline(always)]
 fn load(v: &V16) -> v128 {

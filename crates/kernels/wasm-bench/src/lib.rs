@@ -79,6 +79,24 @@ pub fn self_test() -> String {
         outputs += x.len();
         differing += if a.same_bits(&b) { 0 } else { x.len() };
     }
+    // SwiGLU's gate (`silu_mul`, its exp four lanes at a time) against the
+    // scalar formula: every 97th f32 bit pattern as the gate (NaNs,
+    // infinities, subnormals, both signs among them) and the patterns
+    // around the edges of libm's ranges (2^-14, 0.5 ln 2, 1.5 ln 2,
+    // 87.34, 88.72, 103.97), times a linear input in ±[0.5, 4).
+    let mut gate: Vec<f32> = (0..=u32::MAX / 97).map(|i| f32::from_bits(i * 97)).collect();
+    for edge in [0x3900_0000u32, 0x3eb1_7218, 0x3f85_1592, 0x42ae_ac50, 0x42b1_7218, 0x42cf_f1b5] {
+        for sign in [0, 1u32 << 31] {
+            gate.extend((edge - 64..edge + 64).map(|b| f32::from_bits(b | sign)));
+        }
+    }
+    let lin: Vec<f32> = (0..gate.len()).map(|i| (0.5 + (i % 7) as f32 * 0.5) * if i % 3 == 0 { -1.0 } else { 1.0 }).collect();
+    for (v, l) in gate.chunks(1 << 20).zip(lin.chunks(1 << 20)) {
+        let (a, b) = (scalpel_kernels::silu_mul(v, l), scalpel_kernels::silu_mul_portable(v, l));
+        cases += 1;
+        outputs += a.len();
+        differing += a.iter().zip(&b).filter(|(x, y)| x.to_bits() != y.to_bits() && !(x.is_nan() && y.is_nan())).count();
+    }
     json!({"implementation": scalpel_kernels::implementation(), "cases": cases, "outputs": outputs, "bitwise_differing": differing})
         .to_string()
 }

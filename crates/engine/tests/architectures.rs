@@ -156,6 +156,39 @@ fn cached_decoding_equals_the_full_pass() {
     }
 }
 
+/// Decoding one position with nothing reading the scores or the pattern
+/// (`attend_one_position` in `model/attention.rs`) gives the bits of the
+/// candle path a hook on the pattern takes, on every architecture (grouped
+/// and ungrouped heads, `attn_scale`, soft-capping, sliding windows, partial
+/// rotary): each cached step's logits, the same `f32` bits.
+#[test]
+fn decoding_without_pattern_hooks_gives_the_bits_of_the_hooked_path() {
+    use scalpel_engine::{FnHook, KvCache, Logits};
+    for (dir_name, _) in ARCHS {
+        let dir = fixtures().join(dir_name);
+        let exp = expected(&dir);
+        let model = load(&dir);
+        let ids = &exp.prompts[0].1;
+        let points: Vec<HookPoint> = (0..model.config.n_layers).map(|l| HookPoint::block(l, Site::Pattern)).collect();
+        let steps = |hooked: bool| -> Vec<Vec<u32>> {
+            let mut cache = KvCache::new(&model.config);
+            let mut read = FnHook::new(points.clone(), |_, _| Ok(None));
+            let mut out = Vec::new();
+            for &id in ids {
+                let hooks: Option<&mut dyn scalpel_engine::Hook> = if hooked { Some(&mut read) } else { None };
+                let logits = model.forward(&model.ids_tensor(&[id]).unwrap(), Some(&mut cache), hooks, Logits::All).unwrap();
+                out.push(logits.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect());
+            }
+            out
+        };
+        let (plain, hooked) = (steps(false), steps(true));
+        assert_eq!(plain.len(), ids.len());
+        for (i, (a, b)) in plain.iter().zip(&hooked).enumerate() {
+            assert!(a == b, "{dir_name}: step {i}'s logits differ between the fused and the hooked attention");
+        }
+    }
+}
+
 /// Each architecture has the hook points it computes, under
 /// TransformerLens' names, and refuses the ones it does not.
 #[test]

@@ -1,6 +1,7 @@
 // Node runner for the wasm build (see run.sh): node run.mjs PKG_DIR MODEL.gguf [prompt decode rounds]
 // `node run.mjs PKG_DIR --check` runs only the checks (`cargo xtask test`): simd128 against portable,
-// and attention's grouped value heads against repeated ones.
+// attention's grouped value heads against repeated ones, and decode's attention over slices
+// against candle's ops.
 import { createRequire } from 'node:module';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -19,6 +20,12 @@ const grouped = JSON.parse(m.grouped_values_self_test());
 console.log('attention, grouped values vs repeated (candle matmul in wasm):', JSON.stringify(grouped));
 if (grouped.bitwise_differing !== 0) {
   console.error('FAIL: grouping the value heads changes the attention output\'s bits in wasm');
+  process.exit(1);
+}
+const onePosition = JSON.parse(m.one_position_attention_self_test());
+console.log('attention at one position without candle\'s ops vs with them (wasm):', JSON.stringify(onePosition));
+if (onePosition.bitwise_differing !== 0 || onePosition.outputs === 0) {
+  console.error('FAIL: decode\'s attention over slices changes the logits\' bits in wasm');
   process.exit(1);
 }
 if (model === '--check') process.exit(0);

@@ -310,17 +310,17 @@ pub fn grouped_values_self_test() -> String {
 /// `attend_one_position`, taken when nothing reads the scores or the
 /// pattern) must give the bits of the candle path in wasm too, where
 /// candle's gemm and reductions take other paths than natively: a random
-/// llama with SmolLM2's heads (9 query, 3 key/value, 64 wide), 300 cached
+/// llama with SmolLM2's heads (9 query, 3 key/value, 64 wide), 600 cached
 /// steps with and without a hook reading the pattern. JSON with the logits
 /// compared and the differing ones.
 #[wasm_bindgen]
 pub fn one_position_attention_self_test() -> String {
     use scalpel_engine::{FnHook, Hook, HookPoint, Site};
     use scalpel_testkit::{load_gguf, tiny_llama, LlamaSpec};
-    let spec = LlamaSpec { n_layers: 2, d_model: 576, n_heads: 9, n_kv_heads: 3, d_mlp: 64, n_ctx: 512, tied: true, seed: 5 };
+    let spec = LlamaSpec { n_layers: 2, d_model: 576, n_heads: 9, n_kv_heads: 3, d_mlp: 64, n_ctx: 1024, tied: true, seed: 5 };
     let model = load_gguf(&tiny_llama(&spec).bytes()).unwrap();
     let points: Vec<HookPoint> = (0..spec.n_layers).map(|l| HookPoint::block(l, Site::Pattern)).collect();
-    let ids: Vec<u32> = (0..300u32).map(|i| (i * 7919 + 3) % model.config.d_vocab as u32).collect();
+    let ids: Vec<u32> = (0..600u32).map(|i| (i * 7919 + 3) % model.config.d_vocab as u32).collect();
     let steps = |hooked: bool| -> Vec<u32> {
         let mut cache = KvCache::new(&model.config);
         let mut read = FnHook::new(points.clone(), |_, _| Ok(None));

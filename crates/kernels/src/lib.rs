@@ -39,6 +39,8 @@ use half::f16;
 
 mod exact;
 pub use exact::matmul_exact_shared;
+mod exp;
+pub use exp::{exp_shifted, exp_shifted_portable};
 #[cfg(all(feature = "threads", target_arch = "wasm32", target_feature = "atomics"))]
 pub mod gang;
 mod portable;

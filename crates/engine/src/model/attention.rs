@@ -100,9 +100,8 @@ fn attend_one_position(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result
             let mut max = f32::NEG_INFINITY;
             // SAFETY: row holds tt ≥ 1 numbers.
             unsafe { f32::vec_reduce_max(row.as_ptr(), &mut max, tt) };
-            for x in row.iter_mut() {
-                *x = (*x - max).exp();
-            }
+            // `(x - max).exp()`, four lanes at a time in wasm (libm's bits).
+            scalpel_kernels::exp_shifted(row, max);
             let mut sum = 0f32;
             // SAFETY: as above.
             unsafe { f32::vec_reduce_sum(row.as_ptr(), &mut sum, tt) };

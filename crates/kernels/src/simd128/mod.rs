@@ -23,6 +23,7 @@ use crate::{QActs, QMatrix, QType, V16};
 mod dequantize;
 pub(crate) use dequantize::dequantize_row;
 pub(crate) mod exact;
+pub(crate) mod exp;
 pub(crate) mod quantize;
 pub(crate) mod silu;
 

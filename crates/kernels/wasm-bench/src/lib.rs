@@ -97,6 +97,29 @@ pub fn self_test() -> String {
         outputs += a.len();
         differing += a.iter().zip(&b).filter(|(x, y)| x.to_bits() != y.to_bits() && !(x.is_nan() && y.is_nan())).count();
     }
+    // Softmax's `exp(x − shift)` against the scalar formula: every 97th bit
+    // pattern with no shift (`gate` above), and rows of scores with their
+    // maximum as the shift (differences from 0 down past libm's −87.34 and
+    // −103.97, where it underflows), some with NaN or ±∞.
+    let mut rows: Vec<(Vec<f32>, f32)> = gate.chunks(1 << 20).map(|c| (c.to_vec(), 0.0)).collect();
+    for n in [1usize, 3, 4, 5, 17, 96, 300, 1024] {
+        for spread in [0.5f32, 20.0, 150.0] {
+            let mut r: Vec<f32> = (0..n).map(|_| (rng.unit() - 0.8) * spread).collect();
+            if n > 16 && spread > 100.0 {
+                (r[3], r[7], r[11]) = (f32::NAN, f32::INFINITY, f32::NEG_INFINITY);
+            }
+            let max = r.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            rows.push((r, max));
+        }
+    }
+    for (r, shift) in rows {
+        let (mut a, mut b) = (r.clone(), r);
+        scalpel_kernels::exp_shifted(&mut a, shift);
+        scalpel_kernels::exp_shifted_portable(&mut b, shift);
+        cases += 1;
+        outputs += a.len();
+        differing += a.iter().zip(&b).filter(|(x, y)| x.to_bits() != y.to_bits() && !(x.is_nan() && y.is_nan())).count();
+    }
     json!({"implementation": scalpel_kernels::implementation(), "cases": cases, "outputs": outputs, "bitwise_differing": differing})
         .to_string()
 }

@@ -155,7 +155,10 @@ impl Model {
         }
         let (k, v) = self.with_cached(l, k, v, pass, cache)?;
         let mask = if sliding && pass.mask_sliding.is_some() { &pass.mask_sliding } else { &pass.mask };
+        // Scores are scaled by `1 / sqrt(d_head)` unless the config says otherwise.
         let scale = cfg.extra.attn_scale.map_or(1.0 / (dh as f64).sqrt(), |s| s as f64);
+        // Decoding one position with nothing reading the scores or the
+        // pattern: slices of the cache instead of candle's ops, the same bits.
         if b == 1 && t == 1 && !pass.differentiable && mask.is_none() && cfg.extra.attn_softcap.is_none()
             && !pass.wants(p(Site::AttnScores)) && !pass.wants(p(Site::Pattern))
         {
@@ -168,10 +171,8 @@ impl Model {
         // grouped, candle's matmul would round the scores differently (see
         // the test below).
         let k = repeat_kv(k, nh / nkv)?;
-        let mut scores = match cfg.extra.attn_scale {
-            Some(s) => (q.matmul(&k.t()?)? * s as f64)?,
-            None => (q.matmul(&k.t()?)? / (dh as f64).sqrt())?,
-        };
+        // `* scale` is candle's `affine(scale, 0)`, as `/ sqrt(d_head)` was.
+        let mut scores = (q.matmul(&k.t()?)? * scale)?;
         if let Some(cap) = cfg.extra.attn_softcap {
             scores = ((scores / cap as f64)?.tanh()? * cap as f64)?;
         }
@@ -229,11 +230,11 @@ mod tests {
     /// 777 positions: the group's product is kept.)
     #[test]
     fn one_position_gives_the_bits_of_candles_ops() {
-        let mut seed = 0u32;
+        let mut case = 0u32;
         for (nh, nkv, dh) in [(9usize, 3usize, 64usize), (4, 4, 32), (8, 1, 16)] {
             for tt in (1..300).step_by(13).chain([64, 86, 87, 128, 129, 511, 512, 777, 1024, 1500, 2049]) {
                 for s in [None, Some(0.17f32)] {
-                    seed += 1;
+                    case += 1;
                     let q = Tensor::randn(0f32, 1.5, (1, nh, 1, dh), &Device::Cpu).unwrap();
                     let k = Tensor::randn(0f32, 1.5, (1, nkv, tt, dh), &Device::Cpu).unwrap();
                     let v = Tensor::randn(0f32, 1., (1, nkv, tt, dh), &Device::Cpu).unwrap();
@@ -247,7 +248,7 @@ mod tests {
                     let got = attend_one_position(&q, &k, &v, scale).unwrap().expect("f32 on the CPU");
                     assert_eq!(got.dims(), want.dims());
                     let bits = |x: &Tensor| x.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-                    assert_eq!(bits(&got), bits(&want), "{nh} heads over {nkv}, d_head {dh}, {tt} positions, scale {s:?} (case {seed})");
+                    assert_eq!(bits(&got), bits(&want), "{nh} heads over {nkv}, d_head {dh}, {tt} positions, scale {s:?} (case {case})");
                 }
             }
         }

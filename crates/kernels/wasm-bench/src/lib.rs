@@ -1,7 +1,8 @@
 //! wasm entry points for `run.sh` (Node, `wasm-bindgen --target nodejs`):
-//! the simd128 kernel against the portable one (bit for bit), kernel
-//! GFLOP/s against candle's QMatMul, and model decode/prefill tok/s with
-//! candle's and Scalpel's kernels in one run.
+//! the simd128 kernel against the portable one (bit for bit), attention's
+//! grouped values and decode's attention over slices against candle's ops
+//! (bit for bit), kernel GFLOP/s against candle's QMatMul, and model
+//! decode/prefill tok/s with candle's and Scalpel's kernels in one run.
 
 use candle_core::quantized::{ggml_file::qtensor_from_ggml, QMatMul};
 use candle_core::{Device, Module, Tensor};

@@ -5,7 +5,7 @@ use super::model::{backend, with_model};
 use super::post;
 use crate::protocol::{BenchResult, Response};
 pub use scalpel_experiments::bench::median;
-use scalpel_experiments::bench::{self, measure};
+use scalpel_experiments::bench;
 
 /// The benchmark prompt of `n` tokens for the loaded model.
 pub fn prompt(n: usize) -> Result<Vec<u32>, String> {
@@ -18,20 +18,15 @@ pub fn run(prompt_tokens: u32, decode_tokens: u32, rounds: u32) -> Result<(), St
             return Err("bench: rounds must be at least 1".into());
         }
         let prompt = bench::prompt(m, prompt_tokens as usize, decode_tokens as usize).map_err(|e| format!("bench: {e}"))?;
-        let (mut pre, mut dec) = (Vec::new(), Vec::new());
-        for _ in 0..rounds {
-            let s = measure(m, &prompt, decode_tokens as usize, None).map_err(|e| e.to_string())?;
-            pre.push(s.prefill);
-            dec.push(s.decode);
-        }
+        let s = bench::measure_rounds(m, &prompt, decode_tokens as usize, rounds as usize).map_err(|e| e.to_string())?;
         let result = BenchResult {
             precision: m.precision,
             backend: backend(m),
             prompt_tokens,
             decode_tokens,
             rounds,
-            prefill_tok_s: median(pre),
-            decode_tok_s: median(dec),
+            prefill_tok_s: s.prefill,
+            decode_tok_s: s.decode,
             cpu_threads: Some(scalpel_engine::kernel_threads() as u32),
             prompt_text: bench::prompt_text(m, prompt_tokens as usize).map_err(|e| format!("bench: {e}"))?,
             wasm_memory_bytes: super::wasm_memory_bytes(),

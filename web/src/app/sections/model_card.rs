@@ -368,7 +368,7 @@ fn Benchmark() -> impl IntoView {
             <div class="row">
                 <button on:click=move |_| { b.set(None); ctx.send(Request::Bench { prompt_tokens: 64, decode_tokens: 64, rounds: 3 }) }
                     disabled=move || !ctx.ready() || llama_running.get()>"Run benchmark"</button>
-                <span class="muted">"64-token prefill + 64 decode steps, median of 3, this tab"</span>
+                <span class="muted">"64-token prefill + 64 decode steps, median of 3 after a warm-up run, this tab"</span>
             </div>
             <p role="group"
                 aria-label="Benchmark result"
@@ -380,7 +380,7 @@ fn Benchmark() -> impl IntoView {
                 data-weight-bytes=attr(|b| b.weight_bytes.to_string())
             >
                 {move || b.get().map(|b| format!(
-                    "{}: prefill {:.1} tok/s ({} tokens) · decode {:.1} tok/s ({} tokens) · median of {} · weights {:.0} MB, worker memory {:.0} MB",
+                    "{}: prefill {:.1} tok/s ({} tokens) · decode {:.1} tok/s ({} tokens) · median of {} after a warm-up · weights {:.0} MB, worker memory {:.0} MB",
                     b.backend, b.prefill_tok_s, b.prompt_tokens, b.decode_tok_s, b.decode_tokens, b.rounds,
                     b.weight_bytes as f64 / 1e6, b.wasm_memory_bytes as f64 / 1e6
                 )).unwrap_or_default()}

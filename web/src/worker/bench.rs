@@ -14,11 +14,8 @@ pub fn prompt(n: usize) -> Result<Vec<u32>, String> {
 
 pub fn run(prompt_tokens: u32, decode_tokens: u32, rounds: u32) -> Result<(), String> {
     with_model(|m| {
-        if rounds == 0 {
-            return Err("bench: rounds must be at least 1".into());
-        }
         let prompt = bench::prompt(m, prompt_tokens as usize, decode_tokens as usize).map_err(|e| format!("bench: {e}"))?;
-        let s = bench::measure_rounds(m, &prompt, decode_tokens as usize, rounds as usize).map_err(|e| e.to_string())?;
+        let s = bench::measure_rounds(m, &prompt, decode_tokens as usize, rounds as usize).map_err(|e| format!("bench: {e}"))?;
         let result = BenchResult {
             precision: m.precision,
             backend: backend(m),

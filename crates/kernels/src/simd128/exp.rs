@@ -63,8 +63,8 @@ pub(crate) fn exp_shifted(xs: &mut [f32], shift: f32) {
             let y = exp_main(x);
             c.copy_from_slice(&[f32x4_extract_lane::<0>(y), f32x4_extract_lane::<1>(y), f32x4_extract_lane::<2>(y), f32x4_extract_lane::<3>(y)]);
         } else {
-            c.iter_mut().for_each(|v| *v = (*v - shift).exp());
+            crate::exp_shifted_portable(c, shift);
         }
     }
-    chunks.into_remainder().iter_mut().for_each(|v| *v = (*v - shift).exp());
+    crate::exp_shifted_portable(chunks.into_remainder(), shift);
 }

@@ -1133,7 +1133,7 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
     await screenshot(page, '09b-benchmark-llama-cpp');
   });
 
-  test('threads: on 2 threads (the threaded build; this page is cross-origin isolated) the IOI sweep and the greedy tokens equal 1 thread bit for bit, in f32 and quantized', { timeout: 25 * MINUTE }, async () => {
+  test('threads: on 2 threads (the threaded build; this page is cross-origin isolated) the IOI sweep and the greedy tokens equal 1 thread bit for bit, in f32 and quantized; the Benchmark panel compares 2 threads with 1 in one run (offered only on more than 1 thread, and Stop ends it)', { timeout: 25 * MINUTE }, async () => {
     await open(page, URL);
     await waitState(page, 'ready', 5 * MINUTE, logs);
     assert.equal(await page.evaluate(() => self.crossOriginIsolated), true);
@@ -1159,9 +1159,38 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
       const ids = await readIds(page, 'Baseline output');
       return { heatmap, ids, seconds };
     };
+    // The Benchmark panel's "Against 1 thread": the kernels' threads and
+    // the worker's thread alone taking turns in one run (bench::thread_gain,
+    // which errs if a run's tokens differ between the sides).
+    const gain = async () => {
+      const button = page.getByRole('button', { name: 'Against 1 thread' });
+      if (!(await button.isVisible())) await page.getByText('Benchmark', { exact: true }).click();
+      await button.click();
+      await until(page, async () => (await state_(page)) === 'busy', MINUTE, 'the thread comparison to start');
+      await waitState(page, 'ready', 5 * MINUTE, logs);
+      const g = page.getByLabel('Thread gain');
+      const [threads, decode, prefill] = await Promise.all(['data-threads', 'data-decode-gain', 'data-prefill-gain'].map(async (a) => Number(await g.getAttribute(a))));
+      assert.ok(threads === 2 && decode > 0 && prefill > 0, `thread gain: ${await g.textContent()} ${logs.slice(-5).join('\n')}`);
+      return g.textContent();
+    };
     for (const precision of ['f32', 'quantized']) {
       const one = await run(precision, 1);
+      if (precision === 'f32') {
+        if (!(await page.getByRole('button', { name: 'Against 1 thread' }).isVisible())) await page.getByText('Benchmark', { exact: true }).click();
+        assert.equal(await page.getByRole('button', { name: 'Against 1 thread' }).isDisabled(), true, 'nothing to compare on 1 thread');
+      }
       const two = await run(precision, 2);
+      console.log(`threads (${precision}), the Benchmark panel: ${await gain()}`);
+      if (precision === 'quantized') {
+        // Stop ends it between windows.
+        await page.getByRole('button', { name: 'Against 1 thread' }).click();
+        await until(page, async () => (await state_(page)) === 'busy', MINUTE, 'the thread comparison to start');
+        await page.waitForTimeout(1500);
+        await page.locator('details.bench').getByRole('button', { name: 'Stop' }).click();
+        await waitState(page, 'ready', MINUTE, logs);
+        assert.equal(await page.getByLabel('Thread gain').textContent(), '', 'no result after Stop');
+        assert.equal(await page.locator('details.bench').getByRole('button', { name: 'Stop' }).count(), 0, 'its Stop shows only while it runs');
+      }
       assert.ok(one.heatmap.length > 0 && one.ids.length > 0);
       assert.deepEqual(two.heatmap, one.heatmap, `${precision}: the sweep on 2 threads equals 1 thread`);
       assert.deepEqual(two.ids, one.ids, `${precision}: greedy tokens on 2 threads equal 1 thread`);

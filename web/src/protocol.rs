@@ -221,6 +221,12 @@ pub enum Request {
     /// then `decode_tokens` greedy KV-cached steps; median over `rounds`.
     /// Answers: `Bench` | `Error`.
     Bench { prompt_tokens: u32, decode_tokens: u32, rounds: u32 },
+    /// The kernels' threads against this worker's thread alone, in one run
+    /// (`scalpel_experiments::bench::thread_gain`): `runs` greedy runs of the
+    /// `Bench` prompt and decode steps, the two sides alternating run by run
+    /// (prefill) and every 8 decode steps. Polls the stop flag.
+    /// Answers: `ThreadGain` | `Cancelled` | `Error`.
+    BenchThreads { prompt_tokens: u32, decode_tokens: u32, runs: u32 },
     /// Read a dictionary and check it against the loaded model; it stays
     /// loaded (one at a time) for the requests below and for stack items
     /// that name its latents. Answers: `Progress`*, `DictionaryLoaded` | `Error`.
@@ -263,6 +269,7 @@ impl Request {
             Request::Separation { .. } => "separation",
             Request::ImportControlVector { .. } => "control-vector",
             Request::Bench { .. } | Request::GpuBench { .. } => "bench",
+            Request::BenchThreads { .. } => "bench-threads",
             Request::GpuInit { .. } => "gpu-init",
             Request::GpuRun { .. } => "gpu-run",
             Request::Check { .. } => "check",
@@ -294,6 +301,7 @@ impl Request {
                 | Neuron { .. }
                 | Separation { .. }
                 | Bench { .. }
+                | BenchThreads { .. }
                 | GpuRun { .. }
                 | GpuBench { .. }
                 | LoadDictionary { .. }
@@ -306,7 +314,7 @@ impl Request {
 
     /// Whether the worker polls the stop flag while doing it.
     pub fn stoppable(&self) -> bool {
-        matches!(self, Request::Compare { .. } | Request::Patch { .. } | Request::GpuRun { .. } | Request::CorpusPass)
+        matches!(self, Request::Compare { .. } | Request::Patch { .. } | Request::GpuRun { .. } | Request::CorpusPass | Request::BenchThreads { .. })
     }
 }
 
@@ -399,6 +407,26 @@ pub struct BenchResult {
     pub weight_bytes: u64,
 }
 
+/// What the kernels' threads add to one thread, measured in one run
+/// (`scalpel_experiments::bench::ThreadGain`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ThreadGain {
+    pub precision: Precision,
+    pub threads: u32,
+    /// Medians over pairs of (all threads' tok/s ÷ one thread's).
+    pub prefill_gain: f64,
+    pub decode_gain: f64,
+    /// Each side's median tok/s.
+    pub prefill_tok_s_one: f64,
+    pub prefill_tok_s_all: f64,
+    pub decode_tok_s_one: f64,
+    pub decode_tok_s_all: f64,
+    pub prefill_pairs: u32,
+    pub decode_pairs: u32,
+    /// Decode steps per window.
+    pub window: u32,
+}
+
 /// Worker → page.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Response {
@@ -429,6 +457,7 @@ pub enum Response {
     /// A control vector's directions: `(k, values)`, each added at `blocks.{k}.hook_resid_post`.
     ControlVector { name: String, directions: Vec<(u32, Vec<f32>)>, warnings: Vec<String> },
     Bench(Box<BenchResult>),
+    ThreadGain(Box<ThreadGain>),
     DictionaryLoaded(Box<DictionaryInfo>),
     Features(Box<Features>),
     Dashboard(Box<LatentDashboard>),
@@ -514,6 +543,7 @@ mod tests {
             },
             Request::Patch { spec: spec() },
             Request::Bench { prompt_tokens: 64, decode_tokens: 64, rounds: 3 },
+            Request::BenchThreads { prompt_tokens: 64, decode_tokens: 64, runs: 6 },
         ];
         for r in reqs {
             let s = serde_json::to_string(&r).unwrap();

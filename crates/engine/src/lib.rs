@@ -33,6 +33,8 @@ pub use scalpel_kernels::threads as kernel_threads;
 /// Runs `f(0) .. f(n - 1)` over those threads (each once; nested calls run
 /// on the calling thread), and how many independent passes share them.
 pub use scalpel_kernels::{map_pieces, pass_threads, run_pieces};
+/// Runs a closure with those threads' work on the calling thread alone (the same bits).
+pub use scalpel_kernels::on_one_thread;
 /// A kernel helper thread's loop (the threaded wasm build; see `scalpel_kernels::gang`).
 #[cfg(all(feature = "threads", target_arch = "wasm32", target_feature = "atomics"))]
 pub use scalpel_kernels::gang::helper_loop as kernel_helper_loop;

@@ -2,7 +2,7 @@
 //! [`SEED_TEXT`] cycled to the prompt length, one prefill forward pass, then
 //! greedy KV-cached decode steps.
 
-use scalpel_engine::{argmax, Error, Hook, KvCache, Logits, Model, Result, Tensor};
+use scalpel_engine::{argmax, kernel_threads, on_one_thread, Error, Hook, KvCache, Logits, Model, Result, Tensor};
 use web_time::Instant;
 
 /// The text cycled into the benchmark prompt.
@@ -81,6 +81,110 @@ pub fn warm_up(model: &Model, prompt: &[u32], decode: usize) -> Result<()> {
     measure(model, prompt, decode, None).map(|_| ())
 }
 
+/// Decode steps per window of [`thread_gain`].
+pub const GAIN_WINDOW: usize = 8;
+
+/// What the kernels' threads add to one thread's speed, from [`thread_gain`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ThreadGain {
+    /// The kernels' threads on the "all" side.
+    pub threads: usize,
+    /// Medians over pairs of (all threads' tok/s ÷ one thread's).
+    pub prefill: f64,
+    pub decode: f64,
+    /// Each side's median tok/s: (one thread, all threads).
+    pub prefill_tok_s: (f64, f64),
+    pub decode_tok_s: (f64, f64),
+    /// Pairs measured.
+    pub prefill_pairs: usize,
+    pub decode_pairs: usize,
+}
+
+/// The kernels' threads against the calling thread alone, in one run:
+/// `runs` + 1 greedy runs of `prompt` and `decode` steps (the first not
+/// counted, as in [`measure_rounds`]), each run's prefill and each window
+/// of [`GAIN_WINDOW`] decode steps on all the threads or on one
+/// ([`on_one_thread`]), the two sides alternating: runs in pairs for
+/// prefill, windows in pairs for decode, and which side goes first in a
+/// pair alternates from run to run, so neither always has the shorter
+/// cache.
+///
+/// Why alternate in one run: on this project's shared 2-core VM, a decode
+/// step's products on 2 threads took 5.4 to 11 ms from one second to the
+/// next in the same page, while one thread stayed within a few percent, so
+/// timing each thread count in its own page mostly measured when it ran
+/// (docs/kernels.md, "Threads").
+///
+/// Threads give the same bits, so every run must produce the same tokens:
+/// an error names the first that does not. `keep_going` is asked between
+/// windows; false ends with [`Error::Cancelled`].
+pub fn thread_gain(model: &Model, prompt: &[u32], decode: usize, runs: usize, keep_going: &dyn Fn() -> bool) -> Result<ThreadGain> {
+    let threads = kernel_threads();
+    if threads < 2 {
+        return Err(Error::input("the kernels run on 1 thread here: there is nothing to compare with 1 thread"));
+    }
+    if runs < 2 || runs % 2 == 1 {
+        return Err(Error::input(format!("the thread comparison needs an even number of runs, at least 2 (got {runs})")));
+    }
+    if decode < 2 * GAIN_WINDOW {
+        return Err(Error::input(format!("the thread comparison needs at least {} decode tokens (got {decode})", 2 * GAIN_WINDOW)));
+    }
+    let windows = decode / GAIN_WINDOW / 2 * 2;
+    let next = |logits: Tensor| -> Result<u32> { Ok(argmax(&logits.flatten_all()?.to_vec1::<f32>()?)) };
+    // Seconds `f` took, on all the threads or on this one alone.
+    fn timed<R: Send>(alone: bool, f: impl FnOnce() -> R + Send) -> (R, f64) {
+        let t = Instant::now();
+        let r = if alone { on_one_thread(f) } else { f() };
+        (r, t.elapsed().as_secs_f64())
+    }
+    let (mut prefills, mut decodes) = (Vec::new(), Vec::new()); // (alone, tok/s)
+    let mut first: Option<Vec<u32>> = None;
+    for run in 0..=runs {
+        let mut cache = KvCache::new(&model.config);
+        let alone = run % 2 == 1;
+        let (logits, secs) = timed(alone, || model.forward(&model.ids_tensor(prompt)?, Some(&mut cache), None, Logits::Last));
+        let mut token = next(logits?)?;
+        let mut tokens = vec![token];
+        prefills.push((alone, prompt.len() as f64 / secs));
+        for w in 0..windows {
+            if !keep_going() {
+                return Err(Error::Cancelled);
+            }
+            let alone = (w + run) % 2 == 1;
+            let (steps, secs) = timed(alone, || {
+                (0..GAIN_WINDOW)
+                    .map(|_| {
+                        token = next(model.forward(&model.ids_tensor(&[token])?, Some(&mut cache), None, Logits::Last)?)?;
+                        Ok(token)
+                    })
+                    .collect::<Result<Vec<u32>>>()
+            });
+            tokens.extend(steps?);
+            decodes.push((alone, GAIN_WINDOW as f64 / secs));
+        }
+        match &first {
+            None => first = Some(tokens),
+            Some(want) => {
+                if let Some(i) = want.iter().zip(&tokens).position(|(a, b)| a != b) {
+                    return Err(Error::input(format!(
+                        "run {run} of the thread comparison generated another token than the first run at step {i} ({} against {}): threads must give the same bits (a bug)",
+                        tokens[i], want[i]
+                    )));
+                }
+            }
+        }
+    }
+    // Runs 1.. and their windows, in pairs (the warm-up run left out).
+    let gain = |xs: &[(bool, f64)]| {
+        let ratios = xs.chunks_exact(2).map(|p| if p[0].0 { p[1].1 / p[0].1 } else { p[0].1 / p[1].1 }).collect::<Vec<_>>();
+        let side = |alone: bool| median(xs.iter().filter(|x| x.0 == alone).map(|x| x.1).collect());
+        (median(ratios), (side(true), side(false)), xs.len() / 2)
+    };
+    let (prefill, prefill_tok_s, prefill_pairs) = gain(&prefills[1..]);
+    let (decode, decode_tok_s, decode_pairs) = gain(&decodes[windows..]);
+    Ok(ThreadGain { threads, prefill, decode, prefill_tok_s, decode_tok_s, prefill_pairs, decode_pairs })
+}
+
 /// The machine's streaming-read rate in bytes/s: the best of `passes`
 /// sums over a buffer of `bytes` (well past the caches: 256 MiB natively),
 /// with independent accumulators so the loop is bound by memory, not by
@@ -155,5 +259,35 @@ mod tests {
         let s = measure_rounds(&m, &p, 4, 2).unwrap();
         assert!(s.prefill.is_finite() && s.prefill > 0.0 && s.decode.is_finite() && s.decode > 0.0, "{s:?}");
         assert_eq!(greedy(&m), before);
+    }
+
+    /// `thread_gain` on 2 threads: both sides measured, in pairs (1 of
+    /// prefill, 2 of decode from 2 runs of 2 windows), the same tokens in
+    /// every run (else it errs); bad settings and a stop get their
+    /// messages. Without the `threads` feature (this crate tested alone)
+    /// there is one thread, and it says there is nothing to compare.
+    #[test]
+    fn thread_gain_compares_the_threads_with_one() {
+        let Some(path) = scalpel_testkit::default_model_path() else { return };
+        let bytes = std::fs::read(&path).unwrap();
+        let m = Model::load_with("smollm2", ModelSource::Gguf(&bytes), Precision::Quantized, Kernels::Scalpel).unwrap();
+        let p = prompt(&m, 8, 16).unwrap();
+        rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap().install(|| {
+            if kernel_threads() == 1 {
+                let err = thread_gain(&m, &p, 16, 2, &|| true).unwrap_err().to_string();
+                assert!(err.contains("nothing to compare"), "{err}");
+                return;
+            }
+            let g = thread_gain(&m, &p, 16, 2, &|| true).unwrap();
+            assert_eq!((g.threads, g.prefill_pairs, g.decode_pairs), (2, 1, 2), "{g:?}");
+            for x in [g.prefill, g.decode, g.prefill_tok_s.0, g.prefill_tok_s.1, g.decode_tok_s.0, g.decode_tok_s.1] {
+                assert!(x.is_finite() && x > 0.0, "{g:?}");
+            }
+            for (runs, decode, want) in [(3, 16, "even number of runs"), (0, 16, "at least 2"), (2, 15, "at least 16 decode tokens")] {
+                let err = thread_gain(&m, &p, decode, runs, &|| true).unwrap_err().to_string();
+                assert!(err.contains(want), "{runs} runs, {decode} tokens: {err}");
+            }
+            assert!(matches!(thread_gain(&m, &p, 16, 2, &|| false), Err(Error::Cancelled)));
+        });
     }
 }

@@ -40,6 +40,8 @@ static SLEEPERS: AtomicUsize = AtomicUsize::new(0);
 static BUSY: AtomicBool = AtomicBool::new(false);
 /// A helper trapped ([`helper_died`]): a piece it held never finishes.
 static DIED: AtomicBool = AtomicBool::new(false);
+/// The caller runs everything alone ([`alone`]).
+static ALONE: AtomicBool = AtomicBool::new(false);
 
 /// Checks of `EPOCH` a helper spins before it sleeps: a few milliseconds,
 /// longer than the gap between two products of a forward pass.
@@ -47,7 +49,24 @@ const SPINS: u32 = 1 << 21;
 
 /// Threads a product is split over: the caller and the helpers.
 pub fn threads() -> usize {
+    if ALONE.load(SeqCst) {
+        return 1;
+    }
     HELPERS.load(SeqCst) + 1
+}
+
+/// Runs `f` with every product's pieces on the caller alone ([`threads`]
+/// is 1 inside), as the one-thread build would; the helpers stay joined,
+/// idle (spinning, then asleep). Restores the previous setting when `f` returns.
+pub fn alone<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ALONE.store(self.0, SeqCst);
+        }
+    }
+    let _restore = Restore(ALONE.swap(true, SeqCst));
+    f()
 }
 
 fn work(job: &Job) {
@@ -64,7 +83,7 @@ fn work(job: &Job) {
 /// Runs `f(0) .. f(pieces - 1)`, each once, over the caller and the helpers;
 /// returns when all have returned.
 pub fn run(pieces: usize, f: &(dyn Fn(usize) + Sync)) {
-    if pieces < 2 || HELPERS.load(SeqCst) == 0 || BUSY.swap(true, SeqCst) {
+    if pieces < 2 || threads() < 2 || BUSY.swap(true, SeqCst) {
         (0..pieces).for_each(f);
         return;
     }

@@ -620,6 +620,29 @@ pub fn threads() -> usize {
     1
 }
 
+/// Runs `f` with everything [`threads`] splits on the calling thread alone
+/// (inside, [`threads`] is 1), then gives the other threads back. The
+/// results are the same bits either way; what changes is the time, so the
+/// benchmark can measure what the other threads add in one run, in windows
+/// that alternate (`scalpel_experiments::bench::thread_gain`).
+/// - In the threaded wasm build: the gang's helpers stay idle
+///   ([`gang::alone`]).
+/// - Natively: a one-thread rayon pool, made once, runs `f` (candle's own
+///   rayon calls inside it run there too).
+pub fn on_one_thread<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    #[cfg(all(feature = "threads", target_arch = "wasm32", target_feature = "atomics"))]
+    return gang::alone(f);
+    #[cfg(all(feature = "threads", not(target_arch = "wasm32")))]
+    {
+        static ONE: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+        if let Some(pool) = ONE.get_or_init(|| rayon::ThreadPoolBuilder::new().num_threads(1).build().ok()) {
+            return pool.install(f);
+        }
+    }
+    #[allow(unreachable_code)]
+    f()
+}
+
 /// Which implementation `QMatrix::matmul` runs on this build.
 pub fn implementation() -> &'static str {
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]

@@ -206,6 +206,33 @@ fn threads_give_the_bits_of_one_thread() {
     }
 }
 
+/// `on_one_thread` runs its work on one thread inside a pool of 3 (what the
+/// benchmark's "against 1 thread" compares with) and gives the pool's
+/// bits; afterwards the pool's threads are back.
+#[cfg(feature = "threads")]
+#[test]
+fn on_one_thread_runs_alone_with_the_same_bits() {
+    let mut rng = Rng(9);
+    let m = QMatrix::from_gguf(QType::Q4_1, 1539, 576, &random_blocks(QType::Q4_1, 1539, 576, &mut rng)).unwrap();
+    let x = random_acts(3, 576, &mut rng);
+    let acts = QActs::quantize(&x, 576).unwrap();
+    rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap().install(|| {
+        let (mut all, mut all_exact) = (vec![0f32; 3 * 1539], vec![0f32; 3 * 1539]);
+        m.matmul(&acts, &mut all).unwrap();
+        m.matmul_exact(&x, &mut all_exact).unwrap();
+        let (threads, one, one_exact) = scalpel_kernels::on_one_thread(|| {
+            let (mut one, mut one_exact) = (vec![0f32; 3 * 1539], vec![0f32; 3 * 1539]);
+            m.matmul(&acts, &mut one).unwrap();
+            m.matmul_exact(&x, &mut one_exact).unwrap();
+            (scalpel_kernels::threads(), one, one_exact)
+        });
+        assert_eq!(threads, 1);
+        assert_eq!(scalpel_kernels::threads(), 3);
+        let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same(&one, &all) && same(&one_exact, &all_exact));
+    });
+}
+
 /// Several matrices on one input (`matmul_shared`, `matmul_exact_shared`,
 /// as a layer's q, k and v share the threads) give each matrix's own
 /// product bit for bit: types mixed, row counts that are and are not

@@ -6,7 +6,7 @@ use leptos::prelude::*;
 
 use super::client::{Client, Stopping};
 use crate::js::now_ms;
-use crate::protocol::{BenchResult, LoadedModel, ModelLocation, Precision, Request, Response};
+use crate::protocol::{BenchResult, LoadedModel, ModelLocation, Precision, Request, Response, ThreadGain};
 use crate::state::{CheckOutcome, EmbedControls, Shared};
 use crate::MODEL_URL_META;
 
@@ -74,6 +74,8 @@ pub struct Ctx {
     /// Cells (or layers) done of all, for a sweep.
     pub work: RwSignal<(u32, u32)>,
     pub bench: RwSignal<Option<BenchResult>>,
+    /// The last "against 1 thread" measurement.
+    pub thread_gain: RwSignal<Option<ThreadGain>>,
     pub embed: bool,
     /// What an embed's reader may change (`?controls=`; none outside embeds).
     pub controls: EmbedControls,
@@ -141,6 +143,7 @@ impl Ctx {
             busy_with: RwSignal::new(None),
             work: RwSignal::new((0, 0)),
             bench: RwSignal::new(None),
+            thread_gain: RwSignal::new(None),
             embed: embed.is_some(),
             controls: embed.unwrap_or_default(),
             asking_item: RwSignal::new(None),
@@ -209,6 +212,7 @@ impl Ctx {
                     "Patching sweep running…"
                 }
                 "bench" => "Benchmarking…",
+                "bench-threads" => "Comparing the threads with 1…",
                 _ => "Working…",
             }
             .into(),
@@ -439,6 +443,10 @@ impl Ctx {
             Response::Bench(b) => {
                 self.bench.set(Some((**b).clone()));
                 self.status.set("Benchmark finished".into());
+            }
+            Response::ThreadGain(g) => {
+                self.thread_gain.set(Some((**g).clone()));
+                self.status.set("Thread comparison finished".into());
             }
             Response::GpuReady { .. } => {
                 self.status.set("WebGPU backend ready: comparisons run on it".into());

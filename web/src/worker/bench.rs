@@ -3,7 +3,7 @@
 
 use super::model::{backend, with_model};
 use super::post;
-use crate::protocol::{BenchResult, Response};
+use crate::protocol::{BenchResult, Response, ThreadGain};
 pub use scalpel_experiments::bench::median;
 use scalpel_experiments::bench;
 
@@ -30,6 +30,32 @@ pub fn run(prompt_tokens: u32, decode_tokens: u32, rounds: u32) -> Result<(), St
             weight_bytes: m.weight_bytes(),
         };
         post(&Response::Bench(Box::new(result)));
+        Ok(())
+    })
+}
+
+/// The kernels' threads against this thread alone, in one run
+/// (`bench::thread_gain`); `Cancelled` when the page stops it.
+pub fn run_threads(prompt_tokens: u32, decode_tokens: u32, runs: u32) -> Result<(), String> {
+    with_model(|m| {
+        let prompt = bench::prompt(m, prompt_tokens as usize, decode_tokens as usize).map_err(|e| format!("bench: {e}"))?;
+        match bench::thread_gain(m, &prompt, decode_tokens as usize, runs as usize, &|| !super::stop_requested()) {
+            Ok(g) => post(&Response::ThreadGain(Box::new(ThreadGain {
+                precision: m.precision,
+                threads: g.threads as u32,
+                prefill_gain: g.prefill,
+                decode_gain: g.decode,
+                prefill_tok_s_one: g.prefill_tok_s.0,
+                prefill_tok_s_all: g.prefill_tok_s.1,
+                decode_tok_s_one: g.decode_tok_s.0,
+                decode_tok_s_all: g.decode_tok_s.1,
+                prefill_pairs: g.prefill_pairs as u32,
+                decode_pairs: g.decode_pairs as u32,
+                window: bench::GAIN_WINDOW as u32,
+            }))),
+            Err(scalpel_engine::Error::Cancelled) => post(&Response::Cancelled),
+            Err(e) => return Err(format!("bench: {e}")),
+        }
         Ok(())
     })
 }

@@ -340,6 +340,7 @@ async fn engine_request(req: Request, file: Option<JsValue>) -> Result<(), Strin
             vectors::import_control_vector(&name, &bytes)
         }
         Request::Bench { prompt_tokens, decode_tokens, rounds } => bench::run(prompt_tokens, decode_tokens, rounds),
+        Request::BenchThreads { prompt_tokens, decode_tokens, runs } => bench::run_threads(prompt_tokens, decode_tokens, runs),
         Request::LoadDictionary { source } => features::load(source, file).await,
         Request::Features { prompt, top_k } => features::features(&prompt, top_k),
         Request::Dashboard { latent } => features::dashboard_of(latent),

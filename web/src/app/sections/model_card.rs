@@ -7,7 +7,7 @@
 use gloo_storage::{LocalStorage, Storage};
 use leptos::prelude::*;
 
-use super::super::widgets::{event_target, fmt_mb, TokenField};
+use super::super::widgets::{event_target, fmt_mb, StopButton, TokenField};
 use super::super::{Ctx, Phase};
 use super::gpu::GpuSection;
 use super::llama_cpp::LlamaCppComparison;
@@ -355,6 +355,44 @@ fn loaded_line(i: &crate::protocol::LoadedModel) -> String {
     )
 }
 
+/// The kernels' threads against the worker's thread alone, in one run
+/// (`Request::BenchThreads`): on a shared machine, timing each thread count
+/// in its own page mostly measures when it ran.
+#[component]
+fn ThreadGainRow(llama_running: RwSignal<bool>) -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let g = ctx.thread_gain;
+    let threads = move || ctx.threads_running.get().map_or(1, |t| t.0);
+    let attr = move |f: fn(&crate::protocol::ThreadGain) -> String| move || g.get().map(|g| f(&g)).unwrap_or_default();
+    view! {
+        <div class="row">
+            <button on:click=move |_| { g.set(None); ctx.send(Request::BenchThreads { prompt_tokens: 64, decode_tokens: 64, runs: 6 }) }
+                disabled=move || !ctx.ready() || llama_running.get() || threads() < 2>"Against 1 thread"</button>
+            // Only while it runs: the page's other panels have Stop buttons of their own.
+            <Show when=move || ctx.busy("bench-threads")>
+                <StopButton kind="bench-threads"/>
+            </Show>
+            <span class="muted">{move || if threads() < 2 {
+                "compares the kernels' threads with one: needs more than 1 thread (Threads, above)".to_string()
+            } else {
+                format!("{} threads and 1 taking turns in this worker: 6 runs of the same prompt, switching every 8 decode steps", threads())
+            }}</span>
+        </div>
+        <p role="group"
+            aria-label="Thread gain"
+            data-threads=attr(|g| g.threads.to_string())
+            data-decode-gain=attr(|g| g.decode_gain.to_string())
+            data-prefill-gain=attr(|g| g.prefill_gain.to_string())
+        >
+            {move || g.get().map(|g| format!(
+                "{} threads against 1 ({}): decode {:.2}× ({:.1} against {:.1} tok/s, median of {} pairs of {}-step windows) · prefill {:.2}× ({:.1} against {:.1} tok/s, {} pairs of runs)",
+                g.threads, g.precision.as_str(), g.decode_gain, g.decode_tok_s_all, g.decode_tok_s_one, g.decode_pairs, g.window,
+                g.prefill_gain, g.prefill_tok_s_all, g.prefill_tok_s_one, g.prefill_pairs
+            )).unwrap_or_default()}
+        </p>
+    }
+}
+
 /// The benchmark, measured like `scalpel bench`.
 #[component]
 fn Benchmark() -> impl IntoView {
@@ -385,6 +423,7 @@ fn Benchmark() -> impl IntoView {
                     b.weight_bytes as f64 / 1e6, b.wasm_memory_bytes as f64 / 1e6
                 )).unwrap_or_default()}
             </p>
+            <ThreadGainRow llama_running=llama_running/>
             <LlamaCppComparison opened=opened running=llama_running/>
         </details>
     }

@@ -9,7 +9,7 @@
 //
 // Run by `cargo xtask bench` (which builds, serves and sets the environment).
 // Not part of `cargo xtask test`: it measures, it checks no behaviour the
-// tests do not (about 9 minutes on 2 cores).
+// tests do not (about 10 minutes on 2 cores).
 
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';

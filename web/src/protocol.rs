@@ -558,6 +558,19 @@ mod tests {
             Response::Progress { loaded: 1.0, total: Some(2.0) },
             Response::GpuResult { next: vec![TokenProb { id: 3, token: " Paris".into(), prob: 0.5, logit: 17.5 }], ids: vec![3], text: " Paris".into(), first_token_ms: 1.0, decode_tok_s: 2.0 },
             Response::Error { message: "bad".into() },
+            Response::ThreadGain(Box::new(ThreadGain {
+                precision: Precision::F32,
+                threads: 2,
+                prefill_gain: 1.8,
+                decode_gain: 1.6,
+                prefill_tok_s_one: 90.0,
+                prefill_tok_s_all: 162.0,
+                decode_tok_s_one: 30.0,
+                decode_tok_s_all: 48.0,
+                prefill_pairs: 3,
+                decode_pairs: 24,
+                window: 8,
+            })),
             Response::Cancelled,
         ];
         for r in rs {

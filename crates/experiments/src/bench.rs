@@ -111,9 +111,10 @@ pub struct ThreadGain {
 ///
 /// Why alternate in one run: on this project's shared 2-core VM, a decode
 /// step's products on 2 threads took 5.4 to 11 ms from one second to the
-/// next in the same page, while one thread stayed within a few percent, so
-/// timing each thread count in its own page mostly measured when it ran
-/// (docs/kernels.md, "Threads").
+/// next in the same page, while one thread stayed within a few percent (two
+/// threads reading weights from memory share a bandwidth the VM gives in
+/// varying amounts), so timing each thread count in its own page mostly
+/// measured when it ran (docs/kernels.md, "Threads").
 ///
 /// Threads give the same bits, so every run must produce the same tokens:
 /// an error names the first that does not. `keep_going` is asked between

@@ -375,7 +375,7 @@ fn ThreadGainRow(llama_running: RwSignal<bool>) -> impl IntoView {
             <span class="muted">{move || if threads() < 2 {
                 "compares the kernels' threads with one: needs more than 1 thread (Threads, above)".to_string()
             } else {
-                format!("{} threads and 1 taking turns in this worker: 6 runs of the same prompt, switching every 8 decode steps", threads())
+                format!("{} threads and 1 taking turns in this worker, over 6 runs of the benchmark's prompt", threads())
             }}</span>
         </div>
         <p role="group"

@@ -1190,6 +1190,7 @@ describe('playground', { timeout: 60 * MINUTE }, () => {
         await waitState(page, 'ready', MINUTE, logs);
         assert.equal(await page.getByLabel('Thread gain').textContent(), '', 'no result after Stop');
         assert.equal(await page.locator('details.bench').getByRole('button', { name: 'Stop' }).count(), 0, 'its Stop shows only while it runs');
+        assert.doesNotMatch(await page.getByLabel('Tokens per second').textContent(), /stopped/, 'the finished comparison is not marked stopped');
       }
       assert.ok(one.heatmap.length > 0 && one.ids.length > 0);
       assert.deepEqual(two.heatmap, one.heatmap, `${precision}: the sweep on 2 threads equals 1 thread`);

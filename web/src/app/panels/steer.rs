@@ -166,7 +166,9 @@ pub fn on_response(ctx: Ctx, state: State, r: &Response) {
             });
             ctx.status.set("Comparison finished".into());
         }
-        Response::Cancelled => c.update(|c| (c.stopped, c.done) = (true, true)),
+        // Only a stopped comparison is this panel's: a stopped sweep or
+        // thread comparison leaves the finished output unmarked.
+        Response::Cancelled if ctx.busy_with.get_untracked() == Some("compare") => c.update(|c| (c.stopped, c.done) = (true, true)),
         Response::Error { .. } => c.update(|c| c.done = true),
         Response::Loaded(_) => c.set(Comparison::default()),
         _ => {}

@@ -43,16 +43,20 @@ pub struct Speeds {
     pub decode: f64,
 }
 
+/// The greedy next token of a pass's last-position logits.
+fn greedy_next(logits: Tensor) -> Result<u32> {
+    Ok(argmax(&logits.flatten_all()?.to_vec1::<f32>()?))
+}
+
 /// Prefill `prompt`, then `decode` greedy steps, with `hook` (if any) on every pass.
 pub fn measure(model: &Model, prompt: &[u32], decode: usize, mut hook: Option<&mut dyn Hook>) -> Result<Speeds> {
-    let next = |logits: Tensor| -> Result<u32> { Ok(argmax(&logits.flatten_all()?.to_vec1::<f32>()?)) };
     let t0 = Instant::now();
     let mut cache = KvCache::new(&model.config);
-    let mut token = next(model.forward(&model.ids_tensor(prompt)?, Some(&mut cache), hook.as_deref_mut(), Logits::Last)?)?;
+    let mut token = greedy_next(model.forward(&model.ids_tensor(prompt)?, Some(&mut cache), hook.as_deref_mut(), Logits::Last)?)?;
     let prefill = prompt.len() as f64 / t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     for _ in 0..decode {
-        token = next(model.forward(&model.ids_tensor(&[token])?, Some(&mut cache), hook.as_deref_mut(), Logits::Last)?)?;
+        token = greedy_next(model.forward(&model.ids_tensor(&[token])?, Some(&mut cache), hook.as_deref_mut(), Logits::Last)?)?;
     }
     Ok(Speeds { prefill, decode: decode as f64 / t1.elapsed().as_secs_f64() })
 }
@@ -131,7 +135,6 @@ pub fn thread_gain(model: &Model, prompt: &[u32], decode: usize, runs: usize, ke
         return Err(Error::input(format!("the thread comparison needs at least {} decode tokens (got {decode})", 2 * GAIN_WINDOW)));
     }
     let windows = decode / GAIN_WINDOW / 2 * 2;
-    let next = |logits: Tensor| -> Result<u32> { Ok(argmax(&logits.flatten_all()?.to_vec1::<f32>()?)) };
     // Seconds `f` took, on all the threads or on this one alone.
     fn timed<R: Send>(alone: bool, f: impl FnOnce() -> R + Send) -> (R, f64) {
         let t = Instant::now();
@@ -144,7 +147,7 @@ pub fn thread_gain(model: &Model, prompt: &[u32], decode: usize, runs: usize, ke
         let mut cache = KvCache::new(&model.config);
         let alone = run % 2 == 1;
         let (logits, secs) = timed(alone, || model.forward(&model.ids_tensor(prompt)?, Some(&mut cache), None, Logits::Last));
-        let mut token = next(logits?)?;
+        let mut token = greedy_next(logits?)?;
         let mut tokens = vec![token];
         prefills.push((alone, prompt.len() as f64 / secs));
         for w in 0..windows {
@@ -155,7 +158,7 @@ pub fn thread_gain(model: &Model, prompt: &[u32], decode: usize, runs: usize, ke
             let (steps, secs) = timed(alone, || {
                 (0..GAIN_WINDOW)
                     .map(|_| {
-                        token = next(model.forward(&model.ids_tensor(&[token])?, Some(&mut cache), None, Logits::Last)?)?;
+                        token = greedy_next(model.forward(&model.ids_tensor(&[token])?, Some(&mut cache), None, Logits::Last)?)?;
                         Ok(token)
                     })
                     .collect::<Result<Vec<u32>>>()
@@ -223,14 +226,18 @@ mod tests {
     use super::*;
     use scalpel_engine::{Kernels, ModelSource, Precision};
 
+    /// The default model, quantized with Scalpel's kernels (None where it is not installed).
+    fn smollm2() -> Option<Model> {
+        let bytes = std::fs::read(scalpel_testkit::default_model_path()?).unwrap();
+        Some(Model::load_with("smollm2", ModelSource::Gguf(&bytes), Precision::Quantized, Kernels::Scalpel).unwrap())
+    }
+
     /// The text handed to llama.cpp tokenizes back to the benchmark's token
     /// count with the model's own tokenizer (the cycled ids, decoded, would
     /// give 62 of 64).
     #[test]
     fn prompt_text_tokenizes_back_to_n_tokens() {
-        let Some(path) = scalpel_testkit::default_model_path() else { return };
-        let bytes = std::fs::read(&path).unwrap();
-        let m = Model::load_with("smollm2", ModelSource::Gguf(&bytes), Precision::Quantized, Kernels::Scalpel).unwrap();
+        let Some(m) = smollm2() else { return };
         for n in [1, 5, 64, 200] {
             let text = prompt_text(&m, n).unwrap();
             assert_eq!(m.tokenizer().encode(&text).unwrap().len(), n, "{n} tokens: {text:?}");
@@ -245,9 +252,7 @@ mod tests {
     /// before it.
     #[test]
     fn measure_rounds_refuses_zero_and_leaves_the_model_as_it_was() {
-        let Some(path) = scalpel_testkit::default_model_path() else { return };
-        let bytes = std::fs::read(&path).unwrap();
-        let m = Model::load_with("smollm2", ModelSource::Gguf(&bytes), Precision::Quantized, Kernels::Scalpel).unwrap();
+        let Some(m) = smollm2() else { return };
         let p = prompt(&m, 8, 4).unwrap();
         let greedy = |m: &Model| {
             let mut cache = KvCache::new(&m.config);
@@ -269,9 +274,7 @@ mod tests {
     /// there is one thread, and it says there is nothing to compare.
     #[test]
     fn thread_gain_compares_the_threads_with_one() {
-        let Some(path) = scalpel_testkit::default_model_path() else { return };
-        let bytes = std::fs::read(&path).unwrap();
-        let m = Model::load_with("smollm2", ModelSource::Gguf(&bytes), Precision::Quantized, Kernels::Scalpel).unwrap();
+        let Some(m) = smollm2() else { return };
         let p = prompt(&m, 8, 16).unwrap();
         rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap().install(|| {
             if kernel_threads() == 1 {
